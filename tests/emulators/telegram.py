@@ -963,7 +963,7 @@ class TelegramEmulator:
         self.calls.clear()
         self.webhook_attempts.clear()
 
-    async def wait_idle(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109
+    async def wait_idle(self, timeout: float = 5.0) -> None:
         """Wait until every queued update is delivered (webhook) or confirmed (getUpdates).
 
         Raises TimeoutError otherwise — e.g. when the webhook keeps failing.
@@ -973,7 +973,7 @@ class TelegramEmulator:
     async def wait_until(
         self,
         predicate: Callable[[], bool],
-        timeout: float = 5.0,  # noqa: ASYNC109
+        timeout: float = 5.0,
     ) -> None:
         """Poll ``predicate`` until it holds; TimeoutError after ``timeout`` seconds.
 
@@ -987,7 +987,7 @@ class TelegramEmulator:
         self,
         user_id: int,
         count: int,
-        timeout: float = 5.0,  # noqa: ASYNC109
+        timeout: float = 5.0,
     ) -> list[ChatMessage]:
         """Wait until the chat holds at least ``count`` visible bot messages; return them."""
         await self.wait_until(lambda: len(self.bot_messages_for(user_id)) >= count, timeout)

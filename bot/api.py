@@ -1,0 +1,89 @@
+"""Agency API v1: register a dossier at reception, report returned results (which triggers surveys)."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from bot.http_errors import error_response, validation_response
+from bot.runtime import Runtime
+from bot.schemas import DossierRegistration, ResultBatch, ResultReport
+from storage.models import Agency
+
+RUNTIME = web.AppKey("runtime", Runtime)
+
+
+async def _agency(request: web.Request) -> Agency | web.Response:
+    header = request.headers.get("Authorization", "")
+    scheme, _, key = header.partition(" ")
+    if not hmac.compare_digest(scheme.lower(), "bearer") or not key.strip():
+        key = request.headers.get("X-Api-Key", "")
+    if not key.strip():
+        return error_response(401, "missing_api_key", "send 'Authorization: Bearer <api key>'")
+    agency = await request.app[RUNTIME].service.authenticate(key.strip())
+    if agency is None:
+        return error_response(401, "invalid_api_key", "this API key is unknown or revoked")
+    return agency
+
+
+async def _json(request: web.Request) -> Any:
+    if request.content_type != "application/json":
+        raise web.HTTPUnsupportedMediaType(text="send Content-Type: application/json")
+    raw = await request.read()
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise web.HTTPBadRequest(
+            reason="Malformed JSON", text=f"the body is not valid JSON: {exc}"
+        ) from None
+
+
+def _ok(model: BaseModel, status: int = 200) -> web.Response:
+    return web.json_response(model.model_dump(mode="json"), status=status)
+
+
+async def register_dossier(request: web.Request) -> web.Response:
+    agency = await _agency(request)
+    if isinstance(agency, web.Response):
+        return agency
+    body = await _json(request)
+    registration = DossierRegistration.model_validate(body)
+    result = await request.app[RUNTIME].service.register_dossier(agency, registration)
+    return _ok(result, 201 if result.created else 200)
+
+
+async def report_results(request: web.Request) -> web.Response:
+    """Accepts ``{"results": [...]}`` (a batch) or one result object."""
+    agency = await _agency(request)
+    if isinstance(agency, web.Response):
+        return agency
+    body = await _json(request)
+    runtime = request.app[RUNTIME]
+    if isinstance(body, dict) and "results" not in body:
+        body = {"results": [body]}
+    if isinstance(body, dict) and isinstance(body.get("results"), list):
+        limit = runtime.settings.max_batch_size
+        if len(body["results"]) > limit:
+            return error_response(
+                413, "batch_too_large", f"at most {limit} results per request; split the batch"
+            )
+    try:
+        batch = ResultBatch.model_validate(body)
+    except ValidationError as exc:
+        return validation_response(exc)
+    outcome = await runtime.service.report_results(agency, batch)
+    return _ok(outcome, 200)
+
+
+def routes() -> list[web.RouteDef]:
+    return [
+        web.post("/api/v1/dossiers", register_dossier, name="register_dossier"),
+        web.post("/api/v1/results", report_results, name="report_results"),
+    ]
+
+
+__all__ = ["RUNTIME", "ResultReport", "routes"]

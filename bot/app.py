@@ -1,0 +1,100 @@
+"""The aiohttp application: agency API, rating links and QR codes, the simulator, health."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import jinja2
+import segno
+from aiohttp import web
+
+from bot import api, simulator
+from bot.api import RUNTIME
+from bot.http_errors import json_errors
+from bot.i18n import normalise_language
+from bot.openapi import openapi_document
+from bot.runtime import Runtime
+
+TEMPLATE_DIR = Path(__file__).parent / "templates"
+
+
+def make_templates() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document())
+
+
+async def rating_page(request: web.Request) -> web.Response:
+    """What the receipt's QR code opens: pick a chat app. Viewing does not consume the token."""
+    runtime = request.app[RUNTIME]
+    token = request.match_info["token"]
+    base = runtime.settings.effective_public_base_url
+    bot = runtime.settings.telegram_bot_username
+    html = (
+        request.app[simulator.TEMPLATES]
+        .get_template("rating.html")
+        .render(
+            lang=normalise_language(request.headers.get("Accept-Language")),
+            telegram_url=f"https://t.me/{bot}?start={token}" if bot else None,
+            simulator_url=f"{base}/simulator?token={token}",
+            qr_url=f"{base}/r/{token}/qr.svg",
+        )
+    )
+    return web.Response(
+        text=html, content_type="text/html", headers={"Referrer-Policy": "no-referrer"}
+    )
+
+
+async def rating_qr(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    token = request.match_info["token"]
+    kind = request.match_info["kind"]
+    target = request.query.get("target")
+    bot = runtime.settings.telegram_bot_username
+    if target == "telegram" and bot:
+        data = f"https://t.me/{bot}?start={token}"
+    else:
+        data = f"{runtime.settings.effective_public_base_url}/r/{token}"
+    qr = segno.make(data, error="m")
+    buffer = io.BytesIO()
+    if kind == "svg":
+        qr.save(buffer, kind="svg", scale=6, border=2)
+        return web.Response(body=buffer.getvalue(), content_type="image/svg+xml")
+    qr.save(buffer, kind="png", scale=8, border=2)
+    return web.Response(body=buffer.getvalue(), content_type="image/png")
+
+
+def create_app(runtime: Runtime, *, background: bool = True) -> web.Application:
+    app = web.Application(
+        middlewares=[json_errors], client_max_size=runtime.settings.max_body_bytes
+    )
+    app[RUNTIME] = runtime
+    app.add_routes(api.routes())
+    app.router.add_get("/api/v1/openapi.json", openapi, name="openapi")
+    app.router.add_get("/healthz", health, name="health")
+    app.router.add_get(r"/r/{token:[A-Za-z0-9_-]{8,128}}", rating_page, name="rating_page")
+    app.router.add_get(
+        r"/r/{token:[A-Za-z0-9_-]{8,128}}/qr.{kind:svg|png}", rating_qr, name="rating_qr"
+    )
+    simulator.setup(app, make_templates())
+
+    if background:
+
+        async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
+            runtime.start_background()
+            yield
+            await runtime.close()
+
+        app.cleanup_ctx.append(lifecycle)
+    return app

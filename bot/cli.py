@@ -1,0 +1,447 @@
+"""The ``surveybot`` command: serve, demo, database, agencies and keys, surveys, exports, chat."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import random
+import secrets
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from aiohttp import web
+from sqlalchemy import func, select
+
+from bot.adapters.base import Capabilities, render
+from bot.app import create_app
+from bot.flows.definition import SurveyDefinitionError, builtin_catalog, load_definition
+from bot.flows.engine import Reply, Start, SurveyEngine
+from bot.flows.scoring import five_bands, score_mot_cua
+from bot.http_errors import RouteAccessLogger
+from bot.runtime import Runtime
+from bot.service import ServiceError
+from settings import Settings, SettingsError, load_settings
+from storage import audit, export
+from storage.migrate import upgrade
+from storage.models import Agency, Answer, Official, Procedure, Response, new_id
+from storage.pseudonym import KeyError_, KeyRing
+
+T = TypeVar("T")
+log = logging.getLogger("surveybot")
+TERMINAL = Capabilities(buttons=False, max_text_chars=4096)
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        settings = load_settings(**overrides)
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+    configure_logging(settings.log_level)
+    return settings
+
+
+def _run(coro_factory: Callable[[], Awaitable[T]]) -> T:
+    async def wrapper() -> T:
+        return await coro_factory()
+
+    try:
+        return asyncio.run(wrapper())
+    except (ServiceError, KeyError_) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+async def _with_runtime(settings: Settings, action: Callable[[Runtime], Awaitable[T]]) -> T:
+    runtime = await Runtime.create(settings)
+    try:
+        return await action(runtime)
+    finally:
+        await runtime.close()
+
+
+@click.group()
+def main() -> None:
+    """Citizen rating channel: confidential chat-bot surveys after administrative procedures."""
+
+
+# ---------------------------------------------------------------------------------- serving
+def _serve(settings: Settings, banner: Callable[[Runtime], Awaitable[None]] | None = None) -> None:
+    async def make_app() -> web.Application:
+        runtime = await Runtime.create(settings)
+        if banner is not None:
+            await banner(runtime)
+        return create_app(runtime)
+
+    try:
+        web.run_app(
+            make_app(),
+            host=settings.host,
+            port=settings.port,
+            access_log_class=RouteAccessLogger,
+            print=None,
+        )
+    except (KeyError_, ServiceError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command()
+def serve() -> None:
+    """Serve the HTTP API, rating links, the simulator, and dispatch the outbox."""
+    settings = _settings()
+    click.echo(f"serving on {settings.effective_public_base_url}")
+    _serve(settings)
+
+
+@main.command()
+@click.option("--port", type=int, default=None, help="Port to serve on (default 8080).")
+def demo(port: int | None) -> None:
+    """Seed a demo agency with officials, procedures and history, then serve."""
+    settings = _settings(**({"port": port} if port else {}))
+
+    async def banner(runtime: Runtime) -> None:
+        key = await seed_demo(runtime)
+        base = settings.effective_public_base_url
+        code = f"HS-DEMO-{secrets.randbelow(10**6):06d}"
+        click.echo(
+            f"""
+Citizen rating channel: demo on {base}
+  Web chat simulator : {base}/simulator
+  API document       : {base}/api/v1/openapi.json
+  Demo agency API key: {key}
+
+Trigger a survey (register the dossier, then report its result):
+  curl -s -X POST {base}/api/v1/dossiers -H 'Authorization: Bearer {key}' \\
+       -H 'Content-Type: application/json' \\
+       -d '{{"dossier_code": "{code}", "procedure_code": "1.001234", "official_code": "CB01", "received_at": "{dt.date.today() - dt.timedelta(days=5)}", "due_at": "{dt.date.today() + dt.timedelta(days=1)}"}}'
+  # open the "rating_url" it prints, choose the web chat, then:
+  curl -s -X POST {base}/api/v1/results -H 'Authorization: Bearer {key}' \\
+       -H 'Content-Type: application/json' \\
+       -d '{{"results": [{{"dossier_code": "{code}", "returned_at": "{dt.date.today()}"}}]}}'
+Export the answers: surveybot export --format csv
+""",
+            nl=True,
+        )
+
+    _serve(settings, banner)
+
+
+DEMO_OFFICIALS = [("CB01", "Nguyễn Thị Lan"), ("CB02", "Trần Văn Minh"), ("CB03", "Lê Thu Hà")]
+DEMO_PROCEDURES = [
+    ("1.001234", "Đăng ký khai sinh"),
+    ("1.004227", "Chứng thực bản sao từ bản chính"),
+    ("2.000986", "Cấp giấy phép xây dựng nhà ở riêng lẻ"),
+]
+
+
+async def seed_demo(runtime: Runtime, history: int = 120) -> str:
+    """Idempotent: reference data and history once; a fresh API key on every run (shown once)."""
+    async with runtime.sessions() as session:
+        agency = (
+            await session.execute(select(Agency).where(Agency.code == "ubnd-demo"))
+        ).scalar_one_or_none()
+        if agency is None:
+            agency = Agency(id=new_id(), code="ubnd-demo", name="UBND phường Bến Thành (demo)")
+            session.add(agency)
+            for code, name in DEMO_PROCEDURES:
+                if (
+                    await session.execute(select(Procedure).where(Procedure.code == code))
+                ).scalar_one_or_none() is None:
+                    session.add(Procedure(code=code, name=name))
+            for code, name in DEMO_OFFICIALS:
+                session.add(Official(agency_id=agency.id, code=code, name=name))
+            await session.flush()
+            await _seed_history(runtime, session, agency, history)
+        await session.commit()
+    return await runtime.service.create_api_key("ubnd-demo", "demo")
+
+
+async def _seed_history(runtime: Runtime, session: Any, agency: Agency, count: int) -> None:
+    rng = random.Random(20261124)
+    officials = (
+        (await session.execute(select(Official).where(Official.agency_id == agency.id)))
+        .scalars()
+        .all()
+    )
+    procedures = (await session.execute(select(Procedure))).scalars().all()
+    definition = runtime.catalog.latest("mot-cua")
+    s = runtime.settings
+    bands = five_bands(
+        s.band_mot_cua_xuat_sac, s.band_mot_cua_tot, s.band_mot_cua_kha, s.band_mot_cua_trung_binh
+    )
+    today = dt.date.today()
+    for _ in range(count):
+        official = rng.choice(officials[:2]) if rng.random() < 0.9 else officials[2]
+        response = Response(
+            id=new_id(), agency_id=agency.id, official_id=official.id,
+            procedure_id=rng.choice(procedures).id, survey_id="mot-cua", survey_version=definition.version,
+            channel=rng.choice(["telegram", "zalo_oa", "zns", "web"]), language="vi",
+            answered_on=today - dt.timedelta(days=rng.randrange(1, 90)),
+            rater_hash=secrets.token_hex(32), rater_key_id="seed", complete=True,
+        )  # fmt: skip
+        session.add(response)
+        await session.flush()
+        points: dict[str, int | None] = {}
+        for question in definition.questions:
+            if question.type == "text":
+                continue
+            option = rng.choices(question.options, weights=[6, 3, 1][: len(question.options)])[0]
+            session.add(
+                Answer(
+                    response_id=response.id,
+                    question_id=question.id,
+                    value=option.value,
+                    points=option.points,
+                )
+            )
+            if question.criterion:
+                points[question.criterion] = option.points
+            if option.satisfaction:
+                response.satisfaction = option.satisfaction
+        returned = today - dt.timedelta(days=rng.randrange(1, 90))
+        score = score_mot_cua(
+            points,
+            returned + dt.timedelta(days=rng.choice([-1, 0, 1, 2])),
+            returned,
+            None,
+            None,
+            bands,
+        )
+        if score:
+            response.criteria, response.score18, response.classification = (
+                score.criteria,
+                score.total18,
+                score.classification,
+            )
+
+
+# ---------------------------------------------------------------------------------- database
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the Alembic migrations up to the latest schema."""
+    settings = _settings()
+    upgrade(settings.effective_database_url)
+    click.echo("database is at the latest schema")
+
+
+# ---------------------------------------------------------------------------------- agencies
+@main.group()
+def agency() -> None:
+    """Agencies (cơ quan, đơn vị)."""
+
+
+@agency.command("add")
+@click.argument("code")
+@click.argument("name")
+@click.option("--survey", default=None, help="Default survey for this agency's dossiers.")
+def agency_add(code: str, name: str, survey: str | None) -> None:
+    settings = _settings()
+    if survey and survey not in builtin_catalog():
+        raise click.ClickException(f"no survey named {survey!r}")
+
+    async def action(runtime: Runtime) -> None:
+        async with runtime.sessions() as session:
+            if (
+                await session.execute(select(Agency).where(Agency.code == code))
+            ).scalar_one_or_none():
+                raise click.ClickException(f"agency {code!r} already exists")
+            session.add(Agency(code=code, name=name, default_survey=survey))
+            await session.commit()
+        await audit.record(runtime.sessions, "cli", "agency.add", {"agency": code})
+
+    _run(lambda: _with_runtime(settings, action))
+    click.echo(f"agency {code} added")
+
+
+@main.command("official")
+@click.argument("agency_code")
+@click.argument("code")
+@click.argument("name")
+def official_add(agency_code: str, code: str, name: str) -> None:
+    """Add an official (the staff being rated) to an agency."""
+    settings = _settings()
+
+    async def action(runtime: Runtime) -> None:
+        async with runtime.sessions() as session:
+            found = (
+                await session.execute(select(Agency).where(Agency.code == agency_code))
+            ).scalar_one_or_none()
+            if found is None:
+                raise click.ClickException(f"no agency {agency_code!r}")
+            session.add(Official(agency_id=found.id, code=code, name=name))
+            await session.commit()
+
+    _run(lambda: _with_runtime(settings, action))
+    click.echo(f"official {code} added to {agency_code}")
+
+
+@main.command("procedure")
+@click.argument("code")
+@click.argument("name")
+def procedure_add(code: str, name: str) -> None:
+    """Add an administrative procedure (thủ tục hành chính)."""
+    settings = _settings()
+
+    async def action(runtime: Runtime) -> None:
+        async with runtime.sessions() as session:
+            session.add(Procedure(code=code, name=name))
+            await session.commit()
+
+    _run(lambda: _with_runtime(settings, action))
+    click.echo(f"procedure {code} added")
+
+
+@main.group()
+def apikey() -> None:
+    """Agency API keys."""
+
+
+@apikey.command("create")
+@click.argument("agency_code")
+@click.option("--label", default=None)
+def apikey_create(agency_code: str, label: str | None) -> None:
+    """Create an API key; it is printed once and only its hash is stored."""
+    settings = _settings()
+
+    async def action(runtime: Runtime) -> str:
+        key = await runtime.service.create_api_key(agency_code, label)
+        await audit.record(runtime.sessions, "cli", "apikey.create", {"agency": agency_code})
+        return key
+
+    click.echo(_run(lambda: _with_runtime(settings, action)))
+
+
+@main.group()
+def keys() -> None:
+    """Pseudonymisation keys."""
+
+
+@keys.command("generate")
+def keys_generate() -> None:
+    """Print a new key set (JSON) for SURVEYBOT_KEYS or a key file kept outside the database."""
+    click.echo(KeyRing.generate_document())
+
+
+# ---------------------------------------------------------------------------------- surveys
+@main.group()
+def survey() -> None:
+    """Survey definitions."""
+
+
+@survey.command("check")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def survey_check(path: Path) -> None:
+    """Validate a survey definition file and print a summary, or every problem found."""
+    try:
+        definition = load_definition(path)
+    except SurveyDefinitionError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"{definition.id} v{definition.version}: {len(definition.questions)} questions, valid"
+    )
+
+
+@survey.command("list")
+def survey_list() -> None:
+    catalog = builtin_catalog()
+    for survey_id in catalog.ids():
+        latest = catalog.latest(survey_id)
+        click.echo(f"{survey_id} v{latest.version}  {latest.title.vi}")
+
+
+# ---------------------------------------------------------------------------------- exports
+@main.command("export")
+@click.option("--format", "fmt", type=click.Choice(["csv"]), default="csv")
+@click.option(
+    "--period", type=click.Choice(["day", "week", "month", "quarter", "year"]), default="month"
+)
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None)
+def export_cmd(fmt: str, period: export.Period, output: Path | None) -> None:
+    """Anonymised response rows (re-keyed per export, dates coarsened, rows shuffled)."""
+    settings = _settings()
+
+    async def action(runtime: Runtime) -> str:
+        text = await export.export_csv(runtime.sessions, period)
+        await audit.record(
+            runtime.sessions,
+            "cli",
+            "export",
+            {"format": fmt, "level": "responses", "period": period},
+        )
+        return text
+
+    text = _run(lambda: _with_runtime(settings, action))
+    if output:
+        output.write_text(text, encoding="utf-8")
+        click.echo(f"wrote {output}", err=True)
+    else:
+        sys.stdout.write(text)
+
+
+@main.group("audit")
+def audit_group() -> None:
+    """The tamper-evident audit log."""
+
+
+@audit_group.command("verify")
+def audit_verify() -> None:
+    settings = _settings()
+    result = _run(lambda: _with_runtime(settings, lambda rt: audit.verify(rt.sessions)))
+    if not result.ok:
+        raise click.ClickException(f"audit chain broken at entry {result.first_bad_seq}")
+    click.echo(f"audit log intact: {result.entries} entries")
+
+
+@main.command("stats")
+def stats() -> None:
+    """Counts per survey (responses), for a quick look after a demo."""
+    settings = _settings()
+
+    async def action(runtime: Runtime) -> dict[str, int]:
+        async with runtime.sessions() as session:
+            rows = await session.execute(
+                select(Response.survey_id, func.count()).group_by(Response.survey_id)
+            )
+            return {survey_id: count for survey_id, count in rows.all()}
+
+    click.echo(json.dumps(_run(lambda: _with_runtime(settings, action)), ensure_ascii=False))
+
+
+# ---------------------------------------------------------------------------------- terminal chat
+@main.command()
+@click.option("--survey", "survey_id", default="mot-cua", help="Survey to try.")
+@click.option("--lang", type=click.Choice(["vi", "en"]), default="vi")
+def chat(survey_id: str, lang: str) -> None:
+    """Try a survey in the terminal: numbered options, typed replies; nothing is stored."""
+    catalog = builtin_catalog()
+    if survey_id not in catalog:
+        raise click.ClickException(
+            f"no survey named {survey_id!r}; try: {', '.join(catalog.ids())}"
+        )
+    engine = SurveyEngine(catalog.latest(survey_id))
+    state = engine.new_state(secrets.token_hex(3), lang)
+    step = engine.step(state, Start())
+    while True:
+        for prompt in step.prompts:
+            click.echo(render(prompt, TERMINAL, lang).text + "\n")
+        if step.finished:
+            return
+        try:
+            line = input("> ")
+        except EOFError:
+            return
+        step = engine.step(step.state, Reply(line))

@@ -1,0 +1,125 @@
+"""Wiring: one object that owns the database, keys, coordination, service and channels."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.adapters.base import Channel
+from bot.adapters.web import WebChannel
+from bot.dispatch import Dispatcher
+from bot.flows.definition import SurveyCatalog, builtin_catalog
+from bot.service import SurveyService
+from settings import Settings
+from storage.coordination import Coordinator, LocalCoordinator, RedisCoordinator
+from storage.db import Sessions, make_engine, make_sessions
+from storage.migrate import upgrade_async
+from storage.pseudonym import KeyRing, load_keyring
+
+log = logging.getLogger(__name__)
+MAINTENANCE_INTERVAL_SECONDS = 60.0
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: Sessions
+    keyring: KeyRing
+    catalog: SurveyCatalog
+    coordinator: Coordinator
+    service: SurveyService
+    dispatcher: Dispatcher
+    web: WebChannel
+    channels: dict[str, Channel]
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @classmethod
+    async def create(
+        cls,
+        settings: Settings,
+        *,
+        migrate: bool = True,
+        extra_channels: Mapping[str, Channel] | None = None,
+        keyring: KeyRing | None = None,
+    ) -> Runtime:
+        keyring = keyring or load_keyring(
+            settings.keys, settings.keys_file, settings.var_dir, settings.is_production
+        )
+        url = settings.effective_database_url
+        if migrate:
+            await upgrade_async(url)
+        engine = make_engine(url)
+        sessions = make_sessions(engine)
+        coordinator: Coordinator = (
+            RedisCoordinator.from_url(settings.redis_url)
+            if settings.redis_url
+            else LocalCoordinator()
+        )
+        web = WebChannel()
+        channels: dict[str, Channel] = {"web": web, **(extra_channels or {})}
+        catalog = builtin_catalog()
+        service = SurveyService(
+            sessions,
+            keyring,
+            settings,
+            catalog,
+            coordinator,
+            {name: ch.capabilities for name, ch in channels.items()},
+        )
+        dispatcher = Dispatcher(
+            sessions,
+            keyring,
+            channels,
+            max_attempts=settings.outbox_max_attempts,
+            interval=settings.dispatcher_interval_seconds,
+            on_undeliverable=service.mark_undeliverable,
+            on_delivered=service.mark_delivered,
+        )
+        service.on_enqueue = dispatcher.kick
+        return cls(
+            settings,
+            engine,
+            sessions,
+            keyring,
+            catalog,
+            coordinator,
+            service,
+            dispatcher,
+            web,
+            channels,
+        )
+
+    def start_background(self) -> None:
+        """The dispatcher loop and periodic maintenance (expiry, reminders)."""
+        self._stop.clear()
+        self._tasks.append(asyncio.create_task(self.dispatcher.run_forever(self._stop)))
+        self._tasks.append(asyncio.create_task(self._maintain()))
+
+    async def _maintain(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await self.service.close_expired()
+                await self.service.send_reminders()
+            except Exception:
+                log.exception("maintenance round failed")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(MAINTENANCE_INTERVAL_SECONDS):
+                    await self._stop.wait()
+
+    async def close(self) -> None:
+        self._stop.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        await self.coordinator.close()
+        await self.engine.dispose()

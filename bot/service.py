@@ -1,0 +1,759 @@
+"""The application service: every state change of a survey, each in one transaction.
+
+Agencies register dossiers and report results; citizens bind a chat and answer; maintenance closes
+expired surveys and sends the one reminder. Each public method commits the state change and the
+outbound messages it causes together (outbox), so an acknowledged answer is durable and every
+message is eventually delivered. Raw identifiers only pass through here on their way to being
+hashed or sealed; none is stored, logged or returned.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.adapters.base import Capabilities, OutboundMessage, render
+from bot.flows.definition import SurveyCatalog, SurveyDefinition
+from bot.flows.engine import AnswerEvent, Input, Prompt, Start, Step, SurveyEngine
+from bot.flows.scoring import five_bands, score_mot_cua
+from bot.i18n import gettext, normalise_language
+from bot.schemas import (
+    DossierRegistration,
+    RegistrationResult,
+    ResultBatch,
+    ResultBatchOutcome,
+    ResultItemOutcome,
+    ResultReport,
+)
+from settings import Settings
+from storage import outbox
+from storage.coordination import Coordinator
+from storage.db import Sessions
+from storage.models import (
+    Agency,
+    Answer,
+    ApiKey,
+    Dossier,
+    Invitation,
+    Official,
+    OptOut,
+    Procedure,
+    Response,
+    SurveyLedger,
+    new_id,
+    utcnow,
+)
+from storage.pseudonym import KeyRing, new_token, normalise_identifier, token_digest
+
+log = logging.getLogger(__name__)
+ACTIVE = ("sent", "in_progress")
+
+
+class ServiceError(Exception):
+    """A request the service refuses, with the HTTP status an API would answer."""
+
+    def __init__(self, status: int, error: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.error = error
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What an inbound event did, for adapters (e.g. Telegram's answerCallbackQuery text)."""
+
+    kind: Literal["answered", "ignored", "no_survey", "command", "bound", "invalid_link"]
+    finished: bool = False
+    toast: str | None = None
+
+
+class SurveyService:
+    def __init__(
+        self,
+        sessions: Sessions,
+        keyring: KeyRing,
+        settings: Settings,
+        catalog: SurveyCatalog,
+        coordinator: Coordinator,
+        capabilities: Mapping[str, Capabilities],
+        clock: Callable[[], dt.datetime] = utcnow,
+    ) -> None:
+        self.sessions = sessions
+        self.keys = keyring
+        self.settings = settings
+        self.catalog = catalog
+        self.coordinator = coordinator
+        self.capabilities = capabilities
+        self.clock = clock
+        self.bands = five_bands(
+            settings.band_mot_cua_xuat_sac,
+            settings.band_mot_cua_tot,
+            settings.band_mot_cua_kha,
+            settings.band_mot_cua_trung_binh,
+        )
+        #: Called after a commit that enqueued messages, to wake the dispatcher early.
+        self.on_enqueue: Callable[[], None] = lambda: None
+
+    # ================================================================ agencies and API keys
+    async def authenticate(self, raw_key: str) -> Agency | None:
+        async with self.sessions() as session:
+            row = (
+                await session.execute(
+                    select(Agency)
+                    .join(ApiKey, ApiKey.agency_id == Agency.id)
+                    .where(ApiKey.key_hash == token_digest(raw_key), ApiKey.revoked_at.is_(None))
+                )
+            ).scalar_one_or_none()
+            return row
+
+    async def create_api_key(self, agency_code: str, label: str | None = None) -> str:
+        """A new key, returned once; only its SHA-256 is stored."""
+        raw = "sbk_" + secrets.token_urlsafe(32)
+        async with self.sessions() as session:
+            agency = await self._agency_by_code(session, agency_code)
+            session.add(
+                ApiKey(
+                    agency_id=agency.id, prefix=raw[:10], key_hash=token_digest(raw), label=label
+                )
+            )
+            await session.commit()
+        return raw
+
+    async def _agency_by_code(self, session: AsyncSession, code: str) -> Agency:
+        agency = (
+            await session.execute(select(Agency).where(Agency.code == code))
+        ).scalar_one_or_none()
+        if agency is None:
+            raise ServiceError(404, "unknown_agency", f"no agency with code {code!r}")
+        return agency
+
+    # ================================================================ reception
+    async def register_dossier(
+        self, agency: Agency, reg: DossierRegistration
+    ) -> RegistrationResult:
+        now = self.clock()
+        async with self.sessions() as session:
+            survey = self._survey_for(agency, reg.survey)
+            procedure_id, official_id = await self._references(
+                session, agency, reg.procedure_code, reg.official_code
+            )
+            digests = self._dossier_digests(agency, reg.dossier_code)
+            if await self._ledger(session, agency, digests) is not None:
+                raise ServiceError(
+                    409, "already_surveyed", "the result of this dossier was already reported"
+                )
+            dossier = await self._dossier(session, agency, digests)
+            created = dossier is None
+            if dossier is None:
+                dossier = self._new_dossier(agency, reg.dossier_code)
+                session.add(dossier)
+            token = new_token()
+            expires = now + dt.timedelta(days=self.settings.rating_token_ttl_days)
+            dossier.token_hash = token_digest(token)
+            dossier.token_expires_at = expires
+            dossier.survey_id = survey.id
+            dossier.procedure_id = procedure_id or dossier.procedure_id
+            dossier.official_id = official_id or dossier.official_id
+            dossier.received_on = reg.received_at or dossier.received_on
+            dossier.due_on = reg.due_at or dossier.due_on
+            dossier.language = reg.language or dossier.language
+            await session.commit()
+        base = self.settings.effective_public_base_url
+        telegram = self.settings.telegram_bot_username
+        return RegistrationResult(
+            rating_token=token,
+            rating_url=f"{base}/r/{token}",
+            qr_svg_url=f"{base}/r/{token}/qr.svg",
+            telegram_url=f"https://t.me/{telegram}?start={token}" if telegram else None,
+            expires_at=expires,
+            created=created,
+        )
+
+    # ================================================================ results → surveys
+    async def report_results(self, agency: Agency, batch: ResultBatch) -> ResultBatchOutcome:
+        """Each item in its own savepoint: one bad item never blocks the rest of a day's batch."""
+        items: list[ResultItemOutcome] = []
+        async with self.sessions() as session:
+            for index, report in enumerate(batch.results):
+                try:
+                    async with session.begin_nested():
+                        item = await self._report_one(session, agency, report, index)
+                except ServiceError as exc:
+                    item = ResultItemOutcome(index=index, status="rejected", error=exc.detail)
+                except IntegrityError:
+                    item = ResultItemOutcome(index=index, status="duplicate")
+                items.append(item)
+            await session.commit()
+        self.on_enqueue()
+        return ResultBatchOutcome(
+            accepted=sum(i.status == "survey_created" for i in items),
+            duplicates=sum(i.status == "duplicate" for i in items),
+            rejected=sum(i.status == "rejected" for i in items),
+            items=items,
+        )
+
+    async def _report_one(
+        self, session: AsyncSession, agency: Agency, report: ResultReport, index: int
+    ) -> ResultItemOutcome:
+        now = self.clock()
+        digests = self._dossier_digests(agency, report.dossier_code)
+        if await self._ledger(session, agency, digests) is not None:
+            return ResultItemOutcome(index=index, status="duplicate")
+        dossier = await self._dossier(session, agency, digests)
+        survey = self._survey_for(agency, report.survey or (dossier.survey_id if dossier else None))
+        procedure_id, official_id = await self._references(
+            session, agency, report.procedure_code, report.official_code
+        )
+        if dossier is None:
+            dossier = self._new_dossier(agency, report.dossier_code)
+            session.add(dossier)
+        dossier.survey_id = survey.id
+        dossier.procedure_id = procedure_id or dossier.procedure_id
+        dossier.official_id = official_id or dossier.official_id
+        dossier.received_on = report.received_at or dossier.received_on
+        dossier.due_on = report.due_at or dossier.due_on
+        dossier.language = report.language or dossier.language
+        await session.flush()
+        ledger = SurveyLedger(
+            agency_id=agency.id,
+            dossier_hash=dossier.dossier_hash,
+            dossier_key_id=dossier.dossier_key_id,
+            survey_id=survey.id,
+            reported_on=now.date(),
+        )
+        session.add(ledger)
+        await session.flush()  # the unique (agency, dossier) constraint decides races here
+        if dossier.contact_hash and await self._opted_out(session, dossier.contact_hash):
+            ledger.status = "opted_out"
+            await session.execute(delete(Dossier).where(Dossier.id == dossier.id))
+            return ResultItemOutcome(
+                index=index, status="survey_created", survey_status="opted_out"
+            )
+        language = normalise_language(dossier.language or self.settings.default_language)
+        engine = self._engine(survey)
+        invitation = Invitation(
+            id=new_id(),
+            ledger_id=ledger.id,
+            dossier_id=dossier.id,
+            survey_id=survey.id,
+            survey_version=survey.version,
+            status="waiting",
+            language=language,
+            state=engine.new_state(secrets.token_hex(3), language),
+            timing={
+                "received": _iso(dossier.received_on),
+                "due": _iso(dossier.due_on),
+                "returned": report.returned_at.isoformat(),
+                "steps": [
+                    {"due": s.due_at.isoformat(), "done": s.done_at.isoformat()}
+                    for s in report.steps
+                ],
+            },
+            expires_at=now + dt.timedelta(hours=self.settings.survey_ttl_hours),
+        )
+        session.add(invitation)
+        if dossier.address_sealed and dossier.contact_hash:
+            self._attach(invitation, dossier)
+            ledger.status = "sent"
+            ledger.channel = invitation.channel
+            step = engine.step(invitation.state, Start())
+            invitation.state = step.state
+            self._enqueue_step(session, invitation, step, outbox.PRIORITY_INVITATION, "start")
+            return ResultItemOutcome(index=index, status="survey_created", survey_status="sent")
+        return ResultItemOutcome(
+            index=index, status="survey_created", survey_status="waiting_for_binding"
+        )
+
+    # ================================================================ binding
+    async def bind(self, token: str, channel: str, address: str, language: str | None) -> Outcome:
+        """A citizen opened the receipt's link in a chat: bind it, start the survey if due."""
+        now = self.clock()
+        contact = self.keys.pseudonym("contact", address)
+        async with self.coordinator.lock(contact.digest), self.sessions() as session:
+            dossier = (
+                await session.execute(
+                    select(Dossier).where(Dossier.token_hash == token_digest(token))
+                )
+            ).scalar_one_or_none()
+            if dossier is None or (dossier.token_expires_at and dossier.token_expires_at < now):
+                self._reply(session, channel, address, contact.digest, language,
+                            "This rating link is not valid or has expired.")  # fmt: skip
+                await session.commit()
+                self.on_enqueue()
+                return Outcome("invalid_link")
+            # Opening a receipt's link is an explicit new request to rate: it lifts an old /stop.
+            await session.execute(
+                delete(OptOut).where(
+                    OptOut.contact_hash.in_(
+                        [p.digest for p in self.keys.candidates("contact", address)]
+                    )
+                )
+            )
+            dossier.token_hash = None  # single use
+            dossier.address_sealed = self.keys.seal(f"{channel}:{address}")
+            dossier.contact_hash = contact.digest
+            if language:
+                dossier.language = normalise_language(language)
+            invitation = (
+                await session.execute(select(Invitation).where(Invitation.dossier_id == dossier.id))
+            ).scalar_one_or_none()
+            if invitation is not None and invitation.status == "waiting":
+                if language:
+                    invitation.language = normalise_language(language)
+                    invitation.state = {**invitation.state, "lang": invitation.language}
+                self._attach(invitation, dossier)
+                ledger = await session.get(SurveyLedger, invitation.ledger_id)
+                if ledger is not None:
+                    ledger.status = "sent"
+                    ledger.channel = channel
+                step = self._engine_for(invitation).step(invitation.state, Start())
+                invitation.state = step.state
+                self._enqueue_step(session, invitation, step, outbox.PRIORITY_REPLY, "start")
+            else:
+                self._reply(session, channel, address, contact.digest, dossier.language,
+                            "Thank you. You will receive a short survey when the result of your "
+                            "dossier is returned.")  # fmt: skip
+            await session.commit()
+        self.on_enqueue()
+        return Outcome("bound")
+
+    # ================================================================ conversation
+    async def handle(self, channel: str, address: str, event: Input) -> Outcome:
+        """One inbound message or tap: the answer and its reply are committed together."""
+        contacts = [p.digest for p in self.keys.candidates("contact", address)]
+        async with self.coordinator.lock(contacts[0]), self.sessions() as session:
+            invitation = await self._active_invitation(session, contacts)
+            if invitation is None:
+                self._reply(session, channel, address, contacts[0], None,
+                            "You have no survey open right now. Thank you!")  # fmt: skip
+                await session.commit()
+                self.on_enqueue()
+                return Outcome("no_survey")
+            step = self._engine_for(invitation).step(invitation.state, event)
+            invitation.state = step.state
+            if step.answers:
+                invitation.status = "in_progress"
+                await self._store_answers(session, invitation, channel, address, step.answers)
+            self._enqueue_step(session, invitation, step, outbox.PRIORITY_REPLY, new_id())
+            if step.finished:
+                await self._finalize(session, invitation, "completed")
+            await session.commit()
+        self.on_enqueue()
+        toast = step.answers[-1].label if step.answers else None
+        return Outcome("answered" if step.accepted else "ignored", step.finished, toast)
+
+    async def current_question(self, address: str) -> tuple[str, str] | None:
+        """(question id, tag) of the open survey, so adapters can tell stale buttons apart."""
+        contacts = [p.digest for p in self.keys.candidates("contact", address)]
+        async with self.sessions() as session:
+            invitation = await self._active_invitation(session, contacts)
+            if invitation is None or not invitation.state.get("q"):
+                return None
+            return invitation.state["q"], invitation.state["tag"]
+
+    # ================================================================ citizen commands
+    async def command(self, channel: str, address: str, name: str, arg: str = "") -> Outcome:
+        """/help, /privacy, /stop, /delete (with confirmation), /lang: the same on every channel."""
+        contacts = [p.digest for p in self.keys.candidates("contact", address)]
+        async with self.coordinator.lock(contacts[0]), self.sessions() as session:
+            invitation = await self._active_invitation(session, contacts)
+            language = invitation.language if invitation else self.settings.default_language
+            say: list[tuple[str, list[tuple[str, str]]]] = []
+            if name == "help":
+                say.append((gettext(language, HELP), []))
+            elif name == "privacy":
+                say.append((gettext(language, PRIVACY), []))
+            elif name == "stop":
+                if not await self._opted_out(session, contacts[0]):
+                    session.add(OptOut(contact_hash=contacts[0],
+                                       key_id=self.keys.known_key_ids("contact")[0],
+                                       created_on=self.clock().date()))  # fmt: skip
+                if invitation is not None:
+                    await self._finalize(session, invitation, "stopped")
+                say.append(
+                    (gettext(language, "Done: you will not receive surveys from us again."), [])
+                )
+            elif name == "delete" and arg == "yes":
+                if invitation is not None:
+                    await self._finalize(session, invitation, "erased")
+                raters = [p.digest for p in self.keys.candidates("rater", address)]
+                result = await session.execute(
+                    delete(Response).where(Response.rater_hash.in_(raters))
+                )
+                count = result.rowcount  # type: ignore[attr-defined]
+                say.append((gettext(language, "Erased: {n} response(s).", n=count), []))
+            elif name == "delete" and arg == "no":
+                say.append((gettext(language, "Nothing was erased."), []))
+            elif name == "delete":
+                question = (
+                    "Erase all the answers you gave through this chat? This cannot be undone."
+                )
+                buttons = [
+                    (gettext(language, "Yes, erase"), "cmd:delete:yes"),
+                    (gettext(language, "No, keep"), "cmd:delete:no"),
+                ]
+                say.append((gettext(language, question), buttons))
+            elif name == "lang" and arg in ("vi", "en"):
+                language = arg
+                if invitation is not None:
+                    invitation.language = arg
+                    invitation.state = {**invitation.state, "lang": arg}
+                say.append((gettext(language, "Language set to English."), []))
+                prompt = (
+                    self._engine_for(invitation).current_prompt(invitation.state)
+                    if invitation
+                    else None
+                )
+                if prompt is not None and invitation is not None:
+                    step = Step(invitation.state, [prompt])
+                    self._enqueue_step(
+                        session, invitation, step, outbox.PRIORITY_REPLY, new_id(), order_from=1
+                    )
+            elif name == "lang":
+                buttons = [("Tiếng Việt", "cmd:lang:vi"), ("English", "cmd:lang:en")]
+                say.append((gettext(language, "Choose a language:"), buttons))
+            else:
+                say.append((gettext(language, HELP), []))
+            sealed = self.keys.seal(f"{channel}:{address}")
+            for order, (text, buttons) in enumerate(say):
+                message = OutboundMessage(text, buttons)
+                outbox.enqueue(session, channel=channel, address_sealed=sealed,
+                               conversation=contacts[0], payload=message.to_dict(),
+                               priority=outbox.PRIORITY_REPLY, order=order, now=self.clock())  # fmt: skip
+            await session.commit()
+        self.on_enqueue()
+        return Outcome("command")
+
+    # ================================================================ maintenance
+    async def close_expired(self) -> int:
+        """Close surveys past their expiry: partial answers stay, addresses are deleted."""
+        now = self.clock()
+        async with self.sessions() as session:
+            expired = (
+                (await session.execute(select(Invitation).where(Invitation.expires_at <= now)))
+                .scalars()
+                .all()
+            )
+            for invitation in expired:
+                await self._finalize(session, invitation, "expired")
+            # Dossiers never reported whose link expired long ago: nothing left to keep.
+            stale = now - dt.timedelta(days=self.settings.rating_token_ttl_days)
+            orphan_ids = select(Invitation.dossier_id)
+            await session.execute(
+                delete(Dossier).where(Dossier.created_at < stale, Dossier.id.not_in(orphan_ids))
+            )
+            await session.commit()
+        return len(expired)
+
+    async def send_reminders(self) -> int:
+        now = self.clock()
+        sent = 0
+        async with self.sessions() as session:
+            due = (
+                (
+                    await session.execute(
+                        select(Invitation).where(
+                            Invitation.status.in_(ACTIVE), Invitation.reminder_due_at <= now
+                        )
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            for invitation in due:
+                invitation.reminder_due_at = None
+                prompt = self._engine_for(invitation).current_prompt(invitation.state)
+                text = "A reminder: your short survey is still open. It takes under a minute."
+                prompts = [Prompt(gettext(invitation.language, text))]
+                prompts += [prompt] if prompt else []
+                step = Step(invitation.state, prompts)
+                self._enqueue_step(
+                    session, invitation, step, outbox.PRIORITY_INVITATION, "reminder"
+                )
+                sent += 1
+            await session.commit()
+        if sent:
+            self.on_enqueue()
+        return sent
+
+    async def mark_undeliverable(self, invitation_id: str) -> None:
+        """The channel refused for good (blocked bot, unknown user): close without retrying."""
+        async with self.sessions() as session:
+            invitation = await session.get(Invitation, invitation_id)
+            if invitation is not None:
+                await self._finalize(session, invitation, "undeliverable")
+            await session.commit()
+
+    async def mark_delivered(self, invitation_id: str) -> None:
+        async with self.sessions() as session:
+            invitation = await session.get(Invitation, invitation_id)
+            if invitation is not None:
+                ledger = await session.get(SurveyLedger, invitation.ledger_id)
+                if ledger is not None and not ledger.delivered:
+                    ledger.delivered = True
+                    await session.commit()
+
+    # ================================================================ internals
+    def _survey_for(self, agency: Agency, requested: str | None) -> SurveyDefinition:
+        survey_id = requested or agency.default_survey or self.settings.default_survey
+        if survey_id not in self.catalog:
+            raise ServiceError(422, "unknown_survey", f"no survey named {survey_id!r}")
+        return self.catalog.latest(survey_id)
+
+    def _engine(self, survey: SurveyDefinition) -> SurveyEngine:
+        return SurveyEngine(survey, self.settings.max_free_text_chars)
+
+    def _engine_for(self, invitation: Invitation) -> SurveyEngine:
+        return self._engine(self.catalog.get(invitation.survey_id, invitation.survey_version))
+
+    async def _references(
+        self, session: AsyncSession, agency: Agency, procedure: str | None, official: str | None
+    ) -> tuple[str | None, str | None]:
+        procedure_id = official_id = None
+        if procedure:
+            procedure_id = (
+                await session.execute(select(Procedure.id).where(Procedure.code == procedure))
+            ).scalar_one_or_none()
+            if procedure_id is None:
+                raise ServiceError(
+                    422, "unknown_procedure", f"no procedure with code {procedure!r}"
+                )
+        if official:
+            official_id = (
+                await session.execute(
+                    select(Official.id).where(
+                        Official.agency_id == agency.id, Official.code == official
+                    )
+                )
+            ).scalar_one_or_none()
+            if official_id is None:
+                raise ServiceError(
+                    422, "unknown_official", f"no official with code {official!r} in this agency"
+                )
+        return procedure_id, official_id
+
+    def _dossier_digests(self, agency: Agency, code: str) -> list[str]:
+        value = f"{agency.id}:{normalise_identifier(code)}"
+        return [p.digest for p in self.keys.candidates("dossier", value)]
+
+    def _new_dossier(self, agency: Agency, code: str) -> Dossier:
+        pseudonym = self.keys.pseudonym("dossier", f"{agency.id}:{normalise_identifier(code)}")
+        return Dossier(
+            id=new_id(),
+            agency_id=agency.id,
+            dossier_hash=pseudonym.digest,
+            dossier_key_id=pseudonym.key_id,
+            created_at=self.clock(),
+        )
+
+    async def _dossier(
+        self, session: AsyncSession, agency: Agency, digests: Sequence[str]
+    ) -> Dossier | None:
+        return (
+            await session.execute(
+                select(Dossier).where(
+                    Dossier.agency_id == agency.id, Dossier.dossier_hash.in_(digests)
+                )
+            )
+        ).scalar_one_or_none()
+
+    async def _ledger(
+        self, session: AsyncSession, agency: Agency, digests: Sequence[str]
+    ) -> SurveyLedger | None:
+        return (
+            await session.execute(
+                select(SurveyLedger).where(
+                    SurveyLedger.agency_id == agency.id, SurveyLedger.dossier_hash.in_(digests)
+                )
+            )
+        ).scalar_one_or_none()
+
+    async def _opted_out(self, session: AsyncSession, contact_digest: str) -> bool:
+        return await session.get(OptOut, contact_digest) is not None
+
+    async def _active_invitation(
+        self, session: AsyncSession, contacts: Sequence[str]
+    ) -> Invitation | None:
+        return (
+            await session.execute(
+                select(Invitation)
+                .where(Invitation.contact_hash.in_(contacts), Invitation.status.in_(ACTIVE))
+                .order_by(Invitation.created_at.desc())
+                .limit(1)
+            )
+        ).scalar_one_or_none()
+
+    def _attach(self, invitation: Invitation, dossier: Dossier) -> None:
+        assert dossier.address_sealed is not None
+        invitation.address_sealed = dossier.address_sealed
+        invitation.contact_hash = dossier.contact_hash
+        invitation.channel = self.keys.open(dossier.address_sealed).split(":", 1)[0]
+        invitation.status = "sent"
+        invitation.reminder_due_at = self.clock() + dt.timedelta(
+            hours=self.settings.reminder_after_hours
+        )
+
+    def _enqueue_step(
+        self,
+        session: AsyncSession,
+        invitation: Invitation,
+        step: Step,
+        priority: int,
+        dedup: str,
+        order_from: int = 0,
+    ) -> None:
+        assert invitation.address_sealed and invitation.contact_hash and invitation.channel
+        capabilities = self.capabilities[invitation.channel]
+        language = step.state["lang"]
+        messages: list[OutboundMessage] = []
+        if capabilities.edits:
+            for answer in step.answers:
+                label = gettext(language, "Answer: {answer}", answer=answer.label)
+                messages.append(OutboundMessage(label, question_id=answer.question_id,
+                                                extra={"ack": True}))  # fmt: skip
+        messages += [render(p, capabilities, language) for p in step.prompts]
+        for order, message in enumerate(messages, start=order_from):
+            outbox.enqueue(
+                session,
+                channel=invitation.channel,
+                address_sealed=invitation.address_sealed,
+                conversation=invitation.contact_hash,
+                payload=message.to_dict(),
+                priority=priority,
+                dedup_key=f"{invitation.id}:{dedup}:{order}",
+                invitation_id=invitation.id,
+                order=order,
+                now=self.clock(),
+            )
+
+    def _reply(
+        self, session: AsyncSession, channel: str, address: str, conversation: str,
+        language: str | None, message: str,
+    ) -> None:  # fmt: skip
+        text = gettext(normalise_language(language or self.settings.default_language), message)
+        outbox.enqueue(session, channel=channel, address_sealed=self.keys.seal(f"{channel}:{address}"),
+                       conversation=conversation, payload=OutboundMessage(text).to_dict(),
+                       priority=outbox.PRIORITY_REPLY, now=self.clock())  # fmt: skip
+
+    async def _store_answers(
+        self,
+        session: AsyncSession,
+        invitation: Invitation,
+        channel: str,
+        address: str,
+        answers: Sequence[AnswerEvent],
+    ) -> None:
+        dossier = await session.get(Dossier, invitation.dossier_id)
+        if invitation.response_id is None:
+            rater = self.keys.pseudonym("rater", address)
+            response = Response(
+                id=new_id(),
+                agency_id=dossier.agency_id if dossier else "",
+                official_id=dossier.official_id if dossier else None,
+                procedure_id=dossier.procedure_id if dossier else None,
+                survey_id=invitation.survey_id,
+                survey_version=invitation.survey_version,
+                channel=channel,
+                language=invitation.language,
+                answered_on=self.clock().date(),
+                rater_hash=rater.digest,
+                rater_key_id=rater.key_id,
+            )
+            session.add(response)
+            invitation.response_id = response.id
+            await session.flush()
+        for answer in answers:
+            await session.execute(
+                delete(Answer).where(
+                    Answer.response_id == invitation.response_id,
+                    Answer.question_id == answer.question_id,
+                )
+            )
+            session.add(
+                Answer(
+                    response_id=invitation.response_id,
+                    question_id=answer.question_id,
+                    value=answer.value,
+                    points=answer.points,
+                    text=answer.text,
+                )
+            )
+            if answer.satisfaction is not None:
+                current = await session.get(Response, invitation.response_id)
+                if current is not None:
+                    current.satisfaction = answer.satisfaction
+
+    async def _finalize(self, session: AsyncSession, invitation: Invitation, reason: str) -> None:
+        """Close a survey: score what was answered, then delete every operational trace."""
+        ledger = await session.get(SurveyLedger, invitation.ledger_id)
+        if ledger is not None:
+            ledger.status = reason
+            ledger.completed = reason == "completed"
+        if invitation.response_id and reason != "erased":
+            await self._score(session, invitation, complete=reason == "completed")
+        await session.execute(delete(Invitation).where(Invitation.id == invitation.id))
+        await session.execute(delete(Dossier).where(Dossier.id == invitation.dossier_id))
+
+    async def _score(self, session: AsyncSession, invitation: Invitation, complete: bool) -> None:
+        response = await session.get(Response, invitation.response_id)
+        if response is None:
+            return
+        response.complete = complete
+        definition = self.catalog.get(invitation.survey_id, invitation.survey_version)
+        if definition.scoring != "mot-cua":
+            return
+        rows = (
+            await session.execute(select(Answer).where(Answer.response_id == response.id))
+        ).scalars()
+        criteria_of = {q.id: q.criterion for q in definition.questions if q.criterion}
+        points = {
+            criteria_of[a.question_id]: a.points for a in rows if a.question_id in criteria_of
+        }
+        agency = await session.get(Agency, response.agency_id)
+        timing = invitation.timing
+        steps = [
+            {"due": dt.date.fromisoformat(s["due"]), "done": dt.date.fromisoformat(s["done"])}
+            for s in timing.get("steps", [])
+        ]
+        score = score_mot_cua(
+            points,
+            _date(timing.get("due")),
+            _date(timing.get("returned")),
+            steps,
+            {k: int(v) for k, v in (agency.agency_criteria or {}).items()} if agency else None,
+            self.bands,
+        )
+        if score is not None:
+            response.criteria = score.criteria
+            response.score18 = score.total18
+            response.classification = score.classification
+
+
+HELP = (
+    "This bot sends a short, confidential survey after your dossier's result is returned. "
+    "Commands: /help, /privacy, /stop, /delete, /lang."
+)
+PRIVACY = (
+    "What we hold: your answers, under a code that cannot be traced back to your account without "
+    "a secret key that our staff cannot read; no name, phone number or dossier code is stored with "
+    "them. Your chat address is kept encrypted only until the survey closes, then deleted. Neither "
+    "the agency nor the official can see who rated. Send /delete to erase your answers, /stop to "
+    "never be asked again."
+)
+
+
+def _iso(value: dt.date | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _date(value: Any) -> dt.date | None:
+    return dt.date.fromisoformat(value) if value else None

@@ -1,0 +1,141 @@
+"""The web chat simulator at /simulator: try any survey, or answer a real one from a receipt link.
+
+"Try" conversations run the pure engine on state held in memory and store nothing: they are
+for admins and citizens curious about a survey. Conversations opened from a rating link go
+through the real service, exactly as a chat channel does.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import jinja2
+from aiohttp import web
+
+from bot.adapters.base import render
+from bot.api import RUNTIME
+from bot.flows.engine import Choice, Reply, Start, SurveyEngine, parse_payload
+from bot.http_errors import error_response
+from bot.i18n import normalise_language
+from bot.inbound import route_button, route_text
+
+MAX_TEXT = 2000
+MAX_PREVIEWS = 2000
+TEMPLATES = web.AppKey("templates", jinja2.Environment)
+
+
+@dataclass
+class Preview:
+    engine: SurveyEngine
+    state: dict[str, Any]
+
+
+PREVIEWS = web.AppKey("previews", dict)
+
+
+async def page(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    token = request.query.get("token")
+    html = (
+        request.app[TEMPLATES]
+        .get_template("simulator.html")
+        .render(
+            lang=normalise_language(request.query.get("lang")),
+            token=token,
+            surveys=runtime.catalog.ids(),
+        )
+    )
+    return web.Response(text=html, content_type="text/html")
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise web.HTTPBadRequest(
+            reason="Malformed JSON", text="the body is not valid JSON"
+        ) from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(reason="Malformed JSON", text="the body must be a JSON object")
+    return body
+
+
+async def open_session(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    body = await _body(request)
+    language = normalise_language(body.get("lang"))
+    session = runtime.web.open_session()
+    token = body.get("token")
+    if isinstance(token, str) and token:
+        await runtime.service.bind(token[:128], "web", session, language)
+        return web.json_response({"session": session, "mode": "survey"})
+    survey_id = body.get("survey") or runtime.settings.default_survey
+    if survey_id not in runtime.catalog:
+        return error_response(422, "unknown_survey", f"no survey named {survey_id!r}")
+    previews: dict[str, Preview] = request.app[PREVIEWS]
+    while len(previews) >= MAX_PREVIEWS:
+        previews.pop(next(iter(previews)))
+    engine = SurveyEngine(runtime.catalog.latest(survey_id), runtime.settings.max_free_text_chars)
+    previews[session] = Preview(engine, engine.new_state(secrets.token_hex(3), language))
+    await _preview_step(request, session, Start())
+    return web.json_response({"session": session, "mode": "try"})
+
+
+async def _preview_step(request: web.Request, session: str, event: Start | Choice | Reply) -> None:
+    runtime = request.app[RUNTIME]
+    preview: Preview = request.app[PREVIEWS][session]
+    step = preview.engine.step(preview.state, event)
+    preview.state = step.state
+    language = step.state["lang"]
+    for prompt in step.prompts:
+        await runtime.web.send(session, render(prompt, runtime.web.capabilities, language))
+
+
+async def send(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    body = await _body(request)
+    session = body.get("session")
+    if not isinstance(session, str) or not runtime.web.exists(session):
+        return error_response(404, "unknown_session", "open a simulator session first")
+    text, data = body.get("text"), body.get("payload")
+    if isinstance(text, str) and len(text) > MAX_TEXT:
+        return error_response(
+            413, "text_too_long", f"messages are limited to {MAX_TEXT} characters"
+        )
+    if not (isinstance(text, str) and text.strip()) and not (isinstance(data, str) and data):
+        return error_response(422, "empty_message", "send a non-empty 'text' or a button 'payload'")
+    if session in request.app[PREVIEWS]:
+        event: Start | Choice | Reply
+        if isinstance(data, str) and data:
+            event = parse_payload(data) or Choice("-", "-", "-")
+        else:
+            event = Reply(str(text))
+        await _preview_step(request, session, event)
+    elif isinstance(data, str) and data:
+        await route_button(runtime.service, "web", session, data[:128])
+    else:
+        await route_text(runtime.service, "web", session, str(text))
+    return web.json_response({"ok": True}, status=202)
+
+
+async def messages(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    session = request.query.get("session", "")
+    try:
+        after = int(request.query.get("after", "0"))
+    except ValueError:
+        return error_response(400, "bad_after", "'after' must be an integer")
+    if not runtime.web.exists(session):
+        return error_response(404, "unknown_session", "open a simulator session first")
+    return web.json_response({"messages": runtime.web.poll(session, after)})
+
+
+def setup(app: web.Application, templates: jinja2.Environment) -> None:
+    app[TEMPLATES] = templates
+    app[PREVIEWS] = {}
+    app.router.add_get("/simulator", page, name="simulator")
+    app.router.add_post("/simulator/api/session", open_session, name="simulator_session")
+    app.router.add_post("/simulator/api/send", send, name="simulator_send")
+    app.router.add_get("/simulator/api/messages", messages, name="simulator_messages")

@@ -1,0 +1,1 @@
+"""Persistence: SQL models, migrations, keyed pseudonyms, coordination and exports."""

@@ -1,0 +1,98 @@
+"""Coordination between workers: per-conversation locks and short-lived deduplication marks.
+
+The embedded default keeps these in process memory; production uses Redis so several processes
+behave as one. Nothing here is a source of truth: losing Redis loses at most a lock or a dedup
+mark, never an answer (those are in SQL). Keys are always pseudonyms, never raw identifiers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from redis.asyncio import Redis
+
+PREFIX = "surveybot:"
+
+
+class Coordinator(Protocol):
+    def lock(
+        self, name: str, timeout: float = 30.0
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        """Mutual exclusion for one conversation across every worker."""
+
+    async def first_time(self, key: str, ttl_seconds: int) -> bool:
+        """Mark ``key`` seen; True only for the first caller within ``ttl_seconds``."""
+
+    async def close(self) -> None: ...
+
+
+class LocalCoordinator:
+    """In-process coordination for the single-process embedded default."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._users: dict[str, int] = {}
+        self._seen: dict[str, float] = {}
+
+    @contextlib.asynccontextmanager
+    async def lock(self, name: str, timeout: float = 30.0) -> AsyncIterator[None]:
+        lock = self._locks.setdefault(name, asyncio.Lock())
+        self._users[name] = self._users.get(name, 0) + 1
+        try:
+            async with asyncio.timeout(timeout):
+                await lock.acquire()
+            try:
+                yield
+            finally:
+                lock.release()
+        finally:
+            self._users[name] -= 1
+            if not self._users[name]:
+                del self._users[name]
+                self._locks.pop(name, None)
+
+    async def first_time(self, key: str, ttl_seconds: int) -> bool:
+        now = time.monotonic()
+        if len(self._seen) > 100_000:
+            self._seen = {k: v for k, v in self._seen.items() if v > now}
+        expiry = self._seen.get(key)
+        if expiry is not None and expiry > now:
+            return False
+        self._seen[key] = now + ttl_seconds
+        return True
+
+    async def close(self) -> None:
+        return None
+
+
+class RedisCoordinator:
+    """Redis-backed coordination: locks with expiry (a crashed worker frees them) and SET NX."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisCoordinator:
+        return cls(Redis.from_url(url))
+
+    @contextlib.asynccontextmanager
+    async def lock(self, name: str, timeout: float = 30.0) -> AsyncIterator[None]:
+        lock = self.redis.lock(f"{PREFIX}lock:{name}", timeout=timeout, blocking_timeout=timeout)
+        acquired = await lock.acquire()
+        if not acquired:
+            raise TimeoutError(f"could not lock conversation within {timeout}s")
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                await lock.release()
+
+    async def first_time(self, key: str, ttl_seconds: int) -> bool:
+        return bool(await self.redis.set(f"{PREFIX}seen:{key}", b"1", nx=True, ex=ttl_seconds))
+
+    async def close(self) -> None:
+        await self.redis.aclose()

@@ -1,0 +1,252 @@
+"""SQLAlchemy models, split into three stores that must never be joinable on a citizen.
+
+* Reference data: agencies, their API keys (hashed), officials, procedures.
+* Operational store (who was asked): dossiers, invitations, outbox, opt-outs. Rows that can reach
+  a citizen (sealed addresses, contact pseudonyms, the link to an in-progress response) are purged
+  when the survey closes; what stays is the ``survey_ledger`` (which dossier was surveyed, whether
+  it was completed) keyed by a dossier pseudonym.
+* Confidential store (what was answered): responses and answers. A response has a random id
+  (never sequential), a day-level date and a rater pseudonym under its own key, and nothing that
+  names a dossier.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+def new_id() -> str:
+    """Random ids everywhere: an id must not reveal the order in which citizens answered."""
+    return uuid.uuid4().hex
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Timezone-aware UTC on both SQLite (which drops tzinfo) and PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(dt.UTC) if value is not None else None
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dt.datetime: UTCDateTime(), dict[str, Any]: JSON()}
+
+
+# --- reference data --------------------------------------------------------------------------
+class Agency(Base):
+    __tablename__ = "agency"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(255))
+    default_survey: Mapped[str | None] = mapped_column(String(64))
+    #: Points for the agency-level criteria 5, 8, 9 of Circular 01/2018, set by an admin.
+    agency_criteria: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_key"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    agency_id: Mapped[str] = mapped_column(ForeignKey("agency.id", ondelete="CASCADE"))
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    label: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column()
+
+
+class Official(Base):
+    __tablename__ = "official"
+    __table_args__ = (UniqueConstraint("agency_id", "code"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    agency_id: Mapped[str] = mapped_column(ForeignKey("agency.id", ondelete="CASCADE"))
+    code: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(255))
+
+
+class Procedure(Base):
+    __tablename__ = "procedure"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(255))
+
+
+# --- operational store -----------------------------------------------------------------------
+class Dossier(Base):
+    """A dossier registered at reception; deleted once its survey closes."""
+
+    __tablename__ = "dossier"
+    __table_args__ = (UniqueConstraint("agency_id", "dossier_hash"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    agency_id: Mapped[str] = mapped_column(ForeignKey("agency.id", ondelete="CASCADE"))
+    dossier_hash: Mapped[str] = mapped_column(String(64))
+    dossier_key_id: Mapped[str] = mapped_column(String(16))
+    procedure_id: Mapped[str | None] = mapped_column(ForeignKey("procedure.id"))
+    official_id: Mapped[str | None] = mapped_column(ForeignKey("official.id"))
+    survey_id: Mapped[str | None] = mapped_column(String(64))
+    received_on: Mapped[dt.date | None] = mapped_column(Date)
+    due_on: Mapped[dt.date | None] = mapped_column(Date)
+    token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    token_expires_at: Mapped[dt.datetime | None] = mapped_column()
+    #: Where the citizen bound a chat: sealed address plus its contact pseudonym.
+    address_sealed: Mapped[str | None] = mapped_column(Text)
+    contact_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    language: Mapped[str | None] = mapped_column(String(8))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class SurveyLedger(Base):
+    """Who was asked and who completed, by dossier pseudonym: never two surveys per dossier."""
+
+    __tablename__ = "survey_ledger"
+    __table_args__ = (UniqueConstraint("agency_id", "dossier_hash"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    agency_id: Mapped[str] = mapped_column(ForeignKey("agency.id", ondelete="CASCADE"))
+    dossier_hash: Mapped[str] = mapped_column(String(64))
+    dossier_key_id: Mapped[str] = mapped_column(String(16))
+    survey_id: Mapped[str] = mapped_column(String(64))
+    reported_on: Mapped[dt.date] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(24), default="waiting")
+    channel: Mapped[str | None] = mapped_column(String(24))
+    delivered: Mapped[bool] = mapped_column(Boolean, default=False)
+    completed: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Invitation(Base):
+    """A live survey conversation; deleted (with its address and state) when the survey closes."""
+
+    __tablename__ = "invitation"
+    __table_args__ = (Index("ix_invitation_contact_status", "contact_hash", "status"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    ledger_id: Mapped[str] = mapped_column(ForeignKey("survey_ledger.id", ondelete="CASCADE"))
+    dossier_id: Mapped[str] = mapped_column(ForeignKey("dossier.id", ondelete="CASCADE"))
+    survey_id: Mapped[str] = mapped_column(String(64))
+    survey_version: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(24))
+    channel: Mapped[str | None] = mapped_column(String(24))
+    address_sealed: Mapped[str | None] = mapped_column(Text)
+    contact_hash: Mapped[str | None] = mapped_column(String(64))
+    language: Mapped[str] = mapped_column(String(8))
+    state: Mapped[dict[str, Any]] = mapped_column(JSON)
+    response_id: Mapped[str | None] = mapped_column(String(32))
+    #: Dates the agency reported, kept only to compute criteria 1 and 2 at completion.
+    timing: Mapped[dict[str, Any]] = mapped_column(JSON)
+    expires_at: Mapped[dt.datetime] = mapped_column()
+    reminder_due_at: Mapped[dt.datetime | None] = mapped_column()
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class OptOut(Base):
+    """A contact that said /stop: never surveyed again. Only the contact pseudonym is kept."""
+
+    __tablename__ = "opt_out"
+    contact_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(16))
+    created_on: Mapped[dt.date] = mapped_column(Date)
+
+
+class OutboxMessage(Base):
+    """A message to deliver, written in the same transaction as the change that caused it.
+
+    ``priority`` 0 is a reply inside a conversation, 1 an invitation or reminder: replies never
+    wait behind a backlog of new invitations. The address is sealed and erased once sent.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_ready", "status", "priority", "available_at"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    dedup_key: Mapped[str] = mapped_column(String(128), unique=True)
+    channel: Mapped[str] = mapped_column(String(24))
+    address_sealed: Mapped[str | None] = mapped_column(Text)
+    #: Contact pseudonym: messages to one conversation go out strictly in order.
+    conversation: Mapped[str] = mapped_column(String(64), index=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    priority: Mapped[int] = mapped_column(Integer, default=1)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    available_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    invitation_id: Mapped[str | None] = mapped_column(String(32))
+    last_error: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[dt.datetime | None] = mapped_column()
+
+
+# --- confidential store ----------------------------------------------------------------------
+class Response(Base):
+    """What one citizen answered. Joinable to nothing that names them or their dossier."""
+
+    __tablename__ = "response"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    agency_id: Mapped[str] = mapped_column(ForeignKey("agency.id", ondelete="CASCADE"))
+    official_id: Mapped[str | None] = mapped_column(ForeignKey("official.id"))
+    procedure_id: Mapped[str | None] = mapped_column(ForeignKey("procedure.id"))
+    survey_id: Mapped[str] = mapped_column(String(64))
+    survey_version: Mapped[int] = mapped_column(Integer)
+    channel: Mapped[str] = mapped_column(String(24))
+    language: Mapped[str] = mapped_column(String(8))
+    answered_on: Mapped[dt.date] = mapped_column(Date, index=True)
+    rater_hash: Mapped[str] = mapped_column(String(64), index=True)
+    rater_key_id: Mapped[str] = mapped_column(String(16))
+    complete: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: 1..5 on the common scale (5 Rất hài lòng … 1 Rất không hài lòng); ≤ 2 is "Không hài lòng".
+    satisfaction: Mapped[int | None] = mapped_column(Integer)
+    #: Circular 01/2018 criteria points {"1": 2, "3": 1, ...} and the total out of 18.
+    criteria: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    score18: Mapped[float | None] = mapped_column()
+    classification: Mapped[str | None] = mapped_column(String(24))
+
+
+class Answer(Base):
+    __tablename__ = "answer"
+    __table_args__ = (UniqueConstraint("response_id", "question_id"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    response_id: Mapped[str] = mapped_column(ForeignKey("response.id", ondelete="CASCADE"))
+    question_id: Mapped[str] = mapped_column(String(64))
+    #: Option values (a list for multiple choice), or None for free text.
+    value: Mapped[Any] = mapped_column(JSON)
+    points: Mapped[int | None] = mapped_column(Integer)
+    text: Mapped[str | None] = mapped_column(Text)
+
+
+# --- audit -----------------------------------------------------------------------------------
+class AuditEntry(Base):
+    """Hash-chained: each entry's hash covers the previous one, so an edit breaks the chain."""
+
+    __tablename__ = "audit_log"
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(64))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON)
+    prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    hash: Mapped[str] = mapped_column(String(64))
