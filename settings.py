@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     var_dir: Path = Path("./var")
     database_url: str = ""
     redis_url: str | None = None
+    redis_prefix: str = "surveybot:"
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
     public_base_url: str = ""

@@ -58,7 +58,7 @@ class Runtime:
         engine = make_engine(url)
         sessions = make_sessions(engine)
         coordinator: Coordinator = (
-            RedisCoordinator.from_url(settings.redis_url)
+            RedisCoordinator.from_url(settings.redis_url, settings.redis_prefix)
             if settings.redis_url
             else LocalCoordinator()
         )

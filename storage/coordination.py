@@ -72,16 +72,19 @@ class LocalCoordinator:
 class RedisCoordinator:
     """Redis-backed coordination: locks with expiry (a crashed worker frees them) and SET NX."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, prefix: str = PREFIX) -> None:
         self.redis = redis
+        self.prefix = prefix
 
     @classmethod
-    def from_url(cls, url: str) -> RedisCoordinator:
-        return cls(Redis.from_url(url))
+    def from_url(cls, url: str, prefix: str = PREFIX) -> RedisCoordinator:
+        return cls(Redis.from_url(url), prefix)
 
     @contextlib.asynccontextmanager
     async def lock(self, name: str, timeout: float = 30.0) -> AsyncIterator[None]:
-        lock = self.redis.lock(f"{PREFIX}lock:{name}", timeout=timeout, blocking_timeout=timeout)
+        lock = self.redis.lock(
+            f"{self.prefix}lock:{name}", timeout=timeout, blocking_timeout=timeout
+        )
         acquired = await lock.acquire()
         if not acquired:
             raise TimeoutError(f"could not lock conversation within {timeout}s")
@@ -92,7 +95,7 @@ class RedisCoordinator:
                 await lock.release()
 
     async def first_time(self, key: str, ttl_seconds: int) -> bool:
-        return bool(await self.redis.set(f"{PREFIX}seen:{key}", b"1", nx=True, ex=ttl_seconds))
+        return bool(await self.redis.set(f"{self.prefix}seen:{key}", b"1", nx=True, ex=ttl_seconds))
 
     async def close(self) -> None:
         await self.redis.aclose()

@@ -1,0 +1,155 @@
+"""Shared fixtures: real SQLite and PostgreSQL databases, real Redis, a running app.
+
+Each pytest session gets its own PostgreSQL database and its own Redis key prefix, so several
+suites can run at once on one machine. Nothing skips when a service is missing: the fixture
+fails with the command that starts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from redis.asyncio import Redis
+from sqlalchemy import text
+
+from bot.app import create_app
+from bot.runtime import Runtime
+from settings import Settings, load_settings
+from storage.migrate import upgrade_async
+from storage.models import Agency, Base, Official, Procedure
+from storage.pseudonym import KeyRing
+
+PG_ADMIN_DSN = os.environ.get(
+    "SURVEYBOT_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_URL = os.environ.get("SURVEYBOT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+PG_HINT = "start it: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
+REDIS_HINT = "start it: redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save ''"
+
+TEST_KEYS = KeyRing.generate_document()
+AGENCY_CODE = "ubnd-test"
+
+
+@pytest.fixture(scope="session")
+def keyring() -> KeyRing:
+    return KeyRing.from_json(TEST_KEYS)
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this session, migrated, dropped at the end."""
+    name = f"surveybot_test_{os.getpid()}_{secrets.token_hex(3)}"
+
+    async def admin(sql: str) -> None:
+        try:
+            conn = await asyncpg.connect(PG_ADMIN_DSN)
+        except OSError as exc:
+            raise RuntimeError(f"PostgreSQL is not reachable at {PG_ADMIN_DSN}; {PG_HINT}") from exc
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    url = f"{base}/{name}"
+    asyncio.run(upgrade_async(url))
+    yield url
+    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def database_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    if backend == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'surveybot.db'}"
+    return str(request.getfixturevalue("pg_database"))
+
+
+@pytest.fixture
+async def redis_prefix() -> AsyncIterator[str]:
+    """A unique key prefix on the real Redis; its keys are deleted after the test."""
+    prefix = f"surveybot-test-{secrets.token_hex(4)}:"
+    client = Redis.from_url(REDIS_URL)
+    try:
+        await client.ping()
+    except Exception as exc:
+        raise RuntimeError(f"Redis is not reachable at {REDIS_URL}; {REDIS_HINT}") from exc
+    yield prefix
+    keys = [k async for k in client.scan_iter(match=f"{prefix}*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+def make_settings(tmp_path: Path, database_url: str, **overrides: Any) -> Settings:
+    return load_settings(
+        env="test",
+        var_dir=tmp_path / "var",
+        database_url=database_url,
+        keys=TEST_KEYS,
+        **overrides,
+    )
+
+
+async def _truncate(runtime: Runtime) -> None:
+    if runtime.engine.dialect.name != "postgresql":
+        return
+    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    async with runtime.engine.begin() as conn:
+        await conn.execute(text(f"TRUNCATE {tables} CASCADE"))
+
+
+@pytest.fixture
+async def runtime(
+    tmp_path: Path, database_url: str, keyring: KeyRing, redis_prefix: str
+) -> AsyncIterator[Runtime]:
+    """The whole application on the chosen backend, with real Redis coordination."""
+    settings = make_settings(tmp_path, database_url, redis_url=REDIS_URL, redis_prefix=redis_prefix)
+    rt = await Runtime.create(settings, keyring=keyring)
+    await _truncate(rt)
+    yield rt
+    await rt.close()
+
+
+@pytest.fixture
+async def agency(runtime: Runtime) -> Agency:
+    async with runtime.sessions() as session:
+        agency = Agency(code=AGENCY_CODE, name="UBND phường Thử nghiệm")
+        session.add(agency)
+        await session.flush()
+        session.add(Official(agency_id=agency.id, code="CB01", name="Nguyễn Văn A"))
+        session.add(Official(agency_id=agency.id, code="CB02", name="Trần Thị B"))
+        session.add(Procedure(code="1.001234", name="Đăng ký khai sinh"))
+        await session.commit()
+        return agency
+
+
+@pytest.fixture
+async def api_key(runtime: Runtime, agency: Agency) -> str:
+    return await runtime.service.create_api_key(agency.code, "tests")
+
+
+@pytest.fixture
+async def client(runtime: Runtime) -> AsyncIterator[TestClient[Any, Any]]:
+    """A real HTTP client against the app; the dispatcher is driven by the tests."""
+    app = create_app(runtime, background=False)
+    async with TestClient(TestServer(app)) as test_client:
+        yield test_client
+
+
+def today() -> dt.date:
+    return dt.datetime.now(dt.UTC).date()
