@@ -10,11 +10,9 @@ from __future__ import annotations
 import re
 
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+", re.UNICODE)
-#: Dossier codes as one-stop systems print them: letters/digits groups joined by - . / _,
-#: containing at least 4 digits (e.g. 000.00.12.H29-250101-0001, H29.22-241120-0007).
-DOSSIER_CODE = re.compile(
-    r"\b(?=[\w.\-/]*\d[\w.\-/]*\d[\w.\-/]*\d[\w.\-/]*\d)[A-Za-z0-9]+(?:[.\-/_][A-Za-z0-9]+){1,}\b"
-)
+#: Candidate dossier codes as one-stop systems print them: letter/digit groups joined by
+#: - . / _ (e.g. 000.00.12.H29-250101-0001, H29.22-241120-0007); ``_looks_like_code`` decides.
+CODE_CANDIDATE = re.compile(r"\b[A-Za-z0-9]+(?:[.\-/_][A-Za-z0-9]+)+\b")
 #: Any run of digits (allowing spaces, dots, dashes) long enough to be a phone or an ID number:
 #: phones have 9–12 digits, CCCD 12, CMND 9, tax codes 10 or 13.
 LONG_NUMBER = re.compile(r"(?<!\w)\+?\d(?:[\s.\-]?\d){7,}(?!\w)")
@@ -26,10 +24,21 @@ REDACTED = {
 }
 
 
+def _looks_like_code(candidate: str) -> bool:
+    """Letters mixed with 4+ digits, or 10+ digits: not a price (50.000) nor a date (20/11/2026)."""
+    digits = sum(ch.isdigit() for ch in candidate)
+    letters = sum(ch.isalpha() for ch in candidate)
+    return (letters > 0 and digits >= 4) or digits >= 10
+
+
+def _redact_code(match: re.Match[str]) -> str:
+    return REDACTED["dossier"] if _looks_like_code(match.group(0)) else match.group(0)
+
+
 def scrub(text: str) -> str:
     """Return ``text`` with emails, dossier codes, phone and ID numbers replaced by markers."""
     text = EMAIL.sub(REDACTED["email"], text)
-    text = DOSSIER_CODE.sub(REDACTED["dossier"], text)
+    text = CODE_CANDIDATE.sub(_redact_code, text)
     text = LONG_NUMBER.sub(REDACTED["number"], text)
     return text
 
