@@ -147,11 +147,9 @@ class SurveyService:
                 session, agency, reg.procedure_code, reg.official_code
             )
             digests = self._dossier_digests(agency, reg.dossier_code)
-            if await self._ledger(session, agency, digests) is not None:
-                raise ServiceError(
-                    409, "already_surveyed", "the result of this dossier was already reported"
-                )
             dossier = await self._dossier(session, agency, digests)
+            if dossier is None and await self._ledger(session, agency, digests) is not None:
+                raise ServiceError(409, "already_surveyed", "the survey of this dossier has closed")
             created = dossier is None
             if dossier is None:
                 dossier = self._new_dossier(agency, reg.dossier_code)
