@@ -216,7 +216,7 @@ async def test_real_responses_match_the_openapi_document(client: Client, api_key
         spec.validate_response(
             _Req(path, json.dumps(payload)), _Resp(response.status, body, response.content_type)
         )
-    with pytest.raises(Exception, match="validat"):  # the check can fail: a wrong body is caught
+    with pytest.raises(Exception, match="not valid for schema"):  # a wrong body is caught
         spec.validate_response(
             _Req("/api/v1/dossiers", "{}"), _Resp(201, b'{"rating_token": 5}', "application/json")
         )
