@@ -75,3 +75,13 @@ async def verify(sessions: Sessions) -> Verification:
                 return Verification(False, count, entry.seq)
             prev = entry.hash
     return Verification(True, count)
+
+
+async def recent(sessions: Sessions, limit: int = 200, offset: int = 0) -> list[AuditEntry]:
+    """The newest entries first, for the audit page."""
+    limit = max(1, min(limit, 1000))
+    async with sessions() as session:
+        rows = await session.execute(
+            select(AuditEntry).order_by(AuditEntry.seq.desc()).limit(limit).offset(max(offset, 0))
+        )
+        return list(rows.scalars())

@@ -1,0 +1,467 @@
+"""Scores, rates, rankings, coverage and small-cell suppression over the confidential store.
+
+Everything an admin sees or exports as an aggregate comes from here, so the confidentiality rule
+of the brief (no group under k responses; 10 for a single official) is applied in one place:
+
+* a cell with fewer than k responses is suppressed ("Chưa đủ đánh giá");
+* complementary suppression: when a parent total is published (an agency's total next to its
+  officials), suppressing one cell is not enough, because total minus the others gives it back.
+  While the suppressed cells of a group are a single cell or together hold fewer than k
+  responses, the smallest published cell of the group is suppressed too.
+
+Rates follow Decision 766 (share of rated dossiers not rated "Không hài lòng") and are always
+paired with their count and a 95% Wilson interval; rankings order by the interval's lower bound
+so that 3 happy ratings never outrank 3,000 mostly-happy ones.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from sqlalchemy import Integer, case, func, select
+from sqlalchemy.sql.elements import ColumnElement
+
+from bot.flows.scoring import DISSATISFIED_MAX_LEVEL, Bands, five_bands
+from storage.db import Sessions
+from storage.models import Agency, Official, Procedure, Response, SurveyLedger
+
+Period = Literal["day", "week", "month", "quarter", "year"]
+UnitLevel = Literal["agency", "official", "procedure", "period"]
+Z95 = 1.959963984540054
+NOT_ENOUGH = "Chưa đủ đánh giá"
+CRITERIA = ("1", "2", "3", "4", "5", "6", "7", "8", "9")
+NO_UNIT = "-"
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """The configurable rules; built from settings so a new circular needs no release."""
+
+    k_group: int = 5
+    k_official: int = 10
+    bands_766: Bands = field(default_factory=lambda: five_bands(90.0, 80.0, 70.0, 50.0))
+    bands_mot_cua: Bands = field(default_factory=lambda: five_bands(15.0, 12.0, 9.0, 6.0))
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Thresholds:
+        return cls(
+            k_group=settings.k_min_group,
+            k_official=settings.k_min_official,
+            bands_766=five_bands(
+                settings.band_766_xuat_sac,
+                settings.band_766_tot,
+                settings.band_766_kha,
+                settings.band_766_trung_binh,
+            ),
+            bands_mot_cua=five_bands(
+                settings.band_mot_cua_xuat_sac,
+                settings.band_mot_cua_tot,
+                settings.band_mot_cua_kha,
+                settings.band_mot_cua_trung_binh,
+            ),
+        )
+
+    def k_for(self, level: str) -> int:
+        return self.k_official if level == "official" else self.k_group
+
+
+def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion, in percent; (0, 100) when n is 0."""
+    if n <= 0:
+        return 0.0, 100.0
+    p = successes / n
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    return max(0.0, centre - half) * 100, min(1.0, centre + half) * 100
+
+
+@dataclass(slots=True)
+class Cell:
+    """One unit's counts; the derived figures are None while the cell is suppressed."""
+
+    key: str
+    label: str
+    parent: str
+    responses: int = 0
+    rated: int = 0
+    satisfied: int = 0
+    score_sum: float = 0.0
+    scored: int = 0
+    suppressed: str | None = None  # "small" or "complementary"
+    rank: int | None = None
+    bands: Bands | None = None
+
+    @property
+    def shown(self) -> bool:
+        return self.suppressed is None
+
+    @property
+    def rate(self) -> float | None:
+        return 100.0 * self.satisfied / self.rated if self.shown and self.rated else None
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        return wilson(self.satisfied, self.rated) if self.shown and self.rated else None
+
+    @property
+    def low(self) -> float | None:
+        return self.interval[0] if self.interval else None
+
+    @property
+    def high(self) -> float | None:
+        return self.interval[1] if self.interval else None
+
+    @property
+    def band(self) -> str:
+        if self.rate is None or self.bands is None:
+            return NOT_ENOUGH
+        return self.bands.classify(self.rate)
+
+    @property
+    def avg_score18(self) -> float | None:
+        return round(self.score_sum / self.scored, 1) if self.shown and self.scored else None
+
+    def add(self, other: Cell) -> None:
+        self.responses += other.responses
+        self.rated += other.rated
+        self.satisfied += other.satisfied
+        self.score_sum += other.score_sum
+        self.scored += other.scored
+
+
+def suppress(cells: Sequence[Cell], k: int) -> None:
+    """Primary then complementary suppression within each parent group (in place)."""
+    groups: dict[str, list[Cell]] = defaultdict(list)
+    for cell in cells:
+        if cell.responses < k:
+            cell.suppressed = "small"
+        groups[cell.parent].append(cell)
+    for members in groups.values():
+        while True:
+            hidden = [c for c in members if not c.shown]
+            if not hidden or (len(hidden) > 1 and sum(c.responses for c in hidden) >= k):
+                break
+            visible = sorted((c for c in members if c.shown), key=lambda c: c.responses)
+            if not visible:
+                break
+            visible[0].suppressed = "complementary"
+
+
+def rank(cells: Sequence[Cell], k: int) -> list[Cell]:
+    """Shown cells with at least k ratings, best Wilson lower bound first, then the rest."""
+    eligible = [c for c in cells if c.shown and c.rated >= k]
+    eligible.sort(key=lambda c: (-(c.low or 0.0), -c.rated, c.key))
+    for position, cell in enumerate(eligible, start=1):
+        cell.rank = position
+    rest = sorted((c for c in cells if c.rank is None), key=lambda c: (c.parent, c.key))
+    return eligible + rest
+
+
+def _counts() -> list[ColumnElement[Any]]:
+    satisfied = case((Response.satisfaction > DISSATISFIED_MAX_LEVEL, 1), else_=0)
+    return [
+        func.count().label("responses"),
+        func.count(Response.satisfaction).label("rated"),
+        func.coalesce(func.sum(satisfied), 0).label("satisfied"),
+        func.coalesce(func.sum(Response.score18), 0.0).label("score_sum"),
+        func.count(Response.score18).label("scored"),
+    ]
+
+
+def _fill(cell: Cell, row: Any) -> Cell:
+    cell.responses, cell.rated, cell.satisfied = row.responses, row.rated, int(row.satisfied)
+    cell.score_sum, cell.scored = float(row.score_sum), row.scored
+    return cell
+
+
+def period_label(day: dt.date, period: Period) -> str:
+    if period == "day":
+        return day.isoformat()
+    if period == "week":
+        year, week, _ = day.isocalendar()
+        return f"{year}-W{week:02d}"
+    if period == "month":
+        return f"{day.year}-{day.month:02d}"
+    if period == "quarter":
+        return f"{day.year}-Q{(day.month - 1) // 3 + 1}"
+    return str(day.year)
+
+
+async def agency_names(sessions: Sessions) -> dict[str, tuple[str, str]]:
+    async with sessions() as session:
+        rows = await session.execute(select(Agency.id, Agency.code, Agency.name))
+        return {r.id: (r.code, r.name) for r in rows}
+
+
+async def unit_cells(
+    sessions: Sessions,
+    level: UnitLevel,
+    thresholds: Thresholds,
+    agency_id: str | None = None,
+    period: Period = "month",
+) -> list[Cell]:
+    """Ranked, suppressed cells for agencies, officials or procedures (per agency), or periods."""
+    agencies = await agency_names(sessions)
+    where = [Response.agency_id == agency_id] if agency_id else []
+    cells: dict[tuple[str, str], Cell] = {}
+    async with sessions() as session:
+        if level == "agency":
+            stmt = select(Response.agency_id, *_counts()).where(*where).group_by(Response.agency_id)
+            for row in await session.execute(stmt):
+                code, name = agencies[row.agency_id]
+                cells[("", code)] = _fill(Cell(code, name, ""), row)
+        elif level in ("official", "procedure"):
+            table = Official if level == "official" else Procedure
+            column = Response.official_id if level == "official" else Response.procedure_id
+            stmt = (
+                select(Response.agency_id, table.code, table.name, *_counts())
+                .select_from(Response)
+                .outerjoin(table, table.id == column)
+                .where(*where)
+                .group_by(Response.agency_id, table.id, table.code, table.name)
+            )
+            for row in await session.execute(stmt):
+                parent = agencies[row.agency_id][0]
+                code = row.code or NO_UNIT
+                cells[(parent, code)] = _fill(Cell(code, row.name or "", parent), row)
+        else:
+            stmt = (
+                select(Response.agency_id, Response.answered_on, *_counts())
+                .where(*where)
+                .group_by(Response.agency_id, Response.answered_on)
+            )
+            for row in await session.execute(stmt):
+                parent = agencies[row.agency_id][0]
+                label = period_label(row.answered_on, period)
+                day = _fill(Cell(label, label, parent), row)
+                cells.setdefault((parent, label), Cell(label, label, parent)).add(day)
+    result = list(cells.values())
+    for cell in result:
+        cell.bands = thresholds.bands_766
+    k = thresholds.k_for(level)
+    suppress(result, k)
+    if level == "period":
+        return sorted(result, key=lambda c: (c.parent, c.key))
+    return rank(result, k)
+
+
+@dataclass(slots=True)
+class Overview:
+    total: Cell
+    trend: list[Cell]
+    levels: dict[int, int]
+    classes: dict[str, int]
+    k: int
+
+
+CLASS_ORDER = ("Xuất sắc", "Tốt", "Khá", "Trung bình", "Yếu")
+
+
+async def overview(
+    sessions: Sessions, thresholds: Thresholds, agency_id: str | None = None
+) -> Overview:
+    """Headline figures; under k responses nothing but the count is shown."""
+    where = [Response.agency_id == agency_id] if agency_id else []
+    async with sessions() as session:
+        row = (await session.execute(select(*_counts()).where(*where))).one()
+        total = _fill(Cell("all", "", ""), row)
+        levels = {
+            int(level): count
+            for level, count in await session.execute(
+                select(Response.satisfaction, func.count())
+                .where(Response.satisfaction.is_not(None), *where)
+                .group_by(Response.satisfaction)
+            )
+        }
+        classes = {
+            str(name): count
+            for name, count in await session.execute(
+                select(Response.classification, func.count())
+                .where(Response.classification.is_not(None), *where)
+                .group_by(Response.classification)
+            )
+        }
+    total.bands = thresholds.bands_766
+    k = thresholds.k_group
+    if total.responses < k:
+        total.suppressed = "small"
+        levels, classes = {}, {}
+    if agency_id is not None:
+        trend = await unit_cells(sessions, "period", thresholds, agency_id, "month")
+    else:
+        merged: dict[str, Cell] = {}
+        for cell in await _all_periods(sessions):
+            merged.setdefault(cell.key, Cell(cell.key, cell.key, "")).add(cell)
+        trend = list(merged.values())
+        for cell in trend:
+            cell.bands = thresholds.bands_766
+        suppress(trend, k)
+        trend.sort(key=lambda c: c.key)
+    return Overview(total, trend, levels, {c: classes.get(c, 0) for c in CLASS_ORDER}, k)
+
+
+async def _all_periods(sessions: Sessions) -> list[Cell]:
+    async with sessions() as session:
+        stmt = select(Response.answered_on, *_counts()).group_by(Response.answered_on)
+        return [
+            _fill(Cell(period_label(r.answered_on, "month"), "", ""), r)
+            for r in await session.execute(stmt)
+        ]
+
+
+@dataclass(slots=True)
+class CriterionStat:
+    """How often a criterion scored 0, overall and among dissatisfied raters."""
+
+    agency: str
+    criterion: str
+    scored: int
+    mean_points: float | None
+    zero_share: float | None
+    zero_share_dissatisfied: float | None
+    dissatisfied: int
+    suppressed: bool
+
+    @property
+    def lift(self) -> float | None:
+        """How much likelier a 0 is among dissatisfied raters: what drives dissatisfaction."""
+        if not self.zero_share or self.zero_share_dissatisfied is None:
+            return None
+        return self.zero_share_dissatisfied / self.zero_share
+
+
+async def criteria_stats(
+    sessions: Sessions, thresholds: Thresholds, agency_id: str | None = None
+) -> list[CriterionStat]:
+    """Per agency and criterion, drivers of dissatisfaction first."""
+    agencies = await agency_names(sessions)
+    where = [Response.agency_id == agency_id] if agency_id else []
+    dissatisfied = Response.satisfaction <= DISSATISFIED_MAX_LEVEL
+    inner_cols = [Response.agency_id, dissatisfied.label("dis")] + [
+        Response.criteria[c].as_integer().label(f"c{c}") for c in CRITERIA
+    ]
+    inner = select(*inner_cols).where(*where).subquery()
+    aggregates: list[ColumnElement[Any]] = [func.coalesce(func.sum(inner.c.dis.cast(Integer)), 0)]
+    for c in CRITERIA:
+        col = inner.c[f"c{c}"]
+        aggregates += [
+            func.count(col),
+            func.sum(col),
+            func.sum(case((col == 0, 1), else_=0)),
+            func.sum(case(((col == 0) & (inner.c.dis == True), 1), else_=0)),  # noqa: E712
+            func.sum(case(((col.is_not(None)) & (inner.c.dis == True), 1), else_=0)),  # noqa: E712
+        ]
+    stmt = select(inner.c.agency_id, *aggregates).group_by(inner.c.agency_id)
+    k = thresholds.k_group
+    result: list[CriterionStat] = []
+    async with sessions() as session:
+        for row in await session.execute(stmt):
+            values = list(row)
+            agency = agencies[values[0]][0]
+            for index, c in enumerate(CRITERIA):
+                n, total, zeros, zeros_dis, n_dis = (
+                    int(v or 0) for v in values[2 + index * 5 : 7 + index * 5]
+                )
+                if n == 0:
+                    continue
+                small = n < k
+                result.append(
+                    CriterionStat(
+                        agency=agency,
+                        criterion=c,
+                        scored=n,
+                        mean_points=None if small else round(total / n, 2),
+                        zero_share=None if small else 100.0 * zeros / n,
+                        zero_share_dissatisfied=(
+                            None if small or n_dis < k else 100.0 * zeros_dis / n_dis
+                        ),
+                        dissatisfied=n_dis,
+                        suppressed=small,
+                    )
+                )
+    result.sort(key=lambda s: (s.agency, -(s.zero_share_dissatisfied or -1), s.criterion))
+    return result
+
+
+@dataclass(slots=True)
+class Coverage:
+    """Who was asked vs who answered: exposes an agency that only surveys happy citizens."""
+
+    agency: str
+    channel: str
+    reported: int = 0
+    sent: int = 0
+    delivered: int = 0
+    answered: int = 0
+
+    def share(self, part: int, whole: int) -> float | None:
+        return 100.0 * part / whole if whole else None
+
+    @property
+    def response_rate(self) -> float | None:
+        return self.share(self.answered, self.reported)
+
+
+async def coverage(sessions: Sessions, agency_id: str | None = None) -> list[Coverage]:
+    """Per agency (channel "*") and per agency and channel ("" when none was reachable)."""
+    agencies = await agency_names(sessions)
+    where = [SurveyLedger.agency_id == agency_id] if agency_id else []
+    stmt = (
+        select(
+            SurveyLedger.agency_id,
+            SurveyLedger.channel,
+            func.count(),
+            func.count(SurveyLedger.channel),
+            func.sum(case((SurveyLedger.delivered == True, 1), else_=0)),  # noqa: E712
+            func.sum(case((SurveyLedger.completed == True, 1), else_=0)),  # noqa: E712
+        )
+        .where(*where)
+        .group_by(SurveyLedger.agency_id, SurveyLedger.channel)
+    )
+    rows: dict[tuple[str, str], Coverage] = {}
+    async with sessions() as session:
+        for agency_db_id, channel, reported, sent, delivered, answered in await session.execute(
+            stmt
+        ):
+            agency = agencies[agency_db_id][0]
+            for key in ((agency, "*"), (agency, channel or "")):
+                row = rows.setdefault(key, Coverage(agency, key[1]))
+                row.reported += reported
+                row.sent += sent
+                row.delivered += int(delivered or 0)
+                row.answered += int(answered or 0)
+    return sorted(rows.values(), key=lambda c: (c.agency, c.channel != "*", c.channel))
+
+
+def as_percent(value: float | None) -> str:
+    return "" if value is None else f"{value:.1f}"
+
+
+def flatten(cells: Iterable[Cell]) -> list[dict[str, Any]]:
+    """Plain dicts for templates and JSON: suppressed cells keep only their label and status."""
+    out = []
+    for c in cells:
+        out.append(
+            {
+                "parent": c.parent,
+                "key": c.key,
+                "label": c.label,
+                "responses": c.responses if c.shown else None,
+                "rated": c.rated if c.shown else None,
+                "satisfied": c.satisfied if c.shown else None,
+                "rate": c.rate,
+                "low": c.low,
+                "high": c.high,
+                "band": c.band,
+                "rank": c.rank,
+                "avg_score18": c.avg_score18,
+                "suppressed": c.suppressed,
+            }
+        )
+    return out

@@ -1,0 +1,116 @@
+"""Exports: anonymised rows (re-keyed, coarsened, shuffled, neutralised) and suppressed aggregates."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+
+import pytest
+from openpyxl import load_workbook
+from sqlalchemy import select
+
+from bot.runtime import Runtime
+from storage import export
+from storage.export import ExportError, ExportSpec
+from storage.models import Agency, Response
+from storage.stats import Thresholds
+from tests.adminseed import Batch, add_agency, seed
+
+
+async def _export(runtime: Runtime, **spec: str | None) -> bytes:
+    out = io.BytesIO()
+    await export.write_export(runtime.sessions, ExportSpec(**spec), Thresholds(), out)  # type: ignore[arg-type]
+    return out.getvalue()
+
+
+def _csv(data: bytes) -> list[dict[str, str]]:
+    assert data.startswith("\ufeff".encode())
+    return list(csv.DictReader(io.StringIO(data.decode("utf-8").lstrip("\ufeff"))))
+
+
+@pytest.fixture
+async def seeded(runtime: Runtime, agency: Agency) -> Agency:
+    await add_agency(runtime, "ubnd-khac", "UBND khác", ["CB09"])
+    await seed(
+        runtime,
+        "ubnd-test",
+        [
+            Batch(15, "CB01", satisfaction=5, day=dt.date(2026, 10, 3)),
+            Batch(3, "CB02", satisfaction=1, comment='=HYPERLINK("http://x")'),
+            Batch(12, "CB02", satisfaction=4, comment="Cán bộ nhiệt tình"),
+        ],
+    )
+    await seed(runtime, "ubnd-khac", [Batch(6, "CB09", satisfaction=2)])
+    return agency
+
+
+async def test_row_export_is_rekeyed_coarsened_shuffled_and_neutralised(
+    runtime: Runtime, seeded: Agency
+) -> None:
+    first = _csv(await _export(runtime, period="month"))
+    second = _csv(await _export(runtime, period="quarter"))
+    assert len(first) == len(second) == 36
+    async with runtime.sessions() as session:
+        responses = (await session.execute(select(Response))).scalars().all()
+    raw_ids = {r.id for r in responses} | {r.rater_hash for r in responses}
+    text = json.dumps(first, ensure_ascii=False)
+    assert not any(raw in text for raw in raw_ids)
+    # Pseudonyms are re-keyed per export: nothing joins the two files.
+    assert not {r["response"] for r in first} & {r["response"] for r in second}
+    assert {r["period"] for r in first} == {"2026-10"} and {r["period"] for r in second} == {
+        "2026-Q4"
+    }
+    # Shuffled: the order is not the database's insertion order and differs per export.
+    assert [r["official"] for r in first] != ["CB01"] * 15 + ["CB02"] * 15 + ["CB09"] * 6
+    comments = {r["q_comment"] for r in first}
+    assert '\'=HYPERLINK("http://x")' in comments and "Cán bộ nhiệt tình" in comments
+    assert {r["q_c3"] for r in first} == {"mot_lan"}
+
+
+async def test_agency_scope_and_formats(runtime: Runtime, seeded: Agency) -> None:
+    rows = [
+        json.loads(line)
+        for line in (await _export(runtime, fmt="jsonl", agency_id=seeded.id)).splitlines()
+    ]
+    assert len(rows) == 30 and {r["agency"] for r in rows} == {"ubnd-test"}
+    workbook = load_workbook(io.BytesIO(await _export(runtime, fmt="xlsx", level="official")))
+    sheet = workbook.worksheets[0]
+    table = [[c.value for c in row] for row in sheet.iter_rows()]
+    assert table[0][:3] == ["agency", "unit", "name"]
+    by_unit = {row[1]: row for row in table[1:]}
+    assert by_unit["CB01"][3] == 15 and by_unit["CB02"][3] == 15
+    assert by_unit["CB09"][3] is None and by_unit["CB09"][9] == "Chưa đủ đánh giá"
+    assert by_unit["CB01"][2] == "Nguyễn Văn A" and by_unit["CB09"][2] == "Cán bộ CB09"
+
+
+async def test_aggregates_suppress_small_and_complementary_cells(
+    runtime: Runtime, seeded: Agency
+) -> None:
+    agencies = _csv(await _export(runtime, level="agency"))
+    assert [(r["agency"], r["responses"], r["rank"]) for r in agencies] == [
+        ("ubnd-test", "30", "1"),
+        ("ubnd-khac", "6", "2"),
+    ]
+    procedures = _csv(await _export(runtime, level="procedure"))
+    assert {(r["agency"], r["unit"]): r["responses"] for r in procedures} == {
+        ("ubnd-test", "1.001234"): "30",
+        ("ubnd-khac", "1.001234"): "6",
+    }
+    periods = _csv(await _export(runtime, level="period", period="day"))
+    by_day = {(r["agency"], r["period"]): r for r in periods}
+    # 2026-10-03 has 15 responses, 2026-10-15 has 15: both shown; ubnd-khac's one day is 6.
+    assert by_day[("ubnd-test", "2026-10-03")]["responses"] == "15"
+    officials = _csv(await _export(runtime, level="official", fmt="csv", agency_id=seeded.id))
+    assert {r["unit"] for r in officials} == {"CB01", "CB02"}
+    criteria = _csv(await _export(runtime, level="criterion"))
+    three = next(r for r in criteria if r["agency"] == "ubnd-test" and r["criterion"] == "3")
+    assert three["zero_pct_dissatisfied"] == "" and three["scored"] == "30"  # 3 dissatisfied < k
+
+
+async def test_bad_export_requests_are_refused() -> None:
+    with pytest.raises(ExportError, match="unknown format 'pdf'"):
+        ExportSpec(fmt="pdf")
+    with pytest.raises(ExportError, match="unknown level"):
+        ExportSpec(level="rater")
