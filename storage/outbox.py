@@ -33,6 +33,7 @@ class Claimed:
     payload: dict[str, Any]
     attempts: int
     invitation_id: str | None
+    conversation: str
 
 
 def enqueue(
@@ -119,6 +120,7 @@ async def claim(session: AsyncSession, limit: int, now: dt.datetime | None = Non
                     row.payload,
                     row.attempts + 1,
                     row.invitation_id,
+                    row.conversation,
                 )
             )
     await session.commit()
@@ -153,6 +155,18 @@ async def mark_failed(
     values: dict[str, Any] = {"last_error": reason[:255]}
     if dead:
         values.update(status="dead", address_sealed=None)
+        if permanent:
+            # The address refuses for good (blocked bot): drop the rest of that conversation
+            # too, rather than retrying each later message into the same wall.
+            await session.execute(
+                update(OutboxMessage)
+                .where(
+                    OutboxMessage.conversation == message.conversation,
+                    OutboxMessage.status.in_(("pending", "sending")),
+                    OutboxMessage.id != message.id,
+                )
+                .values(status="cancelled", address_sealed=None, last_error="address refused")
+            )
     else:
         values.update(status="pending", available_at=now + dt.timedelta(seconds=delay))
     await session.execute(

@@ -1,0 +1,174 @@
+"""The outbox and dispatcher: at least once, in order per conversation, replies before
+invitations, retries with backoff, permanent refusals close the survey, Redis loss loses nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from typing import Any
+
+from redis.asyncio import Redis
+from sqlalchemy import select
+
+from bot.adapters.base import Capabilities, DeliveryError, OutboundMessage
+from bot.dispatch import Dispatcher
+from bot.flows.engine import Choice, Reply
+from bot.runtime import Runtime
+from bot.schemas import DossierRegistration, ResultBatch, ResultReport
+from storage import outbox
+from storage.models import Agency, Answer, OutboxMessage, SurveyLedger
+from tests.conftest import REDIS_URL, today
+
+
+class FlakyChannel:
+    """A channel that fails as told, and records what each address received."""
+
+    name = "flaky"
+    capabilities = Capabilities(buttons=True, max_text_chars=4096)
+
+    def __init__(self) -> None:
+        self.received: dict[str, list[str]] = defaultdict(list)
+        self.failures: list[DeliveryError | Exception] = []
+
+    async def send(self, address: str, message: OutboundMessage) -> None:
+        if self.failures:
+            raise self.failures.pop(0)
+        self.received[address].append(message.text)
+
+
+async def make_runtime(runtime: Runtime) -> tuple[Runtime, FlakyChannel]:
+    channel = FlakyChannel()
+    runtime.channels["flaky"] = channel
+    runtime.service.capabilities = {**runtime.service.capabilities, "flaky": channel.capabilities}
+    return runtime, channel
+
+
+async def start_survey(
+    runtime: Runtime, agency: Agency, code: str, address: str, drain: bool = True
+) -> None:
+    reg = await runtime.service.register_dossier(agency, DossierRegistration(dossier_code=code))
+    await runtime.service.bind(reg.rating_token, "flaky", address, "vi")
+    if drain:
+        await runtime.dispatcher.drain()  # the "you will receive a survey" acknowledgement
+    await runtime.service.report_results(
+        agency, ResultBatch(results=[ResultReport(dossier_code=code, returned_at=today())])
+    )
+
+
+def force_ready(runtime: Runtime) -> Any:
+    """Make every backoff elapse at once (the tests do not sleep)."""
+
+    async def run() -> None:
+        async with runtime.sessions() as session:
+            for row in (await session.execute(select(OutboxMessage))).scalars():
+                row.available_at = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+            await session.commit()
+
+    return run()
+
+
+async def test_transient_failures_are_retried_and_each_message_arrives_once_in_order(
+    runtime: Runtime, agency: Agency
+) -> None:
+    runtime, channel = await make_runtime(runtime)
+    await start_survey(runtime, agency, "HS-1", "u1")
+    channel.failures = [DeliveryError("5xx"), DeliveryError("429", retry_after=3), TimeoutError()]
+    for _ in range(10):
+        await force_ready(runtime)
+        await runtime.dispatcher.drain()
+    texts = channel.received["u1"]
+    assert len(texts) == 3 and "Kính chào" in texts[1] and "bao nhiêu lần" in texts[2]
+    async with runtime.sessions() as session:
+        rows = (await session.execute(select(OutboxMessage))).scalars().all()
+        assert {r.status for r in rows} == {"sent"} and max(r.attempts for r in rows) == 4
+
+
+async def test_retry_after_is_honoured(runtime: Runtime, agency: Agency) -> None:
+    runtime, channel = await make_runtime(runtime)
+    await start_survey(runtime, agency, "HS-2", "u2")
+    channel.failures = [DeliveryError("429", retry_after=30)]
+    await runtime.dispatcher.drain()
+    assert (
+        len(channel.received["u2"]) == 1
+    )  # the intro waits 30 s; the question does not overtake it
+    async with runtime.sessions() as session:
+        head = (
+            (await session.execute(select(OutboxMessage).order_by(OutboxMessage.created_at)))
+            .scalars()
+            .first()
+        )
+        assert head is not None and head.available_at > dt.datetime.now(dt.UTC) + dt.timedelta(
+            seconds=25
+        )
+
+
+async def test_permanent_refusal_closes_the_survey_without_retrying(
+    runtime: Runtime, agency: Agency
+) -> None:
+    runtime, channel = await make_runtime(runtime)
+    await start_survey(runtime, agency, "HS-3", "u3")
+    channel.failures = [DeliveryError("blocked", permanent=True)]
+    await runtime.dispatcher.drain()
+    await force_ready(runtime)
+    await runtime.dispatcher.drain()
+    async with runtime.sessions() as session:
+        ledger = (await session.execute(select(SurveyLedger))).scalar_one()
+        assert ledger.status == "undeliverable"
+        statuses = (await session.execute(select(OutboxMessage.status))).scalars().all()
+        assert "dead" in statuses
+    assert len(channel.received["u3"]) == 1  # only the binding acknowledgement: no retry storm
+
+
+async def test_replies_go_before_a_backlog_of_invitations(runtime: Runtime, agency: Agency) -> None:
+    runtime, channel = await make_runtime(runtime)
+    await start_survey(runtime, agency, "HS-A", "citizen")
+    await runtime.dispatcher.drain()
+    for i in range(120):  # a day's batch of invitations to other citizens
+        await start_survey(runtime, agency, f"HS-BULK-{i}", f"bulk{i}")
+    await runtime.service.handle("flaky", "citizen", Reply("1"))
+    small = Dispatcher(
+        runtime.sessions,
+        runtime.keyring,
+        runtime.channels,
+        max_attempts=3,
+        interval=0.1,
+        on_undeliverable=runtime.service.mark_undeliverable,
+        on_delivered=runtime.service.mark_delivered,
+        batch_size=5,
+    )
+    await small.run_once()
+    assert len(channel.received["citizen"]) == 4  # ack, intro, c3, then the reply c4 at once
+
+
+async def test_an_acknowledged_answer_survives_a_redis_flush(
+    runtime: Runtime, agency: Agency, redis_prefix: str
+) -> None:
+    runtime, channel = await make_runtime(runtime)
+    await start_survey(runtime, agency, "HS-R", "ur")
+    await runtime.dispatcher.drain()
+    tag = await runtime.service.current_question("ur")
+    assert tag is not None
+    await runtime.service.handle("flaky", "ur", Choice(tag[1], "c3", "0"))
+    client = Redis.from_url(REDIS_URL)
+    keys = [k async for k in client.scan_iter(match=f"{redis_prefix}*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+    await runtime.service.handle("flaky", "ur", Reply("2"))
+    await runtime.dispatcher.drain()
+    async with runtime.sessions() as session:
+        answers = {
+            a.question_id: a.value for a in (await session.execute(select(Answer))).scalars()
+        }
+    assert answers == {"c3": "0", "c4": "desk"}
+    assert "Ông/Bà đã phải liên hệ với bao nhiêu" in channel.received["ur"][-2]
+
+
+async def test_claims_are_exclusive_between_dispatchers(runtime: Runtime, agency: Agency) -> None:
+    runtime, _ = await make_runtime(runtime)
+    for i in range(20):
+        await start_survey(runtime, agency, f"HS-C-{i}", f"c{i}", drain=False)
+    async with runtime.sessions() as one, runtime.sessions() as two:
+        first = await outbox.claim(one, 50)
+        second = await outbox.claim(two, 50)
+    assert len(first) == 20 and second == []  # one head per conversation, claimed once
