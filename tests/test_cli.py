@@ -1,0 +1,75 @@
+"""The surveybot command as an admin uses it: agencies, keys, export, settings errors, chat."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from bot.cli import main
+from tests.conftest import TEST_KEYS
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("SURVEYBOT_VAR_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv("SURVEYBOT_KEYS", TEST_KEYS)
+    monkeypatch.delenv("SURVEYBOT_DATABASE_URL", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_agency_key_and_empty_export(env: Path) -> None:
+    runner = CliRunner()
+    assert runner.invoke(main, ["db", "upgrade"]).exit_code == 0
+    added = runner.invoke(main, ["agency", "add", "ubnd-x", "UBND phường X"])
+    assert added.exit_code == 0, added.output
+    again = runner.invoke(main, ["agency", "add", "ubnd-x", "UBND phường X"])
+    assert (
+        again.exit_code != 0
+        and "already exists" in again.output
+        and "Traceback" not in again.output
+    )
+    key = runner.invoke(main, ["apikey", "create", "ubnd-x"])
+    assert key.exit_code == 0 and key.output.strip().startswith("sbk_")
+    missing = runner.invoke(main, ["apikey", "create", "nobody"])
+    assert missing.exit_code != 0 and "no agency with code 'nobody'" in missing.output
+    exported = runner.invoke(main, ["export", "--format", "csv"])
+    assert exported.exit_code == 0
+    header = next(csv.reader(io.StringIO(exported.output.lstrip("\ufeff"))))
+    assert header[:3] == ["response", "agency", "procedure"]
+    audit = runner.invoke(main, ["audit", "verify"])
+    assert audit.exit_code == 0 and "intact" in audit.output
+
+
+def test_bad_setting_is_one_clear_line(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SURVEYBOT_PORT", "not-a-port")
+    result = CliRunner().invoke(main, ["db", "upgrade"])
+    assert result.exit_code != 0
+    assert "SURVEYBOT_PORT" in result.output and "Traceback" not in result.output
+
+
+def test_production_without_keys_refuses(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SURVEYBOT_ENV", "production")
+    monkeypatch.delenv("SURVEYBOT_KEYS")
+    result = CliRunner().invoke(main, ["apikey", "create", "x"])
+    assert result.exit_code != 0 and "no keys configured" in result.output
+
+
+def test_secrets_are_not_echoed_in_setting_errors(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SURVEYBOT_TELEGRAM_TOKEN", "")
+    monkeypatch.setenv("SURVEYBOT_K_MIN_GROUP", "0")
+    result = CliRunner().invoke(main, ["db", "upgrade"])
+    assert "SURVEYBOT_K_MIN_GROUP" in result.output
+
+
+def test_terminal_chat_runs_a_survey_to_the_end() -> None:
+    result = CliRunner().invoke(main, ["chat", "--survey", "hanoi-4"], input="2\n1, 3\nbỏ qua\n")
+    assert result.exit_code == 0, result.output
+    assert "1. Hài lòng" in result.output and "2. Không hài lòng" in result.output
+    assert "Cảm ơn Ông/Bà đã đánh giá." in result.output
