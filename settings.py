@@ -8,6 +8,7 @@ without a release.
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -53,6 +54,10 @@ class Settings(BaseSettings):
     k_min_group: int = Field(5, ge=1)
     k_min_official: int = Field(10, ge=1)
 
+    # Admin dashboard (issue 5): sessions live in the database; the cookie is Secure when the
+    # public URL is https.
+    admin_session_hours: float = Field(8.0, gt=0)
+
     # Circular 01/2018 classification of a total out of 18: minimum score for each band.
     band_mot_cua_xuat_sac: float = 15.0
     band_mot_cua_tot: float = 12.0
@@ -71,6 +76,52 @@ class Settings(BaseSettings):
     telegram_bot_username: str | None = None
     telegram_api_base_url: str = "https://api.telegram.org/bot"
     telegram_webhook_secret: str | None = None
+    #: Long polling (getUpdates) instead of the webhook, for deployments without public HTTPS.
+    telegram_polling: bool = False
+    telegram_poll_timeout_seconds: int = Field(25, ge=0, le=50)
+    #: In webhook mode, call setWebhook for ``<public base URL>/telegram/webhook`` at start-up.
+    telegram_register_webhook: bool = True
+    #: Outbound flood limits: about 1 message/s per chat with short bursts, about 30/s per bot.
+    telegram_per_chat_limit: int = Field(3, ge=0)
+    telegram_per_chat_window_seconds: float = Field(3.0, gt=0)
+    telegram_per_bot_limit: int = Field(25, ge=0)
+    telegram_per_bot_window_seconds: float = Field(1.0, gt=0)
+
+    # Zalo (issue 4). The OA and ZNS share one app and its OAuth token pair; the bot is separate.
+    zalo_app_id: str | None = None
+    zalo_app_secret: str | None = None
+    #: The OA Secret Key from the app's webhook settings (signs X-ZEvent-Signature).
+    zalo_oa_secret: str | None = None
+    #: Bootstrap refresh token (from the consent flow or the API Explorer); used once, then the
+    #: rotating pair lives sealed in the database.
+    zalo_refresh_token: str | None = None
+    zalo_oa_id: str | None = None
+    zalo_oauth_base_url: str = "https://oauth.zaloapp.com"
+    zalo_openapi_base_url: str = "https://openapi.zalo.me"
+    zalo_business_base_url: str = "https://business.openapi.zalo.me"
+    zalo_http_timeout_seconds: float = Field(10.0, gt=0)
+    #: Refresh this long before the access token expires (it lives 25 h).
+    zalo_token_refresh_margin_seconds: int = Field(5 * 3600, ge=60)
+    #: How long Zalo sends wait after a refresh failed (an admin must re-consent meanwhile).
+    zalo_token_pause_seconds: float = Field(300.0, gt=0)
+    zalo_oa_max_buttons: int = Field(5, ge=1, le=10)
+    #: Webhooks whose timestamp is further than this from now are refused (replay window).
+    zalo_webhook_max_age_seconds: int = Field(600, ge=30)
+    zalo_zns_rating_template_id: str | None = None
+    #: JSON object of template parameters; values may use {agency} and {procedure}.
+    zalo_zns_template_data: str = "{}"
+    #: "development" sends only to the app's admins (Zalo's test mode); empty for production.
+    zalo_zns_mode: str | None = None
+    #: How far back the rating/get reconciliation looks, in hours.
+    zalo_zns_reconcile_hours: int = Field(8 * 24, ge=1)
+    zalo_bot_token: str | None = None
+    zalo_bot_api_base_url: str = "https://bot-api.zaloplatforms.com"
+    zalo_bot_webhook_secret: str | None = None
+    zalo_bot_polling: bool = False
+
+    #: The order in which an invitation tries the channels a citizen bound (first reachable
+    #: wins; on a permanent refusal the next one is tried). Unlisted channels come last.
+    channel_order: str = "telegram,zalo_oa,zalo_bot,web,zns"
 
     @field_validator("database_url")
     @classmethod
@@ -78,6 +129,13 @@ class Settings(BaseSettings):
         if value and not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
             raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
         return value
+
+    @field_validator("telegram_webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", value):
+            raise ValueError("must be 1-256 characters of A-Z, a-z, 0-9, _ and -")
+        return value or None
 
     @property
     def effective_database_url(self) -> str:
@@ -87,6 +145,15 @@ class Settings(BaseSettings):
     @property
     def effective_public_base_url(self) -> str:
         return (self.public_base_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def channel_priority(self) -> list[str]:
+        """``channel_order`` as a list, blanks dropped."""
+        return [c.strip() for c in self.channel_order.split(",") if c.strip()]
+
+    @property
+    def zalo_oa_configured(self) -> bool:
+        return bool(self.zalo_app_id and self.zalo_app_secret and self.zalo_oa_secret)
 
     @property
     def is_production(self) -> bool:

@@ -9,7 +9,7 @@ import jinja2
 import segno
 from aiohttp import web
 
-from bot import api, simulator
+from bot import api, simulator, zalo_webhooks
 from bot.api import RUNTIME
 from bot.http_errors import json_errors
 from bot.i18n import normalise_language
@@ -88,6 +88,7 @@ def create_app(runtime: Runtime, *, background: bool = True) -> web.Application:
         r"/r/{token:[A-Za-z0-9_-]{8,128}}/qr.{kind:svg|png}", rating_qr, name="rating_qr"
     )
     simulator.setup(app, make_templates())
+    zalo_webhooks.setup(app)
 
     if background:
 

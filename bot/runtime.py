@@ -15,6 +15,7 @@ from bot.adapters.web import WebChannel
 from bot.dispatch import Dispatcher
 from bot.flows.definition import SurveyCatalog, builtin_catalog
 from bot.service import SurveyService
+from bot.zalo import ZaloSuite, build_zalo
 from settings import Settings
 from storage.coordination import Coordinator, LocalCoordinator, RedisCoordinator
 from storage.db import Sessions, make_engine, make_sessions
@@ -37,6 +38,7 @@ class Runtime:
     dispatcher: Dispatcher
     web: WebChannel
     channels: dict[str, Channel]
+    zalo: ZaloSuite | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -63,7 +65,12 @@ class Runtime:
             else LocalCoordinator()
         )
         web = WebChannel()
-        channels: dict[str, Channel] = {"web": web, **(extra_channels or {})}
+        zalo = build_zalo(settings, make_sessions(engine), keyring, coordinator)
+        channels: dict[str, Channel] = {
+            "web": web,
+            **(zalo.channels() if zalo else {}),
+            **(extra_channels or {}),
+        }
         catalog = builtin_catalog()
         service = SurveyService(
             sessions,
@@ -94,6 +101,7 @@ class Runtime:
             dispatcher,
             web,
             channels,
+            zalo,
         )
 
     def start_background(self) -> None:
@@ -101,12 +109,20 @@ class Runtime:
         self._stop.clear()
         self._tasks.append(asyncio.create_task(self.dispatcher.run_forever(self._stop)))
         self._tasks.append(asyncio.create_task(self._maintain()))
+        if self.zalo is not None and self.zalo.bot is not None and self.settings.zalo_bot_polling:
+            from bot.zalo_webhooks import poll_bot
+
+            self._tasks.append(asyncio.create_task(poll_bot(self, self._stop)))
 
     async def _maintain(self) -> None:
         while not self._stop.is_set():
             try:
                 await self.service.close_expired()
                 await self.service.send_reminders()
+                if self.zalo is not None and self.zalo.zns is not None:
+                    from bot.zalo_ratings import reconcile
+
+                    await reconcile(self)
             except Exception:
                 log.exception("maintenance round failed")
             with contextlib.suppress(TimeoutError):
@@ -122,4 +138,6 @@ class Runtime:
                 await task
         self._tasks.clear()
         await self.coordinator.close()
+        if self.zalo is not None:
+            await self.zalo.close()
         await self.engine.dispose()

@@ -5,9 +5,25 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from storage.pseudonym import normalise_phone
 
 Code = str
+PHONE_DESCRIPTION = (
+    "The citizen's phone number (0…, 84… or +84…), for the Zalo ZNS rating template when no chat "
+    "is bound; normalised to 84…, kept encrypted only until the template is sent, never returned"
+)
+
+
+def _phone(value: str | None) -> str | None:
+    """Normalise to Zalo's 84… form; the error never echoes the number."""
+    if value is None or not value.strip():
+        return None
+    try:
+        return normalise_phone(value)
+    except ValueError:
+        raise ValueError("not a Vietnamese phone number (expected 0…, 84… or +84…)") from None
 
 
 class _Strict(BaseModel):
@@ -26,6 +42,9 @@ class DossierRegistration(_Strict):
         None, max_length=64, description="Survey id; agency default if absent"
     )
     language: Literal["vi", "en"] | None = None
+    phone: str | None = Field(None, max_length=20, description=PHONE_DESCRIPTION)
+
+    _normalise_phone = field_validator("phone")(_phone)
 
 
 class RegistrationResult(BaseModel):
@@ -57,6 +76,9 @@ class ResultReport(_Strict):
     survey: str | None = Field(None, max_length=64)
     steps: list[UnitStep] = Field(default_factory=list, max_length=50)
     language: Literal["vi", "en"] | None = None
+    phone: str | None = Field(None, max_length=20, description=PHONE_DESCRIPTION)
+
+    _normalise_phone = field_validator("phone")(_phone)
 
     @model_validator(mode="after")
     def _dates_in_order(self) -> ResultReport:

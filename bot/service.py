@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -42,12 +42,15 @@ from storage.models import (
     Answer,
     ApiKey,
     Dossier,
+    DossierContact,
     Invitation,
     Official,
     OptOut,
+    OutboxMessage,
     Procedure,
     Response,
     SurveyLedger,
+    ZnsTracking,
     new_id,
     utcnow,
 )
@@ -55,6 +58,9 @@ from storage.pseudonym import KeyRing, new_token, normalise_identifier, token_di
 
 log = logging.getLogger(__name__)
 ACTIVE = ("sent", "in_progress")
+#: The channel that sends the ZNS service-rating template by phone, and the survey it answers.
+ZNS_CHANNEL = "zns"
+ZNS_SURVEY = "zns-5-star"
 
 
 class ServiceError(Exception):
@@ -164,6 +170,8 @@ class SurveyService:
             dossier.received_on = reg.received_at or dossier.received_on
             dossier.due_on = reg.due_at or dossier.due_on
             dossier.language = reg.language or dossier.language
+            if reg.phone:
+                await self._add_contact(session, dossier, ZNS_CHANNEL, reg.phone)
             await session.commit()
         base = self.settings.effective_public_base_url
         telegram = self.settings.telegram_bot_username
@@ -221,6 +229,8 @@ class SurveyService:
         dossier.due_on = report.due_at or dossier.due_on
         dossier.language = report.language or dossier.language
         await session.flush()
+        if report.phone:
+            await self._add_contact(session, dossier, ZNS_CHANNEL, report.phone)
         ledger = SurveyLedger(
             agency_id=agency.id,
             dossier_hash=dossier.dossier_hash,
@@ -259,13 +269,9 @@ class SurveyService:
             expires_at=now + dt.timedelta(hours=self.settings.survey_ttl_hours),
         )
         session.add(invitation)
-        if dossier.address_sealed and dossier.contact_hash:
-            self._attach(invitation, dossier)
-            ledger.status = "sent"
-            ledger.channel = invitation.channel
-            step = engine.step(invitation.state, Start())
-            invitation.state = step.state
-            self._enqueue_step(session, invitation, step, outbox.PRIORITY_INVITATION, "start")
+        contact = await self._first_contact(session, dossier)
+        if contact is not None:
+            await self._start_on(session, invitation, ledger, contact)
             return ResultItemOutcome(index=index, status="survey_created", survey_status="sent")
         return ResultItemOutcome(
             index=index, status="survey_created", survey_status="waiting_for_binding"
@@ -299,6 +305,7 @@ class SurveyService:
             dossier.token_hash = None  # single use
             dossier.address_sealed = self.keys.seal(f"{channel}:{address}")
             dossier.contact_hash = contact.digest
+            await self._add_contact(session, dossier, channel, address)
             if language:
                 dossier.language = normalise_language(language)
             invitation = (
@@ -484,21 +491,67 @@ class SurveyService:
         return sent
 
     async def mark_undeliverable(self, invitation_id: str) -> None:
-        """The channel refused for good (blocked bot, unknown user): close without retrying."""
-        async with self.sessions() as session:
+        """The channel refused for good (blocked bot, OA window closed): fall back to the next
+        channel the citizen bound, in the admin's order, while nothing was answered yet;
+        otherwise close without retrying. Still one invitation: never two surveys per dossier."""
+        async with self.coordinator.lock(f"invitation:{invitation_id}"), self.sessions() as session:
             invitation = await session.get(Invitation, invitation_id)
-            if invitation is not None:
+            if invitation is None:
+                return
+            failed_channel = invitation.channel
+            await session.execute(
+                update(DossierContact)
+                .where(
+                    DossierContact.dossier_id == invitation.dossier_id,
+                    DossierContact.channel == failed_channel,
+                )
+                .values(failed=True)
+            )
+            # Whatever else was queued on the refused channel can only fail the same way.
+            await session.execute(
+                update(OutboxMessage)
+                .where(
+                    OutboxMessage.invitation_id == invitation.id,
+                    OutboxMessage.status.in_(("pending", "sending")),
+                    OutboxMessage.channel == failed_channel,
+                )
+                .values(status="dead", address_sealed=None, last_error="channel refused")
+                .execution_options(synchronize_session=False)
+            )
+            dossier = await session.get(Dossier, invitation.dossier_id)
+            contact = None
+            if dossier is not None and invitation.response_id is None:
+                contact = await self._first_contact(session, dossier)
+            ledger = await session.get(SurveyLedger, invitation.ledger_id)
+            if contact is not None and ledger is not None:
+                log.info("invitation falls back from %s to %s", failed_channel, contact.channel)
+                await self._start_on(session, invitation, ledger, contact, fallback=True)
+            else:
                 await self._finalize(session, invitation, "undeliverable")
             await session.commit()
+        self.on_enqueue()
 
     async def mark_delivered(self, invitation_id: str) -> None:
+        """Accepted by the channel. For ZNS the phone is no longer needed: it is deleted now, and
+        ``delivered`` waits for Zalo's delivery receipt (or the rating)."""
         async with self.sessions() as session:
             invitation = await session.get(Invitation, invitation_id)
-            if invitation is not None:
-                ledger = await session.get(SurveyLedger, invitation.ledger_id)
-                if ledger is not None and not ledger.delivered:
-                    ledger.delivered = True
-                    await session.commit()
+            if invitation is None:
+                return
+            if invitation.channel == ZNS_CHANNEL:
+                invitation.address_sealed = None
+                await session.execute(
+                    delete(DossierContact).where(
+                        DossierContact.dossier_id == invitation.dossier_id,
+                        DossierContact.channel == ZNS_CHANNEL,
+                    )
+                )
+                await session.commit()
+                return
+            ledger = await session.get(SurveyLedger, invitation.ledger_id)
+            if ledger is not None and not ledger.delivered:
+                ledger.delivered = True
+                await session.commit()
 
     # ================================================================ internals
     def _survey_for(self, agency: Agency, requested: str | None) -> SurveyDefinition:
@@ -589,6 +642,104 @@ class SurveyService:
                 .limit(1)
             )
         ).scalar_one_or_none()
+
+    async def _add_contact(
+        self, session: AsyncSession, dossier: Dossier, channel: str, address: str
+    ) -> None:
+        """Remember (sealed) one more way to reach the citizen of this dossier; a re-bind of the
+        same channel replaces the old address and clears an earlier refusal."""
+        existing = (
+            await session.execute(
+                select(DossierContact).where(
+                    DossierContact.dossier_id == dossier.id, DossierContact.channel == channel
+                )
+            )
+        ).scalar_one_or_none()
+        contact = existing or DossierContact(id=new_id(), dossier_id=dossier.id, channel=channel)
+        contact.address_sealed = self.keys.seal(f"{channel}:{address}")
+        contact.contact_hash = self.keys.pseudonym("contact", address).digest
+        contact.failed = False
+        if existing is None:
+            session.add(contact)
+        await session.flush()
+
+    async def _first_contact(self, session: AsyncSession, dossier: Dossier) -> DossierContact | None:
+        """The best reachable channel the citizen bound: admin order, configured channels only,
+        never one that refused for good or whose contact said /stop."""
+        rows = list(
+            (
+                await session.execute(
+                    select(DossierContact).where(
+                        DossierContact.dossier_id == dossier.id, DossierContact.failed.is_(False)
+                    )
+                )
+            ).scalars()
+        )
+        known = {row.channel for row in rows}
+        if dossier.address_sealed and dossier.contact_hash:
+            channel = self.keys.open(dossier.address_sealed).split(":", 1)[0]
+            if channel not in known:  # bound before contacts were recorded
+                rows.append(DossierContact(dossier_id=dossier.id, channel=channel,
+                                           address_sealed=dossier.address_sealed,
+                                           contact_hash=dossier.contact_hash, failed=False))  # fmt: skip
+        order = self.settings.channel_priority
+        rows = [r for r in rows if r.channel in self.capabilities]
+        rows.sort(key=lambda r: order.index(r.channel) if r.channel in order else len(order))
+        for row in rows:
+            if not await self._opted_out(session, row.contact_hash):
+                return row
+        return None
+
+    async def _start_on(
+        self,
+        session: AsyncSession,
+        invitation: Invitation,
+        ledger: SurveyLedger,
+        contact: DossierContact,
+        fallback: bool = False,
+    ) -> None:
+        """Send the invitation on ``contact``'s channel; the ledger records which channel."""
+        invitation.address_sealed = contact.address_sealed
+        invitation.contact_hash = contact.contact_hash
+        invitation.channel = contact.channel
+        invitation.status = "sent"
+        ledger.status = "sent"
+        ledger.channel = contact.channel
+        ledger.delivered = False
+        if contact.channel == ZNS_CHANNEL:
+            # The ZNS rating template is its own survey (stars, chips, note) answered in Zalo.
+            survey = self.catalog.latest(ZNS_SURVEY)
+            invitation.survey_id, invitation.survey_version = survey.id, survey.version
+            invitation.state = self._engine(survey).new_state(secrets.token_hex(3), invitation.language)
+            ledger.survey_id = survey.id
+            invitation.reminder_due_at = None
+            tracking = ZnsTracking(tracking_id=secrets.token_hex(16), invitation_id=invitation.id)
+            session.add(tracking)
+            dossier = await session.get(Dossier, invitation.dossier_id)
+            agency = await session.get(Agency, dossier.agency_id) if dossier else None
+            procedure = (
+                await session.get(Procedure, dossier.procedure_id)
+                if dossier and dossier.procedure_id
+                else None
+            )
+            params = {"agency": agency.name if agency else "", "procedure": procedure.name if procedure else ""}
+            message = OutboundMessage("", extra={"zns_tracking_id": tracking.tracking_id,
+                                                 "zns_params": params})  # fmt: skip
+            outbox.enqueue(session, channel=ZNS_CHANNEL, address_sealed=contact.address_sealed,
+                           conversation=contact.contact_hash, payload=message.to_dict(),
+                           priority=outbox.PRIORITY_INVITATION, dedup_key=f"{invitation.id}:zns",
+                           invitation_id=invitation.id, now=self.clock())  # fmt: skip
+            return
+        invitation.reminder_due_at = self.clock() + dt.timedelta(
+            hours=self.settings.reminder_after_hours
+        )
+        engine = self._engine_for(invitation)
+        if fallback:
+            invitation.state = engine.new_state(secrets.token_hex(3), invitation.language)
+        step = engine.step(invitation.state, Start())
+        invitation.state = step.state
+        dedup = f"start-{contact.channel}" if fallback else "start"
+        self._enqueue_step(session, invitation, step, outbox.PRIORITY_INVITATION, dedup)
 
     def _attach(self, invitation: Invitation, dossier: Dossier) -> None:
         assert dossier.address_sealed is not None

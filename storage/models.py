@@ -250,3 +250,87 @@ class AuditEntry(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(JSON)
     prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+# --- Zalo (issue 4) ----------------------------------------------------------------------------
+class DossierContact(Base):
+    """Every channel a citizen bound for one dossier (chat ids, or a phone for ZNS), sealed.
+
+    An invitation tries them in the admin's channel order and falls back to the next on a
+    permanent refusal. Deleted with the dossier when the survey closes.
+    """
+
+    __tablename__ = "dossier_contact"
+    __table_args__ = (UniqueConstraint("dossier_id", "channel"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    dossier_id: Mapped[str] = mapped_column(ForeignKey("dossier.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(String(24))
+    address_sealed: Mapped[str] = mapped_column(Text)
+    contact_hash: Mapped[str] = mapped_column(String(64))
+    #: Set once the channel refused for good (OA window closed, blocked): skipped afterwards.
+    failed: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class ZaloToken(Base):
+    """The OA's rotating OAuth pair, sealed. Refresh tokens are single-use: the new pair is
+    committed here before the access token is used, and one process refreshes at a time."""
+
+    __tablename__ = "zalo_token"
+    app_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    access_sealed: Mapped[str | None] = mapped_column(Text)
+    refresh_sealed: Mapped[str | None] = mapped_column(Text)
+    access_expires_at: Mapped[dt.datetime | None] = mapped_column()
+    #: "ok", or "failed" after a refused refresh (sends pause until an admin re-consents).
+    status: Mapped[str] = mapped_column(String(16), default="ok")
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class ZnsTracking(Base):
+    """One ZNS rating template sent for an invitation, found again by its opaque tracking id.
+
+    ``tracking_id`` is random (never the dossier code or the phone); ``msg_hash`` is the SHA-256
+    of Zalo's msg_id, so a rating seen twice (webhook and reconciliation) is stored once.
+    """
+
+    __tablename__ = "zns_tracking"
+    tracking_id: Mapped[str] = mapped_column(String(48), primary_key=True)
+    invitation_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    msg_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class WebhookSeen(Base):
+    """Webhook events already processed, by a hash of their identity: replays are refused."""
+
+    __tablename__ = "webhook_seen"
+    event_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+
+
+# --- admins (issue 5) --------------------------------------------------------------------------
+class AdminUser(Base):
+    """A dashboard login: role "admin" sees every agency, "viewer" only ``agency_id``.
+
+    Only an argon2 hash of the password is stored.
+    """
+
+    __tablename__ = "admin_user"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))
+    agency_id: Mapped[str | None] = mapped_column(ForeignKey("agency.id", ondelete="CASCADE"))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class AdminSession(Base):
+    """A signed-in browser. The cookie holds a random token; only its SHA-256 is stored here."""
+
+    __tablename__ = "admin_session"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("admin_user.id", ondelete="CASCADE"))
+    csrf: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[dt.datetime] = mapped_column(index=True)

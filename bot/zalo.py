@@ -1,0 +1,89 @@
+"""Wiring of the Zalo channels from settings: one HTTP pool, one token manager, three channels.
+
+Why one object: the OA and ZNS share the app's rotating OAuth pair, so they must share one
+``ZaloTokens``; and tests replace ``clock`` with the emulator's virtual clock so that 25-hour token
+lifetimes and webhook timestamps can be exercised without sleeping.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from bot.adapters.base import Channel
+from bot.adapters.zalo_bot import ZaloBotChannel
+from bot.adapters.zalo_http import ZaloHttp
+from bot.adapters.zalo_oa import ZaloOAChannel
+from bot.adapters.zalo_tokens import ZaloTokens
+from bot.adapters.zalo_zns import ZnsChannel
+from settings import Settings
+from storage.coordination import Coordinator
+from storage.db import Sessions
+from storage.pseudonym import KeyRing
+
+
+@dataclass
+class ZaloSuite:
+    settings: Settings
+    http: ZaloHttp
+    tokens: ZaloTokens | None = None
+    oa: ZaloOAChannel | None = None
+    zns: ZnsChannel | None = None
+    bot: ZaloBotChannel | None = None
+    #: Epoch seconds; replaceable (tests use the emulator's virtual clock).
+    clock: Callable[[], float] = field(default=time.time)
+
+    def now(self) -> float:
+        return self.clock()
+
+    def channels(self) -> dict[str, Channel]:
+        found: dict[str, Channel] = {}
+        for channel in (self.oa, self.zns, self.bot):
+            if channel is not None:
+                found[channel.name] = channel
+        return found
+
+    async def close(self) -> None:
+        await self.http.close()
+
+
+def build_zalo(
+    settings: Settings, sessions: Sessions, keyring: KeyRing, coordinator: Coordinator
+) -> ZaloSuite | None:
+    """The configured Zalo channels, or None when neither the OA app nor a bot is configured."""
+    if not settings.zalo_oa_configured and not settings.zalo_bot_token:
+        return None
+    suite = ZaloSuite(settings, ZaloHttp(settings.zalo_http_timeout_seconds))
+    if settings.zalo_oa_configured:
+        assert settings.zalo_app_id and settings.zalo_app_secret
+        suite.tokens = ZaloTokens(
+            suite.http,
+            sessions,
+            keyring,
+            coordinator,
+            app_id=settings.zalo_app_id,
+            app_secret=settings.zalo_app_secret,
+            oauth_base_url=settings.zalo_oauth_base_url,
+            bootstrap_refresh_token=settings.zalo_refresh_token,
+            margin_seconds=settings.zalo_token_refresh_margin_seconds,
+            pause_seconds=settings.zalo_token_pause_seconds,
+            clock=suite.now,
+        )
+        suite.oa = ZaloOAChannel(
+            suite.http, suite.tokens, settings.zalo_openapi_base_url, settings.zalo_oa_max_buttons
+        )
+        if settings.zalo_zns_rating_template_id:
+            suite.zns = ZnsChannel(
+                suite.http,
+                suite.tokens,
+                settings.zalo_business_base_url,
+                settings.zalo_zns_rating_template_id,
+                settings.zalo_zns_template_data,
+                settings.zalo_zns_mode,
+            )
+    if settings.zalo_bot_token:
+        suite.bot = ZaloBotChannel(
+            suite.http, settings.zalo_bot_token, settings.zalo_bot_api_base_url
+        )
+    return suite

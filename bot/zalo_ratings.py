@@ -1,0 +1,153 @@
+"""ZNS ratings and delivery receipts become survey data; a reconciliation job catches lost ones.
+
+Why both paths: Zalo's ``user_feedback`` webhook can be lost (a 2xx that never came, retries that
+gave up), so ``reconcile`` polls ``rating/get`` for the recent window. Both paths end in
+``record_rating``, idempotent by our random ``tracking_id`` (and Zalo's msg_id, kept only as a
+hash), so a rating seen twice is stored once. The stars become the ``zns-5-star`` survey's
+``stars`` answer (its 1..5 satisfaction), chips map onto that survey's criteria values, and the
+note is scrubbed of phone numbers, ids and codes before it is stored.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import unicodedata
+
+from sqlalchemy import delete
+
+from bot.adapters.zalo_zns import Rating
+from bot.flows.definition import SurveyDefinition
+from bot.flows.engine import AnswerEvent
+from bot.flows.scrub import scrub
+from bot.runtime import Runtime
+from bot.service import ZNS_CHANNEL, ZNS_SURVEY, SurveyService
+from storage.models import Invitation, SurveyLedger, WebhookSeen, ZnsTracking
+
+log = logging.getLogger(__name__)
+
+
+def _fold(text: str) -> str:
+    decomposed = unicodedata.normalize("NFD", text.casefold().replace("đ", "d"))
+    return " ".join("".join(c for c in decomposed if not unicodedata.combining(c)).split())
+
+
+def rating_answers(
+    definition: SurveyDefinition, rating: Rating, max_text: int
+) -> list[AnswerEvent]:
+    """The rating as answers of ``zns-5-star``: unknown chips are dropped, never stored raw."""
+    questions = {q.id: q for q in definition.questions}
+    answers: list[AnswerEvent] = []
+    stars = questions["stars"]
+    option = next(o for o in stars.options if o.value == str(rating.rate))
+    answers.append(
+        AnswerEvent(
+            "stars",
+            option.value,
+            option.points,
+            None,
+            option.label.vi,
+            stars.criterion,
+            option.satisfaction,
+        )
+    )
+    if "chips" in questions and rating.feedbacks:
+        chips = questions["chips"]
+        by_label: dict[str, str] = {}
+        for o in chips.options:
+            by_label[_fold(o.value)] = o.value
+            by_label[_fold(o.label.vi)] = o.value
+            if o.label.en:
+                by_label[_fold(o.label.en)] = o.value
+        values = sorted({by_label[_fold(f)] for f in rating.feedbacks if _fold(f) in by_label})
+        if values:
+            answers.append(
+                AnswerEvent("chips", values, None, None, ", ".join(values), chips.criterion)
+            )
+    note = scrub(rating.note.strip())[:max_text]
+    if "note" in questions and note:
+        answers.append(AnswerEvent("note", None, None, note, note))
+    return answers
+
+
+async def record_rating(service: SurveyService, rating: Rating) -> bool:
+    """Store one rating as a completed response; False when unknown or already stored."""
+    msg_hash = hashlib.sha256(rating.msg_id.encode()).hexdigest()
+    key = hashlib.sha256(rating.tracking_id.encode()).hexdigest()
+    async with service.coordinator.lock(f"zns:{key}"), service.sessions() as session:
+        tracking = await session.get(ZnsTracking, rating.tracking_id)
+        if tracking is None or tracking.status == "rated":
+            return False
+        invitation = (
+            await session.get(Invitation, tracking.invitation_id)
+            if tracking.invitation_id
+            else None
+        )
+        if invitation is None or invitation.channel != ZNS_CHANNEL:
+            log.info("zns rating for a closed survey ignored")
+            return False
+        definition = service.catalog.get(invitation.survey_id, invitation.survey_version)
+        answers = rating_answers(definition, rating, service.settings.max_free_text_chars)
+        await service._store_answers(
+            session, invitation, ZNS_CHANNEL, f"zns:{rating.tracking_id}", answers
+        )
+        ledger = await session.get(SurveyLedger, invitation.ledger_id)
+        if ledger is not None:
+            ledger.delivered = True
+        await service._finalize(session, invitation, "completed")
+        tracking.status = "rated"
+        tracking.msg_hash = msg_hash
+        tracking.invitation_id = None
+        await session.commit()
+    return True
+
+
+async def record_delivery(service: SurveyService, tracking_id: str) -> bool:
+    """Zalo's ZNS delivery receipt: the ledger records that the template reached the phone."""
+    async with service.sessions() as session:
+        tracking = await session.get(ZnsTracking, tracking_id)
+        if tracking is None or tracking.invitation_id is None:
+            return False
+        invitation = await session.get(Invitation, tracking.invitation_id)
+        ledger = await session.get(SurveyLedger, invitation.ledger_id) if invitation else None
+        if ledger is None:
+            return False
+        ledger.delivered = True
+        if tracking.status == "pending":
+            tracking.status = "delivered"
+        await session.commit()
+    return True
+
+
+async def reconcile(runtime: Runtime) -> int:
+    """Poll ``rating/get`` over the recent window; store what the webhook missed. Returns how
+    many ratings were newly stored. Also forgets old tracking and webhook-dedup rows."""
+    suite = runtime.zalo
+    if suite is None or suite.zns is None:
+        return 0
+    now_s = suite.now()
+    hours = runtime.settings.zalo_zns_reconcile_hours
+    ratings = await suite.zns.fetch_ratings(int((now_s - hours * 3600) * 1000), int(now_s * 1000))
+    stored = 0
+    for rating in ratings:
+        stored += await record_rating(runtime.service, rating)
+    now = dt.datetime.fromtimestamp(now_s, dt.UTC)
+    async with runtime.sessions() as session:
+        await session.execute(
+            delete(ZnsTracking).where(
+                ZnsTracking.invitation_id.is_(None),
+                ZnsTracking.created_at < now - dt.timedelta(hours=hours + 24),
+            )
+        )
+        max_age = runtime.settings.zalo_webhook_max_age_seconds
+        await session.execute(
+            delete(WebhookSeen).where(WebhookSeen.seen_at < now - dt.timedelta(seconds=3 * max_age))
+        )
+        await session.commit()
+    if stored:
+        log.info("zns reconciliation stored %d rating(s) the webhook missed", stored)
+    return stored
+
+
+__all__ = ["ZNS_SURVEY", "rating_answers", "reconcile", "record_delivery", "record_rating"]

@@ -1,0 +1,223 @@
+"""Zalo webhooks: the OA/ZNS events endpoint (signed) and the Zalo Bot endpoint (secret header).
+
+Why this order of checks: the ``X-ZEvent-Signature`` is verified on the raw bytes before anything
+is trusted (``sha256(app_id + body + timestamp + OA secret)``, with or without ``mac=``, compared
+in constant time); then a timestamp too far from now is refused, so a captured request cannot be
+replayed later; then an event already processed (same body: Zalo's retries and replays alike) is
+acknowledged without effect. A 2xx is returned only after the service committed, so an event we
+acknowledged is durable, and a failure answers 503 so Zalo retries. Nothing identifying is
+logged: only event names and outcomes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy.exc import IntegrityError
+
+from bot.adapters.zalo_zns import parse_rating
+from bot.api import RUNTIME
+from bot.http_errors import error_response
+from bot.inbound import route_button, route_text
+from bot.runtime import Runtime
+from bot.service import Outcome, SurveyService
+from bot.zalo_ratings import record_delivery, record_rating
+from storage.models import WebhookSeen
+
+log = logging.getLogger(__name__)
+OA_CHANNEL = "zalo_oa"
+BOT_CHANNEL = "zalo_bot"
+#: "/start <token>" like Telegram, or "#<token>" (easy to type or prefill from the receipt).
+TOKEN_TEXT = re.compile(r"^(?:/start\s+|#)([A-Za-z0-9_-]{16,128})$")
+MAX_INBOUND_TEXT = 4000
+
+
+# ------------------------------------------------------------------------ shared routing
+async def route_zalo_text(service: SurveyService, channel: str, address: str, text: str) -> Outcome:
+    """A Zalo text is a tapped query button when it carries one of our payloads."""
+    stripped = text.strip()[:MAX_INBOUND_TEXT]
+    if re.fullmatch(r"(a|cmd):[A-Za-z0-9_:.\-]{1,120}", stripped):
+        return await route_button(service, channel, address, stripped)
+    match = TOKEN_TEXT.match(stripped)
+    if match:
+        return await route_text(service, channel, address, f"/start {match.group(1)}")
+    return await route_text(service, channel, address, stripped)
+
+
+def verify_signature(
+    header: str | None, raw: bytes, app_id: str, timestamp: str, secret: str
+) -> bool:
+    """Zalo's MAC: plain SHA-256 of app_id + raw body + timestamp + OA secret key."""
+    if not header:
+        return False
+    material = app_id.encode() + raw + timestamp.encode() + secret.encode()
+    expected = hashlib.sha256(material).hexdigest()
+    given = header.strip()
+    given = given[4:] if given.lower().startswith("mac=") else given
+    return hmac.compare_digest(given.lower().encode(), expected.encode())
+
+
+async def _once(runtime: Runtime, raw: bytes, work: Callable[[], Awaitable[Any]]) -> web.Response:
+    """Run ``work`` unless this exact event was already processed; mark it after the commit."""
+    event_hash = hashlib.sha256(raw).hexdigest()
+    async with runtime.coordinator.lock(f"webhook:{event_hash}"):
+        async with runtime.sessions() as session:
+            if await session.get(WebhookSeen, event_hash) is not None:
+                return web.json_response({"ok": True, "duplicate": True})
+        try:
+            await work()
+        except Exception as exc:
+            log.error("zalo webhook processing failed: %s", exc.__class__.__name__)
+            return error_response(503, "retry_later", "the event could not be stored; retry")
+        async with runtime.sessions() as session:
+            session.add(WebhookSeen(event_hash=event_hash))
+            with contextlib.suppress(IntegrityError):
+                await session.commit()
+    return web.json_response({"ok": True})
+
+
+def _object(raw: bytes) -> dict[str, Any] | None:
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _id(value: Any) -> str | None:
+    """Zalo ids are decimal strings (often > 2**53): never converted to numbers."""
+    if isinstance(value, str) and value.isdigit() and len(value) <= 32:
+        return value
+    return None
+
+
+# ------------------------------------------------------------------------ OA / ZNS events
+async def oa_webhook(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    settings = runtime.settings
+    suite = runtime.zalo
+    if suite is None or not settings.zalo_oa_configured:
+        return error_response(404, "not_configured", "the Zalo OA channel is not configured")
+    raw = await request.read()
+    body = _object(raw)
+    if body is None:
+        return error_response(400, "malformed_json", "the body must be a JSON object")
+    app_id, timestamp = body.get("app_id"), body.get("timestamp")
+    if not isinstance(app_id, str) or not isinstance(timestamp, str | int):
+        return error_response(401, "invalid_signature", "app_id and timestamp are required")
+    assert settings.zalo_oa_secret is not None
+    header = request.headers.get("X-ZEvent-Signature")
+    if not verify_signature(header, raw, app_id, str(timestamp), settings.zalo_oa_secret):
+        log.warning("zalo webhook with a bad signature refused")
+        return error_response(401, "invalid_signature", "X-ZEvent-Signature does not match")
+    if not hmac.compare_digest(app_id.encode(), (settings.zalo_app_id or "").encode()):
+        return error_response(401, "unknown_app", "this event is for another Zalo app")
+    try:
+        sent_ms = int(str(timestamp))
+    except ValueError:
+        return error_response(400, "invalid_timestamp", "timestamp must be epoch milliseconds")
+    if abs(suite.now() * 1000 - sent_ms) > settings.zalo_webhook_max_age_seconds * 1000:
+        log.warning("zalo webhook with a stale timestamp refused")
+        return error_response(401, "stale_timestamp", "the event is too old or from the future")
+    event = str(body.get("event_name", ""))
+    return await _once(runtime, raw, lambda: _oa_event(runtime, event, body))
+
+
+async def _oa_event(runtime: Runtime, event: str, body: dict[str, Any]) -> None:
+    service = runtime.service
+    message = body.get("message") if isinstance(body.get("message"), dict) else {}
+    assert isinstance(message, dict)
+    if event == "user_send_text":
+        sender = body.get("sender")
+        user = _id(sender.get("id")) if isinstance(sender, dict) else None
+        text = message.get("text")
+        if user and isinstance(text, str):
+            await route_zalo_text(service, OA_CHANNEL, user, text)
+    elif event.startswith("user_send_"):  # a sticker, an image...: a polite re-ask
+        sender = body.get("sender")
+        user = _id(sender.get("id")) if isinstance(sender, dict) else None
+        if user:
+            await route_text(service, OA_CHANNEL, user, "")
+    elif event == "follow":
+        follower = body.get("follower")
+        user = _id(follower.get("id")) if isinstance(follower, dict) else None
+        if user:
+            await service.command(OA_CHANNEL, user, "help")
+    elif event == "user_received_message" and isinstance(message.get("tracking_id"), str):
+        await record_delivery(service, message["tracking_id"])
+    elif event == "user_feedback":
+        rating = parse_rating(message)
+        if rating is not None:
+            await record_rating(service, rating)
+    # unfollow, OA echoes, seen receipts, OA delivery receipts: nothing to store.
+    log.debug("zalo event %s handled", event[:40])
+
+
+# ------------------------------------------------------------------------ Zalo Bot
+async def bot_webhook(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    secret = runtime.settings.zalo_bot_webhook_secret
+    if runtime.zalo is None or runtime.zalo.bot is None or not secret:
+        return error_response(404, "not_configured", "the Zalo Bot webhook is not configured")
+    given = request.headers.get("X-Bot-Api-Secret-Token", "")
+    if not hmac.compare_digest(given.encode(), secret.encode()):
+        log.warning("zalo bot webhook with a bad secret refused")
+        return error_response(401, "invalid_secret", "X-Bot-Api-Secret-Token does not match")
+    raw = await request.read()
+    body = _object(raw)
+    if body is None:
+        return error_response(400, "malformed_json", "the body must be a JSON object")
+    update = body.get("result") if isinstance(body.get("result"), dict) else body
+    assert isinstance(update, dict)
+    return await _once(runtime, raw, lambda: bot_update(runtime, update))
+
+
+async def bot_update(runtime: Runtime, update: dict[str, Any]) -> None:
+    """One Bot API update (webhook or polling)."""
+    message = update.get("message")
+    if not isinstance(message, dict):
+        return
+    chat = message.get("chat") if isinstance(message.get("chat"), dict) else None
+    chat_id = chat.get("id") if chat else None
+    if not isinstance(chat_id, str | int) or not str(chat_id).strip():
+        return
+    text = message.get("text")
+    event = str(update.get("event_name", ""))
+    if event == "message.text.received" and isinstance(text, str):
+        await route_zalo_text(runtime.service, BOT_CHANNEL, str(chat_id), text)
+    elif event.startswith("message."):
+        await route_text(runtime.service, BOT_CHANNEL, str(chat_id), "")
+
+
+async def poll_bot(runtime: Runtime, stop: asyncio.Event) -> None:
+    """Long-poll the Bot API when no webhook is used (mutually exclusive on Zalo's side)."""
+    suite = runtime.zalo
+    if suite is None or suite.bot is None:
+        return
+    while not stop.is_set():
+        try:
+            update = await suite.bot.poll_once()
+            if update is not None:
+                await bot_update(runtime, update)
+        except Exception as exc:
+            log.warning("zalo bot poll failed: %s", exc.__class__.__name__)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5):
+                    await stop.wait()
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_post("/webhooks/zalo/oa", oa_webhook, name="zalo_oa_webhook")
+    app.router.add_post("/webhooks/zalo/bot", bot_webhook, name="zalo_bot_webhook")
+
+
+__all__ = ["poll_bot", "route_zalo_text", "setup", "verify_signature"]
