@@ -11,6 +11,7 @@ from aiohttp import web
 
 from bot import api, simulator, zalo_webhooks
 from bot.api import RUNTIME
+from bot.dashboard import views as dashboard
 from bot.http_errors import json_errors
 from bot.i18n import normalise_language
 from bot.openapi import openapi_document
@@ -88,6 +89,7 @@ def create_app(runtime: Runtime, *, background: bool = True) -> web.Application:
         r"/r/{token:[A-Za-z0-9_-]{8,128}}/qr.{kind:svg|png}", rating_qr, name="rating_qr"
     )
     simulator.setup(app, make_templates())
+    dashboard.setup(app, make_templates())
     zalo_webhooks.setup(app)
 
     if background:

@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 
 from bot.adapters.base import Capabilities, render
 from bot.app import create_app
+from bot.dashboard import auth as dashboard_auth
 from bot.flows.definition import SurveyDefinitionError, builtin_catalog, load_definition
 from bot.flows.engine import Reply, Start, SurveyEngine
 from bot.flows.scoring import five_bands, score_mot_cua
@@ -30,6 +31,7 @@ from storage import audit, export
 from storage.migrate import upgrade
 from storage.models import Agency, Answer, Official, Procedure, Response, new_id
 from storage.pseudonym import KeyError_, KeyRing
+from storage.stats import Thresholds
 
 T = TypeVar("T")
 log = logging.getLogger("surveybot")
@@ -110,6 +112,7 @@ def demo(port: int | None) -> None:
 
     async def banner(runtime: Runtime) -> None:
         key = await seed_demo(runtime)
+        logins = await seed_demo_logins(runtime)
         base = settings.effective_public_base_url
         code = f"HS-DEMO-{secrets.randbelow(10**6):06d}"
         click.echo(
@@ -128,6 +131,10 @@ Trigger a survey (register the dossier, then report its result):
        -H 'Content-Type: application/json' \\
        -d '{{"results": [{{"dossier_code": "{code}", "returned_at": "{dt.date.today()}"}}]}}'
 Export the answers: surveybot export --format csv
+
+Admin dashboard      : {base}/admin/
+  admin (all agencies)     : {logins[0][0]} / {logins[0][1]}
+  agency viewer (ubnd-demo): {logins[1][0]} / {logins[1][1]}
 """,
             nl=True,
         )
@@ -165,6 +172,36 @@ async def seed_demo(runtime: Runtime, history: int = 120) -> str:
     return await runtime.service.create_api_key("ubnd-demo", "demo")
 
 
+DEMO_SECOND_AGENCY = ("ubnd-demo-2", "UBND phường Sài Gòn (demo)")
+DEMO_SECOND_OFFICIALS = [("SG01", "Phạm Quốc Bảo"), ("SG02", "Võ Thị Mai"), ("SG03", "Đỗ Minh Khoa")]
+
+
+async def seed_demo_logins(runtime: Runtime) -> list[tuple[str, str]]:
+    """A second demo agency (so the ranking compares two), then an admin login and a viewer
+    login for ``ubnd-demo``, with fresh passwords on every run (printed once in the banner)."""
+    async with runtime.sessions() as session:
+        code, name = DEMO_SECOND_AGENCY
+        second = (
+            await session.execute(select(Agency).where(Agency.code == code))
+        ).scalar_one_or_none()
+        if second is None:
+            second = Agency(id=new_id(), code=code, name=name)
+            session.add(second)
+            for official_code, official_name in DEMO_SECOND_OFFICIALS:
+                session.add(Official(agency_id=second.id, code=official_code, name=official_name))
+            await session.flush()
+            await _seed_history(runtime, session, second, 80)
+        await session.commit()
+    logins = [("admin", "admin", None), ("xem-ubnd-demo", "viewer", "ubnd-demo")]
+    out = []
+    for username, role, agency_code in logins:
+        password = secrets.token_urlsafe(9)
+        await dashboard_auth.create_user(runtime.sessions, username, password, role, agency_code)
+        out.append((username, password))
+    await audit.record(runtime.sessions, "cli", "demo.logins", {"users": [u for u, _, _ in logins]})
+    return out
+
+
 async def _seed_history(runtime: Runtime, session: Any, agency: Agency, count: int) -> None:
     rng = random.Random(20261124)
     officials = (
@@ -180,7 +217,7 @@ async def _seed_history(runtime: Runtime, session: Any, agency: Agency, count: i
     )
     today = dt.date.today()
     for _ in range(count):
-        official = rng.choice(officials[:2]) if rng.random() < 0.9 else officials[2]
+        official = rng.choice(officials[:2]) if rng.random() < 0.94 else officials[2]
         response = Response(
             id=new_id(), agency_id=agency.id, official_id=official.id,
             procedure_id=rng.choice(procedures).id, survey_id="mot-cua", survey_version=definition.version,
@@ -365,31 +402,78 @@ def survey_list() -> None:
 
 # ---------------------------------------------------------------------------------- exports
 @main.command("export")
-@click.option("--format", "fmt", type=click.Choice(["csv"]), default="csv")
-@click.option(
-    "--period", type=click.Choice(["day", "week", "month", "quarter", "year"]), default="month"
-)
+@click.option("--format", "fmt", type=click.Choice(list(export.FORMATS)), default="csv")
+@click.option("--level", type=click.Choice(list(export.LEVELS)), default="responses")
+@click.option("--period", type=click.Choice(list(export.PERIODS)), default="month")
+@click.option("--agency", "agency_code", default=None, help="Only this agency's data.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None)
-def export_cmd(fmt: str, period: export.Period, output: Path | None) -> None:
-    """Anonymised response rows (re-keyed per export, dates coarsened, rows shuffled)."""
+def export_cmd(
+    fmt: str, level: str, period: str, agency_code: str | None, output: Path | None
+) -> None:
+    """Anonymised exports: response rows (re-keyed per export, dates coarsened, rows shuffled)
+    or aggregates with small cells suppressed. Streams, so any size fits in bounded memory."""
     settings = _settings()
+    if fmt == "xlsx" and output is None and sys.stdout.isatty():
+        raise click.ClickException("an XLSX export needs --output FILE (or redirect stdout)")
 
-    async def action(runtime: Runtime) -> str:
-        text = await export.export_csv(runtime.sessions, period)
+    async def action(runtime: Runtime) -> int:
+        agency_id = None
+        if agency_code:
+            async with runtime.sessions() as session:
+                agency_id = (
+                    await session.execute(select(Agency.id).where(Agency.code == agency_code))
+                ).scalar_one_or_none()
+            if agency_id is None:
+                raise click.ClickException(f"no agency {agency_code!r}")
+        spec = export.ExportSpec(level=level, fmt=fmt, period=period, agency_id=agency_id)
         await audit.record(
             runtime.sessions,
             "cli",
             "export",
-            {"format": fmt, "level": "responses", "period": period},
+            {"format": fmt, "level": level, "period": period, "agency": agency_code or "*"},
         )
-        return text
+        thresholds = Thresholds.from_settings(runtime.settings)
+        if output is not None:
+            with output.open("wb") as handle:
+                return await export.write_export(runtime.sessions, spec, thresholds, handle)
+        return await export.write_export(runtime.sessions, spec, thresholds, sys.stdout.buffer)
 
-    text = _run(lambda: _with_runtime(settings, action))
+    rows = _run(lambda: _with_runtime(settings, action))
     if output:
-        output.write_text(text, encoding="utf-8")
-        click.echo(f"wrote {output}", err=True)
-    else:
-        sys.stdout.write(text)
+        click.echo(f"wrote {rows} rows to {output}", err=True)
+
+
+# ---------------------------------------------------------------------------------- admins
+@main.group("admin")
+def admin_group() -> None:
+    """Dashboard logins (argon2-hashed passwords)."""
+
+
+@admin_group.command("create")
+@click.argument("username")
+@click.option("--role", type=click.Choice(list(dashboard_auth.ROLES)), default="admin")
+@click.option("--agency", "agency_code", default=None, help="The agency a viewer may see.")
+@click.password_option(envvar="SURVEYBOT_ADMIN_PASSWORD")
+def admin_create(username: str, role: str, agency_code: str | None, password: str) -> None:
+    """Create a login, or reset its password and role."""
+    settings = _settings()
+
+    async def action(runtime: Runtime) -> None:
+        try:
+            await dashboard_auth.create_user(
+                runtime.sessions, username, password, role, agency_code
+            )
+        except dashboard_auth.AuthError as exc:
+            raise click.ClickException(str(exc)) from None
+        await audit.record(
+            runtime.sessions,
+            "cli",
+            "admin.create",
+            {"username": username, "role": role, "agency": agency_code or "*"},
+        )
+
+    _run(lambda: _with_runtime(settings, action))
+    click.echo(f"login {username} ({role}) ready")
 
 
 @main.group("audit")

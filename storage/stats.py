@@ -272,7 +272,7 @@ async def overview(
         row = (await session.execute(select(*_counts()).where(*where))).one()
         total = _fill(Cell("all", "", ""), row)
         levels = {
-            int(level): count
+            int(level or 0): count
             for level, count in await session.execute(
                 select(Response.satisfaction, func.count())
                 .where(Response.satisfaction.is_not(None), *where)

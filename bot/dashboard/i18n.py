@@ -1,0 +1,107 @@
+"""Dashboard strings in Vietnamese (default) and English, and locale-aware number formatting.
+
+The dashboard is read by provincial staff, so Vietnamese is the default and numbers use the
+Vietnamese decimal comma; ``?lang=en`` (kept in a cookie) switches to English.
+"""
+
+from __future__ import annotations
+
+from bot.i18n import normalise_language
+
+STRINGS: dict[str, tuple[str, str]] = {
+    "title": ("Bảng điều khiển đánh giá hài lòng", "Satisfaction dashboard"),
+    "login": ("Đăng nhập", "Sign in"),
+    "logout": ("Đăng xuất", "Sign out"),
+    "username": ("Tên đăng nhập", "Username"),
+    "password": ("Mật khẩu", "Password"),
+    "bad_login": ("Sai tên đăng nhập hoặc mật khẩu.", "Wrong username or password."),
+    "overview": ("Tổng quan", "Overview"),
+    "ranking": ("Xếp hạng cơ quan", "Agency ranking"),
+    "officials": ("Cán bộ", "Officials"),
+    "procedures": ("Thủ tục", "Procedures"),
+    "criteria": ("Tiêu chí", "Criteria"),
+    "coverage": ("Độ phủ khảo sát", "Survey coverage"),
+    "exports": ("Xuất dữ liệu", "Exports"),
+    "audit": ("Nhật ký kiểm toán", "Audit log"),
+    "all_agencies": ("Tất cả cơ quan", "All agencies"),
+    "agency": ("Cơ quan", "Agency"),
+    "responses": ("Số phiếu", "Responses"),
+    "rated": ("Số đánh giá", "Ratings"),
+    "rate": ("Tỷ lệ hài lòng", "Satisfaction rate"),
+    "interval": ("Khoảng tin cậy 95%", "95% interval"),
+    "band": ("Xếp loại", "Band"),
+    "rank": ("Hạng", "Rank"),
+    "avg18": ("Điểm TB /18", "Mean /18"),
+    "code": ("Mã", "Code"),
+    "name": ("Tên", "Name"),
+    "trend": ("Xu hướng tỷ lệ hài lòng theo tháng", "Monthly satisfaction trend"),
+    "distribution": ("Phân bố theo 5 mức xếp loại", "Distribution over the five bands"),
+    "levels": ("Mức hài lòng (1–5)", "Satisfaction level (1–5)"),
+    "not_enough": ("Chưa đủ đánh giá", "Not enough ratings"),
+    "suppressed_note": (
+        "Nhóm dưới {k} phiếu được ẩn (kể cả ô bổ sung để không suy ra được từ tổng).",
+        "Groups under {k} responses are hidden (with complementary cells, so totals cannot reveal them).",
+    ),
+    "criterion": ("Tiêu chí", "Criterion"),
+    "scored": ("Số phiếu chấm", "Scored"),
+    "mean_points": ("Điểm TB (0–2)", "Mean points (0–2)"),
+    "zero_share": ("Tỷ lệ 0 điểm", "Share at 0 points"),
+    "zero_dis": ("Tỷ lệ 0 điểm ở phiếu không hài lòng", "Share at 0 among dissatisfied"),
+    "lift": ("Mức tác động", "Lift"),
+    "channel": ("Kênh", "Channel"),
+    "reported": ("Kết quả đã báo", "Results reported"),
+    "sent": ("Đã gửi khảo sát", "Surveys sent"),
+    "delivered": ("Đã nhận", "Delivered"),
+    "answered": ("Đã trả lời", "Answered"),
+    "response_rate": ("Tỷ lệ trả lời / kết quả", "Answered / reported"),
+    "all_channels": ("Mọi kênh", "All channels"),
+    "no_channel": ("Chưa liên kết kênh", "No channel bound"),
+    "download": ("Tải xuống", "Download"),
+    "level": ("Mức dữ liệu", "Level"),
+    "format": ("Định dạng", "Format"),
+    "period": ("Kỳ", "Period"),
+    "level_responses": ("Từng phiếu (ẩn danh)", "Response rows (anonymised)"),
+    "level_agency": ("Theo cơ quan", "By agency"),
+    "level_official": ("Theo cán bộ", "By official"),
+    "level_procedure": ("Theo thủ tục", "By procedure"),
+    "level_criterion": ("Theo tiêu chí", "By criterion"),
+    "level_period": ("Theo kỳ", "By period"),
+    "audit_ok": ("Chuỗi băm nguyên vẹn: {n} mục.", "Hash chain intact: {n} entries."),
+    "audit_bad": ("Chuỗi băm bị phá vỡ tại mục {seq}!", "Hash chain broken at entry {seq}!"),
+    "when": ("Thời điểm (UTC)", "When (UTC)"),
+    "actor": ("Người thực hiện", "Actor"),
+    "action": ("Hành động", "Action"),
+    "detail": ("Chi tiết", "Detail"),
+    "forbidden": ("Bạn không có quyền xem nội dung này.", "You may not see this."),
+    "not_found": ("Không tìm thấy.", "Not found."),
+    "bad_request": ("Yêu cầu không hợp lệ.", "Bad request."),
+    "no_data": ("Chưa có dữ liệu.", "No data yet."),
+    "role_admin": ("Quản trị", "Admin"),
+    "role_viewer": ("Xem cơ quan", "Agency viewer"),
+    "filter": ("Xem", "Show"),
+    "total": ("Tổng", "Total"),
+}
+
+
+def t(lang: str, key: str, **values: object) -> str:
+    vi, en = STRINGS.get(key, (key, key))
+    text = en if lang == "en" else vi
+    return text.format(**values) if values else text
+
+
+def language(value: str | None) -> str:
+    return normalise_language(value)
+
+
+def number(value: float | int | None, lang: str, digits: int = 1) -> str:
+    """1234.5 → "1.234,5" in Vietnamese, "1,234.5" in English; "–" when hidden."""
+    if value is None:
+        return "–"
+    text = f"{value:,.{digits}f}" if isinstance(value, float) else f"{value:,d}"
+    if lang == "en":
+        return text
+    return text.replace(",", "\x00").replace(".", ",").replace("\x00", ".")
+
+
+def percent(value: float | None, lang: str) -> str:
+    return "–" if value is None else number(float(value), lang) + " %"

@@ -1,0 +1,394 @@
+"""Dashboard pages. Every page resolves a scope first: an admin sees all agencies or the one
+chosen with ``?agency=``; an agency viewer only ever their own, and asking for another agency
+(by editing the URL) is refused with 403 and audited. Views of official-level data and every
+export are written to the audit log.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from aiohttp import web
+from sqlalchemy import select
+
+from bot.api import RUNTIME
+from bot.dashboard import auth
+from bot.dashboard.i18n import language, number, percent, t
+from storage import audit, export, stats
+from storage.models import Agency
+
+PREFIX = "/admin"
+COOKIE = "sb_admin"
+LOGIN_CSRF_COOKIE = "sb_login_csrf"
+LANG_COOKIE = "sb_lang"
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+TEMPLATES = web.AppKey("dashboard_templates", jinja2.Environment)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; frame-ancestors 'none'; form-action 'self'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+@dataclass(slots=True)
+class Ctx:
+    """What every page knows: who is asking, in which language, and for which agency."""
+
+    request: web.Request
+    user: auth.Principal
+    lang: str
+    agency: Agency | None
+    agencies: list[Agency]
+
+    @property
+    def runtime(self) -> Any:
+        return self.request.app[RUNTIME]
+
+    @property
+    def thresholds(self) -> stats.Thresholds:
+        return stats.Thresholds.from_settings(self.runtime.settings)
+
+    @property
+    def agency_id(self) -> str | None:
+        return self.agency.id if self.agency else None
+
+    @property
+    def actor(self) -> str:
+        return f"admin:{self.user.username}"
+
+
+Page = Callable[[Ctx], Awaitable[web.StreamResponse]]
+
+
+def _lang(request: web.Request) -> str:
+    return language(request.query.get("lang") or request.cookies.get(LANG_COOKIE))
+
+
+def _secure(request: web.Request) -> bool:
+    return request.app[RUNTIME].settings.effective_public_base_url.startswith("https://")
+
+
+def render(
+    request: web.Request, name: str, lang: str, status: int = 200, **values: Any
+) -> web.Response:
+    env = request.app[TEMPLATES]
+    html = env.get_template(f"dashboard/{name}").render(
+        lang=lang,
+        t=lambda key, **kw: t(lang, key, **kw),
+        num=lambda v, d=1: number(v, lang, d),
+        pct=lambda v: percent(v, lang),
+        path=request.path_qs,
+        prefix=PREFIX,
+        **values,
+    )
+    response = web.Response(text=html, content_type="text/html", status=status)
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+def error_page(
+    request: web.Request, lang: str, status: int, key: str, **values: Any
+) -> web.Response:
+    return render(
+        request, "error.html", lang, status=status, message=t(lang, key), ctx=None, **values
+    )
+
+
+def page(
+    admin_only: bool = False,
+) -> Callable[[Page], Callable[[web.Request], Awaitable[web.StreamResponse]]]:
+    """Authenticate, resolve the agency scope, then run the page."""
+
+    def wrap(handler: Page) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def run(request: web.Request) -> web.StreamResponse:
+            runtime = request.app[RUNTIME]
+            lang = _lang(request)
+            user = await auth.load_session(runtime.sessions, request.cookies.get(COOKIE))
+            if user is None:
+                raise web.HTTPSeeOther(f"{PREFIX}/login")
+            if admin_only and not user.is_admin:
+                await audit.record(
+                    runtime.sessions,
+                    f"admin:{user.username}",
+                    "access.denied",
+                    {"path": request.path},
+                )
+                return error_page(request, lang, 403, "forbidden")
+            async with runtime.sessions() as session:
+                agencies = list(
+                    (await session.execute(select(Agency).order_by(Agency.code))).scalars()
+                )
+            wanted = request.query.get("agency", "")
+            agency: Agency | None = None
+            if user.is_admin:
+                if wanted:
+                    agency = next((a for a in agencies if a.code == wanted), None)
+                    if agency is None:
+                        return error_page(request, lang, 404, "not_found")
+            else:
+                own = next((a for a in agencies if a.id == user.agency_id), None)
+                if own is None or (wanted and wanted != own.code):
+                    await audit.record(
+                        runtime.sessions,
+                        f"admin:{user.username}",
+                        "access.denied",
+                        {"path": request.path, "agency": wanted[:64]},
+                    )
+                    return error_page(request, lang, 403, "forbidden")
+                agency, agencies = own, [own]
+            if request.method == "POST":
+                form = await request.post()
+                if not secrets.compare_digest(str(form.get("csrf", "")), user.csrf):
+                    return error_page(request, lang, 403, "bad_request")
+            return await handler(Ctx(request, user, lang, agency, agencies))
+
+        return run
+
+    return wrap
+
+
+def _view(ctx: Ctx, name: str, **values: Any) -> web.Response:
+    return render(
+        ctx.request,
+        name,
+        ctx.lang,
+        ctx=ctx,
+        user=ctx.user,
+        agency=ctx.agency,
+        agencies=ctx.agencies,
+        csrf=ctx.user.csrf,
+        **values,
+    )
+
+
+# ------------------------------------------------------------------------------ login
+async def login_form(request: web.Request) -> web.Response:
+    lang = _lang(request)
+    token = secrets.token_urlsafe(24)
+    response = render(request, "login.html", lang, ctx=None, csrf=token, failed=False)
+    _set_cookie(request, response, LOGIN_CSRF_COOKIE, token, max_age=3600)
+    if request.query.get("lang"):
+        _set_cookie(request, response, LANG_COOKIE, lang, max_age=365 * 86400)
+    return response
+
+
+async def login(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    lang = _lang(request)
+    form = await request.post()
+    expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    if not expected or not secrets.compare_digest(str(form.get("csrf", "")), expected):
+        return error_page(request, lang, 403, "bad_request")
+    username = str(form.get("username", ""))[:64]
+    user = await auth.authenticate(runtime.sessions, username, str(form.get("password", ""))[:1024])
+    if user is None:
+        await audit.record(runtime.sessions, "anonymous", "login.failed", {"username": username})
+        token = secrets.token_urlsafe(24)
+        response = render(
+            request, "login.html", lang, status=401, ctx=None, csrf=token, failed=True
+        )
+        _set_cookie(request, response, LOGIN_CSRF_COOKIE, token, max_age=3600)
+        return response
+    token = await auth.open_session(runtime.sessions, user, runtime.settings.admin_session_hours)
+    await audit.record(runtime.sessions, f"admin:{user.username}", "login", {"role": user.role})
+    response = redirect(f"{PREFIX}/")
+    _set_cookie(request, response, COOKIE, token)
+    response.del_cookie(LOGIN_CSRF_COOKIE, path=PREFIX)
+    return response
+
+
+def redirect(location: str) -> web.Response:
+    return web.Response(status=303, headers={"Location": location, **SECURITY_HEADERS})
+
+
+def _set_cookie(
+    request: web.Request,
+    response: web.StreamResponse,
+    name: str,
+    value: str,
+    max_age: int | None = None,
+) -> None:
+    response.set_cookie(
+        name,
+        value,
+        path=PREFIX,
+        httponly=True,
+        samesite="Strict",
+        secure=_secure(request),
+        max_age=max_age,
+    )
+
+
+@page()
+async def logout(ctx: Ctx) -> web.StreamResponse:
+    await auth.close_session(ctx.runtime.sessions, ctx.request.cookies.get(COOKIE))
+    await audit.record(ctx.runtime.sessions, ctx.actor, "logout", {})
+    response = redirect(f"{PREFIX}/login")
+    response.del_cookie(COOKIE, path=PREFIX)
+    return response
+
+
+async def switch_language(request: web.Request) -> web.StreamResponse:
+    lang = language(request.match_info["lang"])
+    target = request.query.get("next", f"{PREFIX}/")
+    if not target.startswith(f"{PREFIX}/") or "//" in target or "\\" in target:
+        target = f"{PREFIX}/"
+    response = redirect(target)
+    _set_cookie(request, response, LANG_COOKIE, lang, max_age=365 * 86400)
+    return response
+
+
+# ------------------------------------------------------------------------------ pages
+@page()
+async def overview(ctx: Ctx) -> web.StreamResponse:
+    view = await stats.overview(ctx.runtime.sessions, ctx.thresholds, ctx.agency_id)
+    chart = {
+        "trend": {
+            "labels": [c.key for c in view.trend],
+            "rates": [None if c.rate is None else round(c.rate, 1) for c in view.trend],
+            "label": t(ctx.lang, "rate"),
+        },
+        "bands": {
+            "labels": list(view.classes),
+            "counts": list(view.classes.values()),
+            "label": t(ctx.lang, "responses"),
+        },
+    }
+    return _view(ctx, "overview.html", view=view, chart_json=json.dumps(chart, ensure_ascii=False))
+
+
+@page()
+async def ranking(ctx: Ctx) -> web.StreamResponse:
+    cells = await stats.unit_cells(ctx.runtime.sessions, "agency", ctx.thresholds, ctx.agency_id)
+    names = {a.code: a.name for a in ctx.agencies}
+    return _view(ctx, "ranking.html", cells=cells, names=names, k=ctx.thresholds.k_group)
+
+
+async def _units(ctx: Ctx, level: str) -> web.StreamResponse:
+    cells = await stats.unit_cells(ctx.runtime.sessions, level, ctx.thresholds, ctx.agency_id)  # type: ignore[arg-type]
+    if level == "official":
+        await audit.record(
+            ctx.runtime.sessions,
+            ctx.actor,
+            "view.officials",
+            {"agency": ctx.agency.code if ctx.agency else "*"},
+        )
+    return _view(ctx, "units.html", cells=cells, level=level, k=ctx.thresholds.k_for(level))
+
+
+@page()
+async def officials(ctx: Ctx) -> web.StreamResponse:
+    return await _units(ctx, "official")
+
+
+@page()
+async def procedures(ctx: Ctx) -> web.StreamResponse:
+    return await _units(ctx, "procedure")
+
+
+@page()
+async def criteria(ctx: Ctx) -> web.StreamResponse:
+    rows = await stats.criteria_stats(ctx.runtime.sessions, ctx.thresholds, ctx.agency_id)
+    return _view(ctx, "criteria.html", rows=rows, k=ctx.thresholds.k_group)
+
+
+@page()
+async def coverage(ctx: Ctx) -> web.StreamResponse:
+    rows = await stats.coverage(ctx.runtime.sessions, ctx.agency_id)
+    return _view(ctx, "coverage.html", rows=rows)
+
+
+@page()
+async def exports_page(ctx: Ctx) -> web.StreamResponse:
+    return _view(
+        ctx, "exports.html", levels=export.LEVELS, formats=export.FORMATS, periods=export.PERIODS
+    )
+
+
+@page()
+async def download(ctx: Ctx) -> web.StreamResponse:
+    form = await ctx.request.post()
+    try:
+        spec = export.ExportSpec(
+            level=str(form.get("level", "responses")),
+            fmt=str(form.get("format", "csv")),
+            period=str(form.get("period", "month")),
+            agency_id=ctx.agency_id,
+        )
+    except export.ExportError as exc:
+        return render(ctx.request, "error.html", ctx.lang, status=400, message=str(exc), ctx=None)
+    await audit.record(
+        ctx.runtime.sessions,
+        ctx.actor,
+        "export",
+        {
+            "level": spec.level,
+            "format": spec.fmt,
+            "period": spec.period,
+            "agency": ctx.agency.code if ctx.agency else "*",
+            "via": "dashboard",
+        },
+    )
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": export.CONTENT_TYPES[spec.fmt],
+            "Content-Disposition": f'attachment; filename="{spec.filename}"',
+            **SECURITY_HEADERS,
+        }
+    )
+    await response.prepare(ctx.request)
+    async for chunk in export.stream_export(ctx.runtime.sessions, spec, ctx.thresholds):
+        await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+@page(admin_only=True)
+async def audit_page(ctx: Ctx) -> web.StreamResponse:
+    try:
+        offset = max(0, int(ctx.request.query.get("offset", "0")))
+    except ValueError:
+        return error_page(ctx.request, ctx.lang, 400, "bad_request")
+    entries = await audit.recent(ctx.runtime.sessions, limit=200, offset=offset)
+    check = await audit.verify(ctx.runtime.sessions)
+    return _view(
+        ctx,
+        "audit.html",
+        entries=entries,
+        check=check,
+        dumps=lambda d: json.dumps(d, ensure_ascii=False, sort_keys=True),
+    )
+
+
+def setup(app: web.Application, templates: jinja2.Environment) -> None:
+    app[TEMPLATES] = templates
+    app.router.add_get(f"{PREFIX}/login", login_form, name="admin_login_form")
+    app.router.add_post(f"{PREFIX}/login", login, name="admin_login")
+    app.router.add_post(f"{PREFIX}/logout", logout, name="admin_logout")
+    app.router.add_get(f"{PREFIX}/lang/{{lang}}", switch_language, name="admin_lang")
+    app.router.add_get(f"{PREFIX}/", overview, name="admin_overview")
+    app.router.add_get(f"{PREFIX}/ranking", ranking, name="admin_ranking")
+    app.router.add_get(f"{PREFIX}/officials", officials, name="admin_officials")
+    app.router.add_get(f"{PREFIX}/procedures", procedures, name="admin_procedures")
+    app.router.add_get(f"{PREFIX}/criteria", criteria, name="admin_criteria")
+    app.router.add_get(f"{PREFIX}/coverage", coverage, name="admin_coverage")
+    app.router.add_get(f"{PREFIX}/exports", exports_page, name="admin_exports")
+    app.router.add_post(f"{PREFIX}/exports/download", download, name="admin_download")
+    app.router.add_get(f"{PREFIX}/audit", audit_page, name="admin_audit")
+    app.router.add_static(f"{PREFIX}/static", STATIC_DIR, name="admin_static")
+
+    async def redirect_root(request: web.Request) -> web.StreamResponse:
+        raise web.HTTPSeeOther(f"{PREFIX}/")
+
+    app.router.add_get(PREFIX, redirect_root)

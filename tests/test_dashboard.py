@@ -1,0 +1,63 @@
+"""Dashboard over HTTP: login (argon2, cookie flags, CSRF), roles and scope, audit of views."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from bot.dashboard import auth
+from bot.runtime import Runtime
+from storage import audit
+from storage.models import Agency
+from tests.adminseed import Batch, add_agency, seed
+
+
+async def login(client: TestClient[Any, Any], username: str, password: str) -> Any:
+    form = await client.get("/admin/login")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', await form.text())
+    assert csrf
+    return await client.post(
+        "/admin/login",
+        data={"csrf": csrf.group(1), "username": username, "password": password},
+        allow_redirects=False,
+    )
+
+
+async def test_login_roles_scope_and_audit(
+    client: TestClient[Any, Any], runtime: Runtime, agency: Agency
+) -> None:
+    await add_agency(runtime, "ubnd-khac", "UBND khác", ["CB09"])
+    await seed(runtime, "ubnd-test", [Batch(12, "CB01"), Batch(3, "CB02", satisfaction=1)])
+    await seed(runtime, "ubnd-khac", [Batch(7, "CB09")])
+    await auth.create_user(runtime.sessions, "lan", "mat-khau-dai", "admin")
+    await auth.create_user(runtime.sessions, "xem", "mat-khau-dai", "viewer", "ubnd-test")
+
+    assert (await client.get("/admin/", allow_redirects=False)).status == 303
+    assert (await login(client, "lan", "sai-mat-khau")).status == 401
+    ok = await login(client, "lan", "mat-khau-dai")
+    assert ok.status == 303
+    cookie = ok.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/admin" in cookie
+
+    page = await client.get("/admin/officials?agency=ubnd-test")
+    html = await page.text()
+    assert page.status == 200 and 'data-unit="CB01"' in html
+    assert "Chưa đủ đánh giá" in html  # CB02 (3 ratings) is suppressed
+    assert (await client.get("/admin/officials?agency=khong-co")).status == 404
+    # POST without the session's CSRF token is refused.
+    assert (await client.post("/admin/exports/download", data={"format": "csv"})).status == 403
+
+    entries = await audit.recent(runtime.sessions)
+    assert any(e.action == "view.officials" and e.detail["agency"] == "ubnd-test" for e in entries)
+
+    client.session.cookie_jar.clear()
+    assert (await login(client, "xem", "mat-khau-dai")).status == 303
+    own = await client.get("/admin/ranking")
+    assert 'data-unit="ubnd-test"' in await own.text()
+    assert "ubnd-khac" not in await own.text()
+    for path in ("/admin/officials?agency=ubnd-khac", "/admin/?agency=ubnd-khac", "/admin/audit"):
+        assert (await client.get(path)).status == 403, path
+    english = await client.get("/admin/coverage?lang=en")
+    assert "Survey coverage" in await english.text()
