@@ -669,13 +669,12 @@ class SurveyService:
         rows = list(
             (
                 await session.execute(
-                    select(DossierContact).where(
-                        DossierContact.dossier_id == dossier.id, DossierContact.failed.is_(False)
-                    )
+                    select(DossierContact).where(DossierContact.dossier_id == dossier.id)
                 )
             ).scalars()
         )
         known = {row.channel for row in rows}
+        rows = [row for row in rows if not row.failed]
         if dossier.address_sealed and dossier.contact_hash:
             channel = self.keys.open(dossier.address_sealed).split(":", 1)[0]
             if channel not in known:  # bound before contacts were recorded
