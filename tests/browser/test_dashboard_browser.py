@@ -1,0 +1,179 @@
+"""The dashboard in headless Chromium against a real server: log in, open every page, check the
+numbers against the database, download an XLSX, and show an agency viewer is fenced in."""
+
+from __future__ import annotations
+
+import io
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from openpyxl import load_workbook
+from playwright.async_api import Browser, Page, async_playwright
+from sqlalchemy import case, func, select
+
+from bot.app import create_app
+from bot.dashboard import auth
+from bot.dashboard.i18n import percent
+from bot.runtime import Runtime
+from storage.models import Agency, Response
+from tests.adminseed import Batch, add_agency, seed
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+@pytest.fixture
+def backend() -> str:
+    """One backend is enough here: the queries behind the pages are tested on both."""
+    return "sqlite"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+async def server(runtime: Runtime) -> AsyncIterator[str]:
+    runner = web.AppRunner(create_app(runtime, background=False))
+    await runner.setup()
+    port = _free_port()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    yield f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield chromium
+        await chromium.close()
+
+
+async def _login(browser: Browser, base: str, username: str) -> Page:
+    context = await browser.new_context(
+        accept_downloads=True, viewport={"width": 1280, "height": 900}
+    )
+    page = await context.new_page()
+    await page.goto(f"{base}/admin/")
+    await page.fill("input[name=username]", username)
+    await page.fill("input[name=password]", "mat-khau-dai")
+    await page.click("button[type=submit]")
+    await page.wait_for_url(f"{base}/admin/")
+    return page
+
+
+async def _shot(page: Page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+async def _cell(page: Page, row: str, key: str) -> str:
+    return (await page.locator(f'{row} [data-k="{key}"]').inner_text()).strip()
+
+
+async def test_admin_and_viewer_in_a_real_browser(
+    runtime: Runtime, agency: Agency, server: str, browser: Browser
+) -> None:
+    await add_agency(runtime, "ubnd-khac", "UBND phường Khác", ["CB09"])
+    await seed(
+        runtime,
+        "ubnd-test",
+        [
+            Batch(20, "CB01", satisfaction=5),
+            Batch(5, "CB01", satisfaction=1, comment="Phải đi lại nhiều lần"),
+            Batch(12, "CB02", satisfaction=4),
+        ],
+    )
+    await seed(
+        runtime, "ubnd-khac", [Batch(30, "CB09", satisfaction=5), Batch(3, "CB09", satisfaction=2)]
+    )
+    await auth.create_user(runtime.sessions, "quantri", "mat-khau-dai", "admin")
+    await auth.create_user(runtime.sessions, "xem", "mat-khau-dai", "viewer", "ubnd-test")
+
+    async with runtime.sessions() as session:
+        total = (await session.execute(select(func.count()).select_from(Response))).scalar_one()
+        rated_test, satisfied_test = (
+            await session.execute(
+                select(
+                    func.count(Response.satisfaction),
+                    func.sum(case((Response.satisfaction > 2, 1), else_=0)),
+                ).where(Response.agency_id == agency.id)
+            )
+        ).one()
+
+    page = await _login(browser, server, "quantri")
+    assert await page.get_by_test_id("total-responses").inner_text() == str(total)
+    assert await page.locator("canvas#trend").count() == 1
+    await page.wait_for_function("typeof Chart !== 'undefined'")
+    await _shot(page, "01-overview")
+
+    await page.click("text=Xếp hạng cơ quan")
+    row = '[data-unit="ubnd-test"]'
+    assert await _cell(page, row, "rated") == str(rated_test)
+    assert await _cell(page, row, "rate") == percent(100 * satisfied_test / rated_test, "vi")
+    # ubnd-khac: 30/33 satisfied beats 32/37, and ranks first by its interval's lower bound.
+    assert await _cell(page, '[data-unit="ubnd-khac"]', "rank") == "1"
+    await _shot(page, "02-ranking")
+
+    await page.goto(f"{server}/admin/officials?agency=ubnd-test")
+    assert await _cell(page, '[data-unit="CB01"]', "rated") == "25"
+    assert await _cell(page, '[data-unit="CB02"]', "rated") == "12"
+    await _shot(page, "03-officials")
+    await page.goto(f"{server}/admin/officials?agency=ubnd-khac")
+    assert await _cell(page, '[data-unit="CB09"]', "rated") == "33"
+
+    for name in ("procedures", "criteria", "coverage"):
+        await page.goto(f"{server}/admin/{name}?agency=ubnd-test")
+        await _shot(page, f"04-{name}")
+    assert await _cell(page, '[data-coverage="ubnd-test:*"]', "answered") == "37"
+
+    await page.goto(f"{server}/admin/exports")
+    await page.select_option("select[name=level]", "official")
+    async with page.expect_download() as info:
+        await page.get_by_test_id("download-xlsx").click()
+    download = await info.value
+    data = Path(await download.path()).read_bytes()
+    sheet = load_workbook(io.BytesIO(data)).worksheets[0]
+    names = {row[2] for row in sheet.iter_rows(values_only=True)}
+    assert "Nguyễn Văn A" in names and "Trần Thị B" in names
+    await _shot(page, "05-exports")
+
+    await page.click("text=Nhật ký kiểm toán")
+    assert "nguyên vẹn" in await page.get_by_test_id("audit-status").inner_text()
+    assert await page.locator('[data-action="export"]').count() == 1
+    assert await page.locator('[data-action="view.officials"]').count() == 2
+    await _shot(page, "06-audit")
+
+    await page.click("[data-testid=lang-switch]")
+    assert "Audit log" in await page.content()
+    await _shot(page, "07-audit-en")
+
+    viewer = await _login(browser, server, "xem")
+    assert await viewer.get_by_test_id("total-responses").inner_text() == "37"
+    assert "ubnd-test" in await viewer.get_by_test_id("agency-name").inner_text()
+    await viewer.goto(f"{server}/admin/ranking")
+    assert await viewer.locator('[data-unit="ubnd-khac"]').count() == 0
+    await _shot(viewer, "08-viewer-ranking")
+    for path in (
+        "officials?agency=ubnd-khac",
+        "?agency=ubnd-khac",
+        "coverage?agency=ubnd-khac",
+        "audit",
+    ):
+        response = await viewer.goto(f"{server}/admin/{path}")
+        assert response is not None and response.status == 403, path
+        assert "không có quyền" in await viewer.get_by_test_id("error").inner_text()
+    await _shot(viewer, "09-viewer-forbidden")
+    await viewer.goto(f"{server}/admin/exports")
+    async with viewer.expect_download() as info:
+        await viewer.get_by_test_id("download-csv").click()
+    text = Path(await (await info.value).path()).read_text("utf-8-sig")
+    assert "ubnd-khac" not in text and text.count("ubnd-test") == 37
