@@ -3,6 +3,7 @@ numbers against the database, download an XLSX, and show an agency viewer is fen
 
 from __future__ import annotations
 
+import asyncio
 import io
 import socket
 from collections.abc import AsyncIterator
@@ -140,7 +141,7 @@ async def test_admin_and_viewer_in_a_real_browser(
     async with page.expect_download() as info:
         await page.get_by_test_id("download-xlsx").click()
     download = await info.value
-    data = Path(await download.path()).read_bytes()
+    data = await asyncio.to_thread(Path(await download.path()).read_bytes)
     sheet = load_workbook(io.BytesIO(data)).worksheets[0]
     names = {row[2] for row in sheet.iter_rows(values_only=True)}
     assert "Nguyễn Văn A" in names and "Trần Thị B" in names
@@ -175,5 +176,5 @@ async def test_admin_and_viewer_in_a_real_browser(
     await viewer.goto(f"{server}/admin/exports")
     async with viewer.expect_download() as info:
         await viewer.get_by_test_id("download-csv").click()
-    text = Path(await (await info.value).path()).read_text("utf-8-sig")
+    text = await asyncio.to_thread(Path(await (await info.value).path()).read_text, "utf-8-sig")
     assert "ubnd-khac" not in text and text.count("ubnd-test") == 37
