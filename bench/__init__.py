@@ -1,0 +1,1 @@
+"""Benchmarks (``python -m bench export``); never run inside the test suite."""

@@ -1,0 +1,5 @@
+"""``python -m bench export [--rows N]``."""
+
+from bench.export import main
+
+main()
