@@ -87,7 +87,9 @@ class Dispatcher:
                 raw = address.split(":", 1)[1]
                 await channel.send(raw, OutboundMessage.from_dict(message.payload))
             except DeliveryError as exc:
-                await self._failed(message, exc.reason, exc.retry_after, exc.permanent)
+                await self._failed(
+                    message, exc.reason, exc.retry_after, exc.permanent, counted=not exc.paused
+                )
                 return 0
             except Exception as exc:  # a bug or an unexpected transport error: retry later
                 log.warning("send failed on %s: %s", message.channel, exc.__class__.__name__)
@@ -101,7 +103,12 @@ class Dispatcher:
             return 1
 
     async def _failed(
-        self, message: outbox.Claimed, reason: str, retry_after: float | None, permanent: bool
+        self,
+        message: outbox.Claimed,
+        reason: str,
+        retry_after: float | None,
+        permanent: bool,
+        counted: bool = True,
     ) -> None:
         async with self.sessions() as session:
             dead = await outbox.mark_failed(
@@ -111,6 +118,7 @@ class Dispatcher:
                 retry_after=retry_after,
                 permanent=permanent,
                 max_attempts=self.max_attempts,
+                counted=counted,
             )
             await session.commit()
         log.info(

@@ -145,10 +145,14 @@ async def mark_failed(
     permanent: bool,
     max_attempts: int,
     now: dt.datetime | None = None,
+    counted: bool = True,
 ) -> bool:
-    """Schedule a retry with exponential backoff, or give up; True when the message is dead."""
+    """Schedule a retry with exponential backoff, or give up; True when the message is dead.
+
+    ``counted=False`` (the channel is paused as a whole) gives the attempt back: a pause of any
+    length never exhausts ``max_attempts``."""
     now = now or utcnow()
-    dead = permanent or message.attempts >= max_attempts
+    dead = permanent or (counted and message.attempts >= max_attempts)
     delay = (
         retry_after if retry_after is not None else min(2.0**message.attempts, MAX_BACKOFF_SECONDS)
     )
@@ -169,6 +173,8 @@ async def mark_failed(
             )
     else:
         values.update(status="pending", available_at=now + dt.timedelta(seconds=delay))
+        if not counted:
+            values.update(attempts=max(0, message.attempts - 1))
     await session.execute(
         update(OutboxMessage).where(OutboxMessage.id == message.id).values(**values)
     )

@@ -355,6 +355,7 @@ async def test_refused_refresh_alerts_admins_and_pauses_sends(zalo: Zalo) -> Non
         alerts = (await session.execute(select(AuditEntry))).scalars().all()
     start = [m for m in waiting if m.invitation_id]
     assert start and all(m.status == "pending" for m in start)  # paused, not lost
+    assert all(m.attempts == 0 for m in start)  # a pause of any length never exhausts retries
     assert [a.action for a in alerts] == ["zalo.token_refresh_failed"]
     before = len(emu.transcript(uid))
 

@@ -57,13 +57,23 @@ class OutboundMessage:
 
 class DeliveryError(Exception):
     """A send that failed; ``retry_after`` set when the channel asked us to wait, ``permanent``
-    when retrying cannot help (the citizen blocked the bot, the address is gone)."""
+    when retrying cannot help (the citizen blocked the bot, the address is gone), ``paused`` when
+    the whole channel is on hold (e.g. Zalo's OAuth grant needs an admin): such a failure does not
+    count as an attempt, so a long pause loses no message."""
 
-    def __init__(self, reason: str, *, retry_after: float | None = None, permanent: bool = False):
+    def __init__(
+        self,
+        reason: str,
+        *,
+        retry_after: float | None = None,
+        permanent: bool = False,
+        paused: bool = False,
+    ):
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
         self.permanent = permanent
+        self.paused = paused
 
 
 class Channel(Protocol):

@@ -102,7 +102,7 @@ class ZaloOAChannel:
                 answer = await self._post(token, body)
                 code = zalo_error(answer)
         except TokenUnavailable as exc:
-            raise DeliveryError(exc.reason, retry_after=exc.retry_after) from None
+            raise DeliveryError(exc.reason, retry_after=exc.retry_after, paused=True) from None
         except ZaloTransportError as exc:
             raise DeliveryError(f"zalo transport: {exc}") from None
         if code != 0:

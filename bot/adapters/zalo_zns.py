@@ -118,7 +118,7 @@ class ZnsChannel:
                 )
                 code = zalo_error(answer)
         except TokenUnavailable as exc:
-            raise DeliveryError(exc.reason, retry_after=exc.retry_after) from None
+            raise DeliveryError(exc.reason, retry_after=exc.retry_after, paused=True) from None
         except ZaloTransportError as exc:
             raise DeliveryError(f"zns transport: {exc}") from None
         if code == 0:
