@@ -42,7 +42,8 @@ async def dump_redis(prefix: str) -> str:
     client = Redis.from_url(REDIS_URL)
     parts: list[str] = []
     async for key in client.scan_iter(match=f"{prefix}*"):
-        kind = (await client.type(key)).decode()
+        raw_kind = await client.type(key)
+        kind = raw_kind.decode() if isinstance(raw_kind, bytes) else str(raw_kind)
         value: Any
         if kind == "string":
             value = await client.get(key)

@@ -34,13 +34,7 @@ async def test_citizen_completes_a_survey_in_the_simulator(runtime: Runtime, api
             token = (await registered.json())["rating_token"]
             await page.goto(f"{base}/r/{token}")
             await page.get_by_text("Trò chuyện trên web").click()
-            try:
-                await page.wait_for_selector("text=khi hồ sơ có kết quả", timeout=5000)
-            except Exception:
-                SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-                await page.screenshot(path=str(SCREENSHOTS / "debug.png"))
-                print(page.url, await page.content())
-                raise
+            await page.wait_for_selector("text=khi hồ sơ có kết quả")
             reported = await api.post(
                 f"{base}/api/v1/results",
                 headers=headers,
@@ -66,7 +60,6 @@ async def test_citizen_completes_a_survey_in_the_simulator(runtime: Runtime, api
             assert (
                 await page.locator(".buttons button:not([disabled])").count() == 0
             )  # no live buttons left
-            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
             await page.screenshot(path=str(SCREENSHOTS / "simulator-completed.png"), full_page=True)
             await browser.close()
     finally:
