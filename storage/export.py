@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import IO, Any, Literal
 
-from sqlalchemy import Text, case, cast, func, literal, select
+from sqlalchemy import Text, cast, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 
@@ -168,6 +168,45 @@ async def question_ids(conn: AsyncConnection, agency_id: str | None) -> list[str
 
 async def response_table(sessions: Sessions, spec: ExportSpec) -> AsyncIterator[list[Any]]:
     """Yield the header, then every anonymised row, in keyed-hash (shuffled) order."""
+    async for batch in response_batches(sessions, spec):
+        for row in batch:
+            yield row
+
+
+#: Distinct cell values one export remembers (codes, channels, option answers): enough for every
+#: low-cardinality column, small enough that free-text answers cannot grow it without bound.
+CELL_CACHE = 20_000
+
+
+class _Cells:
+    """Per-export memo of the cleaned form of a text cell (it repeats across a million rows)."""
+
+    __slots__ = ("answers", "plain")
+
+    def __init__(self) -> None:
+        self.plain: dict[Any, Any] = {None: ""}
+        self.answers: dict[Any, Any] = {None: ""}
+
+    def plain_cell(self, value: Any) -> Any:
+        cleaned = neutralise(value)
+        if len(self.plain) < CELL_CACHE:
+            self.plain[value] = cleaned
+        return cleaned
+
+    def answer_cell(self, value: Any) -> Any:
+        cleaned = neutralise(_answer_text(value))
+        if len(self.answers) < CELL_CACHE:
+            self.answers[value] = cleaned
+        return cleaned
+
+
+async def response_batches(sessions: Sessions, spec: ExportSpec) -> AsyncIterator[list[list[Any]]]:
+    """The header (a batch of one row), then anonymised rows, one batch per database fetch.
+
+    At a million rows the per-row cost in Python, not the database, decides how long an export
+    takes, so each batch is built by one tight loop over plain tuples, and text cells (codes,
+    channels, option answers) are cleaned once per distinct value.
+    """
     key = os.urandom(32)
     official = aliased(Official)
     procedure = aliased(Procedure)
@@ -177,11 +216,16 @@ async def response_table(sessions: Sessions, spec: ExportSpec) -> AsyncIterator[
         if conn.dialect.name == "sqlite":
             await _register_sqlite_hash(conn, key)
         questions = await question_ids(conn, spec.agency_id)
-        yield BASE_COLUMNS + [f"q_{q}" for q in questions]
+        yield [BASE_COLUMNS + [f"q_{q}" for q in questions]]
         pseudonym = _keyed_hash_sql(conn, key)(Response.id).label("pseudonym")
         answer_value = func.coalesce(Answer.text, cast(Answer.value, Text))
+        # One scalar subquery a question (the unique (response_id, question_id) index answers
+        # each): cheaper than joining every answer and grouping the join back per response.
         pivot = [
-            func.max(case((Answer.question_id == q, answer_value))).label(f"q{i}")
+            select(answer_value)
+            .where(Answer.response_id == Response.id, Answer.question_id == q)
+            .scalar_subquery()
+            .label(f"q{i}")
             for i, q in enumerate(questions)
         ]
         stmt = (
@@ -191,52 +235,64 @@ async def response_table(sessions: Sessions, spec: ExportSpec) -> AsyncIterator[
                 procedure.code,
                 official.code,
                 Response.survey_id,
-                Response.survey_version,
-                Response.answered_on,
                 Response.channel,
                 Response.language,
+                Response.classification,
+                Response.survey_version,
+                Response.answered_on,
                 Response.complete,
                 Response.satisfaction,
                 Response.score18,
-                Response.classification,
                 *pivot,
             )
             .select_from(Response)
             .join(Agency, Agency.id == Response.agency_id)
             .outerjoin(procedure, procedure.id == Response.procedure_id)
             .outerjoin(official, official.id == Response.official_id)
-            .outerjoin(Answer, Answer.response_id == Response.id)
-            .group_by(Response.id, Agency.id, procedure.id, official.id)
             .order_by(pseudonym)
         )
         if spec.agency_id:
             stmt = stmt.where(Response.agency_id == spec.agency_id)
         result = await conn.stream(stmt.execution_options(yield_per=BATCH))
         labels: dict[Any, str] = {}
-        n_base = len(BASE_COLUMNS)
+        cells = _Cells()
+        plain, plain_cell = cells.plain, cells.plain_cell
+        answers, answer_cell = cells.answers, cells.answer_cell
+        missing = object()
         async for batch in result.partitions(BATCH):
+            rows: list[list[Any]] = []
             for r in batch:
-                day = r[6]
-                label = labels.get(day)
+                # r: pseudonym, 7 text columns, version, day, complete, satisfaction, score, answers
+                text = [plain.get(v, missing) for v in r[1:8]]
+                if missing in text:
+                    text = [
+                        plain_cell(v) if t is missing else t
+                        for v, t in zip(r[1:8], text, strict=True)
+                    ]
+                agency, proc, off, survey, channel, language, classification = text
+                label = labels.get(r[9])
                 if label is None:
-                    label = labels[day] = period_label(day, period)
-                row: list[Any] = [
+                    label = labels[r[9]] = period_label(r[9], period)
+                row = [
                     r[0],
-                    r[1],
-                    r[2] or "",
-                    r[3] or "",
-                    r[4],
-                    r[5],
-                    label,
-                    r[7],
+                    agency,
+                    proc,
+                    off,
+                    survey,
                     r[8],
-                    int(r[9]),
-                    r[10] if r[10] is not None else "",
-                    r[11] if r[11] is not None else "",
-                    r[12] or "",
+                    label,
+                    channel,
+                    language,
+                    int(r[10]),
+                    "" if r[11] is None else r[11],
+                    "" if r[12] is None else r[12],
+                    classification,
                 ]
-                row += [_answer_text(v) for v in r[n_base:]]
-                yield [neutralise(v) for v in row]
+                for v in r[13:]:
+                    a = answers.get(v, missing)
+                    row.append(answer_cell(v) if a is missing else a)
+                rows.append(row)
+            yield rows
 
 
 # ------------------------------------------------------------------------------ aggregates
@@ -302,18 +358,27 @@ def _blank(value: Any) -> Any:
     return "" if value is None else value
 
 
+async def table_batches(
+    sessions: Sessions, spec: ExportSpec, thresholds: Thresholds
+) -> AsyncIterator[list[list[Any]]]:
+    """The header as a batch of one row, then the rows in batches, for any level."""
+    if spec.level == "responses":
+        async for batch in response_batches(sessions, spec):
+            yield batch
+        return
+    header, rows = await aggregate_rows(sessions, spec, thresholds)
+    yield [header]
+    for first in range(0, len(rows), BATCH):
+        yield rows[first : first + BATCH]
+
+
 async def table(
     sessions: Sessions, spec: ExportSpec, thresholds: Thresholds
 ) -> AsyncIterator[list[Any]]:
     """Header first, then rows, for any level."""
-    if spec.level == "responses":
-        async for row in response_table(sessions, spec):
+    async for batch in table_batches(sessions, spec, thresholds):
+        for row in batch:
             yield row
-        return
-    header, rows = await aggregate_rows(sessions, spec, thresholds)
-    yield header
-    for row in rows:
-        yield row
 
 
 # ------------------------------------------------------------------------------ writers
@@ -323,11 +388,11 @@ async def write_export(
     """Write the export to a binary stream; returns the number of data rows."""
     counted = 0
 
-    async def counting() -> AsyncIterator[list[Any]]:
+    async def counting() -> AsyncIterator[list[list[Any]]]:
         nonlocal counted
-        async for row in table(sessions, spec, thresholds):
-            counted += 1
-            yield row
+        async for batch in table_batches(sessions, spec, thresholds):
+            counted += len(batch)
+            yield batch
 
     if spec.fmt == "xlsx":
         await _write_xlsx(counting(), out)
@@ -337,27 +402,29 @@ async def write_export(
     return max(counted - 1, 0)
 
 
-async def _text_chunks(rows: AsyncIterator[list[Any]], fmt: str) -> AsyncIterator[bytes]:
-    """CSV (with BOM, so Excel reads UTF-8 Vietnamese) or JSON Lines, a few thousand rows a chunk."""
-    header = await anext(rows)
+async def _header(batches: AsyncIterator[list[list[Any]]]) -> list[Any]:
+    first = await anext(batches)
+    return first[0]
+
+
+async def _text_chunks(batches: AsyncIterator[list[list[Any]]], fmt: str) -> AsyncIterator[bytes]:
+    """CSV (with BOM, so Excel reads UTF-8 Vietnamese) or JSON Lines, one chunk a batch."""
+    header = await _header(batches)
     buffer = io.StringIO()
+    writer = csv.writer(buffer)
     if fmt == "csv":
-        writer = csv.writer(buffer)
         buffer.write("\ufeff")
         writer.writerow(header)
-    pending = 0
-    async for row in rows:
+    async for batch in batches:
         if fmt == "csv":
-            writer.writerow(row)
+            writer.writerows(batch)
         else:
-            buffer.write(json.dumps(dict(zip(header, row, strict=True)), ensure_ascii=False))
-            buffer.write("\n")
-        pending += 1
-        if pending >= BATCH:
-            yield buffer.getvalue().encode("utf-8")
-            buffer.seek(0)
-            buffer.truncate()
-            pending = 0
+            for row in batch:
+                buffer.write(json.dumps(dict(zip(header, row, strict=True)), ensure_ascii=False))
+                buffer.write("\n")
+        yield buffer.getvalue().encode("utf-8")
+        buffer.seek(0)
+        buffer.truncate()
     yield buffer.getvalue().encode("utf-8")
 
 
@@ -366,30 +433,31 @@ async def stream_export(
 ) -> AsyncIterator[bytes]:
     """Chunks for an HTTP response; XLSX goes through a temporary file (a zip needs seeking)."""
     if spec.fmt != "xlsx":
-        async for chunk in _text_chunks(table(sessions, spec, thresholds), spec.fmt):
+        async for chunk in _text_chunks(table_batches(sessions, spec, thresholds), spec.fmt):
             yield chunk
         return
     with tempfile.TemporaryFile() as handle:
-        await _write_xlsx(table(sessions, spec, thresholds), handle)
+        await _write_xlsx(table_batches(sessions, spec, thresholds), handle)
         handle.seek(0)
         while chunk := handle.read(1 << 16):
             yield chunk
 
 
-async def _write_xlsx(rows: AsyncIterator[list[Any]], out: IO[bytes]) -> int:
+async def _write_xlsx(batches: AsyncIterator[list[list[Any]]], out: IO[bytes]) -> int:
     """openpyxl's write-only mode streams rows to disk; a new sheet every million rows."""
     from openpyxl import Workbook
 
     workbook = Workbook(write_only=True)
-    header = await anext(rows)
+    header = await _header(batches)
     sheet: Any = None
     count = 0
-    async for row in rows:
-        if count % XLSX_SHEET_ROWS == 0:
-            sheet = workbook.create_sheet(f"data{count // XLSX_SHEET_ROWS + 1}")
-            sheet.append(header)
-        sheet.append([_ILLEGAL_XML.sub("", v) if isinstance(v, str) else v for v in row])
-        count += 1
+    async for batch in batches:
+        for row in batch:
+            if count % XLSX_SHEET_ROWS == 0:
+                sheet = workbook.create_sheet(f"data{count // XLSX_SHEET_ROWS + 1}")
+                sheet.append(header)
+            sheet.append([_ILLEGAL_XML.sub("", v) if isinstance(v, str) else v for v in row])
+            count += 1
     if sheet is None:
         workbook.create_sheet("data1").append(header)
     workbook.save(out)

@@ -17,13 +17,14 @@ so that 3 happy ratings never outrank 3,000 mostly-happy ones.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import Integer, case, func, select
+from sqlalchemy import Text, case, cast, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from bot.flows.scoring import DISSATISFIED_MAX_LEVEL, Bands, five_bands
@@ -219,17 +220,27 @@ async def unit_cells(
         elif level in ("official", "procedure"):
             table = Official if level == "official" else Procedure
             column = Response.official_id if level == "official" else Response.procedure_id
+            # Grouped on the plain column (a covering index holds it), named afterwards: a
+            # join per response to fetch a name would cost more than the counting itself.
             stmt = (
-                select(Response.agency_id, table.code, table.name, *_counts())
-                .select_from(Response)
-                .outerjoin(table, table.id == column)
+                select(Response.agency_id, column.label("unit_id"), *_counts())
                 .where(*where)
-                .group_by(Response.agency_id, table.id, table.code, table.name)
+                .group_by(Response.agency_id, column)
             )
-            for row in await session.execute(stmt):
+            grouped = list(await session.execute(stmt))
+            ids = {row.unit_id for row in grouped if row.unit_id is not None}
+            names: dict[str, tuple[str, str]] = {}
+            id_list = sorted(ids)
+            for first in range(0, len(id_list), 500):
+                chunk = id_list[first : first + 500]
+                for unit_id, code, name in await session.execute(
+                    select(table.id, table.code, table.name).where(table.id.in_(chunk))
+                ):
+                    names[unit_id] = (code, name)
+            for row in grouped:
                 parent = agencies[row.agency_id][0]
-                code = row.code or NO_UNIT
-                cells[(parent, code)] = _fill(Cell(code, row.name or "", parent), row)
+                code, name = names.get(row.unit_id, (NO_UNIT, ""))
+                cells[(parent, code)] = _fill(Cell(code, name, parent), row)
         else:
             stmt = (
                 select(Response.agency_id, Response.answered_on, *_counts())
@@ -268,25 +279,24 @@ async def overview(
 ) -> Overview:
     """Headline figures; under k responses nothing but the count is shown."""
     where = [Response.agency_id == agency_id] if agency_id else []
+    # One pass (ix_response_stats_class covers it): counts per agency, level and classification
+    # give the total, the levels and the classes.
+    stmt = (
+        select(Response.satisfaction, Response.classification, *_counts())
+        .where(*where)
+        .group_by(Response.agency_id, Response.satisfaction, Response.classification)
+    )
+    total = Cell("all", "", "")
+    levels: dict[int, int] = defaultdict(int)
+    classes: dict[str, int] = defaultdict(int)
     async with sessions() as session:
-        row = (await session.execute(select(*_counts()).where(*where))).one()
-        total = _fill(Cell("all", "", ""), row)
-        levels = {
-            int(level or 0): count
-            for level, count in await session.execute(
-                select(Response.satisfaction, func.count())
-                .where(Response.satisfaction.is_not(None), *where)
-                .group_by(Response.satisfaction)
-            )
-        }
-        classes = {
-            str(name): count
-            for name, count in await session.execute(
-                select(Response.classification, func.count())
-                .where(Response.classification.is_not(None), *where)
-                .group_by(Response.classification)
-            )
-        }
+        for row in await session.execute(stmt):
+            total.add(_fill(Cell("", "", ""), row))
+            if row.satisfaction is not None:
+                levels[int(row.satisfaction or 0)] += row.responses
+            if row.classification is not None:
+                classes[str(row.classification)] += row.responses
+    levels, classes = dict(levels), dict(classes)
     total.bands = thresholds.bands_766
     k = thresholds.k_group
     if total.responses < k:
@@ -307,12 +317,36 @@ async def overview(
 
 
 async def _all_periods(sessions: Sessions) -> list[Cell]:
+    """Monthly cells over all agencies (grouped per agency and day, which an index covers)."""
+    months: dict[str, Cell] = {}
     async with sessions() as session:
-        stmt = select(Response.answered_on, *_counts()).group_by(Response.answered_on)
-        return [
-            _fill(Cell(period_label(r.answered_on, "month"), "", ""), r)
-            for r in await session.execute(stmt)
-        ]
+        stmt = select(Response.agency_id, Response.answered_on, *_counts()).group_by(
+            Response.agency_id, Response.answered_on
+        )
+        for r in await session.execute(stmt):
+            label = period_label(r.answered_on, "month")
+            months.setdefault(label, Cell(label, "", "")).add(_fill(Cell(label, "", ""), r))
+    return list(months.values())
+
+
+def _criteria_points(text: str | None) -> dict[str, int]:
+    """The points of the known criteria in one stored criteria JSON (others are ignored)."""
+    try:
+        value = json.loads(text) if text else None
+    except ValueError:
+        return {}
+    if not isinstance(value, dict):
+        return {}
+    points: dict[str, int] = {}
+    for c in CRITERIA:
+        raw = value.get(c)
+        if raw is None or isinstance(raw, (dict, list)):
+            continue
+        try:
+            points[c] = int(raw)
+        except (TypeError, ValueError):
+            continue
+    return points
 
 
 @dataclass(slots=True)
@@ -342,49 +376,55 @@ async def criteria_stats(
     """Per agency and criterion, drivers of dissatisfaction first."""
     agencies = await agency_names(sessions)
     where = [Response.agency_id == agency_id] if agency_id else []
-    dissatisfied = Response.satisfaction <= DISSATISFIED_MAX_LEVEL
-    inner_cols = [Response.agency_id, dissatisfied.label("dis")] + [
-        Response.criteria[c].as_integer().label(f"c{c}") for c in CRITERIA
-    ]
-    inner = select(*inner_cols).where(*where).subquery()
-    aggregates: list[ColumnElement[Any]] = [func.coalesce(func.sum(inner.c.dis.cast(Integer)), 0)]
-    for c in CRITERIA:
-        col = inner.c[f"c{c}"]
-        aggregates += [
-            func.count(col),
-            func.sum(col),
-            func.sum(case((col == 0, 1), else_=0)),
-            func.sum(case(((col == 0) & (inner.c.dis == True), 1), else_=0)),  # noqa: E712
-            func.sum(case(((col.is_not(None)) & (inner.c.dis == True), 1), else_=0)),  # noqa: E712
-        ]
-    stmt = select(inner.c.agency_id, *aggregates).group_by(inner.c.agency_id)
+    # One grouped pass over plain columns: responses per (agency, satisfaction, criteria). The
+    # criteria JSON repeats (a handful of points per criterion), so it is parsed once per
+    # distinct value in Python rather than once per response and criterion in SQL.
+    stmt = (
+        select(
+            Response.agency_id,
+            Response.satisfaction,
+            cast(Response.criteria, Text).label("criteria"),
+            func.count().label("n"),
+        )
+        .where(Response.criteria.is_not(None), *where)
+        # the JSON first, so no stats index (which lacks it) is picked for a lookup per row
+        .group_by(cast(Response.criteria, Text), Response.satisfaction, Response.agency_id)
+    )
+    # per (agency, criterion): scored, points, zeros, zeros among dissatisfied, dissatisfied
+    sums: dict[tuple[str, str], list[int]] = {}
+    parsed: dict[str, dict[str, int]] = {}
+    async with sessions() as session:
+        for agency_db_id, satisfaction, text, count in await session.execute(stmt):
+            points = parsed.get(text)
+            if points is None:
+                points = parsed[text] = _criteria_points(text)
+            dis = satisfaction is not None and satisfaction <= DISSATISFIED_MAX_LEVEL
+            for c, value in points.items():
+                acc = sums.setdefault((agency_db_id, c), [0, 0, 0, 0, 0])
+                acc[0] += count
+                acc[1] += value * count
+                if value == 0:
+                    acc[2] += count
+                    if dis:
+                        acc[3] += count
+                if dis:
+                    acc[4] += count
     k = thresholds.k_group
     result: list[CriterionStat] = []
-    async with sessions() as session:
-        for row in await session.execute(stmt):
-            values = list(row)
-            agency = agencies[values[0]][0]
-            for index, c in enumerate(CRITERIA):
-                n, total, zeros, zeros_dis, n_dis = (
-                    int(v or 0) for v in values[2 + index * 5 : 7 + index * 5]
-                )
-                if n == 0:
-                    continue
-                small = n < k
-                result.append(
-                    CriterionStat(
-                        agency=agency,
-                        criterion=c,
-                        scored=n,
-                        mean_points=None if small else round(total / n, 2),
-                        zero_share=None if small else 100.0 * zeros / n,
-                        zero_share_dissatisfied=(
-                            None if small or n_dis < k else 100.0 * zeros_dis / n_dis
-                        ),
-                        dissatisfied=n_dis,
-                        suppressed=small,
-                    )
-                )
+    for (agency_db_id, c), (n, total, zeros, zeros_dis, n_dis) in sums.items():
+        small = n < k
+        result.append(
+            CriterionStat(
+                agency=agencies[agency_db_id][0],
+                criterion=c,
+                scored=n,
+                mean_points=None if small else round(total / n, 2),
+                zero_share=None if small else 100.0 * zeros / n,
+                zero_share_dissatisfied=(None if small or n_dis < k else 100.0 * zeros_dis / n_dis),
+                dissatisfied=n_dis,
+                suppressed=small,
+            )
+        )
     result.sort(key=lambda s: (s.agency, -(s.zero_share_dissatisfied or -1), s.criterion))
     return result
 
