@@ -10,6 +10,7 @@ import segno
 from aiohttp import web
 
 from bot import api, simulator, zalo_webhooks
+from bot.adapters import telegram_inbound
 from bot.api import RUNTIME
 from bot.dashboard import views as dashboard
 from bot.http_errors import json_errors
@@ -40,7 +41,6 @@ async def rating_page(request: web.Request) -> web.Response:
     """What the receipt's QR code opens: pick a chat app. Viewing does not consume the token."""
     runtime = request.app[RUNTIME]
     token = request.match_info["token"]
-    base = runtime.settings.effective_public_base_url
     bot = runtime.settings.telegram_bot_username
     html = (
         request.app[simulator.TEMPLATES]
@@ -48,8 +48,8 @@ async def rating_page(request: web.Request) -> web.Response:
         .render(
             lang=normalise_language(request.headers.get("Accept-Language")),
             telegram_url=f"https://t.me/{bot}?start={token}" if bot else None,
-            simulator_url=f"{base}/simulator?token={token}",
-            qr_url=f"{base}/r/{token}/qr.svg",
+            simulator_url=f"/simulator?token={token}",  # relative: right behind any proxy host
+            qr_url=f"/r/{token}/qr.svg",
         )
     )
     return web.Response(
@@ -91,6 +91,7 @@ def create_app(runtime: Runtime, *, background: bool = True) -> web.Application:
     simulator.setup(app, make_templates())
     dashboard.setup(app, make_templates())
     zalo_webhooks.setup(app)
+    telegram_inbound.setup(app)
 
     if background:
 

@@ -77,12 +77,31 @@ def main() -> None:
 
 
 # ---------------------------------------------------------------------------------- serving
-def _serve(settings: Settings, banner: Callable[[Runtime], Awaitable[None]] | None = None) -> None:
+def _serve(
+    settings: Settings,
+    banner: Callable[[Runtime], Awaitable[None]] | None = None,
+    *,
+    telegram_demo: dict[str, Any] | None = None,
+) -> None:
+    """Serve; with ``telegram_demo`` (a dict the banner can read) a local Telegram stand-in too."""
+
     async def make_app() -> web.Application:
-        runtime = await Runtime.create(settings)
+        current = settings
+        demo_telegram = None
+        if telegram_demo is not None and not settings.telegram_token:
+            from bot.adapters.telegram_demo import TelegramDemo
+
+            demo_telegram = await TelegramDemo.start(settings)
+            if demo_telegram is not None:
+                current = demo_telegram.settings
+                telegram_demo["demo"] = demo_telegram
+        runtime = await Runtime.create(current)
         if banner is not None:
             await banner(runtime)
-        return create_app(runtime)
+        app = create_app(runtime)
+        if demo_telegram is not None:
+            demo_telegram.setup(app)
+        return app
 
     try:
         web.run_app(
@@ -97,9 +116,16 @@ def _serve(settings: Settings, banner: Callable[[Runtime], Awaitable[None]] | No
 
 
 @main.command()
-def serve() -> None:
+@click.option(
+    "--telegram-polling",
+    is_flag=True,
+    help="Receive Telegram updates by long polling (getUpdates) instead of the webhook.",
+)
+def serve(telegram_polling: bool) -> None:
     """Serve the HTTP API, rating links, the simulator, and dispatch the outbox."""
-    settings = _settings()
+    settings = _settings(**({"telegram_polling": True} if telegram_polling else {}))
+    if settings.telegram_polling and not settings.telegram_token:
+        raise click.ClickException("--telegram-polling needs SURVEYBOT_TELEGRAM_TOKEN")
     click.echo(f"serving on {settings.effective_public_base_url}")
     _serve(settings)
 
@@ -138,8 +164,11 @@ Admin dashboard      : {base}/admin/
 """,
             nl=True,
         )
+        if "demo" in telegram:
+            click.echo(telegram["demo"].hint(base))
 
-    _serve(settings, banner)
+    telegram: dict[str, Any] = {}
+    _serve(settings, banner, telegram_demo=telegram)
 
 
 DEMO_OFFICIALS = [("CB01", "Nguyễn Thị Lan"), ("CB02", "Trần Văn Minh"), ("CB03", "Lê Thu Hà")]
@@ -173,7 +202,11 @@ async def seed_demo(runtime: Runtime, history: int = 120) -> str:
 
 
 DEMO_SECOND_AGENCY = ("ubnd-demo-2", "UBND phường Sài Gòn (demo)")
-DEMO_SECOND_OFFICIALS = [("SG01", "Phạm Quốc Bảo"), ("SG02", "Võ Thị Mai"), ("SG03", "Đỗ Minh Khoa")]
+DEMO_SECOND_OFFICIALS = [
+    ("SG01", "Phạm Quốc Bảo"),
+    ("SG02", "Võ Thị Mai"),
+    ("SG03", "Đỗ Minh Khoa"),
+]
 
 
 async def seed_demo_logins(runtime: Runtime) -> list[tuple[str, str]]:

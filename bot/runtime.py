@@ -71,6 +71,10 @@ class Runtime:
             **(zalo.channels() if zalo else {}),
             **(extra_channels or {}),
         }
+        if settings.telegram_token and "telegram" not in channels:
+            from bot.adapters.telegram import TelegramChannel
+
+            channels["telegram"] = TelegramChannel.from_settings(settings, keyring, coordinator)
         catalog = builtin_catalog()
         service = SurveyService(
             sessions,
@@ -109,6 +113,11 @@ class Runtime:
         self._stop.clear()
         self._tasks.append(asyncio.create_task(self.dispatcher.run_forever(self._stop)))
         self._tasks.append(asyncio.create_task(self._maintain()))
+        for channel in self.channels.values():
+            # Channels with inbound loops of their own (e.g. Telegram long polling).
+            start = getattr(channel, "start_background", None)
+            if start is not None:
+                self._tasks.extend(start(self, self._stop))
         if self.zalo is not None and self.zalo.bot is not None and self.settings.zalo_bot_polling:
             from bot.zalo_webhooks import poll_bot
 
@@ -137,6 +146,11 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        for channel in self.channels.values():
+            closer = getattr(channel, "close", None)
+            if closer is not None:
+                with contextlib.suppress(Exception):
+                    await closer()
         await self.coordinator.close()
         if self.zalo is not None:
             await self.zalo.close()

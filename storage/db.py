@@ -31,6 +31,16 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
+            # SQLAlchemy emits BEGIN itself (below), not the driver: otherwise a SAVEPOINT
+            # outside BEGIN commits on RELEASE and every item of a batch commits on its own.
+            dbapi_connection.isolation_level = None
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _begin_immediate(conn: Any) -> None:
+            # Take the write lock up front: a deferred transaction that read first cannot become
+            # a writer once another connection committed (SQLITE_BUSY_SNAPSHOT, "database is
+            # locked" at once, busy timeout ignored), which broke batches racing the dispatcher.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return create_async_engine(url, pool_pre_ping=True, **kwargs)

@@ -1,0 +1,269 @@
+"""Telegram updates in: the webhook endpoint and the long-polling loop share one handler.
+
+The handler is the only place a Telegram update is read. It
+
+* parses the update with ``telegram.Update.de_json`` (PTB as a typed client, no Application);
+* skips an update whose ``update_id`` was already processed, and marks it processed only AFTER the
+  service committed, so a failure answers non-2xx and Telegram redelivers it;
+* turns a message into ``route_text`` (``/start <token>`` binds the chat; commands; answers) and a
+  button tap into ``answerCallbackQuery`` at once, then ``route_button``.
+
+Per-chat order: Telegram delivers a chat's updates one at a time (the next only after a 2xx), the
+poller processes each chat's updates in order, and the service locks per contact.
+
+The webhook checks ``X-Telegram-Bot-Api-Secret-Token`` in constant time before reading anything:
+missing → 401, wrong → 403, and nothing is stored. Nothing here logs an identifier: not the chat
+id, not the name, not the text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+from collections import defaultdict
+from typing import Any
+
+from aiohttp import web
+from telegram import CallbackQuery, Message, Update
+from telegram.constants import ChatType
+from telegram.error import Conflict, TelegramError
+
+from bot.adapters.base import DeliveryError
+from bot.adapters.telegram import TelegramChannel, fit
+from bot.api import RUNTIME
+from bot.flows.engine import parse_payload
+from bot.http_errors import error_response
+from bot.inbound import route_button, route_text
+from bot.service import SurveyService
+from storage.coordination import Coordinator
+
+log = logging.getLogger(__name__)
+
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 - a header name
+ALLOWED_UPDATES = ["message", "callback_query"]
+MAX_CALLBACK_DATA = 128
+MAX_TEXT = 4096
+
+
+class TelegramInbound:
+    """Processes one Telegram update at a time; raises when the update must be redelivered."""
+
+    def __init__(
+        self, channel: TelegramChannel, service: SurveyService, coordinator: Coordinator
+    ) -> None:
+        self.channel = channel
+        self.service = service
+        self.coordinator = coordinator
+
+    def parse(self, data: dict[str, Any]) -> Update | None:
+        try:
+            return Update.de_json(data, self.channel.bot)
+        except Exception as exc:
+            log.warning("unreadable Telegram update ignored (%s)", exc.__class__.__name__)
+            return None
+
+    async def process(self, update: Update) -> str:
+        """Handle ``update`` exactly once; the returned word says what happened (for tests)."""
+        key = f"{update.update_id}"
+        state = self.channel.state
+        async with self.coordinator.lock(f"tg-update:{self.channel.bot_key}:{key}"):
+            if await state.is_done(key):
+                return "duplicate"
+            outcome = await self._dispatch(update)
+            await state.mark_done(key)
+        log.debug("telegram update handled: %s", outcome)
+        return outcome
+
+    async def _dispatch(self, update: Update) -> str:
+        if update.callback_query is not None:
+            return await self._callback(update.callback_query)
+        message = update.message
+        if message is None:
+            return "ignored"  # edits, membership changes, channel posts: nothing to do
+        if message.chat.type != ChatType.PRIVATE:
+            return "ignored"  # surveys are private conversations only
+        address = str(message.chat.id)
+        text = message.text or message.caption or ""
+        language = message.from_user.language_code if message.from_user else None
+        await route_text(self.service, self.channel.name, address, text[:MAX_TEXT], language)
+        return "message"
+
+    async def _callback(self, query: CallbackQuery) -> str:
+        message = query.message
+        chat = message.chat if message is not None else None
+        data = (query.data or "")[:MAX_CALLBACK_DATA]
+        # Answer at once, before any database work: the spinner stops and the citizen sees the
+        # label of the button they tapped. A second answer (a redelivery) is refused: harmless.
+        toast = _label_of(message, data) if isinstance(message, Message) else None
+        try:
+            await self.channel.bot.answer_callback_query(query.id, text=toast)
+        except TelegramError as exc:
+            log.debug("answerCallbackQuery refused (%s)", exc.__class__.__name__)
+        if chat is None or chat.type != ChatType.PRIVATE:
+            return "ignored"
+        address = str(chat.id)
+        choice = parse_payload(data)
+        if choice is not None and isinstance(message, Message) and message.text:
+            await self.channel.remember_tapped(
+                address, choice.question_id, message.message_id, message.text
+            )
+        await route_button(self.service, self.channel.name, address, data)
+        if data.startswith("cmd:") and isinstance(message, Message) and message.reply_markup:
+            # A command's confirmation buttons (/delete, /lang) are spent once tapped.
+            contact = self.channel.contact(address)
+            await self.channel.strip_buttons(chat.id, contact, message.message_id)
+        return "callback"
+
+
+def _label_of(message: Message, data: str) -> str | None:
+    markup = message.reply_markup
+    if markup is None or not data:
+        return None
+    for row in markup.inline_keyboard:
+        for button in row:
+            if button.callback_data == data:
+                return fit(str(button.text), 200)
+    return None
+
+
+INBOUND = web.AppKey("telegram_inbound", TelegramInbound)
+
+
+# ==================================================================================== webhook
+async def webhook(request: web.Request) -> web.Response:
+    """POST /telegram/webhook: 200 only once the update's effect is committed."""
+    runtime = request.app[RUNTIME]
+    inbound = _inbound(request.app)
+    if inbound is None:
+        return error_response(404, "telegram_disabled", "the Telegram channel is not configured")
+    secret = runtime.settings.telegram_webhook_secret
+    if not secret:
+        return error_response(
+            403, "webhook_disabled", "set SURVEYBOT_TELEGRAM_WEBHOOK_SECRET to accept webhooks"
+        )
+    given = request.headers.get(SECRET_HEADER)
+    if given is None:
+        return error_response(401, "missing_secret_token", f"send the {SECRET_HEADER} header")
+    if not hmac.compare_digest(given.encode("utf-8", "replace"), secret.encode("utf-8")):
+        return error_response(403, "invalid_secret_token", "the secret token does not match")
+    try:
+        data = json.loads(await request.read())
+    except (ValueError, UnicodeDecodeError):
+        return error_response(400, "malformed_json", "the body is not valid JSON")
+    if not isinstance(data, dict) or not isinstance(data.get("update_id"), int):
+        return error_response(400, "not_an_update", "the body must be a Telegram Update object")
+    update = inbound.parse(data)
+    if update is None:
+        return web.json_response({"ok": True, "ignored": True})
+    try:
+        outcome = await inbound.process(update)
+    except Exception as exc:
+        # Not committed: a non-2xx answer makes Telegram deliver this update again later.
+        log.warning("telegram update not processed (%s); Telegram will redeliver", _kind(exc))
+        return error_response(503, "retry_later", "the update could not be processed now")
+    return web.json_response({"ok": True, "outcome": outcome})
+
+
+def _inbound(app: web.Application) -> TelegramInbound | None:
+    return app.get(INBOUND)
+
+
+def setup(app: web.Application) -> None:
+    """Register POST /telegram/webhook (answers 404 while no bot token is configured)."""
+    runtime = app[RUNTIME]
+    channel = runtime.channels.get("telegram")
+    if isinstance(channel, TelegramChannel):
+        app[INBOUND] = TelegramInbound(channel, runtime.service, runtime.coordinator)
+    app.router.add_post("/telegram/webhook", webhook, name="telegram_webhook")
+
+
+def _kind(exc: BaseException) -> str:
+    return exc.reason if isinstance(exc, DeliveryError) else exc.__class__.__name__
+
+
+# ==================================================================================== polling
+class TelegramPoller:
+    """getUpdates with an offset, for deployments without public HTTPS.
+
+    The offset only moves past an update once it is processed; when one fails, the batch is
+    fetched again after a pause, and the updates already processed are skipped by their marks.
+    """
+
+    def __init__(
+        self,
+        channel: TelegramChannel,
+        inbound: TelegramInbound,
+        timeout: int = 25,
+        *,
+        backoff: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0, 30.0),
+    ) -> None:
+        self.channel = channel
+        self.inbound = inbound
+        self.timeout = timeout
+        self.backoff = backoff
+        self.offset: int | None = None
+        self._failures = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.channel.ready()
+                await self.channel.bot.delete_webhook(drop_pending_updates=False)
+                break
+            except (TelegramError, DeliveryError) as exc:
+                log.warning("Telegram polling cannot start yet (%s)", _kind(exc))
+                await self._pause(stop)
+        log.info("Telegram long polling started")
+        while not stop.is_set():
+            try:
+                handled = await self.poll_once()
+            except Conflict:
+                log.warning("another getUpdates or a webhook is active for this bot; waiting")
+                await self._pause(stop)
+                continue
+            except Exception as exc:
+                log.warning("getUpdates failed (%s)", _kind(exc))
+                await self._pause(stop)
+                continue
+            if handled is False:
+                await self._pause(stop)
+            else:
+                self._failures = 0
+
+    async def poll_once(self, timeout: int | None = None) -> bool | None:
+        """One getUpdates round. None: nothing came; True: all processed; False: some failed."""
+        updates = await self.channel.bot.get_updates(
+            offset=self.offset,
+            timeout=self.timeout if timeout is None else timeout,
+            allowed_updates=ALLOWED_UPDATES,
+        )
+        if not updates:
+            return None
+        by_chat: dict[int | None, list[Update]] = defaultdict(list)
+        for update in updates:
+            chat = update.effective_chat
+            by_chat[chat.id if chat is not None else None].append(update)
+        failed = await asyncio.gather(*(self._chat_in_order(group) for group in by_chat.values()))
+        first_failed = min((f for f in failed if f is not None), default=None)
+        self.offset = first_failed if first_failed is not None else updates[-1].update_id + 1
+        return first_failed is None
+
+    async def _chat_in_order(self, updates: list[Update]) -> int | None:
+        """Process one chat's updates in order; the id of the first that failed, if any."""
+        for update in updates:
+            try:
+                await self.inbound.process(update)
+            except Exception as exc:
+                log.warning("telegram update not processed (%s); will retry", _kind(exc))
+                return update.update_id
+        return None
+
+    async def _pause(self, stop: asyncio.Event) -> None:
+        delay = self.backoff[min(self._failures, len(self.backoff) - 1)]
+        self._failures += 1
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await stop.wait()

@@ -1,0 +1,254 @@
+"""Shared, short-lived Telegram state: outbound rate limits, question message ids, update marks.
+
+Everything here is keyed by the contact pseudonym (an HMAC), never by a raw chat id, and expires
+on its own: it is coordination, not a source of truth. Losing it (a Redis flush) costs at most a
+question message that is not edited in place, one resent polite reply to a redelivered update,
+or a brief burst above the flood limits that Telegram answers with ``retry_after``.
+
+Two implementations share one interface: Redis (several processes behave as one bot, and the
+limits hold across them because the clock is Redis's own ``TIME``) and process memory (the
+embedded single-process default).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from redis.asyncio import Redis
+
+#: How long an update id is remembered as processed; Telegram keeps updates at most 24 hours.
+UPDATE_MARK_TTL_SECONDS = 48 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    """Sliding-window limits: at most ``per_chat`` sends in any ``per_chat_window`` seconds to one
+    chat, ``per_bot`` in any ``per_bot_window`` seconds overall. A limit of 0 disables it."""
+
+    per_chat: int = 3
+    per_chat_window: float = 3.0
+    per_bot: int = 25
+    per_bot_window: float = 1.0
+
+    def padded(self, window: float) -> float:
+        """Our clock reads a send a little before Telegram's does: keep a small safety margin."""
+        return window + min(0.25, window / 10)
+
+
+@dataclass(slots=True)
+class QuestionRef:
+    """The messages that asked one question in one chat: the live ones still carry buttons."""
+
+    text: str
+    live: list[int] = field(default_factory=list)
+    done: int | None = None
+
+    def dumps(self) -> str:
+        return json.dumps({"text": self.text, "live": self.live, "done": self.done})
+
+    @classmethod
+    def loads(cls, raw: str | bytes) -> QuestionRef:
+        data = json.loads(raw)
+        return cls(str(data.get("text") or ""), [int(i) for i in data.get("live") or []],
+                   data.get("done"))  # fmt: skip
+
+
+class TelegramState(Protocol):
+    async def acquire(self, contact: str | None) -> tuple[float, str]:
+        """Take one send slot for this chat (None: bot-wide only). ``(0, "")`` when taken, else
+        the seconds to wait before trying again and the limit that binds: "chat", "bot" or
+        "pause" (nothing is taken then)."""
+
+    async def pause(self, seconds: float) -> None:
+        """Telegram said 429: hold every send of this bot for ``seconds``."""
+
+    async def get_ref(self, contact: str, question_id: str) -> QuestionRef | None: ...
+
+    async def put_ref(self, contact: str, question_id: str, ref: QuestionRef) -> None: ...
+
+    async def is_done(self, update_key: str) -> bool: ...
+
+    async def mark_done(self, update_key: str) -> None: ...
+
+
+class MemoryTelegramState:
+    """Process-local state for the embedded default (one process serves the bot)."""
+
+    def __init__(self, limits: RateLimits, ref_ttl_seconds: float, clock: Any = time.monotonic):
+        self.limits = limits
+        self.ref_ttl = ref_ttl_seconds
+        self.clock = clock
+        self._chats: dict[str, deque[float]] = {}
+        self._bot: deque[float] = deque()
+        self._paused_until = 0.0
+        self._refs: dict[tuple[str, str], tuple[float, str]] = {}
+        self._done: dict[str, float] = {}
+        self._lock = asyncio.Lock()
+
+    async def acquire(self, contact: str | None) -> tuple[float, str]:
+        async with self._lock:
+            now = self.clock()
+            if self._paused_until > now:
+                return self._paused_until - now, "pause"
+            if len(self._chats) > 50_000:
+                self._chats = {k: q for k, q in self._chats.items() if q and q[-1] > now - 60}
+            windows: list[tuple[str, deque[float], int, float]] = [
+                ("bot", self._bot, self.limits.per_bot,
+                 self.limits.padded(self.limits.per_bot_window)),
+            ]  # fmt: skip
+            if contact is not None:
+                queue = self._chats.setdefault(contact, deque())
+                window = self.limits.padded(self.limits.per_chat_window)
+                windows.append(("chat", queue, self.limits.per_chat, window))
+            wait, scope = 0.0, ""
+            for name, queue, limit, window in windows:
+                if limit <= 0:
+                    continue
+                while queue and queue[0] <= now - window:
+                    queue.popleft()
+                if len(queue) >= limit:
+                    needed = queue[len(queue) - limit] + window - now
+                    if needed > wait:
+                        wait, scope = needed, name
+            if wait > 0:
+                return max(wait, 0.001), scope
+            for _, queue, limit, _ in windows:
+                if limit > 0:
+                    queue.append(now)
+            return 0.0, ""
+
+    async def pause(self, seconds: float) -> None:
+        async with self._lock:
+            self._paused_until = max(self._paused_until, self.clock() + seconds)
+
+    async def get_ref(self, contact: str, question_id: str) -> QuestionRef | None:
+        entry = self._refs.get((contact, question_id))
+        if entry is None or entry[0] < self.clock():
+            return None
+        return QuestionRef.loads(entry[1])
+
+    async def put_ref(self, contact: str, question_id: str, ref: QuestionRef) -> None:
+        now = self.clock()
+        if len(self._refs) > 100_000:
+            self._refs = {k: v for k, v in self._refs.items() if v[0] > now}
+        self._refs[(contact, question_id)] = (now + self.ref_ttl, ref.dumps())
+
+    async def is_done(self, update_key: str) -> bool:
+        expiry = self._done.get(update_key)
+        return expiry is not None and expiry > self.clock()
+
+    async def mark_done(self, update_key: str) -> None:
+        now = self.clock()
+        if len(self._done) > 200_000:
+            self._done = {k: v for k, v in self._done.items() if v > now}
+        self._done[update_key] = now + UPDATE_MARK_TTL_SECONDS
+
+
+# KEYS: 1 chat window (or a dummy), 2 bot window, 3 pause marker.
+# ARGV: 1 chat limit, 2 chat window ms, 3 bot limit, 4 bot window ms, 5 unique member.
+# Returns {0, 0} when a slot was taken, else {milliseconds to wait, 1 chat | 2 bot | 3 pause}. Redis's clock is the only clock,
+# so several processes on several machines agree on the windows.
+_ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local paused = tonumber(redis.call('GET', KEYS[3]) or '0')
+if paused > now then return {paused - now, 3} end
+local wait = 0
+local scope = 0
+for i = 1, 2 do
+  local limit = tonumber(ARGV[i * 2 - 1])
+  local window = tonumber(ARGV[i * 2])
+  if limit > 0 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - window)
+    local n = redis.call('ZCARD', KEYS[i])
+    if n >= limit then
+      local oldest = redis.call('ZRANGE', KEYS[i], n - limit, n - limit, 'WITHSCORES')
+      local w = tonumber(oldest[2]) + window - now
+      if w > wait then
+        wait = w
+        scope = i
+      end
+    end
+  end
+end
+if wait > 0 then return {math.max(1, math.ceil(wait)), scope} end
+for i = 1, 2 do
+  local limit = tonumber(ARGV[i * 2 - 1])
+  if limit > 0 then
+    redis.call('ZADD', KEYS[i], now, ARGV[5])
+    redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[i * 2]) + 1000)
+  end
+end
+return {0, 0}
+"""
+
+_PAUSE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local untils = now + tonumber(ARGV[1])
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if untils > current then
+  redis.call('SET', KEYS[1], untils, 'PX', tonumber(ARGV[1]) + 1000)
+end
+return 1
+"""
+
+
+_SCOPES = {0: "", 1: "chat", 2: "bot", 3: "pause"}
+
+
+class RedisTelegramState:
+    """Redis-backed state shared by every process serving the bot."""
+
+    def __init__(
+        self, redis: Redis, prefix: str, bot_key: str, limits: RateLimits, ref_ttl_seconds: float
+    ) -> None:
+        self.redis = redis
+        self.limits = limits
+        self.ref_ttl = max(1, int(ref_ttl_seconds))
+        self.base = f"{prefix}tg:{bot_key}:"
+        self._acquire = redis.register_script(_ACQUIRE)
+        self._pause = redis.register_script(_PAUSE)
+
+    async def acquire(self, contact: str | None) -> tuple[float, str]:
+        limits = self.limits
+        chat_limit = limits.per_chat if contact is not None else 0
+        keys = [
+            f"{self.base}rate:chat:{contact or '-'}",
+            f"{self.base}rate:bot",
+            f"{self.base}rate:pause",
+        ]
+        args: list[str | int] = [
+            chat_limit,
+            int(limits.padded(limits.per_chat_window) * 1000),
+            limits.per_bot,
+            int(limits.padded(limits.per_bot_window) * 1000),
+            secrets.token_hex(8),
+        ]
+        wait_ms, scope = await self._acquire(keys=keys, args=args)
+        return int(wait_ms) / 1000.0, _SCOPES[int(scope)]
+
+    async def pause(self, seconds: float) -> None:
+        await self._pause(keys=[f"{self.base}rate:pause"], args=[max(1, int(seconds * 1000))])
+
+    def _ref_key(self, contact: str, question_id: str) -> str:
+        return f"{self.base}q:{contact}:{question_id}"
+
+    async def get_ref(self, contact: str, question_id: str) -> QuestionRef | None:
+        raw = await self.redis.get(self._ref_key(contact, question_id))
+        return QuestionRef.loads(raw) if raw else None
+
+    async def put_ref(self, contact: str, question_id: str, ref: QuestionRef) -> None:
+        await self.redis.set(self._ref_key(contact, question_id), ref.dumps(), ex=self.ref_ttl)
+
+    async def is_done(self, update_key: str) -> bool:
+        return bool(await self.redis.exists(f"{self.base}update:{update_key}"))
+
+    async def mark_done(self, update_key: str) -> None:
+        await self.redis.set(f"{self.base}update:{update_key}", b"1", ex=UPDATE_MARK_TTL_SECONDS)
