@@ -373,6 +373,7 @@ class SurveyService:
             invitation = await self._active_invitation(session, contacts)
             language = invitation.language if invitation else self.settings.default_language
             say: list[tuple[str, list[tuple[str, str]]]] = []
+            follow_up: Prompt | None = None
             if name == "help":
                 say.append((gettext(language, HELP), []))
             elif name == "privacy":
@@ -413,16 +414,8 @@ class SurveyService:
                     invitation.language = arg
                     invitation.state = {**invitation.state, "lang": arg}
                 say.append((gettext(language, "Language set to English."), []))
-                prompt = (
-                    self._engine_for(invitation).current_prompt(invitation.state)
-                    if invitation
-                    else None
-                )
-                if prompt is not None and invitation is not None:
-                    step = Step(invitation.state, [prompt])
-                    self._enqueue_step(
-                        session, invitation, step, outbox.PRIORITY_REPLY, new_id(), order_from=1
-                    )
+                if invitation is not None:
+                    follow_up = self._engine_for(invitation).current_prompt(invitation.state)
             elif name == "lang":
                 buttons = [("Tiếng Việt", "cmd:lang:vi"), ("English", "cmd:lang:en")]
                 say.append((gettext(language, "Choose a language:"), buttons))
@@ -434,6 +427,9 @@ class SurveyService:
                 outbox.enqueue(session, channel=channel, address_sealed=sealed,
                                conversation=contacts[0], payload=message.to_dict(),
                                priority=outbox.PRIORITY_REPLY, order=order, now=self.clock())  # fmt: skip
+            if follow_up is not None and invitation is not None:  # after the confirmation
+                step = Step(invitation.state, [follow_up])
+                self._enqueue_step(session, invitation, step, outbox.PRIORITY_REPLY, new_id())
             await session.commit()
         self.on_enqueue()
         return Outcome("command")
@@ -663,7 +659,9 @@ class SurveyService:
             session.add(contact)
         await session.flush()
 
-    async def _first_contact(self, session: AsyncSession, dossier: Dossier) -> DossierContact | None:
+    async def _first_contact(
+        self, session: AsyncSession, dossier: Dossier
+    ) -> DossierContact | None:
         """The best reachable channel the citizen bound: admin order, configured channels only,
         never one that refused for good or whose contact said /stop."""
         rows = list(
@@ -709,7 +707,9 @@ class SurveyService:
             # The ZNS rating template is its own survey (stars, chips, note) answered in Zalo.
             survey = self.catalog.latest(ZNS_SURVEY)
             invitation.survey_id, invitation.survey_version = survey.id, survey.version
-            invitation.state = self._engine(survey).new_state(secrets.token_hex(3), invitation.language)
+            invitation.state = self._engine(survey).new_state(
+                secrets.token_hex(3), invitation.language
+            )
             ledger.survey_id = survey.id
             invitation.reminder_due_at = None
             tracking = ZnsTracking(tracking_id=secrets.token_hex(16), invitation_id=invitation.id)
@@ -721,7 +721,10 @@ class SurveyService:
                 if dossier and dossier.procedure_id
                 else None
             )
-            params = {"agency": agency.name if agency else "", "procedure": procedure.name if procedure else ""}
+            params = {
+                "agency": agency.name if agency else "",
+                "procedure": procedure.name if procedure else "",
+            }
             message = OutboundMessage("", extra={"zns_tracking_id": tracking.tracking_id,
                                                  "zns_params": params})  # fmt: skip
             outbox.enqueue(session, channel=ZNS_CHANNEL, address_sealed=contact.address_sealed,
@@ -757,7 +760,6 @@ class SurveyService:
         step: Step,
         priority: int,
         dedup: str,
-        order_from: int = 0,
     ) -> None:
         assert invitation.address_sealed and invitation.contact_hash and invitation.channel
         capabilities = self.capabilities[invitation.channel]
@@ -769,7 +771,7 @@ class SurveyService:
                 messages.append(OutboundMessage(label, question_id=answer.question_id,
                                                 extra={"ack": True}))  # fmt: skip
         messages += [render(p, capabilities, language) for p in step.prompts]
-        for order, message in enumerate(messages, start=order_from):
+        for order, message in enumerate(messages):
             outbox.enqueue(
                 session,
                 channel=invitation.channel,

@@ -36,9 +36,7 @@ def upgrade() -> None:
         sa.Column("app_id", sa.String(length=64), nullable=False),
         sa.Column("access_sealed", sa.Text(), nullable=True),
         sa.Column("refresh_sealed", sa.Text(), nullable=True),
-        sa.Column(
-            "access_expires_at", storage.models.UTCDateTime(timezone=True), nullable=True
-        ),
+        sa.Column("access_expires_at", storage.models.UTCDateTime(timezone=True), nullable=True),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("updated_at", storage.models.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("app_id"),
