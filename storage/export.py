@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import IO, Any, Literal
 
-from sqlalchemy import Text, cast, func, literal, select
+from sqlalchemy import Text, case, cast, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 
@@ -217,23 +217,16 @@ async def response_batches(sessions: Sessions, spec: ExportSpec) -> AsyncIterato
             await _register_sqlite_hash(conn, key)
         questions = await question_ids(conn, spec.agency_id)
         yield [BASE_COLUMNS + [f"q_{q}" for q in questions]]
-        pseudonym = _keyed_hash_sql(conn, key)(Response.id).label("pseudonym")
         answer_value = func.coalesce(Answer.text, cast(Answer.value, Text))
-        # One scalar subquery a question (the unique (response_id, question_id) index answers
-        # each): cheaper than joining every answer and grouping the join back per response.
-        pivot = [
-            select(answer_value)
-            .where(Answer.response_id == Response.id, Answer.question_id == q)
-            .scalar_subquery()
-            .label(f"q{i}")
-            for i, q in enumerate(questions)
-        ]
-        stmt = (
+        # Answers pivoted by one grouped join (a sequential pass over the answer index), then
+        # the whole row sorted by this export's keyed hash: measured at 1M rows, far cheaper
+        # than one correlated lookup per question per row.
+        pivoted = (
             select(
-                pseudonym,
-                Agency.code,
-                procedure.code,
-                official.code,
+                Response.id.label("rid"),
+                Agency.code.label("agency"),
+                procedure.code.label("procedure"),
+                official.code.label("official"),
                 Response.survey_id,
                 Response.channel,
                 Response.language,
@@ -243,16 +236,23 @@ async def response_batches(sessions: Sessions, spec: ExportSpec) -> AsyncIterato
                 Response.complete,
                 Response.satisfaction,
                 Response.score18,
-                *pivot,
+                *[
+                    func.max(case((Answer.question_id == q, answer_value))).label(f"q{i}")
+                    for i, q in enumerate(questions)
+                ],
             )
             .select_from(Response)
             .join(Agency, Agency.id == Response.agency_id)
             .outerjoin(procedure, procedure.id == Response.procedure_id)
             .outerjoin(official, official.id == Response.official_id)
-            .order_by(pseudonym)
+            .outerjoin(Answer, Answer.response_id == Response.id)
+            .group_by(Response.id, Agency.code, procedure.code, official.code)
         )
         if spec.agency_id:
-            stmt = stmt.where(Response.agency_id == spec.agency_id)
+            pivoted = pivoted.where(Response.agency_id == spec.agency_id)
+        inner = pivoted.subquery()
+        pseudonym = _keyed_hash_sql(conn, key)(inner.c.rid).label("pseudonym")
+        stmt = select(pseudonym, *list(inner.c)[1:]).order_by(pseudonym)
         result = await conn.stream(stmt.execution_options(yield_per=BATCH))
         labels: dict[Any, str] = {}
         cells = _Cells()
