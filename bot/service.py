@@ -289,6 +289,14 @@ class SurveyService:
                 )
             ).scalar_one_or_none()
             if dossier is None or (dossier.token_expires_at and dossier.token_expires_at < now):
+                open_survey = await self._active_invitation(session, [contact.digest])
+                if open_survey is not None:
+                    # The same (now consumed) link opened again mid-survey: carry on, don't scold.
+                    step = self._engine_for(open_survey).step(open_survey.state, Start())
+                    self._enqueue_step(session, open_survey, step, outbox.PRIORITY_REPLY, new_id())
+                    await session.commit()
+                    self.on_enqueue()
+                    return Outcome("bound")
                 self._reply(session, channel, address, contact.digest, language,
                             "This rating link is not valid or has expired.")  # fmt: skip
                 await session.commit()

@@ -2,8 +2,8 @@
 
 Row level. Each export draws a fresh random key and replaces the response id with a keyed hash
 of it, so two exports cannot be joined row by row; the rater pseudonym never leaves the
-database. Rows come out ordered by that keyed hash, which is a shuffle the database does for us
-(no export needs all rows in Python memory) and which differs between exports. Dates are
+database. Rows come out in a fresh random order the database draws (``ORDER BY random()``), so
+no export needs all rows in Python memory and two exports cannot be aligned by position. Dates are
 coarsened to the export's period, and a text cell a spreadsheet would run as a formula is
 neutralised. Rows stream from a server-side cursor in batches, so memory stays bounded at any
 size.
@@ -15,17 +15,17 @@ with small cells and their complements suppressed.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import os
 import re
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from hashlib import blake2b
 from typing import IO, Any, Literal
 
-from sqlalchemy import Text, case, cast, func, literal, select
+from sqlalchemy import Text, case, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 
@@ -139,24 +139,6 @@ def _answer_text(raw: str | None) -> str:
 
 
 # ------------------------------------------------------------------------------ row level
-def _keyed_hash_sql(conn: AsyncConnection, key: bytes) -> Callable[[Any], Any]:
-    """SQL for the per-export keyed hash of a response id, on either database."""
-    if conn.dialect.name == "postgresql":
-        return lambda column: func.substr(func.md5(literal(key.hex()) + column), 1, 16)
-    return lambda column: func.surveybot_export_hash(column)
-
-
-async def _register_sqlite_hash(conn: AsyncConnection, key: bytes) -> None:
-    """SQLite has no keyed hash: give this connection one, closed over this export's key."""
-
-    def keyed(value: str) -> str:
-        return hashlib.blake2b(value.encode(), key=key, digest_size=8).hexdigest()
-
-    raw = await conn.get_raw_connection()
-    driver: Any = raw.driver_connection
-    await driver.create_function("surveybot_export_hash", 1, keyed, deterministic=True)
-
-
 async def question_ids(conn: AsyncConnection, agency_id: str | None) -> list[str]:
     stmt = select(Answer.question_id).distinct()
     if agency_id:
@@ -213,8 +195,6 @@ async def response_batches(sessions: Sessions, spec: ExportSpec) -> AsyncIterato
     period: Period = spec.period  # type: ignore[assignment]
     async with sessions() as session:
         conn = await session.connection()
-        if conn.dialect.name == "sqlite":
-            await _register_sqlite_hash(conn, key)
         questions = await question_ids(conn, spec.agency_id)
         yield [BASE_COLUMNS + [f"q_{q}" for q in questions]]
         answer_value = func.coalesce(Answer.text, cast(Answer.value, Text))
@@ -250,9 +230,9 @@ async def response_batches(sessions: Sessions, spec: ExportSpec) -> AsyncIterato
         )
         if spec.agency_id:
             pivoted = pivoted.where(Response.agency_id == spec.agency_id)
-        inner = pivoted.subquery()
-        pseudonym = _keyed_hash_sql(conn, key)(inner.c.rid).label("pseudonym")
-        stmt = select(pseudonym, *list(inner.c)[1:]).order_by(pseudonym)
+        # A fresh random order per export (the database's own random(), no per-row callback):
+        # two exports cannot be aligned by row position, and no order follows answering time.
+        stmt = pivoted.order_by(func.random())
         result = await conn.stream(stmt.execution_options(yield_per=BATCH))
         labels: dict[Any, str] = {}
         cells = _Cells()
@@ -274,7 +254,7 @@ async def response_batches(sessions: Sessions, spec: ExportSpec) -> AsyncIterato
                 if label is None:
                     label = labels[r[9]] = period_label(r[9], period)
                 row = [
-                    r[0],
+                    blake2b(r[0].encode(), key=key, digest_size=8).hexdigest(),
                     agency,
                     proc,
                     off,

@@ -79,22 +79,38 @@ async def enqueue_once(session: AsyncSession, **kwargs: Any) -> bool:
 
 
 async def claim(session: AsyncSession, limit: int, now: dt.datetime | None = None) -> list[Claimed]:
-    """Claim up to ``limit`` messages: the head of each conversation, replies first."""
+    """Claim up to ``limit`` messages: the head of each conversation, replies first.
+
+    Priority picks *which conversations* go first (a citizen mid-survey before a backlog of new
+    invitations); inside a conversation the oldest message always goes first, whatever its
+    priority, so a reminder and a reply can never swap places.
+    """
     now = now or utcnow()
-    rows = (
+    unsent = OutboxMessage.status.in_(("pending", "sending"))
+    order: dict[str, int] = {}
+    for conversation in (
         await session.execute(
-            select(OutboxMessage)
-            .where(OutboxMessage.status.in_(("pending", "sending")))
+            select(OutboxMessage.conversation)
+            .where(unsent)
             .order_by(OutboxMessage.priority, OutboxMessage.created_at)
             .limit(limit * 20)
         )
-    ).scalars()
+    ).scalars():
+        order.setdefault(conversation, len(order))
     heads: dict[str, OutboxMessage] = {}
-    for row in rows:
-        if row.conversation not in heads:
-            heads[row.conversation] = row
+    if order:
+        rows = (
+            await session.execute(
+                select(OutboxMessage)
+                .where(unsent, OutboxMessage.conversation.in_(list(order)))
+                .order_by(OutboxMessage.created_at)
+            )
+        ).scalars()
+        for row in rows:
+            heads.setdefault(row.conversation, row)
+    ranked = sorted(heads.values(), key=lambda row: order[row.conversation])
     claimed: list[Claimed] = []
-    for row in heads.values():
+    for row in ranked:
         if len(claimed) >= limit:
             break
         if row.available_at > now or row.address_sealed is None:
