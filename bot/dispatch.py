@@ -18,6 +18,8 @@ from storage.db import Sessions
 from storage.pseudonym import KeyRing
 
 log = logging.getLogger(__name__)
+#: How many messages of one conversation a task sends back to back before yielding its slot.
+FOLLOW_ON_LIMIT = 10
 
 
 class Dispatcher:
@@ -78,29 +80,49 @@ class Dispatcher:
                 pass
 
     async def _deliver(self, message: outbox.Claimed) -> int:
+        """Send a conversation's head, then its next due messages, in order, in one task."""
+        sent = 0
         async with self._semaphore:
-            channel = self.channels.get(message.channel)
-            try:
-                if channel is None:
-                    raise DeliveryError(f"channel {message.channel!r} is not configured")
-                address = self.keys.open(message.address_sealed)
-                raw = address.split(":", 1)[1]
-                await channel.send(raw, OutboundMessage.from_dict(message.payload))
-            except DeliveryError as exc:
-                await self._failed(
-                    message, exc.reason, exc.retry_after, exc.permanent, counted=not exc.paused
-                )
-                return 0
-            except Exception as exc:  # a bug or an unexpected transport error: retry later
-                log.warning("send failed on %s: %s", message.channel, exc.__class__.__name__)
-                await self._failed(message, exc.__class__.__name__, None, False)
-                return 0
-            async with self.sessions() as session:
-                await outbox.mark_sent(session, message.id)
-                await session.commit()
-            if message.invitation_id:
-                await self.on_delivered(message.invitation_id)
-            return 1
+            current: outbox.Claimed | None = message
+            while current is not None and sent < FOLLOW_ON_LIMIT:
+                if not await self._deliver_one(current):
+                    break
+                sent += 1
+                async with self.sessions() as session:
+                    current = await outbox.claim_next(session, current.conversation)
+            if current is not None and sent >= FOLLOW_ON_LIMIT:
+                await self._release(current)
+        return sent
+
+    async def _release(self, message: outbox.Claimed) -> None:
+        """Give back a claimed message this task will not send (fairness cap reached)."""
+        async with self.sessions() as session:
+            await outbox.release(session, message)
+            await session.commit()
+
+    async def _deliver_one(self, message: outbox.Claimed) -> bool:
+        channel = self.channels.get(message.channel)
+        try:
+            if channel is None:
+                raise DeliveryError(f"channel {message.channel!r} is not configured")
+            address = self.keys.open(message.address_sealed)
+            raw = address.split(":", 1)[1]
+            await channel.send(raw, OutboundMessage.from_dict(message.payload))
+        except DeliveryError as exc:
+            await self._failed(
+                message, exc.reason, exc.retry_after, exc.permanent, counted=not exc.paused
+            )
+            return False
+        except Exception as exc:  # a bug or an unexpected transport error: retry later
+            log.warning("send failed on %s: %s", message.channel, exc.__class__.__name__)
+            await self._failed(message, exc.__class__.__name__, None, False)
+            return False
+        async with self.sessions() as session:
+            await outbox.mark_sent(session, message.id)
+            await session.commit()
+        if message.invitation_id:
+            await self.on_delivered(message.invitation_id)
+        return True
 
     async def _failed(
         self,

@@ -113,34 +113,71 @@ async def claim(session: AsyncSession, limit: int, now: dt.datetime | None = Non
     for row in ranked:
         if len(claimed) >= limit:
             break
-        if row.available_at > now or row.address_sealed is None:
-            continue
-        result = await session.execute(
-            update(OutboxMessage)
-            .where(
-                and_(
-                    OutboxMessage.id == row.id,
-                    OutboxMessage.status == row.status,
-                    OutboxMessage.attempts == row.attempts,
-                )
-            )
-            .values(status="sending", available_at=now + LEASE, attempts=row.attempts + 1)
-            .execution_options(synchronize_session=False)
-        )
-        if result.rowcount == 1:  # type: ignore[attr-defined]
-            claimed.append(
-                Claimed(
-                    row.id,
-                    row.channel,
-                    row.address_sealed,
-                    row.payload,
-                    row.attempts + 1,
-                    row.invitation_id,
-                    row.conversation,
-                )
-            )
+        taken = await _take(session, row, now)
+        if taken is not None:
+            claimed.append(taken)
     await session.commit()
     return claimed
+
+
+async def claim_next(
+    session: AsyncSession, conversation: str, now: dt.datetime | None = None
+) -> Claimed | None:
+    """The conversation's next message, if it is due: a reply's second message (the next
+    question after an acknowledgement) goes out at once instead of waiting for the next round."""
+    now = now or utcnow()
+    row = (
+        await session.execute(
+            select(OutboxMessage)
+            .where(
+                OutboxMessage.conversation == conversation,
+                OutboxMessage.status.in_(("pending", "sending")),
+            )
+            .order_by(OutboxMessage.created_at)
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+    taken = await _take(session, row, now) if row is not None else None
+    await session.commit()
+    return taken
+
+
+async def _take(session: AsyncSession, row: OutboxMessage, now: dt.datetime) -> Claimed | None:
+    """Claim one row if it is due and nobody else took it (the conditional UPDATE decides)."""
+    if row.available_at > now or row.address_sealed is None:
+        return None
+    result = await session.execute(
+        update(OutboxMessage)
+        .where(
+            and_(
+                OutboxMessage.id == row.id,
+                OutboxMessage.status == row.status,
+                OutboxMessage.attempts == row.attempts,
+            )
+        )
+        .values(status="sending", available_at=now + LEASE, attempts=row.attempts + 1)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    return Claimed(
+        row.id,
+        row.channel,
+        row.address_sealed,
+        row.payload,
+        row.attempts + 1,
+        row.invitation_id,
+        row.conversation,
+    )
+
+
+async def release(session: AsyncSession, message: Claimed) -> None:
+    """Un-claim a message without counting the attempt: it is due again at once."""
+    await session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id == message.id, OutboxMessage.status == "sending")
+        .values(status="pending", available_at=utcnow(), attempts=message.attempts - 1)
+    )
 
 
 async def mark_sent(session: AsyncSession, message_id: str, now: dt.datetime | None = None) -> None:

@@ -172,3 +172,12 @@ async def test_claims_are_exclusive_between_dispatchers(runtime: Runtime, agency
         first = await outbox.claim(one, 50)
         second = await outbox.claim(two, 50)
     assert len(first) == 20 and second == []  # one head per conversation, claimed once
+
+
+async def test_a_conversations_messages_go_out_back_to_back_in_one_round(
+    runtime: Runtime, agency: Agency
+) -> None:
+    runtime, channel = await make_runtime(runtime)
+    await start_survey(runtime, agency, "HS-F", "uf", drain=False)
+    assert await runtime.dispatcher.run_once() == 3  # acknowledgement, intro, first question
+    assert [t[:9] for t in channel.received["uf"]] == ["Cảm ơn Ôn", "Kính chào", "Để hoàn t"]
