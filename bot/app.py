@@ -48,6 +48,8 @@ async def rating_page(request: web.Request) -> web.Response:
         .render(
             lang=normalise_language(request.headers.get("Accept-Language")),
             telegram_url=f"https://t.me/{bot}?start={token}" if bot else None,
+            zalo_url=f"https://zalo.me/{oa}" if (oa := runtime.settings.zalo_oa_id) else None,
+            zalo_code=f"#{token}",
             simulator_url=f"/simulator?token={token}",  # relative: right behind any proxy host
             qr_url=f"/r/{token}/qr.svg",
         )

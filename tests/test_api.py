@@ -241,3 +241,19 @@ class _Resp:
         self.data = data
         self.content_type = content_type
         self.headers: dict[str, str] = {}
+
+
+async def test_rating_page_offers_zalo_when_an_official_account_is_configured(
+    client: Client, runtime: Runtime, api_key: str
+) -> None:
+    token = (
+        await (
+            await client.post(
+                "/api/v1/dossiers", headers=auth(api_key), json={"dossier_code": "HS-Z"}
+            )
+        ).json()
+    )["rating_token"]
+    assert "zalo.me" not in await (await client.get(f"/r/{token}")).text()
+    runtime.settings.zalo_oa_id = "579745863508352884"
+    page = await (await client.get(f"/r/{token}")).text()
+    assert "https://zalo.me/579745863508352884" in page and f"#{token}" in page

@@ -133,15 +133,21 @@ async def test_lang_switches_the_open_question_to_english(runtime: Runtime, agen
     assert "What we hold" in texts(runtime, session)[-1]
 
 
-async def test_reopening_the_link_mid_survey_reshows_the_current_question(runtime: Runtime, agency: Agency) -> None:
+async def test_reopening_the_link_mid_survey_reshows_the_current_question(
+    runtime: Runtime, agency: Agency
+) -> None:
     session = runtime.web.open_session()
     reg = await runtime.service.register_dossier(agency, DossierRegistration(dossier_code="HS-7"))
     await runtime.service.bind(reg.rating_token, "web", session, "vi")
-    await runtime.service.report_results(agency, ResultBatch(results=[ResultReport(dossier_code="HS-7", returned_at=today())]))
+    await runtime.service.report_results(
+        agency, ResultBatch(results=[ResultReport(dossier_code="HS-7", returned_at=today())])
+    )
     await runtime.service.handle("web", session, Reply("1"))
     outcome = await runtime.service.bind(reg.rating_token, "web", session, "vi")
     await runtime.dispatcher.drain()
     assert outcome.kind == "bound"
     assert texts(runtime, session)[-1].startswith("Ông/Bà đã phải liên hệ với bao nhiêu cơ quan")
     stranger = runtime.web.open_session()
-    assert (await runtime.service.bind(reg.rating_token, "web", stranger, "vi")).kind == "invalid_link"
+    assert (
+        await runtime.service.bind(reg.rating_token, "web", stranger, "vi")
+    ).kind == "invalid_link"
