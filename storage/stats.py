@@ -20,7 +20,7 @@ import datetime as dt
 import json
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -136,11 +136,15 @@ class Cell:
         self.scored += other.scored
 
 
-def suppress(cells: Sequence[Cell], k: int) -> None:
-    """Primary then complementary suppression within each parent group (in place)."""
+def suppress(cells: Sequence[Cell], k: int, k_cell: Callable[[Cell], int] | None = None) -> None:
+    """Primary then complementary suppression within each parent group (in place).
+
+    ``k_cell`` raises the threshold of particular cells (one whose responses all rate a single
+    official is that official's cell in disguise, so it needs the official's k).
+    """
     groups: dict[str, list[Cell]] = defaultdict(list)
     for cell in cells:
-        if cell.responses < k:
+        if cell.responses < (k_cell(cell) if k_cell else k):
             cell.suppressed = "small"
         groups[cell.parent].append(cell)
     for members in groups.values():
@@ -192,6 +196,29 @@ def period_label(day: dt.date, period: Period) -> str:
     if period == "quarter":
         return f"{day.year}-Q{(day.month - 1) // 3 + 1}"
     return str(day.year)
+
+
+async def single_official_agencies(sessions: Sessions) -> tuple[set[str], bool]:
+    """Agencies (by code) whose every response rates one and the same official, and whether the
+    whole deployment is like that. Any figure about such an agency is a figure about that one
+    official, so it is held to the official's k, not the group's."""
+    async with sessions() as session:
+        rows = list(
+            await session.execute(
+                select(
+                    Agency.code,
+                    func.count(func.distinct(Response.official_id)).label("officials"),
+                    func.count(Response.official_id).label("assigned"),
+                    func.count().label("responses"),
+                    func.min(Response.official_id).label("official"),
+                )
+                .join(Agency, Agency.id == Response.agency_id)
+                .group_by(Agency.code)
+            )
+        )
+    single = {r.code for r in rows if r.officials == 1 and r.assigned == r.responses}
+    everywhere = bool(rows) and len(single) == len(rows) and len({r.official for r in rows}) == 1
+    return single, everywhere
 
 
 async def agency_names(sessions: Sessions) -> dict[str, tuple[str, str]]:
@@ -256,7 +283,13 @@ async def unit_cells(
     for cell in result:
         cell.bands = thresholds.bands_766
     k = thresholds.k_for(level)
-    suppress(result, k)
+    single, _ = await single_official_agencies(sessions)
+
+    def k_cell(cell: Cell) -> int:
+        agency = cell.key if level == "agency" else cell.parent
+        return max(k, thresholds.k_official) if agency in single else k
+
+    suppress(result, k, k_cell)
     if level == "period":
         return sorted(result, key=lambda c: (c.parent, c.key))
     return rank(result, k)
@@ -299,6 +332,10 @@ async def overview(
     levels, classes = dict(levels), dict(classes)
     total.bands = thresholds.bands_766
     k = thresholds.k_group
+    single, everywhere = await single_official_agencies(sessions)
+    agency_code = (await agency_names(sessions)).get(agency_id or "", ("", ""))[0]
+    if everywhere or (agency_id is not None and agency_code in single):
+        k = max(k, thresholds.k_official)  # this total is one official's total
     if total.responses < k:
         total.suppressed = "small"
         levels, classes = {}, {}

@@ -32,7 +32,7 @@ def _csv(data: bytes) -> list[dict[str, str]]:
 
 @pytest.fixture
 async def seeded(runtime: Runtime, agency: Agency) -> Agency:
-    await add_agency(runtime, "ubnd-khac", "UBND khác", ["CB09"])
+    await add_agency(runtime, "ubnd-khac", "UBND khác", ["CB09", "CB10"])
     await seed(
         runtime,
         "ubnd-test",
@@ -42,7 +42,10 @@ async def seeded(runtime: Runtime, agency: Agency) -> Agency:
             Batch(12, "CB02", satisfaction=4, comment="Cán bộ nhiệt tình"),
         ],
     )
-    await seed(runtime, "ubnd-khac", [Batch(6, "CB09", satisfaction=2)])
+    # Two officials: six ratings of one official would be held to the official's k (10).
+    await seed(
+        runtime, "ubnd-khac", [Batch(3, "CB09", satisfaction=2), Batch(3, "CB10", satisfaction=2)]
+    )
     return agency
 
 

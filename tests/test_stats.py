@@ -125,3 +125,25 @@ async def test_coverage_counts_reported_sent_delivered_answered(
     assert rows[("ubnd-test", "zalo_oa")].answered == 0
     assert rows[("ubnd-test", "")].reported == 2
     assert total.response_rate == pytest.approx(100 * 2 / 6)
+
+
+async def test_an_agency_whose_ratings_all_rate_one_official_is_held_to_the_officials_k(
+    runtime: Runtime, agency: Agency
+) -> None:
+    """Otherwise its total (k = 5) would publish the hidden official's 7 ratings (k = 10)."""
+    await add_agency(runtime, "ubnd-mot", "UBND một cán bộ", ["CB07"])
+    await seed(runtime, "ubnd-mot", [Batch(7, "CB07", satisfaction=5)])
+    await seed(runtime, "ubnd-test", [Batch(7, "CB01", satisfaction=5), Batch(6, "CB02")])
+    thresholds = Thresholds()
+    agencies = {c.key: c for c in await stats.unit_cells(runtime.sessions, "agency", thresholds)}
+    assert agencies["ubnd-mot"].suppressed == "small" and agencies["ubnd-mot"].rate is None
+    # 13 ratings over two officials are a group (k = 5): hidden only as ubnd-mot's complement.
+    assert agencies["ubnd-test"].suppressed == "complementary"
+    mot = await stats.agency_names(runtime.sessions)
+    mot_id = next(i for i, (code, _) in mot.items() if code == "ubnd-mot")
+    procedures = await stats.unit_cells(runtime.sessions, "procedure", thresholds, mot_id)
+    assert all(not c.shown for c in procedures)
+    periods = await stats.unit_cells(runtime.sessions, "period", thresholds, mot_id)
+    assert all(not c.shown for c in periods)
+    view = await stats.overview(runtime.sessions, thresholds, mot_id)
+    assert view.total.suppressed == "small" and view.levels == {}
