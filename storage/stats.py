@@ -202,21 +202,21 @@ async def single_official_agencies(sessions: Sessions) -> tuple[set[str], bool]:
     """Agencies (by code) whose every response rates one and the same official, and whether the
     whole deployment is like that. Any figure about such an agency is a figure about that one
     official, so it is held to the official's k, not the group's."""
+    names = await agency_names(sessions)
     async with sessions() as session:
+        # Grouped on the plain column (ix_response_stats_official covers it); named afterwards.
         rows = list(
             await session.execute(
                 select(
-                    Agency.code,
+                    Response.agency_id,
                     func.count(func.distinct(Response.official_id)).label("officials"),
                     func.count(Response.official_id).label("assigned"),
                     func.count().label("responses"),
                     func.min(Response.official_id).label("official"),
-                )
-                .join(Agency, Agency.id == Response.agency_id)
-                .group_by(Agency.code)
+                ).group_by(Response.agency_id)
             )
         )
-    single = {r.code for r in rows if r.officials == 1 and r.assigned == r.responses}
+    single = {names[r.agency_id][0] for r in rows if r.officials == 1 and r.assigned == r.responses}
     everywhere = bool(rows) and len(single) == len(rows) and len({r.official for r in rows}) == 1
     return single, everywhere
 
