@@ -1,12 +1,17 @@
-"""Small helpers shared by tests: drive a web-simulator conversation to its end."""
+"""Helpers shared by tests: drive a simulator conversation; dump every store for the
+confidentiality checks."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from aiohttp.test_utils import TestClient
+from redis.asyncio import Redis
+from sqlalchemy import select
 
 from bot.runtime import Runtime
+from storage.models import Base
+from tests.conftest import REDIS_URL
 
 
 async def simulator_messages(
@@ -47,3 +52,36 @@ async def answer_with_first_buttons(
         response = await client.post("/simulator/api/send", json=body)
         assert response.status == 202, await response.text()
     return seen
+
+
+async def dump_database(runtime: Runtime) -> str:
+    parts: list[str] = []
+    async with runtime.sessions() as session:
+        for table in Base.metadata.sorted_tables:
+            for row in (await session.execute(select(table))).all():
+                parts.append(f"{table.name}: {tuple(row)!r}")
+    return "\n".join(parts)
+
+
+async def dump_redis(prefix: str) -> str:
+    client = Redis.from_url(REDIS_URL)
+    parts: list[str] = []
+    async for key in client.scan_iter(match=f"{prefix}*"):
+        raw_kind = await client.type(key)
+        kind = raw_kind.decode() if isinstance(raw_kind, bytes) else str(raw_kind)
+        value: Any
+        if kind == "string":
+            value = await client.get(key)
+        elif kind == "hash":
+            value = await client.hgetall(key)
+        elif kind == "list":
+            value = await client.lrange(key, 0, -1)
+        elif kind == "set":
+            value = await client.smembers(key)
+        elif kind == "zset":
+            value = await client.zrange(key, 0, -1, withscores=True)
+        else:
+            value = kind
+        parts.append(f"{key!r} = {value!r}")
+    await client.aclose()
+    return "\n".join(parts)

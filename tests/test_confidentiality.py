@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from redis.asyncio import Redis
 from sqlalchemy import select
 
 from bot.app import create_app
@@ -19,47 +18,13 @@ from bot.http_errors import RouteAccessLogger
 from bot.runtime import Runtime
 from storage import export
 from storage.coordination import RedisCoordinator
-from storage.models import Base
-from tests.conftest import REDIS_URL, today
-from tests.helpers import answer_with_first_buttons
+from tests.conftest import today
+from tests.helpers import answer_with_first_buttons, dump_database, dump_redis
 
 DOSSIER_CODE = "000.00.12.H29-261120-0042"
 PHONE = "0912345678"
 CCCD = "001203004567"
 EMAIL = "nguyen.van.a@example.vn"
-
-
-async def dump_database(runtime: Runtime) -> str:
-    parts: list[str] = []
-    async with runtime.sessions() as session:
-        for table in Base.metadata.sorted_tables:
-            for row in (await session.execute(select(table))).all():
-                parts.append(f"{table.name}: {tuple(row)!r}")
-    return "\n".join(parts)
-
-
-async def dump_redis(prefix: str) -> str:
-    client = Redis.from_url(REDIS_URL)
-    parts: list[str] = []
-    async for key in client.scan_iter(match=f"{prefix}*"):
-        raw_kind = await client.type(key)
-        kind = raw_kind.decode() if isinstance(raw_kind, bytes) else str(raw_kind)
-        value: Any
-        if kind == "string":
-            value = await client.get(key)
-        elif kind == "hash":
-            value = await client.hgetall(key)
-        elif kind == "list":
-            value = await client.lrange(key, 0, -1)
-        elif kind == "set":
-            value = await client.smembers(key)
-        elif kind == "zset":
-            value = await client.zrange(key, 0, -1, withscores=True)
-        else:
-            value = kind
-        parts.append(f"{key!r} = {value!r}")
-    await client.aclose()
-    return "\n".join(parts)
 
 
 async def test_no_raw_identifier_anywhere(

@@ -33,7 +33,7 @@ from storage.models import Answer, Base, OptOut, OutboxMessage, Response, Survey
 from storage.pseudonym import KeyRing
 from tests.conftest import REDIS_URL, _truncate, make_settings, today
 from tests.emulators.telegram import ChatMessage, TelegramEmulator
-from tests.test_confidentiality import dump_database, dump_redis
+from tests.helpers import dump_database, dump_redis
 
 os.environ.setdefault("PTB_TIMEDELTA", "true")
 

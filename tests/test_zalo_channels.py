@@ -41,7 +41,7 @@ from storage.models import (
 from storage.pseudonym import KeyRing
 from tests.conftest import REDIS_URL, _truncate, make_settings, today
 from tests.emulators.zalo import CS_WINDOW_MS, ZaloEmulator, sign_event
-from tests.test_confidentiality import dump_database, dump_redis
+from tests.helpers import dump_database, dump_redis
 
 BOT_SECRET = "bot-webhook-secret-1"
 START_MS = 1_793_000_000_000  # a fixed instant (Nov 2026), daytime in Vietnam
