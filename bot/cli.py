@@ -22,7 +22,7 @@ from bot.app import create_app
 from bot.dashboard import auth as dashboard_auth
 from bot.flows.definition import SurveyDefinitionError, builtin_catalog, load_definition
 from bot.flows.engine import Reply, Start, SurveyEngine
-from bot.flows.scoring import five_bands, score_mot_cua
+from bot.flows.scoring import score_mot_cua
 from bot.http_errors import RouteAccessLogger
 from bot.runtime import Runtime
 from bot.service import ServiceError
@@ -244,10 +244,7 @@ async def _seed_history(runtime: Runtime, session: Any, agency: Agency, count: i
     )
     procedures = (await session.execute(select(Procedure))).scalars().all()
     definition = runtime.catalog.latest("mot-cua")
-    s = runtime.settings
-    bands = five_bands(
-        s.band_mot_cua_xuat_sac, s.band_mot_cua_tot, s.band_mot_cua_kha, s.band_mot_cua_trung_binh
-    )
+    bands = runtime.service.bands
     today = dt.date.today()
     for _ in range(count):
         official = rng.choice(officials[:2]) if rng.random() < 0.94 else officials[2]

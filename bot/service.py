@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.adapters.base import Capabilities, OutboundMessage, render
 from bot.flows.definition import SurveyCatalog, SurveyDefinition
 from bot.flows.engine import AnswerEvent, Input, Prompt, Start, Step, SurveyEngine
-from bot.flows.scoring import five_bands, score_mot_cua
+from bot.flows.scoring import score_mot_cua
 from bot.i18n import gettext, normalise_language
 from bot.schemas import (
     DossierRegistration,
@@ -55,6 +55,7 @@ from storage.models import (
     utcnow,
 )
 from storage.pseudonym import KeyRing, new_token, normalise_identifier, token_digest
+from storage.stats import Thresholds
 
 log = logging.getLogger(__name__)
 ACTIVE = ("sent", "in_progress")
@@ -100,12 +101,7 @@ class SurveyService:
         self.coordinator = coordinator
         self.capabilities = capabilities
         self.clock = clock
-        self.bands = five_bands(
-            settings.band_mot_cua_xuat_sac,
-            settings.band_mot_cua_tot,
-            settings.band_mot_cua_kha,
-            settings.band_mot_cua_trung_binh,
-        )
+        self.bands = Thresholds.from_settings(settings).bands_mot_cua
         #: Called after a commit that enqueued messages, to wake the dispatcher early.
         self.on_enqueue: Callable[[], None] = lambda: None
 
