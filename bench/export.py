@@ -4,10 +4,10 @@ Generates responses (with their answers) straight into a SQLite file under ``var
 ``executemany`` (not the ORM), then measures, each in a fresh subprocess so peak memory
 (``ru_maxrss``) belongs to that step alone:
 
-* ``plain``: the same rows (responses joined to codes, answers pivoted) dumped with sqlite3
-  and ``csv.writer``: the floor any export is compared with;
+* ``plain``: the same rows (responses joined to codes, with their answer cells) dumped with
+  sqlite3 and ``csv.writer``: the floor any export is compared with;
 * ``export``: the real anonymised export (``storage.export.write_export``: keyed-hash re-keying,
-  shuffle by keyed hash in SQL, period coarsening, formula neutralisation, async streaming);
+  a fresh random order in SQL, period coarsening, formula neutralisation, async streaming);
 * ``aggregates``: agency, official, procedure and monthly cells, criteria and the overview.
 
 Prints the figures, records them in docs/benchmarks.md, and ends with one JSON line.
@@ -78,26 +78,21 @@ def generate(path: Path, rows: int, seed: int = 5) -> None:
             criteria = f'{{"1": 2, "3": {c3}, "7": {c7}}}'
             cls = "Xuất sắc" if total >= 15 else "Tốt" if total >= 12 else "Khá"
             day = (start + dt.timedelta(days=rng.randrange(365))).isoformat()
+            mood = overall[(5 - level) // 2 if level < 5 else 0]
+            cells = json.dumps({"c3": str(c3), "c7": str(c7), "overall": json.loads(mood)})
             responses.append(
                 (rid, official[1], official[0], procedures[rng.randrange(40)][0], "mot-cua", 1,
-                 "telegram", "vi", day, uuid.uuid4().hex * 2, "k1", 1, level, criteria, total, cls)
+                 "telegram", "vi", day, uuid.uuid4().hex * 2, "k1", 1, level, criteria, total, cls,
+                 cells)
             )  # fmt: skip
             answers.append((uuid.uuid4().hex, rid, "c3", f'"{c3}"', c3, None))
             answers.append((uuid.uuid4().hex, rid, "c7", f'"{c7}"', c7, None))
-            answers.append(
-                (
-                    uuid.uuid4().hex,
-                    rid,
-                    "overall",
-                    overall[(5 - level) // 2 if level < 5 else 0],
-                    None,
-                    None,
-                )
-            )
+            answers.append((uuid.uuid4().hex, rid, "overall", mood, None, None))
         conn.executemany(
             "INSERT INTO response (id, agency_id, official_id, procedure_id, survey_id, "
             "survey_version, channel, language, answered_on, rater_hash, rater_key_id, complete, "
-            "satisfaction, criteria, score18, classification) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "satisfaction, criteria, score18, classification, answers) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             responses,
         )
         conn.executemany(
@@ -111,18 +106,15 @@ def generate(path: Path, rows: int, seed: int = 5) -> None:
 
 # ------------------------------------------------------------------------------ measured steps
 def step_plain(db: Path, out: Path) -> int:
-    """The floor: the same joined, pivoted rows written by sqlite3 and csv.writer."""
+    """The floor: the same rows (codes joined, answer cells picked out of the response's
+    answers) written by sqlite3 and csv.writer, in storage order, with nothing anonymised."""
     conn = sqlite3.connect(db)
-    pivot = ", ".join(
-        f"MAX(CASE WHEN a.question_id = '{q}' THEN COALESCE(a.text, a.value) END)"
-        for q in QUESTIONS
-    )
+    cells = ", ".join(f"json_extract(r.answers, '$.{q}')" for q in QUESTIONS)
     cursor = conn.execute(
         "SELECT r.id, g.code, p.code, o.code, r.survey_id, r.survey_version, r.answered_on, "
         "r.channel, r.language, r.complete, r.satisfaction, r.score18, r.classification, "
-        f"{pivot} FROM response r JOIN agency g ON g.id = r.agency_id "
-        "LEFT JOIN procedure p ON p.id = r.procedure_id LEFT JOIN official o ON o.id = r.official_id "
-        "LEFT JOIN answer a ON a.response_id = r.id GROUP BY r.id"
+        f"{cells} FROM response r LEFT JOIN agency g ON g.id = r.agency_id "
+        "LEFT JOIN procedure p ON p.id = r.procedure_id LEFT JOIN official o ON o.id = r.official_id"
     )
     count = 0
     with out.open("w", newline="", encoding="utf-8") as handle:

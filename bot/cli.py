@@ -29,7 +29,7 @@ from bot.service import ServiceError
 from settings import Settings, SettingsError, load_settings
 from storage import audit, export
 from storage.migrate import upgrade
-from storage.models import Agency, Answer, Official, Procedure, Response, new_id
+from storage.models import Agency, Official, Procedure, Response, new_id
 from storage.pseudonym import KeyError_, KeyRing
 from storage.stats import Thresholds
 
@@ -262,14 +262,7 @@ async def _seed_history(runtime: Runtime, session: Any, agency: Agency, count: i
             if question.type == "text":
                 continue
             option = rng.choices(question.options, weights=[6, 3, 1][: len(question.options)])[0]
-            session.add(
-                Answer(
-                    response_id=response.id,
-                    question_id=question.id,
-                    value=option.value,
-                    points=option.points,
-                )
-            )
+            session.add(response.record_answer(question.id, option.value, option.points))
             if question.criterion:
                 points[question.criterion] = option.points
             if option.satisfaction:

@@ -825,26 +825,23 @@ class SurveyService:
             session.add(response)
             invitation.response_id = response.id
             await session.flush()
+        else:
+            found = await session.get(Response, invitation.response_id)
+            if found is None:  # erased by the citizen between two answers
+                return
+            response = found
         for answer in answers:
             await session.execute(
                 delete(Answer).where(
-                    Answer.response_id == invitation.response_id,
+                    Answer.response_id == response.id,
                     Answer.question_id == answer.question_id,
                 )
             )
             session.add(
-                Answer(
-                    response_id=invitation.response_id,
-                    question_id=answer.question_id,
-                    value=answer.value,
-                    points=answer.points,
-                    text=answer.text,
-                )
+                response.record_answer(answer.question_id, answer.value, answer.points, answer.text)
             )
             if answer.satisfaction is not None:
-                current = await session.get(Response, invitation.response_id)
-                if current is not None:
-                    current.satisfaction = answer.satisfaction
+                response.satisfaction = answer.satisfaction
 
     async def _finalize(self, session: AsyncSession, invitation: Invitation, reason: str) -> None:
         """Close a survey: score what was answered, then delete every operational trace."""

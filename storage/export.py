@@ -15,19 +15,19 @@ with small cells and their complements suppressed.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 import os
 import re
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from hashlib import blake2b
 from typing import IO, Any, Literal
 
-from sqlalchemy import Text, case, cast, func, select
+from sqlalchemy import Integer, String, Text, cast, func, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.orm import aliased
 
 from storage import stats
 from storage.db import Sessions
@@ -123,21 +123,6 @@ def neutralise(value: Any) -> Any:
     return value
 
 
-def _answer_text(raw: str | None) -> str:
-    """A stored answer (free text, or the JSON text of an option value) as one cell."""
-    if raw is None or raw == "null":
-        return ""
-    if raw.startswith('"') and raw.endswith('"') and "\\" not in raw:
-        return raw[1:-1]
-    if raw.startswith(('"', "[", "{")):
-        try:
-            value = json.loads(raw)
-        except ValueError:
-            return raw
-        return "|".join(map(str, value)) if isinstance(value, list) else str(value)
-    return raw
-
-
 # ------------------------------------------------------------------------------ row level
 async def question_ids(conn: AsyncConnection, agency_id: str | None) -> list[str]:
     stmt = select(Answer.question_id).distinct()
@@ -148,130 +133,146 @@ async def question_ids(conn: AsyncConnection, agency_id: str | None) -> list[str
     return sorted(q for (q,) in await conn.execute(stmt))
 
 
+async def _codes(
+    conn: AsyncConnection, model: type[Agency | Official | Procedure]
+) -> dict[Any, str]:
+    """Id → neutralised code of a reference table (small: one entry per unit, not per row)."""
+    codes: dict[Any, str] = {None: ""}
+    for key, code in await conn.execute(select(model.id, model.code)):
+        codes[key] = neutralise(code)
+    return codes
+
+
 async def response_table(sessions: Sessions, spec: ExportSpec) -> AsyncIterator[list[Any]]:
-    """Yield the header, then every anonymised row, in keyed-hash (shuffled) order."""
+    """Yield the header, then every anonymised row, in a fresh random order."""
     async for batch in response_batches(sessions, spec):
         for row in batch:
             yield row
 
 
-#: Distinct cell values one export remembers (codes, channels, option answers): enough for every
+#: Distinct values one memo keeps (survey ids, channels, days, answer sets): enough for every
 #: low-cardinality column, small enough that free-text answers cannot grow it without bound.
 CELL_CACHE = 20_000
 
 
-class _Cells:
-    """Per-export memo of the cleaned form of a text cell (it repeats across a million rows)."""
+class _Memo(dict[Any, Any]):
+    """A bounded per-export memo of a cleaning function: a hit costs one dict lookup, and at a
+    million rows the per-row cost in Python decides how long an export takes."""
 
-    __slots__ = ("answers", "plain")
+    def __init__(self, clean: Callable[[Any], Any]) -> None:
+        super().__init__()
+        self.clean = clean
 
-    def __init__(self) -> None:
-        self.plain: dict[Any, Any] = {None: ""}
-        self.answers: dict[Any, Any] = {None: ""}
-
-    def plain_cell(self, value: Any) -> Any:
-        cleaned = neutralise(value)
-        if len(self.plain) < CELL_CACHE:
-            self.plain[value] = cleaned
+    def __missing__(self, raw: Any) -> Any:
+        cleaned = self.clean(raw)
+        if len(self) < CELL_CACHE:
+            self[raw] = cleaned
         return cleaned
 
-    def answer_cell(self, value: Any) -> Any:
-        cleaned = neutralise(_answer_text(value))
-        if len(self.answers) < CELL_CACHE:
-            self.answers[value] = cleaned
-        return cleaned
+
+def _text_cell(raw: Any) -> Any:
+    return "" if raw is None else neutralise(raw)
+
+
+def _day_cells(period: Period) -> Callable[[Any], str]:
+    def label(raw: Any) -> str:
+        return period_label(raw if isinstance(raw, dt.date) else dt.date.fromisoformat(raw), period)
+
+    return label
+
+
+def _answer_cells(questions: list[str]) -> Callable[[Any], tuple[str, ...]]:
+    def cells(raw: Any) -> tuple[str, ...]:
+        """A response's stored answers (JSON text of {question: cell}) in header order."""
+        found = json.loads(raw) if isinstance(raw, str | bytes) else raw or {}
+        return tuple(neutralise(found.get(q, "")) for q in questions)
+
+    return cells
 
 
 async def response_batches(sessions: Sessions, spec: ExportSpec) -> AsyncIterator[list[list[Any]]]:
     """The header (a batch of one row), then anonymised rows, one batch per database fetch.
 
-    At a million rows the per-row cost in Python, not the database, decides how long an export
-    takes, so each batch is built by one tight loop over plain tuples, and text cells (codes,
-    channels, option answers) are cleaned once per distinct value.
+    The rows come from the response table alone: its answers are kept there as export cells and
+    the codes of agencies, officials and procedures are looked up in memory, so the database does
+    one scan and the random sort.
     """
-    key = os.urandom(32)
-    official = aliased(Official)
-    procedure = aliased(Procedure)
     period: Period = spec.period  # type: ignore[assignment]
+    # Keyed once; each row hashes a copy (the key block is not compressed again per row).
+    keyed = blake2b(key=os.urandom(32), digest_size=8)
     async with sessions() as session:
         conn = await session.connection()
         questions = await question_ids(conn, spec.agency_id)
+        agencies = await _codes(conn, Agency)
+        officials = await _codes(conn, Official)
+        procedures = await _codes(conn, Procedure)
         yield [BASE_COLUMNS + [f"q_{q}" for q in questions]]
-        answer_value = func.coalesce(Answer.text, cast(Answer.value, Text))
-        # Answers pivoted by one grouped join (a sequential pass over the answer index), then
-        # the whole row sorted by this export's keyed hash: measured at 1M rows, far cheaper
-        # than one correlated lookup per question per row.
-        pivoted = (
-            select(
-                Response.id.label("rid"),
-                Agency.code.label("agency"),
-                procedure.code.label("procedure"),
-                official.code.label("official"),
-                Response.survey_id,
-                Response.channel,
-                Response.language,
-                Response.classification,
-                Response.survey_version,
-                Response.answered_on,
-                Response.complete,
-                Response.satisfaction,
-                Response.score18,
-                *[
-                    func.max(case((Answer.question_id == q, answer_value))).label(f"q{i}")
-                    for i, q in enumerate(questions)
-                ],
-            )
-            .select_from(Response)
-            .join(Agency, Agency.id == Response.agency_id)
-            .outerjoin(procedure, procedure.id == Response.procedure_id)
-            .outerjoin(official, official.id == Response.official_id)
-            .outerjoin(Answer, Answer.response_id == Response.id)
-            .group_by(Response.id, Agency.code, procedure.code, official.code)
+        # Raw column values, with no per-row type conversion: they are only ever memo keys
+        # (the answers as JSON text: the PostgreSQL driver would otherwise decode every row).
+        stmt = select(
+            Response.id,
+            Response.agency_id,
+            Response.procedure_id,
+            Response.official_id,
+            Response.survey_id,
+            Response.survey_version,
+            type_coerce(Response.answered_on, String),
+            Response.channel,
+            Response.language,
+            type_coerce(Response.complete, Integer),
+            Response.satisfaction,
+            Response.score18,
+            Response.classification,
+            cast(Response.answers, Text),
         )
         if spec.agency_id:
-            pivoted = pivoted.where(Response.agency_id == spec.agency_id)
+            stmt = stmt.where(Response.agency_id == spec.agency_id)
         # A fresh random order per export (the database's own random(), no per-row callback):
         # two exports cannot be aligned by row position, and no order follows answering time.
-        stmt = pivoted.order_by(func.random())
+        stmt = stmt.order_by(func.random())
         result = await conn.stream(stmt.execution_options(yield_per=BATCH))
-        labels: dict[Any, str] = {}
-        cells = _Cells()
-        plain, plain_cell = cells.plain, cells.plain_cell
-        answers, answer_cell = cells.answers, cells.answer_cell
-        missing = object()
+        text = _Memo(_text_cell)
+        days = _Memo(_day_cells(period))
+        answers = _Memo(_answer_cells(questions))
         async for batch in result.partitions(BATCH):
             rows: list[list[Any]] = []
-            for r in batch:
-                # r: pseudonym, 7 text columns, version, day, complete, satisfaction, score, answers
-                text = [plain.get(v, missing) for v in r[1:8]]
-                if missing in text:
-                    text = [
-                        plain_cell(v) if t is missing else t
-                        for v, t in zip(r[1:8], text, strict=True)
+            append = rows.append
+            for (
+                rid,
+                agency,
+                proc,
+                off,
+                survey,
+                version,
+                day,
+                channel,
+                language,
+                complete,
+                level,
+                score,
+                grade,
+                cells,
+            ) in batch:
+                hashed = keyed.copy()
+                hashed.update(rid.encode())
+                append(
+                    [
+                        hashed.hexdigest(),
+                        agencies.get(agency, ""),
+                        procedures.get(proc, ""),
+                        officials.get(off, ""),
+                        text[survey],
+                        version,
+                        days[day],
+                        text[channel],
+                        text[language],
+                        int(complete),
+                        "" if level is None else level,
+                        "" if score is None else score,
+                        text[grade],
+                        *answers[cells],
                     ]
-                agency, proc, off, survey, channel, language, classification = text
-                label = labels.get(r[9])
-                if label is None:
-                    label = labels[r[9]] = period_label(r[9], period)
-                row = [
-                    blake2b(r[0].encode(), key=key, digest_size=8).hexdigest(),
-                    agency,
-                    proc,
-                    off,
-                    survey,
-                    r[8],
-                    label,
-                    channel,
-                    language,
-                    int(r[10]),
-                    "" if r[11] is None else r[11],
-                    "" if r[12] is None else r[12],
-                    classification,
-                ]
-                for v in r[13:]:
-                    a = answers.get(v, missing)
-                    row.append(answer_cell(v) if a is missing else a)
-                rows.append(row)
+                )
             yield rows
 
 

@@ -234,6 +234,34 @@ class Response(Base):
     criteria: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     score18: Mapped[float | None] = mapped_column()
     classification: Mapped[str | None] = mapped_column(String(24))
+    #: Each answer as the one cell an export shows ({question id: text}), kept beside the answer
+    #: rows by ``record_answer``: a row-level export then reads this table alone, with no pivot
+    #: of the answer table (which cost most of a million-row export; docs/benchmarks.md).
+    answers: Mapped[dict[str, str] | None] = mapped_column(JSON)
+
+    def record_answer(
+        self, question_id: str, value: Any, points: int | None = None, text: str | None = None
+    ) -> Answer:
+        """The new answer row, with this response's export cell set to match.
+
+        The only way answers are written, so the answer rows and the ``answers`` cells cannot
+        disagree; a re-answered question replaces its cell (the caller deletes the old row).
+        """
+        self.answers = {**(self.answers or {}), question_id: answer_cell(value, text)}
+        return Answer(
+            response_id=self.id, question_id=question_id, value=value, points=points, text=text
+        )
+
+
+def answer_cell(value: Any, text: str | None) -> str:
+    """One answer as a single text cell: the free text, or the option value(s), "|"-joined."""
+    if text is not None:
+        return text
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return "|".join(map(str, value))
+    return str(value)
 
 
 class Answer(Base):

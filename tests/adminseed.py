@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from bot.runtime import Runtime
-from storage.models import Agency, Answer, Official, Procedure, Response, SurveyLedger
+from storage.models import Agency, Official, Procedure, Response, SurveyLedger
 
 
 @dataclass(frozen=True)
@@ -71,20 +71,9 @@ async def seed(runtime: Runtime, agency_code: str, batches: Sequence[Batch]) -> 
                 )
                 session.add(response)
                 await session.flush()
-                session.add(
-                    Answer(
-                        response_id=response.id, question_id="c3", value="mot_lan", points=points
-                    )
-                )
+                session.add(response.record_answer("c3", "mot_lan", points))
                 if batch.comment is not None:
-                    session.add(
-                        Answer(
-                            response_id=response.id,
-                            question_id="comment",
-                            value=None,
-                            text=batch.comment,
-                        )
-                    )
+                    session.add(response.record_answer("comment", None, text=batch.comment))
                 session.add(
                     SurveyLedger(
                         agency_id=agency.id,

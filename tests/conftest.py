@@ -12,6 +12,7 @@ import datetime as dt
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,15 @@ def keyring() -> KeyRing:
 @pytest.fixture(scope="session")
 def pg_database() -> Iterator[str]:
     """A fresh PostgreSQL database for this session, migrated, dropped at the end."""
-    name = f"surveybot_test_{os.getpid()}_{secrets.token_hex(3)}"
+    with scratch_pg_database("surveybot_test") as url:
+        asyncio.run(upgrade_async(url))
+        yield url
+
+
+@contextmanager
+def scratch_pg_database(prefix: str) -> Iterator[str]:
+    """An empty PostgreSQL database of its own, dropped on exit: its URL for SQLAlchemy."""
+    name = f"{prefix}_{os.getpid()}_{secrets.token_hex(3)}"
 
     async def admin(sql: str) -> None:
         try:
@@ -61,10 +70,10 @@ def pg_database() -> Iterator[str]:
 
     asyncio.run(admin(f'CREATE DATABASE "{name}"'))
     base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-    url = f"{base}/{name}"
-    asyncio.run(upgrade_async(url))
-    yield url
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    try:
+        yield f"{base}/{name}"
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
