@@ -167,7 +167,34 @@ def step_aggregates(db: Path, out: Path) -> int:
     return asyncio.run(run())
 
 
-STEPS = {"plain": step_plain, "export": step_export, "aggregates": step_aggregates}
+def step_machine(db: Path, out: Path) -> int:
+    """A fixed workload of the same kind (SQLite sorting 500,000 random rows into Python, then
+    csv.writer): its time says how fast this shared machine was during this run, so runs on
+    different days can be told apart from changes in the code."""
+    rng = random.Random(1)
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE t (a TEXT, b INTEGER, c REAL)")
+    conn.executemany(
+        "INSERT INTO t VALUES (?, ?, ?)",
+        ((f"{rng.getrandbits(128):032x}", i, i / 7) for i in range(500_000)),
+    )
+    cursor = conn.execute("SELECT a, b, c, a || b FROM t ORDER BY random()")
+    count = 0
+    with out.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        while rows := cursor.fetchmany(5000):
+            writer.writerows(rows)
+            count += len(rows)
+    conn.close()
+    return count
+
+
+STEPS = {
+    "machine": step_machine,
+    "plain": step_plain,
+    "export": step_export,
+    "aggregates": step_aggregates,
+}
 
 
 def measure(step: str, db: Path, out: Path) -> dict[str, Any]:
@@ -211,16 +238,17 @@ def record(figures: dict[str, Any]) -> None:
         "dashboard aggregates, on a SQLite file. Each step runs in its own process; peak memory is\n"
         "that process's maximum RSS (interpreter and libraries included). Targets for 1,000,000\n"
         "responses: export ≤ 15 s, ≤ 300 MB, ≤ 3× the plain dump; aggregates ≤ 3 s.\n\n"
-        "| rows | date | cpus | plain s | export s | ratio | export peak MB | plain peak MB | aggregates s | pass |\n"
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|\n"
+        "| rows | date | cpus | machine ref s | plain s | export s | ratio | export peak MB | plain peak MB | aggregates s | pass |\n"
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
     )
     line = (
-        f"| {figures['rows']:,} | {figures['date']} | {figures['cpus']} | {figures['plain_seconds']} | "
+        f"| {figures['rows']:,} | {figures['date']} | {figures['cpus']} | {figures['machine_seconds']} | "
+        f"{figures['plain_seconds']} | "
         f"{figures['export_seconds']} | {figures['ratio']} | {figures['export_peak_mb']} | "
         f"{figures['plain_peak_mb']} | {figures['aggregates_seconds']} | {'yes' if figures['pass'] else 'no'} |\n"
     )
     existing = DOCS.read_text("utf-8") if DOCS.exists() else ""
-    marker = "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|\n"
+    marker = "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
     if marker in existing:
         head, table = existing.split(marker, 1)
         rows_ = [r for r in table.splitlines(keepends=True) if r.startswith("|")]
@@ -253,6 +281,7 @@ def main(argv: list[str] | None = None) -> None:
         generate(db, args.rows)
         print(f"generated {args.rows:,} responses in {time.perf_counter() - started:.1f} s -> {db}")
     out_dir = db.parent
+    machine = measure("machine", db, out_dir / "machine.csv")
     plain = measure("plain", db, out_dir / "plain.csv")
     exported = measure("export", db, out_dir / "export.csv")
     aggregates = measure("aggregates", db, out_dir / "aggregates.txt")
@@ -262,6 +291,7 @@ def main(argv: list[str] | None = None) -> None:
         "rows": exported["rows"],
         "date": dt.date.today().isoformat(),
         "cpus": os.cpu_count(),
+        "machine_seconds": machine["seconds"],
         "plain_seconds": plain["seconds"],
         "plain_peak_mb": plain["peak_mb"],
         "export_seconds": exported["seconds"],
@@ -276,6 +306,7 @@ def main(argv: list[str] | None = None) -> None:
         and ratio <= TARGETS["ratio"]
         and aggregates["seconds"] <= TARGETS["aggregates_seconds"]
     )
+    print(f"machine ref: {machine['seconds']:.2f} s (fixed workload: how fast the machine was)")
     print(f"plain dump : {plain['seconds']:.2f} s, peak {plain['peak_mb']:.0f} MB")
     print(
         f"export     : {exported['seconds']:.2f} s, peak {exported['peak_mb']:.0f} MB, {ratio}x plain"
