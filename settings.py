@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     # Admin dashboard (issue 5): sessions live in the database; the cookie is Secure when the
     # public URL is https.
     admin_session_hours: float = Field(8.0, gt=0)
+    #: Where each new audit head is appended, outside the database (default: under var_dir).
+    #: Put it on storage the database's users cannot write, or ship it off the machine.
+    audit_anchor_file: Path | None = None
 
     # Circular 01/2018 classification of a total out of 18: minimum score for each band.
     band_mot_cua_xuat_sac: float = 15.0
@@ -141,6 +144,10 @@ class Settings(BaseSettings):
     def effective_database_url(self) -> str:
         """The configured database, or the embedded SQLite file under ``var_dir``."""
         return self.database_url or f"sqlite+aiosqlite:///{self.var_dir / 'surveybot.db'}"
+
+    @property
+    def effective_audit_anchor_file(self) -> Path:
+        return self.audit_anchor_file or self.var_dir / "audit-anchor.jsonl"
 
     @property
     def effective_public_base_url(self) -> str:

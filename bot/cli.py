@@ -27,7 +27,7 @@ from bot.http_errors import RouteAccessLogger
 from bot.runtime import Runtime
 from bot.service import ServiceError
 from settings import Settings, SettingsError, load_settings
-from storage import audit, export
+from storage import export
 from storage.migrate import upgrade
 from storage.models import Agency, Official, Procedure, Response, new_id
 from storage.pseudonym import KeyError_, KeyRing
@@ -231,7 +231,7 @@ async def seed_demo_logins(runtime: Runtime) -> list[tuple[str, str]]:
         password = secrets.token_urlsafe(9)
         await dashboard_auth.create_user(runtime.sessions, username, password, role, agency_code)
         out.append((username, password))
-    await audit.record(runtime.sessions, "cli", "demo.logins", {"users": [u for u, _, _ in logins]})
+    await runtime.audit.record("cli", "demo.logins", {"users": [u for u, _, _ in logins]})
     return out
 
 
@@ -321,7 +321,7 @@ def agency_add(code: str, name: str, survey: str | None) -> None:
                 raise click.ClickException(f"agency {code!r} already exists")
             session.add(Agency(code=code, name=name, default_survey=survey))
             await session.commit()
-        await audit.record(runtime.sessions, "cli", "agency.add", {"agency": code})
+        await runtime.audit.record("cli", "agency.add", {"agency": code})
 
     _run(lambda: _with_runtime(settings, action))
     click.echo(f"agency {code} added")
@@ -379,7 +379,7 @@ def apikey_create(agency_code: str, label: str | None) -> None:
 
     async def action(runtime: Runtime) -> str:
         key = await runtime.service.create_api_key(agency_code, label)
-        await audit.record(runtime.sessions, "cli", "apikey.create", {"agency": agency_code})
+        await runtime.audit.record("cli", "apikey.create", {"agency": agency_code})
         return key
 
     click.echo(_run(lambda: _with_runtime(settings, action)))
@@ -449,8 +449,7 @@ def export_cmd(
             if agency_id is None:
                 raise click.ClickException(f"no agency {agency_code!r}")
         spec = export.ExportSpec(level=level, fmt=fmt, period=period, agency_id=agency_id)
-        await audit.record(
-            runtime.sessions,
+        await runtime.audit.record(
             "cli",
             "export",
             {"format": fmt, "level": level, "period": period, "agency": agency_code or "*"},
@@ -488,8 +487,7 @@ def admin_create(username: str, role: str, agency_code: str | None, password: st
             )
         except dashboard_auth.AuthError as exc:
             raise click.ClickException(str(exc)) from None
-        await audit.record(
-            runtime.sessions,
+        await runtime.audit.record(
             "cli",
             "admin.create",
             {"username": username, "role": role, "agency": agency_code or "*"},
@@ -497,6 +495,13 @@ def admin_create(username: str, role: str, agency_code: str | None, password: st
 
     _run(lambda: _with_runtime(settings, action))
     click.echo(f"login {username} ({role}) ready")
+
+
+AUDIT_PROBLEMS = {
+    "edited": "audit chain broken at entry {seq}",
+    "rewritten": "audit entry {seq} differs from the anchor in {anchor}: the log was rewritten",
+    "missing": "audit entries from {seq} on are in the anchor {anchor} but not in the database",
+}
 
 
 @main.group("audit")
@@ -507,9 +512,13 @@ def audit_group() -> None:
 @audit_group.command("verify")
 def audit_verify() -> None:
     settings = _settings()
-    result = _run(lambda: _with_runtime(settings, lambda rt: audit.verify(rt.sessions)))
+    result = _run(lambda: _with_runtime(settings, lambda rt: rt.audit.verify()))
     if not result.ok:
-        raise click.ClickException(f"audit chain broken at entry {result.first_bad_seq}")
+        raise click.ClickException(
+            AUDIT_PROBLEMS[result.problem or "edited"].format(
+                seq=result.first_bad_seq, anchor=settings.effective_audit_anchor_file
+            )
+        )
     click.echo(f"audit log intact: {result.entries} entries")
 
 

@@ -17,6 +17,7 @@ from bot.flows.definition import SurveyCatalog, builtin_catalog
 from bot.service import SurveyService
 from bot.zalo import ZaloSuite, build_zalo
 from settings import Settings
+from storage.audit import AuditLog
 from storage.coordination import Coordinator, LocalCoordinator, RedisCoordinator
 from storage.db import Sessions, make_engine, make_sessions
 from storage.migrate import upgrade_async
@@ -38,6 +39,7 @@ class Runtime:
     dispatcher: Dispatcher
     web: WebChannel
     channels: dict[str, Channel]
+    audit: AuditLog
     zalo: ZaloSuite | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -65,7 +67,8 @@ class Runtime:
             else LocalCoordinator()
         )
         web = WebChannel()
-        zalo = build_zalo(settings, make_sessions(engine), keyring, coordinator)
+        audit = AuditLog(sessions, settings.effective_audit_anchor_file)
+        zalo = build_zalo(settings, make_sessions(engine), keyring, coordinator, audit)
         channels: dict[str, Channel] = {
             "web": web,
             **(zalo.channels() if zalo else {}),
@@ -105,6 +108,7 @@ class Runtime:
             dispatcher,
             web,
             channels,
+            audit,
             zalo,
         )
 

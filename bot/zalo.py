@@ -18,6 +18,7 @@ from bot.adapters.zalo_oa import ZaloOAChannel
 from bot.adapters.zalo_tokens import ZaloTokens
 from bot.adapters.zalo_zns import ZnsChannel
 from settings import Settings
+from storage.audit import AuditLog
 from storage.coordination import Coordinator
 from storage.db import Sessions
 from storage.pseudonym import KeyRing
@@ -49,7 +50,11 @@ class ZaloSuite:
 
 
 def build_zalo(
-    settings: Settings, sessions: Sessions, keyring: KeyRing, coordinator: Coordinator
+    settings: Settings,
+    sessions: Sessions,
+    keyring: KeyRing,
+    coordinator: Coordinator,
+    audit: AuditLog,
 ) -> ZaloSuite | None:
     """The configured Zalo channels, or None when neither the OA app nor a bot is configured."""
     if not settings.zalo_oa_configured and not settings.zalo_bot_token:
@@ -69,6 +74,7 @@ def build_zalo(
             margin_seconds=settings.zalo_token_refresh_margin_seconds,
             pause_seconds=settings.zalo_token_pause_seconds,
             clock=suite.now,
+            audit=audit,
         )
         suite.oa = ZaloOAChannel(
             suite.http, suite.tokens, settings.zalo_openapi_base_url, settings.zalo_oa_max_buttons

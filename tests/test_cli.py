@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,14 @@ def test_agency_key_and_empty_export(env: Path) -> None:
     assert header[:3] == ["response", "agency", "procedure"]
     audit = runner.invoke(main, ["audit", "verify"])
     assert audit.exit_code == 0 and "intact" in audit.output
+    # Cutting off the newest entry leaves a valid chain; the anchor file beside it tells.
+    db = sqlite3.connect(env / "var" / "surveybot.db")
+    (last,) = db.execute("SELECT max(seq) FROM audit_log").fetchone()
+    db.execute("DELETE FROM audit_log WHERE seq = ?", (last,))
+    db.commit()
+    db.close()
+    cut = runner.invoke(main, ["audit", "verify"])
+    assert cut.exit_code != 0 and f"audit entries from {last} on are in the anchor" in cut.output
 
 
 def test_bad_setting_is_one_clear_line(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:

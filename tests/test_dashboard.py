@@ -9,7 +9,6 @@ from aiohttp.test_utils import TestClient
 
 from bot.dashboard import auth
 from bot.runtime import Runtime
-from storage import audit
 from storage.models import Agency
 from tests.adminseed import Batch, add_agency, seed
 
@@ -49,7 +48,7 @@ async def test_login_roles_scope_and_audit(
     # POST without the session's CSRF token is refused.
     assert (await client.post("/admin/exports/download", data={"format": "csv"})).status == 403
 
-    entries = await audit.recent(runtime.sessions)
+    entries = await runtime.audit.recent()
     assert any(e.action == "view.officials" and e.detail["agency"] == "ubnd-test" for e in entries)
 
     client.session.cookie_jar.clear()

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable
 
 from bot.adapters.zalo_http import ZaloHttp, ZaloTransportError, zalo_error
-from storage import audit
+from storage.audit import AuditLog
 from storage.coordination import Coordinator
 from storage.db import Sessions
 from storage.models import ZaloToken
@@ -53,9 +53,11 @@ class ZaloTokens:
         margin_seconds: float,
         pause_seconds: float,
         clock: Callable[[], float],
+        audit: AuditLog,
     ) -> None:
         self.http = http
         self.sessions = sessions
+        self.audit = audit
         self.keys = keyring
         self.coordinator = coordinator
         self.app_id = app_id
@@ -137,8 +139,7 @@ class ZaloTokens:
                 await session.commit()
                 self._cached = None
                 log.error("zalo token refresh refused (error %s): Zalo sends paused", code)
-                await audit.record(
-                    self.sessions,
+                await self.audit.record(
                     "system:zalo",
                     "zalo.token_refresh_failed",
                     {"error": code, "action": "re-consent the OA; Zalo sends are paused"},

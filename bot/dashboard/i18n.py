@@ -67,7 +67,15 @@ STRINGS: dict[str, tuple[str, str]] = {
     "level_criterion": ("Theo tiêu chí", "By criterion"),
     "level_period": ("Theo kỳ", "By period"),
     "audit_ok": ("Chuỗi băm nguyên vẹn: {n} mục.", "Hash chain intact: {n} entries."),
-    "audit_bad": ("Chuỗi băm bị phá vỡ tại mục {seq}!", "Hash chain broken at entry {seq}!"),
+    "audit_bad_edited": ("Chuỗi băm bị phá vỡ tại mục {seq}!", "Hash chain broken at entry {seq}!"),
+    "audit_bad_rewritten": (
+        "Mục {seq} khác với bản neo bên ngoài cơ sở dữ liệu: nhật ký đã bị viết lại!",
+        "Entry {seq} differs from the anchor kept outside the database: the log was rewritten!",
+    ),
+    "audit_bad_missing": (
+        "Mục {seq} và các mục sau đã được neo nhưng không còn trong cơ sở dữ liệu: nhật ký đã bị cắt!",
+        "Entry {seq} onwards were anchored but are missing from the database: the log was cut!",
+    ),
     "when": ("Thời điểm (UTC)", "When (UTC)"),
     "actor": ("Người thực hiện", "Actor"),
     "action": ("Hành động", "Action"),

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from bot.api import RUNTIME
 from bot.dashboard import auth
 from bot.dashboard.i18n import language, number, percent, t
-from storage import audit, export, stats
+from storage import export, stats
 from storage.models import Agency
 
 PREFIX = "/admin"
@@ -118,8 +118,7 @@ def page(
             if user is None:
                 raise web.HTTPSeeOther(f"{PREFIX}/login")
             if admin_only and not user.is_admin:
-                await audit.record(
-                    runtime.sessions,
+                await runtime.audit.record(
                     f"admin:{user.username}",
                     "access.denied",
                     {"path": request.path},
@@ -139,8 +138,7 @@ def page(
             else:
                 own = next((a for a in agencies if a.id == user.agency_id), None)
                 if own is None or (wanted and wanted != own.code):
-                    await audit.record(
-                        runtime.sessions,
+                    await runtime.audit.record(
                         f"admin:{user.username}",
                         "access.denied",
                         {"path": request.path, "agency": wanted[:64]},
@@ -193,7 +191,7 @@ async def login(request: web.Request) -> web.Response:
     username = str(form.get("username", ""))[:64]
     user = await auth.authenticate(runtime.sessions, username, str(form.get("password", ""))[:1024])
     if user is None:
-        await audit.record(runtime.sessions, "anonymous", "login.failed", {"username": username})
+        await runtime.audit.record("anonymous", "login.failed", {"username": username})
         token = secrets.token_urlsafe(24)
         response = render(
             request, "login.html", lang, status=401, ctx=None, csrf=token, failed=True
@@ -201,7 +199,7 @@ async def login(request: web.Request) -> web.Response:
         _set_cookie(request, response, LOGIN_CSRF_COOKIE, token, max_age=3600)
         return response
     token = await auth.open_session(runtime.sessions, user, runtime.settings.admin_session_hours)
-    await audit.record(runtime.sessions, f"admin:{user.username}", "login", {"role": user.role})
+    await runtime.audit.record(f"admin:{user.username}", "login", {"role": user.role})
     response = redirect(f"{PREFIX}/")
     _set_cookie(request, response, COOKIE, token)
     response.del_cookie(LOGIN_CSRF_COOKIE, path=PREFIX)
@@ -233,7 +231,7 @@ def _set_cookie(
 @page()
 async def logout(ctx: Ctx) -> web.StreamResponse:
     await auth.close_session(ctx.runtime.sessions, ctx.request.cookies.get(COOKIE))
-    await audit.record(ctx.runtime.sessions, ctx.actor, "logout", {})
+    await ctx.runtime.audit.record(ctx.actor, "logout", {})
     response = redirect(f"{PREFIX}/login")
     response.del_cookie(COOKIE, path=PREFIX)
     return response
@@ -278,8 +276,7 @@ async def ranking(ctx: Ctx) -> web.StreamResponse:
 async def _units(ctx: Ctx, level: str) -> web.StreamResponse:
     cells = await stats.unit_cells(ctx.runtime.sessions, level, ctx.thresholds, ctx.agency_id)  # type: ignore[arg-type]
     if level == "official":
-        await audit.record(
-            ctx.runtime.sessions,
+        await ctx.runtime.audit.record(
             ctx.actor,
             "view.officials",
             {"agency": ctx.agency.code if ctx.agency else "*"},
@@ -328,8 +325,7 @@ async def download(ctx: Ctx) -> web.StreamResponse:
         )
     except export.ExportError as exc:
         return render(ctx.request, "error.html", ctx.lang, status=400, message=str(exc), ctx=None)
-    await audit.record(
-        ctx.runtime.sessions,
+    await ctx.runtime.audit.record(
         ctx.actor,
         "export",
         {
@@ -360,8 +356,8 @@ async def audit_page(ctx: Ctx) -> web.StreamResponse:
         offset = max(0, int(ctx.request.query.get("offset", "0")))
     except ValueError:
         return error_page(ctx.request, ctx.lang, 400, "bad_request")
-    entries = await audit.recent(ctx.runtime.sessions, limit=200, offset=offset)
-    check = await audit.verify(ctx.runtime.sessions)
+    entries = await ctx.runtime.audit.recent(limit=200, offset=offset)
+    check = await ctx.runtime.audit.verify()
     return _view(
         ctx,
         "audit.html",
