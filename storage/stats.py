@@ -209,14 +209,19 @@ async def single_official_agencies(sessions: Sessions) -> tuple[set[str], bool]:
             await session.execute(
                 select(
                     Response.agency_id,
-                    func.count(func.distinct(Response.official_id)).label("officials"),
+                    # min = max rather than a distinct count: no per-group set to build
+                    func.min(Response.official_id).label("official"),
+                    func.max(Response.official_id).label("last_official"),
                     func.count(Response.official_id).label("assigned"),
                     func.count().label("responses"),
-                    func.min(Response.official_id).label("official"),
                 ).group_by(Response.agency_id)
             )
         )
-    single = {names[r.agency_id][0] for r in rows if r.officials == 1 and r.assigned == r.responses}
+    single = {
+        names[r.agency_id][0]
+        for r in rows
+        if r.official is not None and r.official == r.last_official and r.assigned == r.responses
+    }
     everywhere = bool(rows) and len(single) == len(rows) and len({r.official for r in rows}) == 1
     return single, everywhere
 
