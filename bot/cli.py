@@ -244,7 +244,7 @@ async def _seed_history(runtime: Runtime, session: Any, agency: Agency, count: i
     )
     procedures = (await session.execute(select(Procedure))).scalars().all()
     definition = runtime.catalog.latest("mot-cua")
-    bands = runtime.service.bands
+    bands = runtime.service.responses.bands
     today = dt.date.today()
     for _ in range(count):
         official = rng.choice(officials[:2]) if rng.random() < 0.94 else officials[2]

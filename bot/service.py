@@ -14,7 +14,7 @@ import logging
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
@@ -22,9 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.adapters.base import Capabilities, OutboundMessage, render
 from bot.flows.definition import SurveyCatalog, SurveyDefinition
-from bot.flows.engine import AnswerEvent, Input, Prompt, Start, Step, SurveyEngine
-from bot.flows.scoring import score_mot_cua
+from bot.flows.engine import Input, Prompt, Start, Step, SurveyEngine
 from bot.i18n import gettext, normalise_language
+from bot.responses import ResponseRecorder
 from bot.schemas import (
     DossierRegistration,
     RegistrationResult,
@@ -39,7 +39,6 @@ from storage.coordination import Coordinator
 from storage.db import Sessions
 from storage.models import (
     Agency,
-    Answer,
     ApiKey,
     Dossier,
     DossierContact,
@@ -101,7 +100,10 @@ class SurveyService:
         self.coordinator = coordinator
         self.capabilities = capabilities
         self.clock = clock
-        self.bands = Thresholds.from_settings(settings).bands_mot_cua
+        #: The confidential store's writer; it reads the clock through this service (tests move it).
+        self.responses = ResponseRecorder(
+            keyring, catalog, Thresholds.from_settings(settings).bands_mot_cua, lambda: self.clock()
+        )
         #: Called after a commit that enqueued messages, to wake the dispatcher early.
         self.on_enqueue: Callable[[], None] = lambda: None
 
@@ -351,10 +353,10 @@ class SurveyService:
             invitation.state = step.state
             if step.answers:
                 invitation.status = "in_progress"
-                await self._store_answers(session, invitation, channel, address, step.answers)
+                await self.responses.store(session, invitation, channel, address, step.answers)
             self._enqueue_step(session, invitation, step, outbox.PRIORITY_REPLY, new_id())
             if step.finished:
-                await self._finalize(session, invitation, "completed")
+                await self.finalize(session, invitation, "completed")
             await session.commit()
         self.on_enqueue()
         toast = step.answers[-1].label if step.answers else None
@@ -388,13 +390,13 @@ class SurveyService:
                                        key_id=self.keys.known_key_ids("contact")[0],
                                        created_on=self.clock().date()))  # fmt: skip
                 if invitation is not None:
-                    await self._finalize(session, invitation, "stopped")
+                    await self.finalize(session, invitation, "stopped")
                 say.append(
                     (gettext(language, "Done: you will not receive surveys from us again."), [])
                 )
             elif name == "delete" and arg == "yes":
                 if invitation is not None:
-                    await self._finalize(session, invitation, "erased")
+                    await self.finalize(session, invitation, "erased")
                 raters = [p.digest for p in self.keys.candidates("rater", address)]
                 result = await session.execute(
                     delete(Response).where(Response.rater_hash.in_(raters))
@@ -449,7 +451,7 @@ class SurveyService:
                 .all()
             )
             for invitation in expired:
-                await self._finalize(session, invitation, "expired")
+                await self.finalize(session, invitation, "expired")
             # Dossiers never reported whose link expired long ago: nothing left to keep.
             stale = now - dt.timedelta(days=self.settings.rating_token_ttl_days)
             orphan_ids = select(Invitation.dossier_id)
@@ -527,7 +529,7 @@ class SurveyService:
                 log.info("invitation falls back from %s to %s", failed_channel, contact.channel)
                 await self._start_on(session, invitation, ledger, contact, fallback=True)
             else:
-                await self._finalize(session, invitation, "undeliverable")
+                await self.finalize(session, invitation, "undeliverable")
             await session.commit()
         self.on_enqueue()
 
@@ -798,95 +800,16 @@ class SurveyService:
                        conversation=conversation, payload=OutboundMessage(text).to_dict(),
                        priority=outbox.PRIORITY_REPLY, now=self.clock())  # fmt: skip
 
-    async def _store_answers(
-        self,
-        session: AsyncSession,
-        invitation: Invitation,
-        channel: str,
-        address: str,
-        answers: Sequence[AnswerEvent],
-    ) -> None:
-        dossier = await session.get(Dossier, invitation.dossier_id)
-        if invitation.response_id is None:
-            rater = self.keys.pseudonym("rater", address)
-            response = Response(
-                id=new_id(),
-                agency_id=dossier.agency_id if dossier else "",
-                official_id=dossier.official_id if dossier else None,
-                procedure_id=dossier.procedure_id if dossier else None,
-                survey_id=invitation.survey_id,
-                survey_version=invitation.survey_version,
-                channel=channel,
-                language=invitation.language,
-                answered_on=self.clock().date(),
-                rater_hash=rater.digest,
-                rater_key_id=rater.key_id,
-            )
-            session.add(response)
-            invitation.response_id = response.id
-            await session.flush()
-        else:
-            found = await session.get(Response, invitation.response_id)
-            if found is None:  # erased by the citizen between two answers
-                return
-            response = found
-        for answer in answers:
-            await session.execute(
-                delete(Answer).where(
-                    Answer.response_id == response.id,
-                    Answer.question_id == answer.question_id,
-                )
-            )
-            session.add(
-                response.record_answer(answer.question_id, answer.value, answer.points, answer.text)
-            )
-            if answer.satisfaction is not None:
-                response.satisfaction = answer.satisfaction
-
-    async def _finalize(self, session: AsyncSession, invitation: Invitation, reason: str) -> None:
+    async def finalize(self, session: AsyncSession, invitation: Invitation, reason: str) -> None:
         """Close a survey: score what was answered, then delete every operational trace."""
         ledger = await session.get(SurveyLedger, invitation.ledger_id)
         if ledger is not None:
             ledger.status = reason
             ledger.completed = reason == "completed"
         if invitation.response_id and reason != "erased":
-            await self._score(session, invitation, complete=reason == "completed")
+            await self.responses.score(session, invitation, complete=reason == "completed")
         await session.execute(delete(Invitation).where(Invitation.id == invitation.id))
         await session.execute(delete(Dossier).where(Dossier.id == invitation.dossier_id))
-
-    async def _score(self, session: AsyncSession, invitation: Invitation, complete: bool) -> None:
-        response = await session.get(Response, invitation.response_id)
-        if response is None:
-            return
-        response.complete = complete
-        definition = self.catalog.get(invitation.survey_id, invitation.survey_version)
-        if definition.scoring != "mot-cua":
-            return
-        rows = (
-            await session.execute(select(Answer).where(Answer.response_id == response.id))
-        ).scalars()
-        criteria_of = {q.id: q.criterion for q in definition.questions if q.criterion}
-        points = {
-            criteria_of[a.question_id]: a.points for a in rows if a.question_id in criteria_of
-        }
-        agency = await session.get(Agency, response.agency_id)
-        timing = invitation.timing
-        steps = [
-            {"due": dt.date.fromisoformat(s["due"]), "done": dt.date.fromisoformat(s["done"])}
-            for s in timing.get("steps", [])
-        ]
-        score = score_mot_cua(
-            points,
-            _date(timing.get("due")),
-            _date(timing.get("returned")),
-            steps,
-            {k: int(v) for k, v in (agency.agency_criteria or {}).items()} if agency else None,
-            self.bands,
-        )
-        if score is not None:
-            response.criteria = score.criteria
-            response.score18 = score.total18
-            response.classification = score.classification
 
 
 HELP = (
@@ -904,7 +827,3 @@ PRIVACY = (
 
 def _iso(value: dt.date | None) -> str | None:
     return value.isoformat() if value else None
-
-
-def _date(value: Any) -> dt.date | None:
-    return dt.date.fromisoformat(value) if value else None

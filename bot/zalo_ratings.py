@@ -89,13 +89,13 @@ async def record_rating(service: SurveyService, rating: Rating) -> bool:
             return False
         definition = service.catalog.get(invitation.survey_id, invitation.survey_version)
         answers = rating_answers(definition, rating, service.settings.max_free_text_chars)
-        await service._store_answers(
+        await service.responses.store(
             session, invitation, ZNS_CHANNEL, f"zns:{rating.tracking_id}", answers
         )
         ledger = await session.get(SurveyLedger, invitation.ledger_id)
         if ledger is not None:
             ledger.delivered = True
-        await service._finalize(session, invitation, "completed")
+        await service.finalize(session, invitation, "completed")
         tracking.status = "rated"
         tracking.msg_hash = msg_hash
         tracking.invitation_id = None

@@ -1,0 +1,128 @@
+"""The confidential store's writer: responses under a rater pseudonym, their answers, their score.
+
+Kept apart from the survey service so that everything written about what a citizen answered
+goes through one small module: the rater is only ever a keyed hash, the date only a day, and the
+answer rows and the response's export cells are written together (``Response.record_answer``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.flows.definition import SurveyCatalog
+from bot.flows.engine import AnswerEvent
+from bot.flows.scoring import Bands, score_mot_cua
+from storage.models import Agency, Answer, Dossier, Invitation, Response, new_id
+from storage.pseudonym import KeyRing
+
+
+class ResponseRecorder:
+    """Writes responses and answers inside the caller's transaction; commits nothing itself."""
+
+    def __init__(
+        self,
+        keys: KeyRing,
+        catalog: SurveyCatalog,
+        bands: Bands,
+        clock: Callable[[], dt.datetime],
+    ) -> None:
+        self.keys = keys
+        self.catalog = catalog
+        self.bands = bands
+        self.clock = clock
+
+    async def store(
+        self,
+        session: AsyncSession,
+        invitation: Invitation,
+        channel: str,
+        address: str,
+        answers: Sequence[AnswerEvent],
+    ) -> None:
+        """Write answers as they come, so an abandoned survey still counts what was answered.
+
+        The first answer creates the response, keyed by the rater's pseudonym (never the
+        address) and dated to the day; it copies the dossier's agency, official and procedure,
+        but nothing that names the dossier.
+        """
+        dossier = await session.get(Dossier, invitation.dossier_id)
+        if invitation.response_id is None:
+            rater = self.keys.pseudonym("rater", address)
+            response = Response(
+                id=new_id(),
+                agency_id=dossier.agency_id if dossier else "",
+                official_id=dossier.official_id if dossier else None,
+                procedure_id=dossier.procedure_id if dossier else None,
+                survey_id=invitation.survey_id,
+                survey_version=invitation.survey_version,
+                channel=channel,
+                language=invitation.language,
+                answered_on=self.clock().date(),
+                rater_hash=rater.digest,
+                rater_key_id=rater.key_id,
+            )
+            session.add(response)
+            invitation.response_id = response.id
+            await session.flush()
+        else:
+            found = await session.get(Response, invitation.response_id)
+            if found is None:  # erased by the citizen between two answers
+                return
+            response = found
+        for answer in answers:
+            await session.execute(
+                delete(Answer).where(
+                    Answer.response_id == response.id,
+                    Answer.question_id == answer.question_id,
+                )
+            )
+            session.add(
+                response.record_answer(answer.question_id, answer.value, answer.points, answer.text)
+            )
+            if answer.satisfaction is not None:
+                response.satisfaction = answer.satisfaction
+
+    async def score(self, session: AsyncSession, invitation: Invitation, complete: bool) -> None:
+        """Score on closing, while the invitation still holds the dossier's dates (criteria 1-2
+        come from them); after this they are deleted and only the score remains."""
+        response = await session.get(Response, invitation.response_id)
+        if response is None:
+            return
+        response.complete = complete
+        definition = self.catalog.get(invitation.survey_id, invitation.survey_version)
+        if definition.scoring != "mot-cua":
+            return
+        rows = (
+            await session.execute(select(Answer).where(Answer.response_id == response.id))
+        ).scalars()
+        criteria_of = {q.id: q.criterion for q in definition.questions if q.criterion}
+        points = {
+            criteria_of[a.question_id]: a.points for a in rows if a.question_id in criteria_of
+        }
+        agency = await session.get(Agency, response.agency_id)
+        timing = invitation.timing
+        steps = [
+            {"due": dt.date.fromisoformat(s["due"]), "done": dt.date.fromisoformat(s["done"])}
+            for s in timing.get("steps", [])
+        ]
+        score = score_mot_cua(
+            points,
+            _date(timing.get("due")),
+            _date(timing.get("returned")),
+            steps,
+            {k: int(v) for k, v in (agency.agency_criteria or {}).items()} if agency else None,
+            self.bands,
+        )
+        if score is not None:
+            response.criteria = score.criteria
+            response.score18 = score.total18
+            response.classification = score.classification
+
+
+def _date(value: Any) -> dt.date | None:
+    return dt.date.fromisoformat(value) if value else None
