@@ -82,22 +82,32 @@ class AuditLog:
         log.info("audit head %s %s", seq, digest)
         if self.anchor is None:
             return
-        self.anchor.parent.mkdir(parents=True, exist_ok=True)
-        with self.anchor.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps({"seq": seq, "hash": digest}) + "\n")
+        try:
+            self.anchor.parent.mkdir(parents=True, exist_ok=True)
+            with self.anchor.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps({"seq": seq, "hash": digest}) + "\n")
+        except OSError as exc:
+            # The entry is committed and its head is in the log line above; failing the
+            # request that caused it would only lose the user's work, so alert and go on.
+            log.error("audit anchor %s not written (%s): head %s %s", self.anchor, exc, seq, digest)
 
     def anchored(self) -> dict[int, str]:
         """Every head the anchor file recorded, by sequence number."""
         if self.anchor is None or not self.anchor.exists():
             return {}
         heads: dict[int, str] = {}
-        with self.anchor.open(encoding="utf-8") as handle:
-            for line in handle:
-                try:
-                    item = json.loads(line)
-                    heads[int(item["seq"])] = str(item["hash"])
-                except (ValueError, KeyError, TypeError):
-                    continue  # a torn last line from a crash mid-write
+        try:
+            with self.anchor.open(encoding="utf-8") as handle:
+                for line in handle:
+                    try:
+                        item = json.loads(line)
+                        heads[int(item["seq"])] = str(item["hash"])
+                    except (ValueError, KeyError, TypeError):
+                        continue  # a torn last line from a crash mid-write
+        except OSError as exc:
+            log.error(
+                "audit anchor %s unreadable (%s): only the chain is checked", self.anchor, exc
+            )
         return heads
 
     async def verify(self) -> Verification:

@@ -3,10 +3,13 @@ off the newest ones, or rewriting the whole chain with fresh hashes is detected 
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 from sqlalchemy import delete, select, update
 
 from bot.runtime import Runtime
-from storage.audit import GENESIS, entry_hash
+from storage.audit import GENESIS, AuditLog, entry_hash
 from storage.models import AuditEntry
 
 
@@ -65,3 +68,15 @@ async def test_a_chain_rewritten_with_fresh_hashes_is_detected_by_the_anchor(
         await session.commit()
     result = await runtime.audit.verify()
     assert not result.ok and result.problem == "rewritten" and result.first_bad_seq == rows[0].seq
+
+
+async def test_an_unwritable_anchor_loses_no_entry_and_says_so(
+    runtime: Runtime, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocked = tmp_path / "anchor-is-a-directory"
+    blocked.mkdir()
+    log = AuditLog(runtime.sessions, blocked)
+    await log.record("admin:lan", "export", {"level": "agency"})
+    assert [e.action for e in await log.recent(limit=1)] == ["export"]
+    assert "audit anchor" in caplog.text and "not written" in caplog.text
+    assert (await log.verify()).ok
