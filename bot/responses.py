@@ -50,8 +50,8 @@ class ResponseRecorder:
         address) and dated to the day; it copies the dossier's agency, official and procedure,
         but nothing that names the dossier.
         """
-        dossier = await session.get(Dossier, invitation.dossier_id)
         if invitation.response_id is None:
+            dossier = await session.get(Dossier, invitation.dossier_id)
             rater = self.keys.pseudonym("rater", address)
             response = Response(
                 id=new_id(),
