@@ -105,6 +105,17 @@ def generate(path: Path, rows: int, seed: int = 5) -> None:
 
 
 # ------------------------------------------------------------------------------ measured steps
+def _write_csv(cursor: sqlite3.Cursor, out: Path) -> int:
+    """Every row of the cursor through csv.writer, in batches; returns the count."""
+    count = 0
+    with out.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        while rows := cursor.fetchmany(5000):
+            writer.writerows(rows)
+            count += len(rows)
+    return count
+
+
 def step_plain(db: Path, out: Path) -> int:
     """The floor: the same rows (codes joined, answer cells picked out of the response's
     answers) written by sqlite3 and csv.writer, in storage order, with nothing anonymised."""
@@ -116,14 +127,10 @@ def step_plain(db: Path, out: Path) -> int:
         f"{cells} FROM response r LEFT JOIN agency g ON g.id = r.agency_id "
         "LEFT JOIN procedure p ON p.id = r.procedure_id LEFT JOIN official o ON o.id = r.official_id"
     )
-    count = 0
-    with out.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        while rows := cursor.fetchmany(5000):
-            writer.writerows(rows)
-            count += len(rows)
-    conn.close()
-    return count
+    try:
+        return _write_csv(cursor, out)
+    finally:
+        conn.close()
 
 
 def step_export(db: Path, out: Path) -> int:
@@ -179,14 +186,10 @@ def step_machine(db: Path, out: Path) -> int:
         ((f"{rng.getrandbits(128):032x}", i, i / 7) for i in range(500_000)),
     )
     cursor = conn.execute("SELECT a, b, c, a || b FROM t ORDER BY random()")
-    count = 0
-    with out.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        while rows := cursor.fetchmany(5000):
-            writer.writerows(rows)
-            count += len(rows)
-    conn.close()
-    return count
+    try:
+        return _write_csv(cursor, out)
+    finally:
+        conn.close()
 
 
 STEPS = {
