@@ -76,6 +76,16 @@ def scratch_pg_database(prefix: str) -> Iterator[str]:
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+@pytest.fixture
+def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A working directory for the ``surveybot`` command: embedded SQLite, the test keys."""
+    monkeypatch.setenv("SURVEYBOT_VAR_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv("SURVEYBOT_KEYS", TEST_KEYS)
+    monkeypatch.delenv("SURVEYBOT_DATABASE_URL", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)

@@ -3,6 +3,7 @@ confidentiality checks."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp.test_utils import TestClient
@@ -52,6 +53,14 @@ async def answer_with_first_buttons(
         response = await client.post("/simulator/api/send", json=body)
         assert response.status == 202, await response.text()
     return seen
+
+
+def assert_absent(identifiers: Mapping[str, str], places: Mapping[str, str]) -> None:
+    """Fail naming the first raw identifier found in any dumped place (its value stays out of
+    the message, so a failing run does not print it again)."""
+    for where, text in places.items():
+        for name, value in identifiers.items():
+            assert value not in text, f"{name} found in {where}"
 
 
 async def dump_database(runtime: Runtime) -> str:

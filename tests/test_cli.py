@@ -11,19 +11,9 @@ import pytest
 from click.testing import CliRunner
 
 from bot.cli import main
-from tests.conftest import TEST_KEYS
 
 
-@pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("SURVEYBOT_VAR_DIR", str(tmp_path / "var"))
-    monkeypatch.setenv("SURVEYBOT_KEYS", TEST_KEYS)
-    monkeypatch.delenv("SURVEYBOT_DATABASE_URL", raising=False)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-def test_agency_key_and_empty_export(env: Path) -> None:
+def test_agency_key_and_empty_export(cli_env: Path) -> None:
     runner = CliRunner()
     assert runner.invoke(main, ["db", "upgrade"]).exit_code == 0
     added = runner.invoke(main, ["agency", "add", "ubnd-x", "UBND phường X"])
@@ -45,7 +35,7 @@ def test_agency_key_and_empty_export(env: Path) -> None:
     audit = runner.invoke(main, ["audit", "verify"])
     assert audit.exit_code == 0 and "intact" in audit.output
     # Cutting off the newest entry leaves a valid chain; the anchor file beside it tells.
-    db = sqlite3.connect(env / "var" / "surveybot.db")
+    db = sqlite3.connect(cli_env / "var" / "surveybot.db")
     (last,) = db.execute("SELECT max(seq) FROM audit_log").fetchone()
     db.execute("DELETE FROM audit_log WHERE seq = ?", (last,))
     db.commit()
@@ -54,14 +44,14 @@ def test_agency_key_and_empty_export(env: Path) -> None:
     assert cut.exit_code != 0 and f"audit entries from {last} on are in the anchor" in cut.output
 
 
-def test_bad_setting_is_one_clear_line(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_setting_is_one_clear_line(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SURVEYBOT_PORT", "not-a-port")
     result = CliRunner().invoke(main, ["db", "upgrade"])
     assert result.exit_code != 0
     assert "SURVEYBOT_PORT" in result.output and "Traceback" not in result.output
 
 
-def test_production_without_keys_refuses(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_production_without_keys_refuses(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SURVEYBOT_ENV", "production")
     monkeypatch.delenv("SURVEYBOT_KEYS")
     result = CliRunner().invoke(main, ["apikey", "create", "x"])

@@ -19,7 +19,7 @@ from bot.runtime import Runtime
 from storage import export
 from storage.coordination import RedisCoordinator
 from tests.conftest import today
-from tests.helpers import answer_with_first_buttons, dump_database, dump_redis
+from tests.helpers import answer_with_first_buttons, assert_absent, dump_database, dump_redis
 
 DOSSIER_CODE = "000.00.12.H29-261120-0042"
 PHONE = "0912345678"
@@ -81,14 +81,9 @@ async def test_no_raw_identifier_anywhere(
         "email": EMAIL,
         "rating token": token,
     }
-    for where, text in {
-        "database": database,
-        "redis": redis_dump,
-        "logs": logs,
-        "export": csv_text,
-    }.items():
-        for name, value in identifiers.items():
-            assert value not in text, f"{name} found in {where}"
+    assert_absent(
+        identifiers, {"database": database, "redis": redis_dump, "logs": logs, "export": csv_text}
+    )
 
 
 async def test_operational_traces_are_deleted_when_the_survey_closes(

@@ -7,28 +7,17 @@ import json
 import sqlite3
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 from openpyxl import load_workbook
 
 from bot.cli import main
-from tests.conftest import TEST_KEYS
 
 
-@pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("SURVEYBOT_VAR_DIR", str(tmp_path / "var"))
-    monkeypatch.setenv("SURVEYBOT_KEYS", TEST_KEYS)
-    monkeypatch.delenv("SURVEYBOT_DATABASE_URL", raising=False)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-def test_exports_admin_logins_and_tamper_detection(env: Path) -> None:
+def test_exports_admin_logins_and_tamper_detection(cli_env: Path) -> None:
     runner = CliRunner()
     assert runner.invoke(main, ["db", "upgrade"]).exit_code == 0
     assert runner.invoke(main, ["agency", "add", "ubnd-x", "UBND phường Xuân"]).exit_code == 0
-    xlsx = env / "agencies.xlsx"
+    xlsx = cli_env / "agencies.xlsx"
     result = runner.invoke(
         main, ["export", "--format", "xlsx", "--level", "agency", "-o", str(xlsx)]
     )
@@ -53,7 +42,7 @@ def test_exports_admin_logins_and_tamper_detection(env: Path) -> None:
     assert orphan.exit_code != 0 and "needs --agency" in orphan.output
 
     assert "intact" in runner.invoke(main, ["audit", "verify"]).output
-    db = sqlite3.connect(env / "var" / "surveybot.db")
+    db = sqlite3.connect(cli_env / "var" / "surveybot.db")
     seq, detail = db.execute("SELECT seq, detail FROM audit_log WHERE action = 'export'").fetchone()
     edited = json.loads(detail) | {"level": "responses"}
     db.execute("UPDATE audit_log SET detail = ? WHERE seq = ?", (json.dumps(edited), seq))

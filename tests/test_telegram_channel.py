@@ -33,7 +33,7 @@ from storage.models import Answer, Base, OptOut, OutboxMessage, Response, Survey
 from storage.pseudonym import KeyRing
 from tests.conftest import REDIS_URL, _truncate, make_settings, today
 from tests.emulators.telegram import ChatMessage, TelegramEmulator
-from tests.helpers import dump_database, dump_redis
+from tests.helpers import assert_absent, dump_database, dump_redis
 
 os.environ.setdefault("PTB_TIMEDELTA", "true")
 
@@ -847,12 +847,7 @@ async def test_no_raw_telegram_identifier_is_stored_logged_or_exported(
         "bot token": TOKEN.split(":", 1)[1],
         "webhook secret": SECRET,
     }
-    for where, text in {
-        "database": database,
-        "redis": redis_dump,
-        "logs": logs,
-        "export": csv_text,
-    }.items():
-        for name, value in identifiers.items():
-            assert value not in text, f"{name} found in {where}"
+    assert_absent(
+        identifiers, {"database": database, "redis": redis_dump, "logs": logs, "export": csv_text}
+    )
     assert json.dumps(uid) not in redis_dump
