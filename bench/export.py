@@ -283,6 +283,10 @@ def main(argv: list[str] | None = None) -> None:
         started = time.perf_counter()
         generate(db, args.rows)
         print(f"generated {args.rows:,} responses in {time.perf_counter() - started:.1f} s -> {db}")
+    else:
+        from storage.migrate import upgrade
+
+        upgrade(f"sqlite+aiosqlite:///{db}")  # a database kept from an older schema
     out_dir = db.parent
     machine = measure("machine", db, out_dir / "machine.csv")
     plain = measure("plain", db, out_dir / "plain.csv")

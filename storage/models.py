@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Date,
     DateTime,
@@ -206,16 +207,7 @@ class Response(Base):
     """What one citizen answered. Joinable to nothing that names them or their dossier."""
 
     __tablename__ = "response"
-    #: Covering indexes for the dashboard aggregates (storage.stats): each level is one grouped
-    #: scan of an index instead of the table (migration 0004_stats_indexes).
-    __table_args__ = (
-        Index("ix_response_stats_official", "agency_id", "official_id", "satisfaction", "score18"),
-        Index(
-            "ix_response_stats_procedure", "agency_id", "procedure_id", "satisfaction", "score18"
-        ),
-        Index("ix_response_stats_period", "agency_id", "answered_on", "satisfaction", "score18"),
-        Index("ix_response_stats_class", "agency_id", "satisfaction", "classification", "score18"),
-    )
+    #: Aggregates read ``ResponseTally``, which triggers keep in step with this table.
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     agency_id: Mapped[str] = mapped_column(ForeignKey("agency.id", ondelete="CASCADE"))
     official_id: Mapped[str | None] = mapped_column(ForeignKey("official.id"))
@@ -251,6 +243,26 @@ class Response(Base):
         return Answer(
             response_id=self.id, question_id=question_id, value=value, points=points, text=text
         )
+
+
+class ResponseTally(Base):
+    """Responses, ratings and score totals of one unit at one satisfaction level.
+
+    Written only by the database's triggers on ``response`` (storage.tally, migration 0006):
+    every aggregate is a sum over these few rows instead of a scan of every response.
+    """
+
+    __tablename__ = "response_tally"
+    #: official, procedure, day, class (classification) or criteria (the criteria JSON)
+    dimension: Mapped[str] = mapped_column(String(16), primary_key=True)
+    agency_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    #: The unit's id, day, classification or criteria text; '' when the response has none.
+    unit: Mapped[str] = mapped_column(Text, primary_key=True)
+    #: 1..5, or 0 when not rated.
+    satisfaction: Mapped[int] = mapped_column(Integer, primary_key=True)
+    responses: Mapped[int] = mapped_column(Integer, default=0)
+    scored: Mapped[int] = mapped_column(Integer, default=0)
+    score_tenths: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 def answer_cell(value: Any, text: str | None) -> str:

@@ -24,12 +24,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import Text, case, cast, func, select
+from sqlalchemy import case, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from bot.flows.scoring import DISSATISFIED_MAX_LEVEL, Bands, five_bands
 from storage.db import Sessions
-from storage.models import Agency, Official, Procedure, Response, SurveyLedger
+from storage.models import Agency, Official, Procedure, ResponseTally, SurveyLedger
 
 Period = Literal["day", "week", "month", "quarter", "year"]
 UnitLevel = Literal["agency", "official", "procedure", "period"]
@@ -169,19 +170,34 @@ def rank(cells: Sequence[Cell], k: int) -> list[Cell]:
 
 
 def _counts() -> list[ColumnElement[Any]]:
-    satisfied = case((Response.satisfaction > DISSATISFIED_MAX_LEVEL, 1), else_=0)
+    rated = case((ResponseTally.satisfaction > 0, ResponseTally.responses), else_=0)
+    satisfied = case(
+        (ResponseTally.satisfaction > DISSATISFIED_MAX_LEVEL, ResponseTally.responses), else_=0
+    )
     return [
-        func.count().label("responses"),
-        func.count(Response.satisfaction).label("rated"),
-        func.coalesce(func.sum(satisfied), 0).label("satisfied"),
-        func.coalesce(func.sum(Response.score18), 0.0).label("score_sum"),
-        func.count(Response.score18).label("scored"),
+        func.sum(ResponseTally.responses).label("responses"),
+        func.sum(rated).label("rated"),
+        func.sum(satisfied).label("satisfied"),
+        func.sum(ResponseTally.score_tenths).label("score_tenths"),
+        func.sum(ResponseTally.scored).label("scored"),
     ]
 
 
+def _tally(dimension: str, agency_id: str | None) -> list[ColumnElement[bool]]:
+    """The tally rows of one dimension (each response is counted once per dimension)."""
+    where = [ResponseTally.dimension == dimension, ResponseTally.responses > 0]
+    if agency_id:
+        where.append(ResponseTally.agency_id == agency_id)
+    return where
+
+
 def _fill(cell: Cell, row: Any) -> Cell:
-    cell.responses, cell.rated, cell.satisfied = row.responses, row.rated, int(row.satisfied)
-    cell.score_sum, cell.scored = float(row.score_sum), row.scored
+    cell.responses, cell.rated, cell.satisfied = (
+        int(row.responses),
+        int(row.rated),
+        int(row.satisfied),
+    )
+    cell.score_sum, cell.scored = int(row.score_tenths) / 10, int(row.scored)
     return cell
 
 
@@ -204,24 +220,19 @@ async def single_official_agencies(sessions: Sessions) -> tuple[set[str], bool]:
     official, so it is held to the official's k, not the group's."""
     names = await agency_names(sessions)
     async with sessions() as session:
-        # Grouped on the plain column (ix_response_stats_official covers it); named afterwards.
         rows = list(
             await session.execute(
                 select(
-                    Response.agency_id,
-                    # min = max rather than a distinct count: no per-group set to build
-                    func.min(Response.official_id).label("official"),
-                    func.max(Response.official_id).label("last_official"),
-                    func.count(Response.official_id).label("assigned"),
-                    func.count().label("responses"),
-                ).group_by(Response.agency_id)
+                    ResponseTally.agency_id,
+                    # '' (no official) sorts first, so min = max = an id means one official
+                    func.min(ResponseTally.unit).label("official"),
+                    func.max(ResponseTally.unit).label("last_official"),
+                )
+                .where(*_tally("official", None))
+                .group_by(ResponseTally.agency_id)
             )
         )
-    single = {
-        names[r.agency_id][0]
-        for r in rows
-        if r.official is not None and r.official == r.last_official and r.assigned == r.responses
-    }
+    single = {names[r.agency_id][0] for r in rows if r.official and r.official == r.last_official}
     everywhere = bool(rows) and len(single) == len(rows) and len({r.official for r in rows}) == 1
     return single, everywhere
 
@@ -241,28 +252,27 @@ async def unit_cells(
 ) -> list[Cell]:
     """Ranked, suppressed cells for agencies, officials or procedures (per agency), or periods."""
     agencies = await agency_names(sessions)
-    where = [Response.agency_id == agency_id] if agency_id else []
     cells: dict[tuple[str, str], Cell] = {}
     async with sessions() as session:
         if level == "agency":
-            stmt = select(Response.agency_id, *_counts()).where(*where).group_by(Response.agency_id)
+            stmt = (
+                select(ResponseTally.agency_id, *_counts())
+                .where(*_tally("class", agency_id))
+                .group_by(ResponseTally.agency_id)
+            )
             for row in await session.execute(stmt):
                 code, name = agencies[row.agency_id]
                 cells[("", code)] = _fill(Cell(code, name, ""), row)
         elif level in ("official", "procedure"):
             table = Official if level == "official" else Procedure
-            column = Response.official_id if level == "official" else Response.procedure_id
-            # Grouped on the plain column (a covering index holds it), named afterwards: a
-            # join per response to fetch a name would cost more than the counting itself.
             stmt = (
-                select(Response.agency_id, column.label("unit_id"), *_counts())
-                .where(*where)
-                .group_by(Response.agency_id, column)
+                select(ResponseTally.agency_id, ResponseTally.unit, *_counts())
+                .where(*_tally(level, agency_id))
+                .group_by(ResponseTally.agency_id, ResponseTally.unit)
             )
             grouped = list(await session.execute(stmt))
-            ids = {row.unit_id for row in grouped if row.unit_id is not None}
+            id_list = sorted({row.unit for row in grouped if row.unit})
             names: dict[str, tuple[str, str]] = {}
-            id_list = sorted(ids)
             for first in range(0, len(id_list), 500):
                 chunk = id_list[first : first + 500]
                 for unit_id, code, name in await session.execute(
@@ -271,18 +281,11 @@ async def unit_cells(
                     names[unit_id] = (code, name)
             for row in grouped:
                 parent = agencies[row.agency_id][0]
-                code, name = names.get(row.unit_id, (NO_UNIT, ""))
+                code, name = names.get(row.unit, (NO_UNIT, ""))
                 cells[(parent, code)] = _fill(Cell(code, name, parent), row)
         else:
-            stmt = (
-                select(Response.agency_id, Response.answered_on, *_counts())
-                .where(*where)
-                .group_by(Response.agency_id, Response.answered_on)
-            )
-            for row in await session.execute(stmt):
-                parent = agencies[row.agency_id][0]
-                label = period_label(row.answered_on, period)
-                day = _fill(Cell(label, label, parent), row)
+            for parent_id, label, day in await _day_cells(session, agency_id, period):
+                parent = agencies[parent_id][0]
                 cells.setdefault((parent, label), Cell(label, label, parent)).add(day)
     result = list(cells.values())
     for cell in result:
@@ -316,13 +319,11 @@ async def overview(
     sessions: Sessions, thresholds: Thresholds, agency_id: str | None = None
 ) -> Overview:
     """Headline figures; under k responses nothing but the count is shown."""
-    where = [Response.agency_id == agency_id] if agency_id else []
-    # One pass (ix_response_stats_class covers it): counts per agency, level and classification
-    # give the total, the levels and the classes.
+    # Counts per agency, level and classification give the total, the levels and the classes.
     stmt = (
-        select(Response.satisfaction, Response.classification, *_counts())
-        .where(*where)
-        .group_by(Response.agency_id, Response.satisfaction, Response.classification)
+        select(ResponseTally.satisfaction, ResponseTally.unit, *_counts())
+        .where(*_tally("class", agency_id))
+        .group_by(ResponseTally.agency_id, ResponseTally.satisfaction, ResponseTally.unit)
     )
     total = Cell("all", "", "")
     levels: dict[int, int] = defaultdict(int)
@@ -330,10 +331,10 @@ async def overview(
     async with sessions() as session:
         for row in await session.execute(stmt):
             total.add(_fill(Cell("", "", ""), row))
-            if row.satisfaction is not None:
-                levels[int(row.satisfaction or 0)] += row.responses
-            if row.classification is not None:
-                classes[str(row.classification)] += row.responses
+            if row.satisfaction:
+                levels[int(row.satisfaction)] += int(row.responses)
+            if row.unit:
+                classes[str(row.unit)] += int(row.responses)
     levels, classes = dict(levels), dict(classes)
     total.bands = thresholds.bands_766
     k = thresholds.k_group
@@ -359,16 +360,28 @@ async def overview(
 
 
 async def _all_periods(sessions: Sessions) -> list[Cell]:
-    """Monthly cells over all agencies (grouped per agency and day, which an index covers)."""
+    """Monthly cells over all agencies."""
     months: dict[str, Cell] = {}
     async with sessions() as session:
-        stmt = select(Response.agency_id, Response.answered_on, *_counts()).group_by(
-            Response.agency_id, Response.answered_on
-        )
-        for r in await session.execute(stmt):
-            label = period_label(r.answered_on, "month")
-            months.setdefault(label, Cell(label, "", "")).add(_fill(Cell(label, "", ""), r))
+        for _, label, day in await _day_cells(session, None, "month"):
+            months.setdefault(label, Cell(label, "", "")).add(day)
     return list(months.values())
+
+
+async def _day_cells(
+    session: AsyncSession, agency_id: str | None, period: Period
+) -> list[tuple[str, str, Cell]]:
+    """(agency id, period label, that day's counts) for every day with responses."""
+    stmt = (
+        select(ResponseTally.agency_id, ResponseTally.unit, *_counts())
+        .where(*_tally("day", agency_id))
+        .group_by(ResponseTally.agency_id, ResponseTally.unit)
+    )
+    result = []
+    for row in await session.execute(stmt):
+        label = period_label(dt.date.fromisoformat(row.unit), period)
+        result.append((row.agency_id, label, _fill(Cell(label, label, ""), row)))
+    return result
 
 
 def _criteria_points(text: str | None) -> dict[str, int]:
@@ -417,20 +430,17 @@ async def criteria_stats(
 ) -> list[CriterionStat]:
     """Per agency and criterion, drivers of dissatisfaction first."""
     agencies = await agency_names(sessions)
-    where = [Response.agency_id == agency_id] if agency_id else []
-    # One grouped pass over plain columns: responses per (agency, satisfaction, criteria). The
-    # criteria JSON repeats (a handful of points per criterion), so it is parsed once per
-    # distinct value in Python rather than once per response and criterion in SQL.
+    # Responses per (agency, satisfaction, criteria JSON): the JSON repeats (a handful of
+    # points per criterion), so it is parsed once per distinct value.
     stmt = (
         select(
-            Response.agency_id,
-            Response.satisfaction,
-            cast(Response.criteria, Text).label("criteria"),
-            func.count().label("n"),
+            ResponseTally.agency_id,
+            ResponseTally.satisfaction,
+            ResponseTally.unit,
+            func.sum(ResponseTally.responses),
         )
-        .where(Response.criteria.is_not(None), *where)
-        # the JSON first, so no stats index (which lacks it) is picked for a lookup per row
-        .group_by(cast(Response.criteria, Text), Response.satisfaction, Response.agency_id)
+        .where(*_tally("criteria", agency_id), ResponseTally.unit != "")
+        .group_by(ResponseTally.agency_id, ResponseTally.satisfaction, ResponseTally.unit)
     )
     # per (agency, criterion): scored, points, zeros, zeros among dissatisfied, dissatisfied
     sums: dict[tuple[str, str], list[int]] = {}
@@ -440,7 +450,8 @@ async def criteria_stats(
             points = parsed.get(text)
             if points is None:
                 points = parsed[text] = _criteria_points(text)
-            dis = satisfaction is not None and satisfaction <= DISSATISFIED_MAX_LEVEL
+            count = int(count)
+            dis = 0 < satisfaction <= DISSATISFIED_MAX_LEVEL
             for c, value in points.items():
                 acc = sums.setdefault((agency_db_id, c), [0, 0, 0, 0, 0])
                 acc[0] += count
