@@ -117,3 +117,42 @@ async def test_bad_export_requests_are_refused() -> None:
         ExportSpec(fmt="pdf")
     with pytest.raises(ExportError, match="unknown level"):
         ExportSpec(level="rater")
+
+
+async def test_csv_and_jsonl_carry_the_same_cells_for_awkward_text(
+    runtime: Runtime, seeded: Agency
+) -> None:
+    """Commas, quotes, line breaks, would-be formulas and Vietnamese survive every format."""
+    nasty = ['a, "b"\nc', "+1 234", "@SUM(A1)", "\tx", "dấu, phẩy", '"', "-", ""]
+    await add_agency(runtime, '=ubnd,"lạ"', "UBND lạ", ["-CB,1"])
+    await seed(
+        runtime,
+        '=ubnd,"lạ"',
+        [Batch(1, "-CB,1", comment=text, day=dt.date(2024, 12, 30)) for text in nasty],
+    )
+    for period in ("week", "year"):
+        from_csv = _csv(await _export(runtime, period=period))
+        from_jsonl = [
+            json.loads(line)
+            for line in (await _export(runtime, fmt="jsonl", period=period)).splitlines()
+        ]
+        assert len(from_csv) == len(from_jsonl) == 44
+
+        def cells(row: dict[str, object]) -> tuple[str, ...]:
+            values = {k: v for k, v in row.items() if k != "response"}
+            return tuple(sorted(f"{k}={'' if v == '' else v!s}" for k, v in values.items()))
+
+        def normal(row: dict[str, object]) -> dict[str, object]:
+            out = dict(row)
+            for key in ("survey_version", "complete", "satisfaction", "score18"):
+                out[key] = "" if row[key] in ("", None) else float(row[key])  # type: ignore[arg-type]
+            return out
+
+        assert sorted(map(cells, map(normal, from_csv))) == sorted(
+            map(cells, map(normal, from_jsonl))
+        )
+    strange = [r for r in from_csv if r["agency"] == '\'=ubnd,"lạ"']
+    assert {r["official"] for r in strange} == {"'-CB,1"}
+    assert {r["period"] for r in strange} == {"2024"}
+    comments = {r["q_comment"] for r in strange}
+    assert comments == {'a, "b"\nc', "'+1 234", "'@SUM(A1)", "'\tx", "dấu, phẩy", '"', "'-", ""}
