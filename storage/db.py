@@ -16,8 +16,12 @@ from sqlalchemy.ext.asyncio import (
 Sessions = async_sessionmaker[AsyncSession]
 
 
-def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
-    """An engine whose SQLite flavour enforces foreign keys and tolerates concurrent writers."""
+def make_engine(url: str, *, read_only: bool = False, **kwargs: Any) -> AsyncEngine:
+    """An engine whose SQLite flavour enforces foreign keys and tolerates concurrent writers.
+
+    ``read_only`` engines (a long export) start plain deferred transactions on SQLite: they
+    never take the write lock, so the bot keeps writing while they read a snapshot.
+    """
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -40,7 +44,7 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
             # Take the write lock up front: a deferred transaction that read first cannot become
             # a writer once another connection committed (SQLITE_BUSY_SNAPSHOT, "database is
             # locked" at once, busy timeout ignored), which broke batches racing the dispatcher.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     return create_async_engine(url, pool_pre_ping=True, **kwargs)

@@ -14,24 +14,29 @@ with small cells and their complements suppressed.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import datetime as dt
 import io
 import json
+import multiprocessing
 import os
+import random
 import re
 import tempfile
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from hashlib import blake2b
 from typing import IO, Any, Literal
 
 from sqlalchemy import Integer, String, Text, cast, func, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.elements import ColumnElement
 
 from storage import stats
-from storage.db import Sessions
-from storage.models import Agency, Answer, Official, Procedure, Response
+from storage.db import Sessions, make_engine, make_sessions
+from storage.models import Agency, Answer, Official, Procedure, Response, ResponseTally
 from storage.stats import Period, Thresholds, period_label
 
 Format = Literal["csv", "xlsx", "jsonl"]
@@ -190,8 +195,33 @@ def _answer_cells(questions: list[str]) -> Callable[[Any], tuple[str, ...]]:
     return cells
 
 
-async def response_batches(sessions: Sessions, spec: ExportSpec) -> AsyncIterator[list[list[Any]]]:
+@dataclass(frozen=True, slots=True)
+class Part:
+    """A share of the responses drawn afresh for each export: those whose id has (or, for the
+    last part, has none of) the given hex digits at one position. Ids are random, so a part
+    says nothing about when or what its raters answered."""
+
+    position: int
+    digits: tuple[str, ...]
+    rest: bool = False
+
+    def where(self) -> ColumnElement[bool]:
+        digit = func.substr(Response.id, self.position, 1)
+        return digit.not_in(self.digits) if self.rest else digit.in_(self.digits)
+
+
+async def response_batches(
+    sessions: Sessions,
+    spec: ExportSpec,
+    *,
+    questions: list[str] | None = None,
+    key: bytes | None = None,
+    part: Part | None = None,
+) -> AsyncIterator[list[list[Any]]]:
     """The header (a batch of one row), then anonymised rows, one batch per database fetch.
+
+    ``questions``, ``key`` and ``part`` let the workers of a parallel export share one header
+    and one pseudonym key, each reading its own part.
 
     The rows come from the response table alone: its answers are kept there as export cells and
     the codes of agencies, officials and procedures are looked up in memory, so the database does
@@ -199,10 +229,11 @@ async def response_batches(sessions: Sessions, spec: ExportSpec) -> AsyncIterato
     """
     period: Period = spec.period  # type: ignore[assignment]
     # Keyed once; each row hashes a copy (the key block is not compressed again per row).
-    keyed = blake2b(key=os.urandom(32), digest_size=8)
+    keyed = blake2b(key=key or os.urandom(32), digest_size=8)
     async with sessions() as session:
         conn = await session.connection()
-        questions = await question_ids(conn, spec.agency_id)
+        if questions is None:
+            questions = await question_ids(conn, spec.agency_id)
         agencies = await _codes(conn, Agency)
         officials = await _codes(conn, Official)
         procedures = await _codes(conn, Procedure)
@@ -227,6 +258,8 @@ async def response_batches(sessions: Sessions, spec: ExportSpec) -> AsyncIterato
         )
         if spec.agency_id:
             stmt = stmt.where(Response.agency_id == spec.agency_id)
+        if part is not None:
+            stmt = stmt.where(part.where())
         # A fresh random order per export (the database's own random(), no per-row callback):
         # two exports cannot be aligned by row position, and no order follows answering time.
         stmt = stmt.order_by(func.random())
@@ -375,6 +408,11 @@ async def write_export(
             counted += len(batch)
             yield batch
 
+    if await _in_parts(sessions, spec):
+        async for chunk, rows in _csv_in_parts(sessions, spec):
+            out.write(chunk)
+            counted += rows
+        return counted
     if spec.fmt == "xlsx":
         await _write_xlsx(counting(), out)
     else:
@@ -413,6 +451,10 @@ async def stream_export(
     sessions: Sessions, spec: ExportSpec, thresholds: Thresholds
 ) -> AsyncIterator[bytes]:
     """Chunks for an HTTP response; XLSX goes through a temporary file (a zip needs seeking)."""
+    if await _in_parts(sessions, spec):
+        async for chunk, _ in _csv_in_parts(sessions, spec):
+            yield chunk
+        return
     if spec.fmt != "xlsx":
         async for chunk in _text_chunks(table_batches(sessions, spec, thresholds), spec.fmt):
             yield chunk
@@ -443,6 +485,111 @@ async def _write_xlsx(batches: AsyncIterator[list[list[Any]]], out: IO[bytes]) -
         workbook.create_sheet("data1").append(header)
     workbook.save(out)
     return count
+
+
+# ------------------------------------------------------------------------------ in parallel parts
+#: A row-level CSV export of at least this many responses runs in parts, one process each: at a
+#: million rows the Python work per row, not the database, sets the time, and one process uses
+#: one core.
+PARTS_FROM_ROWS = 200_000
+#: Id positions (1-based) a part may be drawn on: not a uuid4's fixed version and variant digits.
+PART_POSITIONS = tuple(p for p in range(1, 33) if p not in (13, 17))
+HEX = "0123456789abcdef"
+
+
+def export_workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+async def _in_parts(sessions: Sessions, spec: ExportSpec) -> bool:
+    if spec.level != "responses" or spec.fmt != "csv" or export_workers() < 2:
+        return False
+    where = [ResponseTally.dimension == "class"]
+    if spec.agency_id:
+        where.append(ResponseTally.agency_id == spec.agency_id)
+    async with sessions() as session:
+        rows = await session.scalar(
+            select(func.coalesce(func.sum(ResponseTally.responses), 0)).where(*where)
+        )
+    return int(rows or 0) >= PARTS_FROM_ROWS
+
+
+def draw_parts(count: int) -> list[Part]:
+    """``count`` parts that cover every response once, drawn afresh (position and digits).
+
+    Each response falls in a part by a digit of its random id, independently of every other
+    response; each part is shuffled on its own. Then every order of the whole export is
+    equally likely, so writing the parts one after the other still leaks no order.
+    """
+    rng = random.SystemRandom()
+    position = rng.choice(PART_POSITIONS)
+    digits = rng.sample(HEX, len(HEX))
+    share = len(HEX) // count
+    parts = [Part(position, tuple(digits[i * share : (i + 1) * share])) for i in range(count - 1)]
+    parts.append(Part(position, tuple(digits[: (count - 1) * share]), rest=True))
+    return parts
+
+
+def _write_part(
+    url: str, spec: ExportSpec, questions: list[str], key: bytes, part: Part, path: str
+) -> int:
+    """In a worker process: one part's rows as CSV lines (no header) into ``path``."""
+
+    async def run() -> int:
+        engine = make_engine(url, read_only=True)
+        count = 0
+        try:
+            batches = response_batches(
+                make_sessions(engine), spec, questions=questions, key=key, part=part
+            )
+            await anext(batches)  # the header: the parent writes it once
+            # blocking is fine: a worker process whose event loop runs nothing else
+            with open(path, "w", encoding="utf-8", newline="") as handle:  # noqa: ASYNC230
+                writer = csv.writer(handle)
+                async for batch in batches:
+                    writer.writerows(batch)
+                    count += len(batch)
+        finally:
+            await engine.dispose()
+        return count
+
+    return asyncio.run(run())
+
+
+async def _csv_in_parts(sessions: Sessions, spec: ExportSpec) -> AsyncIterator[tuple[bytes, int]]:
+    """A row-level CSV written by one process per part, then streamed part after part.
+
+    Each worker reads its part through a read-only engine (no write lock on SQLite) and
+    writes it to a temporary file; the parts share the export's header and pseudonym key.
+    Yields (chunk, rows in it).
+    """
+    engine = sessions.kw["bind"]
+    url = engine.url.render_as_string(hide_password=False)
+    async with sessions() as session:
+        questions = await question_ids(await session.connection(), spec.agency_id)
+    header = io.StringIO()
+    header.write("\ufeff")
+    csv.writer(header).writerow(BASE_COLUMNS + [f"q_{q}" for q in questions])
+    yield header.getvalue().encode("utf-8"), 0
+    key = os.urandom(32)
+    workers = export_workers()
+    loop = asyncio.get_running_loop()
+    with (
+        tempfile.TemporaryDirectory(prefix="surveybot-export-") as folder,
+        ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool,
+    ):
+        paths = [os.path.join(folder, f"part{i}.csv") for i in range(workers)]
+        counts = await asyncio.gather(
+            *(
+                loop.run_in_executor(pool, _write_part, url, spec, questions, key, part, path)
+                for part, path in zip(draw_parts(workers), paths, strict=True)
+            )
+        )
+        for path, count in zip(paths, counts, strict=True):
+            with open(path, "rb") as handle:  # noqa: ASYNC230 (a local temporary file)
+                while chunk := await asyncio.to_thread(handle.read, 1 << 20):
+                    yield chunk, 0
+            yield b"", count
 
 
 # ------------------------------------------------------------------------------ compatibility

@@ -6,6 +6,9 @@ import csv
 import datetime as dt
 import io
 import json
+import uuid
+from collections.abc import Mapping
+from typing import Any
 
 import pytest
 from openpyxl import load_workbook
@@ -119,6 +122,16 @@ async def test_bad_export_requests_are_refused() -> None:
         ExportSpec(level="rater")
 
 
+def _comparable(row: Mapping[str, Any]) -> tuple[str, ...]:
+    """A row's cells but its pseudonym, numbers as floats (CSV has text, JSON numbers)."""
+    numbers = ("survey_version", "complete", "satisfaction", "score18")
+    return tuple(
+        f"{k}={float(v) if k in numbers and v not in ('', None) else v}"
+        for k, v in sorted(row.items())
+        if k != "response"
+    )
+
+
 async def test_csv_and_jsonl_carry_the_same_cells_for_awkward_text(
     runtime: Runtime, seeded: Agency
 ) -> None:
@@ -138,21 +151,49 @@ async def test_csv_and_jsonl_carry_the_same_cells_for_awkward_text(
         ]
         assert len(from_csv) == len(from_jsonl) == 44
 
-        def cells(row: dict[str, object]) -> tuple[str, ...]:
-            values = {k: v for k, v in row.items() if k != "response"}
-            return tuple(sorted(f"{k}={'' if v == '' else v!s}" for k, v in values.items()))
-
-        def normal(row: dict[str, object]) -> dict[str, object]:
-            out = dict(row)
-            for key in ("survey_version", "complete", "satisfaction", "score18"):
-                out[key] = "" if row[key] in ("", None) else float(row[key])  # type: ignore[arg-type]
-            return out
-
-        assert sorted(map(cells, map(normal, from_csv))) == sorted(
-            map(cells, map(normal, from_jsonl))
-        )
+        assert sorted(map(_comparable, from_csv)) == sorted(map(_comparable, from_jsonl))
     strange = [r for r in from_csv if r["agency"] == '\'=ubnd,"lạ"']
     assert {r["official"] for r in strange} == {"'-CB,1"}
     assert {r["period"] for r in strange} == {"2024"}
     comments = {r["q_comment"] for r in strange}
     assert comments == {'a, "b"\nc', "'+1 234", "'@SUM(A1)", "'\tx", "dấu, phẩy", '"', "'-", ""}
+
+
+async def test_a_large_row_export_runs_in_parallel_parts_with_the_same_rows(
+    runtime: Runtime, seeded: Agency, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above PARTS_FROM_ROWS the CSV is written by worker processes, one per part: the rows,
+    the header and the count must be those of the one-process export."""
+    alone = _csv(await _export(runtime, period="day"))
+    monkeypatch.setattr(export, "PARTS_FROM_ROWS", 1)
+    monkeypatch.setattr(export, "export_workers", lambda: 3)
+    out = io.BytesIO()
+    spec = ExportSpec(period="day")
+    count = await export.write_export(runtime.sessions, spec, Thresholds(), out)
+    in_parts = _csv(out.getvalue())
+    assert count == len(in_parts) == len(alone) == 36
+    assert out.getvalue().count("\ufeff".encode()) == 1
+
+    def without_pseudonym(rows: list[dict[str, str]]) -> list[tuple[str, ...]]:
+        return sorted(tuple(v for k, v in row.items() if k != "response") for row in rows)
+
+    assert without_pseudonym(in_parts) == without_pseudonym(alone)
+    assert len({r["response"] for r in in_parts}) == 36
+    streamed = b"".join(
+        [chunk async for chunk in export.stream_export(runtime.sessions, spec, Thresholds())]
+    )
+    assert without_pseudonym(_csv(streamed)) == without_pseudonym(alone)
+    viewer = _csv(await _export(runtime, agency_id=seeded.id))
+    assert len(viewer) == 30 and {r["agency"] for r in viewer} == {"ubnd-test"}
+
+
+def test_parts_cover_every_id_once_and_are_drawn_afresh() -> None:
+    ids = [uuid.uuid4().hex for _ in range(2000)] + ["short", ""]
+    draws = [export.draw_parts(count) for count in (2, 3, 4, 2)]
+    for parts in draws:
+        for rid in ids:
+            digit = rid[parts[0].position - 1 : parts[0].position]
+            holders = [p for p in parts if (digit not in p.digits) == p.rest]
+            assert len(holders) == 1, (rid, parts)
+        assert parts[0].position not in (13, 17)  # a uuid4's fixed digits would not split
+    assert len({(p[0].position, p[0].digits) for p in draws}) > 1
