@@ -261,10 +261,11 @@ def record(figures: dict[str, Any]) -> None:
     existing = DOCS.read_text("utf-8") if DOCS.exists() else ""
     marker = "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
     if marker in existing:
-        head, table = existing.split(marker, 1)
-        rows_ = [r for r in table.splitlines(keepends=True) if r.startswith("|")]
-        tail = "".join(r for r in table.splitlines(keepends=True) if not r.startswith("|"))
-        rows_ = [r for r in rows_ if not r.startswith(f"| {figures['rows']:,} |")] + [line]
+        head, rest = existing.split(marker, 1)
+        lines = rest.splitlines(keepends=True)
+        size = next((i for i, r in enumerate(lines) if not r.startswith("|")), len(lines))
+        tail = "".join(lines[size:])  # the table ends at its first line that is not a row
+        rows_ = [r for r in lines[:size] if not r.startswith(f"| {figures['rows']:,} |")] + [line]
         DOCS.write_text(head + marker + "".join(rows_) + tail, "utf-8")
     else:
         DOCS.parent.mkdir(parents=True, exist_ok=True)
