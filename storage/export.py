@@ -6,7 +6,9 @@ database. Rows come out in a fresh random order the database draws (``ORDER BY r
 no export needs all rows in Python memory and two exports cannot be aligned by position. Dates are
 coarsened to the export's period, and a text cell a spreadsheet would run as a formula is
 neutralised. Rows stream from a server-side cursor in batches, so memory stays bounded at any
-size.
+size. A CSV of 200,000 responses or more is written by one worker process per core, each over
+a fresh random part of the responses (``draw_parts``), because at that size the Python work per
+row, not the database, sets the time.
 
 Aggregate levels (agency, official, procedure, criterion, period) come from ``storage.stats``,
 with small cells and their complements suppressed.
