@@ -38,7 +38,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from storage import stats
 from storage.db import Sessions, make_engine, make_sessions
-from storage.models import Agency, Answer, Official, Procedure, Response, ResponseTally
+from storage.models import Agency, Answer, Official, Procedure, Response
 from storage.stats import Period, Thresholds, period_label
 
 Format = Literal["csv", "xlsx", "jsonl"]
@@ -131,6 +131,10 @@ def neutralise(value: Any) -> Any:
 
 
 # ------------------------------------------------------------------------------ row level
+def row_header(questions: list[str]) -> list[str]:
+    return BASE_COLUMNS + [f"q_{q}" for q in questions]
+
+
 async def question_ids(conn: AsyncConnection, agency_id: str | None) -> list[str]:
     stmt = select(Answer.question_id).distinct()
     if agency_id:
@@ -239,7 +243,7 @@ async def response_batches(
         agencies = await _codes(conn, Agency)
         officials = await _codes(conn, Official)
         procedures = await _codes(conn, Procedure)
-        yield [BASE_COLUMNS + [f"q_{q}" for q in questions]]
+        yield [row_header(questions)]
         # Raw column values, with no per-row type conversion: they are only ever memo keys
         # (the answers as JSON text: the PostgreSQL driver would otherwise decode every row).
         stmt = select(
@@ -434,8 +438,7 @@ async def _text_chunks(batches: AsyncIterator[list[list[Any]]], fmt: str) -> Asy
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     if fmt == "csv":
-        buffer.write("\ufeff")
-        writer.writerow(header)
+        buffer.write(csv_header(header))
     async for batch in batches:
         if fmt == "csv":
             writer.writerows(batch)
@@ -506,14 +509,7 @@ def export_workers() -> int:
 async def _in_parts(sessions: Sessions, spec: ExportSpec) -> bool:
     if spec.level != "responses" or spec.fmt != "csv" or export_workers() < 2:
         return False
-    where = [ResponseTally.dimension == "class"]
-    if spec.agency_id:
-        where.append(ResponseTally.agency_id == spec.agency_id)
-    async with sessions() as session:
-        rows = await session.scalar(
-            select(func.coalesce(func.sum(ResponseTally.responses), 0)).where(*where)
-        )
-    return int(rows or 0) >= PARTS_FROM_ROWS
+    return await stats.response_count(sessions, spec.agency_id) >= PARTS_FROM_ROWS
 
 
 def draw_parts(count: int) -> list[Part]:
@@ -569,10 +565,7 @@ async def _csv_in_parts(sessions: Sessions, spec: ExportSpec) -> AsyncIterator[t
     url = engine.url.render_as_string(hide_password=False)
     async with sessions() as session:
         questions = await question_ids(await session.connection(), spec.agency_id)
-    header = io.StringIO()
-    header.write("\ufeff")
-    csv.writer(header).writerow(BASE_COLUMNS + [f"q_{q}" for q in questions])
-    yield header.getvalue().encode("utf-8"), 0
+    yield csv_header(row_header(questions)).encode("utf-8"), 0
     key = os.urandom(32)
     workers = export_workers()
     loop = asyncio.get_running_loop()
@@ -606,10 +599,16 @@ async def response_rows(
 
 def write_csv(out: IO[str], header: list[str], rows: Any) -> None:
     """UTF-8 with BOM so Excel shows Vietnamese correctly."""
-    out.write("\ufeff")
-    writer = csv.writer(out)
-    writer.writerow(header)
-    writer.writerows(rows)
+    out.write(csv_header(header))
+    csv.writer(out).writerows(rows)
+
+
+def csv_header(header: list[Any]) -> str:
+    """The BOM (so Excel reads UTF-8 Vietnamese) and the header line every CSV starts with."""
+    line = io.StringIO()
+    line.write("\ufeff")
+    csv.writer(line).writerow(header)
+    return line.getvalue()
 
 
 async def export_csv(sessions: Sessions, period: Period = "month") -> str:
