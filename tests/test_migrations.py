@@ -4,29 +4,15 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 from sqlalchemy import text
 
 from storage.db import make_engine, make_sessions
 from storage.export import ExportSpec, write_export
 from storage.migrate import upgrade_async
 from storage.stats import Thresholds
-from tests.conftest import scratch_pg_database
 
 BEFORE = "0004_stats_indexes"
-
-
-@pytest.fixture
-def empty_database(backend: str, tmp_path: Path) -> Iterator[str]:
-    """A database with no schema yet, on each backend."""
-    if backend == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
-        return
-    with scratch_pg_database("surveybot_migrate") as url:
-        yield url
 
 
 RESPONSE = (

@@ -10,17 +10,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage.db import make_engine
 from storage.migrate import upgrade_async
-from tests.conftest import scratch_pg_database
 
 BEFORE = "0005_response_answers"
 INSERT = (
@@ -29,15 +25,6 @@ INSERT = (
     "classification, criteria) VALUES (:id, :agency, :official, :procedure, 'mot-cua', 1, "
     "'telegram', 'vi', :day, 'h', 'k', true, :sat, :score, :cls, :criteria)"
 )
-
-
-@pytest.fixture
-def empty_database(backend: str, tmp_path: Path) -> Iterator[str]:
-    if backend == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'tally.db'}"
-        return
-    with scratch_pg_database("surveybot_tally") as url:
-        yield url
 
 
 async def _seed(engine: AsyncEngine) -> None:
