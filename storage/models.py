@@ -288,6 +288,38 @@ class Answer(Base):
     text: Mapped[str | None] = mapped_column(Text)
 
 
+# --- releases (issue 10) --------------------------------------------------------------------
+class Release(Base):
+    """The published figures of one closed period, computed once and never recomputed.
+
+    Periods never overlap (``starts_on`` is unique and a new period starts after the last one
+    ends), so no two releases share a response and nothing can be learnt by subtracting them.
+    """
+
+    __tablename__ = "release"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    #: "2026-11", "2026-W47" or "2026-Q4"
+    label: Mapped[str] = mapped_column(String(16))
+    #: month, week or quarter
+    period: Mapped[str] = mapped_column(String(16))
+    starts_on: Mapped[dt.date] = mapped_column(Date, unique=True)
+    ends_on: Mapped[dt.date] = mapped_column(Date)
+    published_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    #: The disclosure rule the figures were computed under (k values, period).
+    rule: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class ReleaseFigures(Base):
+    """One scope of a release: ``""`` for the province (agencies ranked), else an agency id."""
+
+    __tablename__ = "release_figures"
+    release_id: Mapped[str] = mapped_column(
+        ForeignKey("release.id", ondelete="CASCADE"), primary_key=True
+    )
+    scope: Mapped[str] = mapped_column(String(32), primary_key=True)
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
 # --- audit -----------------------------------------------------------------------------------
 class AuditEntry(Base):
     """Hash-chained: each entry's hash covers the previous one, so an edit breaks the chain."""
