@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     # Confidentiality thresholds (brief invariant 4).
     k_min_group: int = Field(5, ge=1)
     k_min_official: int = Field(10, ge=1)
+    #: Figures are published per closed period of this length, each computed once and frozen
+    #: (storage/releases.py): live counts are never shown, so looking twice teaches nothing.
+    release_period: Literal["week", "month", "quarter"] = "month"
+    #: How long after a period ends its release is computed; by default the survey lifetime, so
+    #: every survey answered in the period has closed and been scored first.
+    release_delay_hours: int | None = Field(None, ge=0)
 
     # Admin dashboard (issue 5): sessions live in the database; the cookie is Secure when the
     # public URL is https.
@@ -152,6 +158,10 @@ class Settings(BaseSettings):
     @property
     def effective_public_base_url(self) -> str:
         return (self.public_base_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def effective_release_delay_hours(self) -> int:
+        return self.survey_ttl_hours if self.release_delay_hours is None else self.release_delay_hours
 
     @property
     def channel_priority(self) -> list[str]:
