@@ -319,54 +319,11 @@ async def response_batches(
 async def aggregate_rows(
     sessions: Sessions, spec: ExportSpec, thresholds: Thresholds
 ) -> tuple[list[str], list[list[Any]]]:
-    """Suppressed aggregates: a cell under k shows its label and status only."""
-    period: Period = spec.period  # type: ignore[assignment]
-    if spec.level == "criterion":
-        rows: list[list[Any]] = []
-        for s in await stats.criteria_stats(sessions, thresholds, spec.agency_id):
-            rows.append(
-                [
-                    s.agency,
-                    s.criterion,
-                    s.scored,
-                    _blank(s.mean_points),
-                    _pct(s.zero_share),
-                    _pct(s.zero_share_dissatisfied),
-                    s.dissatisfied if not s.suppressed else "",
-                    stats.NOT_ENOUGH if s.suppressed else "",
-                ]
-            )
-        return CRITERION_COLUMNS, rows
-    cells = await stats.unit_cells(
-        sessions,
-        spec.level,  # type: ignore[arg-type]
-        thresholds,
-        spec.agency_id,
-        period,
-    )
-    header = list(AGGREGATE_COLUMNS)
-    if spec.level == "period":
-        header[1] = "period"
-    rows = []
-    for c in cells:
-        agency = c.key if spec.level == "agency" else c.parent
-        rows.append(
-            [
-                agency,
-                c.key,
-                c.label,
-                c.responses if c.shown else "",
-                c.rated if c.shown else "",
-                c.satisfied if c.shown else "",
-                _pct(c.rate),
-                _pct(c.low),
-                _pct(c.high),
-                c.band,
-                c.rank or "",
-                _blank(c.avg_score18),
-                "" if c.shown else f"{stats.NOT_ENOUGH} ({c.suppressed})",
-            ]
-        )
+    """Aggregates from the latest release (``storage.aggregates``), every cell neutralised."""
+    from storage import aggregates
+
+    wanted = aggregates.AggregateSpec(spec.level, None, spec.agency_id)
+    header, rows = await aggregates.aggregate_table(sessions, wanted, thresholds)
     return header, [[neutralise(v) for v in row] for row in rows]
 
 

@@ -1,0 +1,163 @@
+"""Aggregate exports (agency, official, procedure, criterion, period), read from releases only.
+
+The same frozen, rule-cut documents the dashboard shows (``storage.releases``), so an export can
+never show a figure a page withholds, and two exports taken an hour apart are identical until
+the next period is released. Every row names the release it comes from.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from storage import releases
+from storage.db import Sessions
+from storage.stats import NOT_ENOUGH, Cell, Thresholds
+
+LEVELS: tuple[str, ...] = ("agency", "official", "procedure", "criterion", "period")
+UNIT_COLUMNS = [
+    "release",
+    "agency",
+    "unit",
+    "name",
+    "responses",
+    "rated",
+    "satisfied",
+    "rate_pct",
+    "wilson_low_pct",
+    "wilson_high_pct",
+    "band",
+    "rank",
+    "avg_score18",
+    "status",
+]
+CRITERION_COLUMNS = [
+    "release",
+    "agency",
+    "criterion",
+    "scored",
+    "mean_points",
+    "zero_pct",
+    "zero_pct_dissatisfied",
+    "dissatisfied",
+    "status",
+]
+
+
+class AggregateError(ValueError):
+    """An aggregate that cannot be made (unknown level or release)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AggregateSpec:
+    level: str = "agency"
+    #: A release label ("2026-11"); None is the latest.
+    release: str | None = None
+    #: Restrict to one agency (an agency viewer's exports always are).
+    agency_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.level not in LEVELS:
+            raise AggregateError(f"unknown level {self.level!r}; use one of {', '.join(LEVELS)}")
+
+
+async def aggregate_table(
+    sessions: Sessions, spec: AggregateSpec, thresholds: Thresholds
+) -> tuple[list[str], list[list[Any]]]:
+    """Header and rows of one aggregate level; a withheld cell shows its label and status only."""
+    if spec.release is not None:
+        known = {r.label for r in await releases.list_releases(sessions)}
+        if spec.release not in known:
+            raise AggregateError(
+                f"no release {spec.release!r}; released: {', '.join(sorted(known)) or 'none yet'}"
+            )
+    if spec.level == "period":
+        return UNIT_COLUMNS, await _period_rows(sessions, spec, thresholds)
+    view = await releases.published(sessions, thresholds, spec.agency_id, spec.release)
+    label = view.release.label if view.release else ""
+    if spec.level == "criterion":
+        rows = [
+            [
+                label,
+                s.agency,
+                s.criterion,
+                s.scored if not s.suppressed else "",
+                _blank(s.mean_points),
+                _pct(s.zero_share),
+                _pct(s.zero_share_dissatisfied),
+                s.dissatisfied if s.zero_share_dissatisfied is not None else "",
+                NOT_ENOUGH if s.suppressed else "",
+            ]
+            for s in view.criteria
+        ]
+        return CRITERION_COLUMNS, rows
+    if spec.level == "agency":
+        cells = view.agencies if spec.agency_id is None else [view.total]
+    elif spec.level == "official":
+        cells = view.officials
+    else:
+        cells = view.procedures
+    return UNIT_COLUMNS, [_unit_row(label, c, spec.level) for c in cells]
+
+
+async def _period_rows(
+    sessions: Sessions, spec: AggregateSpec, thresholds: Thresholds
+) -> list[list[Any]]:
+    """Each release's total per agency in scope: the series of closed, non-overlapping periods."""
+    infos = await releases.list_releases(sessions)
+    scopes = None if spec.agency_id is None else [spec.agency_id]
+    docs = await releases.documents(sessions, [r.id for r in infos], scopes)
+    rows = []
+    for info in infos:
+        for (release_id, scope), doc in sorted(docs.items()):
+            if release_id == info.id and scope != releases.PROVINCE:
+                total = releases.cell(doc["total"], thresholds)
+                rows.append(_unit_row(info.label, total, "agency"))
+    return rows
+
+
+def _unit_row(label: str, c: Cell, level: str) -> list[Any]:
+    agency = c.key if level == "agency" else c.parent
+    return [
+        label,
+        agency,
+        c.key,
+        c.label,
+        c.responses if c.shown else "",
+        c.rated if c.shown else "",
+        c.satisfied if c.shown else "",
+        _pct(c.rate),
+        _pct(c.low),
+        _pct(c.high),
+        c.band,
+        c.rank or "",
+        _blank(c.avg_score18),
+        "" if c.shown else f"{NOT_ENOUGH} ({c.suppressed})",
+    ]
+
+
+def _pct(value: float | None) -> Any:
+    return "" if value is None else round(value, 1)
+
+
+def _blank(value: Any) -> Any:
+    return "" if value is None else value
+
+
+async def stream_table(header: list[str], rows: list[list[Any]], fmt: str) -> AsyncIterator[bytes]:
+    """The table as CSV, JSON Lines or XLSX chunks, every cell neutralised against formulas."""
+    from storage import export
+
+    async def batches() -> AsyncIterator[list[list[Any]]]:
+        yield [header]
+        yield [[export.neutralise(v) for v in row] for row in rows]
+
+    if fmt != "xlsx":
+        async for chunk in export._text_chunks(batches(), fmt):
+            yield chunk
+        return
+    buffer = io.BytesIO()
+    await export._write_xlsx(batches(), buffer)
+    yield buffer.getvalue()

@@ -1,0 +1,636 @@
+"""Releases: the only source of every figure a person sees (pages, aggregate exports, CLI).
+
+A release holds the figures of one closed period (a month by default), computed once, after the
+period has ended and every survey answered in it has closed (``release_delay_hours``), cut by
+the disclosure rule (``storage.disclosure``) and stored frozen. It is never recomputed: a late
+answer, an erasure or a changed setting leaves it as it was, and periods never overlap (a new
+period starts after the last released one ends). Live counts are never shown, so two looks at a
+page an hour apart differ by nothing, and two looks around a release differ by a whole period
+whose every cell passed the rule.
+
+Each release has one document per scope: ``""`` for the province (its total and its agencies,
+ranked) and one per agency (its total, officials, procedures, satisfaction levels, Circular
+01/2018 classes, criteria and coverage). An agency's total is the same figure in both, decided
+once, so no page can show it where another withholds it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from sqlalchemy import case, cast, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.types import Text
+
+from bot.flows.scoring import DISSATISFIED_MAX_LEVEL
+from storage import disclosure
+from storage.db import Sessions
+from storage.disclosure import Figure, Line, Rule
+from storage.models import (
+    Agency,
+    Official,
+    Procedure,
+    Release,
+    ReleaseFigures,
+    Response,
+    SurveyLedger,
+    utcnow,
+)
+from storage.stats import (
+    CLASS_ORDER,
+    NO_UNIT,
+    Cell,
+    Coverage,
+    CriterionStat,
+    Thresholds,
+    criteria_points,
+    rank,
+)
+
+PeriodKind = Literal["week", "month", "quarter"]
+PROVINCE = ""
+LEVELS = (5, 4, 3, 2, 1)
+UNIT_COUNTS = ("responses", "rated", "scored")
+
+
+# ------------------------------------------------------------------------------ periods
+@dataclass(frozen=True, slots=True)
+class Period:
+    kind: str
+    label: str
+    starts_on: dt.date
+    ends_on: dt.date
+
+    def next(self) -> Period:
+        return period_of(self.kind, self.ends_on + dt.timedelta(days=1))
+
+
+def period_of(kind: str, day: dt.date) -> Period:
+    """The period of ``kind`` that contains ``day``."""
+    if kind == "week":
+        start = day - dt.timedelta(days=day.weekday())
+        year, week, _ = start.isocalendar()
+        return Period(kind, f"{year}-W{week:02d}", start, start + dt.timedelta(days=6))
+    if kind == "quarter":
+        first_month = (day.month - 1) // 3 * 3 + 1
+        start = dt.date(day.year, first_month, 1)
+        end = _month_end(dt.date(day.year, first_month + 2, 1))
+        return Period(kind, f"{day.year}-Q{(day.month - 1) // 3 + 1}", start, end)
+    if kind == "month":
+        start = day.replace(day=1)
+        return Period(kind, f"{day.year}-{day.month:02d}", start, _month_end(start))
+    raise ValueError(f"unknown release period {kind!r}; use week, month or quarter")
+
+
+def _month_end(first: dt.date) -> dt.date:
+    following = (first.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+    return following - dt.timedelta(days=1)
+
+
+def release_time(period: Period, delay_hours: int) -> dt.datetime:
+    """When ``period`` is released: its last day is over (UTC+7, Vietnam) plus the delay."""
+    end = dt.datetime.combine(period.ends_on + dt.timedelta(days=1), dt.time(), VIETNAM)
+    return end.astimezone(dt.UTC) + dt.timedelta(hours=delay_hours)
+
+
+VIETNAM = dt.timezone(dt.timedelta(hours=7))
+
+
+def due_periods(
+    kind: str,
+    first_day: dt.date | None,
+    last_end: dt.date | None,
+    delay_hours: int,
+    now: dt.datetime,
+) -> list[Period]:
+    """Closed periods not yet released, oldest first, none overlapping a released one.
+
+    After a change of period kind the partial period between the last release and the next
+    whole period of the new kind is never released: it would overlap the last release.
+    """
+    start = last_end + dt.timedelta(days=1) if last_end else first_day
+    if start is None:
+        return []
+    period = period_of(kind, start)
+    if period.starts_on < start:
+        period = period.next()
+    due = []
+    while release_time(period, delay_hours) <= now:
+        due.append(period)
+        period = period.next()
+    return due
+
+
+# ------------------------------------------------------------------------------ building
+@dataclass(slots=True)
+class _Group:
+    """Counts of one group of responses and the officials its raters rated."""
+
+    responses: int = 0
+    rated: int = 0
+    satisfied: int = 0
+    scored: int = 0
+    score_sum: float = 0.0
+    officials: set[str | None] = field(default_factory=set)
+    levels: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+    classes: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def add(self, row: Any) -> None:
+        n = int(row.n)
+        self.responses += n
+        self.scored += int(row.scored)
+        self.score_sum += float(row.score_sum or 0.0)
+        self.officials.add(row.official_id)
+        level = int(row.satisfaction or 0)
+        if level > 0:
+            self.rated += n
+            self.levels[level] += n
+            if level > DISSATISFIED_MAX_LEVEL:
+                self.satisfied += n
+        if row.classification:
+            self.classes[str(row.classification)] += n
+
+    def counts(self) -> dict[str, int]:
+        return {"responses": self.responses, "rated": self.rated, "scored": self.scored}
+
+
+@dataclass(slots=True)
+class _Unit:
+    key: str
+    label: str
+    parent: str
+    group: _Group
+    figure: Figure
+
+    def document(self) -> dict[str, Any]:
+        shown = self.figure.shown
+        g = self.group
+        return {
+            "key": self.key,
+            "label": self.label,
+            "parent": self.parent,
+            "responses": g.responses if shown else None,
+            "rated": g.rated if shown else None,
+            "satisfied": g.satisfied if shown else None,
+            "scored": g.scored if shown else None,
+            "score_sum": round(g.score_sum, 1) if shown else None,
+            "suppressed": self.figure.suppressed,
+        }
+
+
+async def _response_groups(session: AsyncSession, period: Period) -> list[Any]:
+    stmt = (
+        select(
+            Response.agency_id,
+            Response.official_id,
+            Response.procedure_id,
+            Response.satisfaction,
+            Response.classification,
+            func.count().label("n"),
+            func.count(Response.score18).label("scored"),
+            func.sum(Response.score18).label("score_sum"),
+        )
+        .where(Response.answered_on >= period.starts_on, Response.answered_on <= period.ends_on)
+        .group_by(
+            Response.agency_id,
+            Response.official_id,
+            Response.procedure_id,
+            Response.satisfaction,
+            Response.classification,
+        )
+    )
+    return list(await session.execute(stmt))
+
+
+async def _criteria_groups(session: AsyncSession, period: Period) -> list[Any]:
+    stmt = (
+        select(
+            Response.agency_id,
+            Response.satisfaction,
+            cast(Response.criteria, Text).label("criteria"),
+            func.count().label("n"),
+        )
+        .where(
+            Response.answered_on >= period.starts_on,
+            Response.answered_on <= period.ends_on,
+            Response.criteria.is_not(None),
+        )
+        .group_by(Response.agency_id, Response.satisfaction, cast(Response.criteria, Text))
+    )
+    return list(await session.execute(stmt))
+
+
+async def _coverage_groups(session: AsyncSession, period: Period) -> list[Any]:
+    stmt = (
+        select(
+            SurveyLedger.agency_id,
+            SurveyLedger.channel,
+            func.count().label("reported"),
+            func.count(SurveyLedger.channel).label("sent"),
+            func.sum(case((SurveyLedger.delivered.is_(True), 1), else_=0)).label("delivered"),
+            func.sum(case((SurveyLedger.completed.is_(True), 1), else_=0)).label("answered"),
+        )
+        .where(
+            SurveyLedger.reported_on >= period.starts_on,
+            SurveyLedger.reported_on <= period.ends_on,
+        )
+        .group_by(SurveyLedger.agency_id, SurveyLedger.channel)
+    )
+    return list(await session.execute(stmt))
+
+
+async def _names(session: AsyncSession, model: Any) -> dict[str, tuple[str, str]]:
+    return {
+        r.id: (r.code, r.name)
+        for r in await session.execute(select(model.id, model.code, model.name))
+    }
+
+
+async def build(session: AsyncSession, period: Period, rule: Rule) -> dict[str, dict[str, Any]]:
+    """Every scope's document for ``period``, cut by the disclosure rule."""
+    agencies = await _names(session, Agency)
+    officials = await _names(session, Official)
+    procedures = await _names(session, Procedure)
+    province = _Group()
+    per_agency: dict[str, _Group] = defaultdict(_Group)
+    per_official: dict[tuple[str, str | None], _Group] = defaultdict(_Group)
+    per_procedure: dict[tuple[str, str | None], _Group] = defaultdict(_Group)
+    for row in await _response_groups(session, period):
+        for group in (
+            province,
+            per_agency[row.agency_id],
+            per_official[(row.agency_id, row.official_id)],
+            per_procedure[(row.agency_id, row.procedure_id)],
+        ):
+            group.add(row)
+
+    def unit(key: str, label: str, parent: str, group: _Group, about_official: bool) -> _Unit:
+        k = rule.k_for(group.officials, about_official=about_official)
+        return _Unit(key, label, parent, group, Figure(group.counts(), k))
+
+    top = unit("all", "", "", province, False)
+    agency_units = {
+        aid: unit(agencies[aid][0], agencies[aid][1], "", group, False)
+        for aid, group in per_agency.items()
+    }
+    children: dict[str, dict[str, list[_Unit]]] = defaultdict(lambda: defaultdict(list))
+    for level, table, source in (
+        ("officials", officials, per_official),
+        ("procedures", procedures, per_procedure),
+    ):
+        for (aid, unit_id), group in source.items():
+            code, name = table.get(unit_id or "", (NO_UNIT, ""))
+            about = level == "officials" and unit_id is not None
+            children[aid][level].append(unit(code, name, agencies[aid][0], group, about))
+    lines = [Line([u.figure for u in agency_units.values()], top.figure, UNIT_COUNTS, rule.k_group)]
+    for aid, levels in children.items():
+        for level, units in levels.items():
+            k = rule.k_official if level == "officials" else rule.k_group
+            lines.append(Line([u.figure for u in units], agency_units[aid].figure, UNIT_COUNTS, k))
+    figures = [top.figure, *(u.figure for u in agency_units.values())]
+    figures += [u.figure for levels in children.values() for us in levels.values() for u in us]
+    disclosure.apply(figures, lines, UNIT_COUNTS)
+
+    every_agency_shown = all(u.figure.shown for u in agency_units.values())
+    documents: dict[str, dict[str, Any]] = {
+        PROVINCE: {
+            "total": top.document(),
+            "agencies": [u.document() for u in agency_units.values()],
+            **_distributions(top, shown=top.figure.shown and every_agency_shown),
+        }
+    }
+    criteria = _criteria(await _criteria_groups(session, period), agency_units, rule)
+    coverage = _coverage(await _coverage_groups(session, period), agencies, rule)
+    for aid in set(agencies) & (set(agency_units) | set(coverage)):
+        agency_unit = agency_units.get(aid) or unit(
+            agencies[aid][0], agencies[aid][1], "", _Group(), False
+        )
+        documents[aid] = {
+            "total": agency_unit.document(),
+            "officials": [u.document() for u in children[aid]["officials"]],
+            "procedures": [u.document() for u in children[aid]["procedures"]],
+            **_distributions(agency_unit, shown=agency_unit.figure.shown),
+            "criteria": criteria.get(aid, []),
+            "coverage": coverage.get(aid, []),
+        }
+    return documents
+
+
+def _distributions(unit: _Unit, *, shown: bool) -> dict[str, Any]:
+    """Satisfaction levels and Circular 01/2018 classes of a published group.
+
+    These parts are defined by the answer, not by who answered, so a level of 1 among 40 raters
+    names nobody; they are shown exactly when their group is. The province's are shown only
+    when every agency is: otherwise the province's minus the agencies' would give a withheld
+    agency's.
+    """
+    if not shown:
+        return {"levels": None, "classes": None}
+    return {
+        "levels": {str(level): unit.group.levels.get(level, 0) for level in LEVELS},
+        "classes": {name: unit.group.classes.get(name, 0) for name in CLASS_ORDER},
+    }
+
+
+def _criteria(
+    rows: Iterable[Any], agency_units: dict[str, _Unit], rule: Rule
+) -> dict[str, list[dict[str, Any]]]:
+    """Per agency and criterion: how often it scored 0, overall and among the dissatisfied.
+
+    A criterion's figures need k scored responses; its share among the dissatisfied needs k
+    dissatisfied and k others, since the overall share minus it would give the others'.
+    """
+    sums: dict[tuple[str, str], list[int]] = {}
+    parsed: dict[str, dict[str, int]] = {}
+    for row in rows:
+        points = parsed.get(row.criteria)
+        if points is None:
+            points = parsed[row.criteria] = criteria_points(row.criteria)
+        n = int(row.n)
+        dissatisfied = 0 < int(row.satisfaction or 0) <= DISSATISFIED_MAX_LEVEL
+        for criterion, value in points.items():
+            acc = sums.setdefault((row.agency_id, criterion), [0, 0, 0, 0, 0])
+            acc[0] += n
+            acc[1] += value * n
+            if value == 0:
+                acc[2] += n
+                acc[3] += n if dissatisfied else 0
+            acc[4] += n if dissatisfied else 0
+    result: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for (aid, criterion), (n, total, zeros, zeros_dis, n_dis) in sorted(sums.items()):
+        agency = agency_units.get(aid)
+        k = agency.figure.k if agency else rule.k_official
+        shown = agency is not None and agency.figure.shown and n >= k
+        split = shown and n_dis >= k and n - n_dis >= k
+        result[aid].append(
+            {
+                "agency": agency.key if agency else "",
+                "criterion": criterion,
+                "scored": n if shown else None,
+                "mean_points": round(total / n, 2) if shown else None,
+                "zero_share": 100.0 * zeros / n if shown else None,
+                "zero_share_dissatisfied": 100.0 * zeros_dis / n_dis if split else None,
+                "dissatisfied": n_dis if split else None,
+                "suppressed": not shown,
+            }
+        )
+    return result
+
+
+def _coverage(
+    rows: Iterable[Any], agencies: dict[str, tuple[str, str]], rule: Rule
+) -> dict[str, list[dict[str, Any]]]:
+    """Who was asked against who answered, per agency and channel, cut by the same rule."""
+    per: dict[str, dict[str, Coverage]] = defaultdict(dict)
+    for row in rows:
+        code = agencies[row.agency_id][0]
+        for channel in ("*", row.channel or ""):
+            item = per[row.agency_id].setdefault(channel, Coverage(code, channel))
+            item.reported += int(row.reported)
+            item.sent += int(row.sent)
+            item.delivered += int(row.delivered or 0)
+            item.answered += int(row.answered or 0)
+    counts = ("reported", "answered")
+    result: dict[str, list[dict[str, Any]]] = {}
+    for aid, items in per.items():
+        figures = {
+            ch: Figure({"reported": c.reported, "answered": c.answered}, rule.k_group)
+            for ch, c in items.items()
+        }
+        parts = [f for ch, f in figures.items() if ch != "*"]
+        disclosure.apply(
+            figures.values(), [Line(parts, figures["*"], counts, rule.k_group)], counts
+        )
+        result[aid] = [
+            {
+                "agency": c.agency,
+                "channel": ch,
+                **{
+                    name: getattr(c, name) if figures[ch].shown else None
+                    for name in ("reported", "sent", "delivered", "answered")
+                },
+                "suppressed": figures[ch].suppressed,
+            }
+            for ch, c in sorted(items.items(), key=lambda kv: (kv[0] != "*", kv[0]))
+        ]
+    return result
+
+
+# ------------------------------------------------------------------------------ publishing
+async def publish(
+    sessions: Sessions, period: Period, rule: Rule, now: dt.datetime | None = None
+) -> Release | None:
+    """Compute and store the release of ``period`` once; None when it exists already.
+
+    Several processes may try at the same tick: the unique start date lets one win and the
+    others roll back, so a period is never released twice with different figures.
+    """
+    async with sessions() as session:
+        documents = await build(session, period, rule)
+        release = Release(
+            label=period.label,
+            period=period.kind,
+            starts_on=period.starts_on,
+            ends_on=period.ends_on,
+            published_at=now or utcnow(),
+            rule={**rule.as_dict(), "period": period.kind},
+        )
+        session.add(release)
+        try:
+            await session.flush()
+            for scope, document in documents.items():
+                session.add(ReleaseFigures(release_id=release.id, scope=scope, document=document))
+            await session.commit()
+        except IntegrityError:
+            await session.rollback()
+            return None
+    return release
+
+
+async def publish_due(
+    sessions: Sessions,
+    rule: Rule,
+    kind: str,
+    delay_hours: int,
+    now: dt.datetime | None = None,
+) -> list[Release]:
+    """Release every closed period that is due (the periodic job and ``surveybot release``)."""
+    now = now or utcnow()
+    async with sessions() as session:
+        last_end = await session.scalar(select(func.max(Release.ends_on)))
+        first_day = None
+        if last_end is None:
+            first_response = await session.scalar(select(func.min(Response.answered_on)))
+            first_report = await session.scalar(select(func.min(SurveyLedger.reported_on)))
+            days = [d for d in (first_response, first_report) if d is not None]
+            first_day = min(days) if days else None
+    published = []
+    for period in due_periods(kind, first_day, last_end, delay_hours, now):
+        release = await publish(sessions, period, rule, now)
+        if release is not None:
+            published.append(release)
+    return published
+
+
+# ------------------------------------------------------------------------------ reading
+@dataclass(frozen=True, slots=True)
+class ReleaseInfo:
+    id: str
+    label: str
+    period: str
+    starts_on: dt.date
+    ends_on: dt.date
+    published_at: dt.datetime
+    rule: dict[str, Any]
+
+
+async def list_releases(sessions: Sessions) -> list[ReleaseInfo]:
+    """Every release, oldest first."""
+    async with sessions() as session:
+        rows = (await session.execute(select(Release).order_by(Release.starts_on))).scalars()
+        return [
+            ReleaseInfo(r.id, r.label, r.period, r.starts_on, r.ends_on, r.published_at, r.rule)
+            for r in rows
+        ]
+
+
+def next_release(
+    releases: Sequence[ReleaseInfo], kind: str, delay_hours: int, today: dt.date
+) -> tuple[Period, dt.datetime]:
+    """The next period to be released and when, for the dashboard's notice."""
+    if releases:
+        start = releases[-1].ends_on + dt.timedelta(days=1)
+        period = period_of(kind, start)
+        if period.starts_on < start:
+            period = period.next()
+    else:
+        period = period_of(kind, today)
+    return period, release_time(period, delay_hours)
+
+
+async def documents(
+    sessions: Sessions, release_ids: Sequence[str], scopes: Sequence[str] | None
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """(release id, scope) → document, for the given scopes (None: every scope)."""
+    if not release_ids:
+        return {}
+    stmt = select(ReleaseFigures).where(ReleaseFigures.release_id.in_(list(release_ids)))
+    if scopes is not None:
+        stmt = stmt.where(ReleaseFigures.scope.in_(list(scopes)))
+    async with sessions() as session:
+        rows = (await session.execute(stmt)).scalars()
+        return {(r.release_id, r.scope): _loaded(r.document) for r in rows}
+
+
+def _loaded(document: Any) -> dict[str, Any]:
+    return json.loads(document) if isinstance(document, str) else dict(document)
+
+
+# ------------------------------------------------------------------------------ views
+def cell(doc: dict[str, Any], thresholds: Thresholds) -> Cell:
+    """A stored cell as the dashboard's and exports' ``Cell`` (withheld counts stay unknown)."""
+    result = Cell(doc["key"], doc["label"], doc["parent"])
+    result.responses = doc["responses"] or 0
+    result.rated = doc["rated"] or 0
+    result.satisfied = doc["satisfied"] or 0
+    result.scored = doc["scored"] or 0
+    result.score_sum = doc["score_sum"] or 0.0
+    result.suppressed = doc["suppressed"]
+    result.bands = thresholds.bands_766
+    return result
+
+
+@dataclass(slots=True)
+class Published:
+    """What one scope (the province, or one agency) may see of one release."""
+
+    release: ReleaseInfo | None
+    total: Cell
+    agencies: list[Cell]
+    officials: list[Cell]
+    procedures: list[Cell]
+    levels: dict[int, int] | None
+    classes: dict[str, int] | None
+    criteria: list[CriterionStat]
+    coverage: list[dict[str, Any]]
+    trend: list[Cell]
+
+
+def _criterion(doc: dict[str, Any]) -> CriterionStat:
+    return CriterionStat(
+        agency=doc["agency"],
+        criterion=doc["criterion"],
+        scored=doc["scored"] or 0,
+        mean_points=doc["mean_points"],
+        zero_share=doc["zero_share"],
+        zero_share_dissatisfied=doc["zero_share_dissatisfied"],
+        dissatisfied=doc["dissatisfied"] or 0,
+        suppressed=doc["suppressed"],
+    )
+
+
+async def published(
+    sessions: Sessions,
+    thresholds: Thresholds,
+    agency_id: str | None,
+    label: str | None = None,
+) -> Published:
+    """The figures of one release (the latest, or ``label``) for a scope, and the trend.
+
+    ``agency_id`` None is the province: its own document plus every agency's parts.
+    """
+    releases = await list_releases(sessions)
+    chosen = next((r for r in releases if r.label == label), None) if label else None
+    chosen = chosen or (releases[-1] if releases else None)
+    own = agency_id if agency_id is not None else PROVINCE
+    docs = await documents(sessions, [r.id for r in releases], [own])
+    trend = []
+    for info in releases:
+        doc = docs.get((info.id, own))
+        if doc is not None:
+            trend.append(_relabel(cell(doc["total"], thresholds), info.label))
+    empty = Published(chosen, Cell("all", "", ""), [], [], [], None, None, [], [], trend)
+    if chosen is None:
+        return empty
+    scopes = None if agency_id is None else [agency_id]
+    current = await documents(sessions, [chosen.id], scopes)
+    own_doc = current.get((chosen.id, own))
+    if own_doc is None:
+        return empty
+    parts = [d for (_, scope), d in sorted(current.items()) if scope != PROVINCE]
+    view = Published(
+        release=chosen,
+        total=cell(own_doc["total"], thresholds),
+        agencies=rank(
+            [cell(c, thresholds) for c in own_doc.get("agencies", [])], thresholds.k_group
+        ),
+        officials=_ranked(parts, "officials", thresholds, thresholds.k_official),
+        procedures=_ranked(parts, "procedures", thresholds, thresholds.k_group),
+        levels=_int_keys(own_doc.get("levels")),
+        classes=own_doc.get("classes"),
+        criteria=[_criterion(c) for d in parts for c in d.get("criteria", [])],
+        coverage=[r for d in parts for r in d.get("coverage", [])],
+        trend=trend,
+    )
+    return view
+
+
+def _relabel(c: Cell, label: str) -> Cell:
+    c.key = c.label = label
+    return c
+
+
+def _ranked(
+    parts: Iterable[dict[str, Any]], level: str, thresholds: Thresholds, k: int
+) -> list[Cell]:
+    return rank([cell(c, thresholds) for d in parts for c in d.get(level, [])], k)
+
+
+def _int_keys(levels: dict[str, int] | None) -> dict[int, int] | None:
+    return None if levels is None else {int(k): v for k, v in levels.items()}
