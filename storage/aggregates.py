@@ -83,11 +83,11 @@ async def aggregate_table(
                 label,
                 s.agency,
                 s.criterion,
-                s.scored if not s.suppressed else "",
+                _blank(s.scored),
                 _blank(s.mean_points),
                 _pct(s.zero_share),
                 _pct(s.zero_share_dissatisfied),
-                s.dissatisfied if s.zero_share_dissatisfied is not None else "",
+                _blank(s.dissatisfied),
                 NOT_ENOUGH if s.suppressed else "",
             ]
             for s in view.criteria

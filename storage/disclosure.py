@@ -117,8 +117,10 @@ def _close_gap(line: Line, count: str) -> bool:
     """Withhold parts until the withheld ones of ``count`` sum to 0 or at least k."""
     changed = False
     while True:
-        withheld = sum(m.counts.get(count, 0) for m in line.members if not m.shown)
-        if not 0 < withheld < line.k:
+        hidden = [m for m in line.members if not m.shown]
+        withheld = sum(m.counts.get(count, 0) for m in hidden)
+        # A remainder that is one official's figure needs that official's k.
+        if not 0 < withheld < max([line.k, *(m.k for m in hidden)]):
             return changed
         visible = [m for m in line.parts if m.shown and m.counts.get(count, 0) > 0]
         if not visible:

@@ -114,12 +114,15 @@ def due_periods(
     After a change of period kind the partial period between the last release and the next
     whole period of the new kind is never released: it would overlap the last release.
     """
-    start = last_end + dt.timedelta(days=1) if last_end else first_day
-    if start is None:
+    if last_end is not None:
+        start = last_end + dt.timedelta(days=1)
+        period = period_of(kind, start)
+        if period.starts_on < start:
+            period = period.next()
+    elif first_day is not None:
+        period = period_of(kind, first_day)
+    else:
         return []
-    period = period_of(kind, start)
-    if period.starts_on < start:
-        period = period.next()
     due = []
     while release_time(period, delay_hours) <= now:
         due.append(period)
@@ -566,11 +569,11 @@ def _criterion(doc: dict[str, Any]) -> CriterionStat:
     return CriterionStat(
         agency=doc["agency"],
         criterion=doc["criterion"],
-        scored=doc["scored"] or 0,
+        scored=doc["scored"],
         mean_points=doc["mean_points"],
         zero_share=doc["zero_share"],
         zero_share_dissatisfied=doc["zero_share_dissatisfied"],
-        dissatisfied=doc["dissatisfied"] or 0,
+        dissatisfied=doc["dissatisfied"],
         suppressed=doc["suppressed"],
     )
 

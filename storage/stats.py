@@ -198,11 +198,11 @@ class CriterionStat:
 
     agency: str
     criterion: str
-    scored: int
+    scored: int | None
     mean_points: float | None
     zero_share: float | None
     zero_share_dissatisfied: float | None
-    dissatisfied: int
+    dissatisfied: int | None
     suppressed: bool
 
     @property

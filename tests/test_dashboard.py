@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestClient
 from bot.dashboard import auth
 from bot.runtime import Runtime
 from storage.models import Agency
-from tests.adminseed import Batch, add_agency, seed
+from tests.adminseed import Batch, add_agency, release, seed
 
 
 async def login(client: TestClient[Any, Any], username: str, password: str) -> Any:
@@ -30,6 +30,7 @@ async def test_login_roles_scope_and_audit(
     await add_agency(runtime, "ubnd-khac", "UBND khác", ["CB09"])
     await seed(runtime, "ubnd-test", [Batch(12, "CB01"), Batch(3, "CB02", satisfaction=1)])
     await seed(runtime, "ubnd-khac", [Batch(7, "CB09")])
+    assert await release(runtime) == ["2026-10"]
     await auth.create_user(runtime.sessions, "lan", "mat-khau-dai", "admin")
     await auth.create_user(runtime.sessions, "xem", "mat-khau-dai", "viewer", "ubnd-test")
 

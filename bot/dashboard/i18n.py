@@ -34,7 +34,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "avg18": ("Điểm TB /18", "Mean /18"),
     "code": ("Mã", "Code"),
     "name": ("Tên", "Name"),
-    "trend": ("Xu hướng tỷ lệ hài lòng theo tháng", "Monthly satisfaction trend"),
+    "trend": ("Xu hướng tỷ lệ hài lòng theo kỳ công bố", "Satisfaction trend by release"),
     "distribution": ("Phân bố theo 5 mức xếp loại", "Distribution over the five bands"),
     "levels": ("Mức hài lòng (1–5)", "Satisfaction level (1–5)"),
     "not_enough": ("Chưa đủ đánh giá", "Not enough ratings"),
@@ -88,6 +88,31 @@ STRINGS: dict[str, tuple[str, str]] = {
     "role_viewer": ("Xem cơ quan", "Agency viewer"),
     "filter": ("Xem", "Show"),
     "total": ("Tổng", "Total"),
+    "release": ("Kỳ công bố", "Release"),
+    "release_of": (
+        "Số liệu kỳ {label} ({start} – {end}), công bố lúc {published} (UTC); số liệu đã công bố không thay đổi.",
+        "Figures of period {label} ({start} – {end}), released {published} (UTC); released figures never change.",
+    ),
+    "release_next": (
+        "Kỳ tiếp theo ({label}) được công bố lúc {due} (UTC).",
+        "The next period ({label}) is released at {due} (UTC).",
+    ),
+    "release_none": (
+        "Chưa có kỳ nào được công bố. Kỳ đầu tiên ({label}) được công bố lúc {due} (UTC).",
+        "Nothing has been released yet. The first period ({label}) is released at {due} (UTC).",
+    ),
+    "rows_admin_only": (
+        "Dữ liệu từng phiếu chỉ dành cho quản trị cấp tỉnh; cơ quan xem số liệu tổng hợp đã công bố.",
+        "Row-level data is for province admins only; agencies see the released aggregates.",
+    ),
+    "exports_note_admin": (
+        "Tệp từng phiếu được khái quát hoá để mỗi tổ hợp cán bộ, thủ tục, kênh và kỳ có ít nhất k phiếu; góp ý được tách riêng.",
+        "Row-level files are generalised so that every combination of official, procedure, channel and period holds at least k rows; comments come apart.",
+    ),
+    "exports_note_viewer": (
+        "Các tệp tổng hợp lấy từ kỳ công bố, giống hệt số liệu trên bảng điều khiển.",
+        "Aggregate files come from the releases, exactly as the dashboard shows them.",
+    ),
 }
 
 

@@ -20,8 +20,8 @@ from sqlalchemy import select
 from bot.api import RUNTIME
 from bot.dashboard import auth
 from bot.dashboard.i18n import language, number, percent, t
-from storage import export, stats
-from storage.models import Agency
+from storage import aggregates, export, releases, stats
+from storage.models import Agency, utcnow
 
 PREFIX = "/admin"
 COOKIE = "sb_admin"
@@ -248,9 +248,41 @@ async def switch_language(request: web.Request) -> web.StreamResponse:
 
 
 # ------------------------------------------------------------------------------ pages
+async def _release(ctx: Ctx) -> releases.Published:
+    """The figures this page may show: a frozen release (the latest, or ``?release=``)."""
+    wanted = ctx.request.query.get("release", "")[:16] or None
+    return await releases.published(ctx.runtime.sessions, ctx.thresholds, ctx.agency_id, wanted)
+
+
+def _view_release(ctx: Ctx, name: str, view: releases.Published, **values: Any) -> web.Response:
+    """A page of figures, with the release they come from and when the next one is due."""
+    settings = ctx.runtime.settings
+    history = values.pop("history", [])
+    period, due = releases.next_release(
+        history, settings.release_period, settings.effective_release_delay_hours, utcnow().date()
+    )
+    return _view(
+        ctx,
+        name,
+        view=view,
+        release=view.release,
+        history=history,
+        next_period=period,
+        next_due=due,
+        **values,
+    )
+
+
+async def _figures_page(ctx: Ctx, name: str, **values: Any) -> web.Response:
+    view = await _release(ctx)
+    history = await releases.list_releases(ctx.runtime.sessions)
+    return _view_release(ctx, name, view, history=history, **values)
+
+
 @page()
 async def overview(ctx: Ctx) -> web.StreamResponse:
-    view = await stats.overview(ctx.runtime.sessions, ctx.thresholds, ctx.agency_id)
+    view = await _release(ctx)
+    classes = view.classes or {}
     chart = {
         "trend": {
             "labels": [c.key for c in view.trend],
@@ -258,30 +290,65 @@ async def overview(ctx: Ctx) -> web.StreamResponse:
             "label": t(ctx.lang, "rate"),
         },
         "bands": {
-            "labels": list(view.classes),
-            "counts": list(view.classes.values()),
+            "labels": list(classes),
+            "counts": list(classes.values()),
             "label": t(ctx.lang, "responses"),
         },
     }
-    return _view(ctx, "overview.html", view=view, chart_json=json.dumps(chart, ensure_ascii=False))
+    history = await releases.list_releases(ctx.runtime.sessions)
+    return _view_release(
+        ctx,
+        "overview.html",
+        view,
+        history=history,
+        k=ctx.thresholds.k_group,
+        chart_json=json.dumps(chart, ensure_ascii=False),
+    )
 
 
 @page()
 async def ranking(ctx: Ctx) -> web.StreamResponse:
-    cells = await stats.unit_cells(ctx.runtime.sessions, "agency", ctx.thresholds, ctx.agency_id)
+    view = await _release(ctx)
+    if ctx.agency is not None:
+        # An agency's own total is the same figure its province document ranks.
+        province = await releases.published(
+            ctx.runtime.sessions, ctx.thresholds, None, view.release.label if view.release else None
+        )
+        cells = [c for c in province.agencies if c.key == ctx.agency.code]
+    else:
+        cells = view.agencies
     names = {a.code: a.name for a in ctx.agencies}
-    return _view(ctx, "ranking.html", cells=cells, names=names, k=ctx.thresholds.k_group)
+    history = await releases.list_releases(ctx.runtime.sessions)
+    return _view_release(
+        ctx,
+        "ranking.html",
+        view,
+        history=history,
+        cells=cells,
+        names=names,
+        k=ctx.thresholds.k_group,
+    )
 
 
 async def _units(ctx: Ctx, level: str) -> web.StreamResponse:
-    cells = await stats.unit_cells(ctx.runtime.sessions, level, ctx.thresholds, ctx.agency_id)  # type: ignore[arg-type]
     if level == "official":
         await ctx.runtime.audit.record(
             ctx.actor,
             "view.officials",
             {"agency": ctx.agency.code if ctx.agency else "*"},
         )
-    return _view(ctx, "units.html", cells=cells, level=level, k=ctx.thresholds.k_for(level))
+    view = await _release(ctx)
+    cells = view.officials if level == "official" else view.procedures
+    history = await releases.list_releases(ctx.runtime.sessions)
+    return _view_release(
+        ctx,
+        "units.html",
+        view,
+        history=history,
+        cells=cells,
+        level=level,
+        k=ctx.thresholds.k_official if level == "official" else ctx.thresholds.k_group,
+    )
 
 
 @page()
@@ -296,55 +363,80 @@ async def procedures(ctx: Ctx) -> web.StreamResponse:
 
 @page()
 async def criteria(ctx: Ctx) -> web.StreamResponse:
-    rows = await stats.criteria_stats(ctx.runtime.sessions, ctx.thresholds, ctx.agency_id)
-    return _view(ctx, "criteria.html", rows=rows, k=ctx.thresholds.k_group)
+    return await _figures_page(ctx, "criteria.html", k=ctx.thresholds.k_group)
 
 
 @page()
 async def coverage(ctx: Ctx) -> web.StreamResponse:
-    rows = await stats.coverage(ctx.runtime.sessions, ctx.agency_id)
-    return _view(ctx, "coverage.html", rows=rows)
+    return await _figures_page(ctx, "coverage.html", k=ctx.thresholds.k_group)
+
+
+def _export_levels(ctx: Ctx) -> tuple[str, ...]:
+    """Row-level data never reaches an agency viewer: only aggregates cut from releases do."""
+    return ("responses", *aggregates.LEVELS) if ctx.user.is_admin else aggregates.LEVELS
 
 
 @page()
 async def exports_page(ctx: Ctx) -> web.StreamResponse:
+    history = await releases.list_releases(ctx.runtime.sessions)
     return _view(
-        ctx, "exports.html", levels=export.LEVELS, formats=export.FORMATS, periods=export.PERIODS
+        ctx,
+        "exports.html",
+        levels=_export_levels(ctx),
+        formats=export.FORMATS,
+        periods=export.PERIODS,
+        history=history,
     )
 
 
 @page()
 async def download(ctx: Ctx) -> web.StreamResponse:
     form = await ctx.request.post()
-    try:
-        spec = export.ExportSpec(
-            level=str(form.get("level", "responses")),
-            fmt=str(form.get("format", "csv")),
-            period=str(form.get("period", "month")),
-            agency_id=ctx.agency_id,
+    level = str(form.get("level", "agency"))
+    fmt = str(form.get("format", "csv"))
+    if level not in _export_levels(ctx):
+        await ctx.runtime.audit.record(
+            ctx.actor, "access.denied", {"path": ctx.request.path, "level": level[:32]}
         )
-    except export.ExportError as exc:
+        return error_page(ctx.request, ctx.lang, 403, "rows_admin_only")
+    if fmt not in export.FORMATS:
+        return error_page(ctx.request, ctx.lang, 400, "bad_request")
+    release = str(form.get("release", ""))[:16] or None
+    period = str(form.get("period", "month"))
+    try:
+        if level == "responses":
+            spec = export.ExportSpec(level=level, fmt=fmt, period=period, agency_id=ctx.agency_id)
+            chunks = export.stream_export(ctx.runtime.sessions, spec, ctx.thresholds)
+            filename = spec.filename
+        else:
+            wanted = aggregates.AggregateSpec(level, release, ctx.agency_id)
+            header, rows = await aggregates.aggregate_table(
+                ctx.runtime.sessions, wanted, ctx.thresholds
+            )
+            chunks = aggregates.stream_table(header, rows, fmt)
+            filename = f"surveybot-{level}-{release or 'latest'}.{fmt}"
+    except (export.ExportError, aggregates.AggregateError) as exc:
         return render(ctx.request, "error.html", ctx.lang, status=400, message=str(exc), ctx=None)
     await ctx.runtime.audit.record(
         ctx.actor,
         "export",
         {
-            "level": spec.level,
-            "format": spec.fmt,
-            "period": spec.period,
+            "level": level,
+            "format": fmt,
+            "period": period if level == "responses" else (release or "latest"),
             "agency": ctx.agency.code if ctx.agency else "*",
             "via": "dashboard",
         },
     )
     response = web.StreamResponse(
         headers={
-            "Content-Type": export.CONTENT_TYPES[spec.fmt],
-            "Content-Disposition": f'attachment; filename="{spec.filename}"',
+            "Content-Type": export.CONTENT_TYPES[fmt],
+            "Content-Disposition": f'attachment; filename="{filename}"',
             **SECURITY_HEADERS,
         }
     )
     await response.prepare(ctx.request)
-    async for chunk in export.stream_export(ctx.runtime.sessions, spec, ctx.thresholds):
+    async for chunk in chunks:
         await response.write(chunk)
     await response.write_eof()
     return response
