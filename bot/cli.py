@@ -27,7 +27,7 @@ from bot.http_errors import RouteAccessLogger
 from bot.runtime import Runtime
 from bot.service import ServiceError
 from settings import Settings, SettingsError, load_settings
-from storage import export
+from storage import export, releases
 from storage.migrate import upgrade
 from storage.models import Agency, Official, Procedure, Response, new_id
 from storage.pseudonym import KeyError_, KeyRing
@@ -139,6 +139,8 @@ def demo(port: int | None) -> None:
     async def banner(runtime: Runtime) -> None:
         key = await seed_demo(runtime)
         logins = await seed_demo_logins(runtime)
+        await runtime.publish_releases()
+        shown = await releases.list_releases(runtime.sessions)
         base = settings.effective_public_base_url
         code = f"HS-DEMO-{secrets.randbelow(10**6):06d}"
         click.echo(
@@ -158,7 +160,7 @@ Trigger a survey (register the dossier, then report its result):
        -d '{{"results": [{{"dossier_code": "{code}", "returned_at": "{dt.date.today()}"}}]}}'
 Export the answers: surveybot export --format csv
 
-Admin dashboard      : {base}/admin/
+Admin dashboard      : {base}/admin/   (figures of closed periods only; released: {", ".join(r.label for r in shown) or "none yet"})
   admin (all agencies)     : {logins[0][0]} / {logins[0][1]}
   agency viewer (ubnd-demo): {logins[1][0]} / {logins[1][1]}
 """,
@@ -520,6 +522,42 @@ def audit_verify() -> None:
             )
         )
     click.echo(f"audit log intact: {result.entries} entries")
+
+
+@main.group("release")
+def release_group() -> None:
+    """Frozen releases: the figures of closed periods, the only figures anyone is shown."""
+
+
+@release_group.command("publish")
+def release_publish() -> None:
+    """Release every closed period that is due now (the server also does this every minute)."""
+    settings = _settings()
+
+    async def action(runtime: Runtime) -> list[str]:
+        return await runtime.publish_releases()
+
+    published = _run(lambda: _with_runtime(settings, action))
+    click.echo(f"released: {', '.join(published)}" if published else "nothing due")
+
+
+@release_group.command("list")
+def release_list() -> None:
+    """Every release: period, dates, when it was published, and the rule it was cut under."""
+    settings = _settings()
+
+    async def action(runtime: Runtime) -> list[releases.ReleaseInfo]:
+        return await releases.list_releases(runtime.sessions)
+
+    infos = _run(lambda: _with_runtime(settings, action))
+    for info in infos:
+        click.echo(
+            f"{info.label}\t{info.starts_on} – {info.ends_on}\t"
+            f"published {info.published_at:%Y-%m-%d %H:%M} UTC\t"
+            + json.dumps(info.rule, sort_keys=True)
+        )
+    if not infos:
+        click.echo("no release yet")
 
 
 @main.command("stats")
