@@ -117,10 +117,12 @@ def _close_gap(line: Line, count: str) -> bool:
     """Withhold parts until the withheld ones of ``count`` sum to 0 or at least k."""
     changed = False
     while True:
-        hidden = [m for m in line.members if not m.shown]
+        hidden = [m for m in line.members if not m.shown and m.counts.get(count, 0) > 0]
         withheld = sum(m.counts.get(count, 0) for m in hidden)
-        # A remainder that is one official's figure needs that official's k.
-        if not 0 < withheld < max([line.k, *(m.k for m in hidden)]):
+        # A remainder made of one part is that part's figure: it needs that part's k (a lone
+        # withheld official, or an agency rated through one official, needs the official's).
+        k = max(line.k, hidden[0].k) if len(hidden) == 1 else line.k
+        if not 0 < withheld < k:
             return changed
         visible = [m for m in line.parts if m.shown and m.counts.get(count, 0) > 0]
         if not visible:

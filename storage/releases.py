@@ -293,9 +293,11 @@ async def build(session: AsyncSession, period: Period, rule: Rule) -> dict[str, 
             children[aid][level].append(unit(code, name, agencies[aid][0], group, about))
     lines = [Line([u.figure for u in agency_units.values()], top.figure, UNIT_COUNTS, rule.k_group)]
     for aid, levels in children.items():
-        for level, units in levels.items():
-            k = rule.k_official if level == "officials" else rule.k_group
-            lines.append(Line([u.figure for u in units], agency_units[aid].figure, UNIT_COUNTS, k))
+        for units in levels.values():
+            # A remainder of several officials mixes their raters: the group's k holds it (a
+            # lone official's remainder is held to the official's k by the rule itself).
+            parts = [u.figure for u in units]
+            lines.append(Line(parts, agency_units[aid].figure, UNIT_COUNTS, rule.k_group))
     figures = [top.figure, *(u.figure for u in agency_units.values())]
     figures += [u.figure for levels in children.values() for us in levels.values() for u in us]
     disclosure.apply(figures, lines, UNIT_COUNTS)
