@@ -20,7 +20,7 @@ from bot.dashboard import auth
 from bot.dashboard.i18n import percent
 from bot.runtime import Runtime
 from storage.models import Agency, Response
-from tests.adminseed import Batch, add_agency, seed
+from tests.adminseed import Batch, add_agency, release, seed
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
@@ -96,6 +96,7 @@ async def test_admin_and_viewer_in_a_real_browser(
     await seed(
         runtime, "ubnd-khac", [Batch(30, "CB09", satisfaction=5), Batch(3, "CB09", satisfaction=2)]
     )
+    assert await release(runtime) == ["2026-10"]
     await auth.create_user(runtime.sessions, "quantri", "mat-khau-dai", "admin")
     await auth.create_user(runtime.sessions, "xem", "mat-khau-dai", "viewer", "ubnd-test")
 
@@ -143,7 +144,7 @@ async def test_admin_and_viewer_in_a_real_browser(
     download = await info.value
     data = await asyncio.to_thread(Path(await download.path()).read_bytes)
     sheet = load_workbook(io.BytesIO(data)).worksheets[0]
-    names = {row[2] for row in sheet.iter_rows(values_only=True)}
+    names = {row[3] for row in sheet.iter_rows(values_only=True)}
     assert "Nguyễn Văn A" in names and "Trần Thị B" in names
     await _shot(page, "05-exports")
 
@@ -174,7 +175,14 @@ async def test_admin_and_viewer_in_a_real_browser(
         assert "không có quyền" in await viewer.get_by_test_id("error").inner_text()
     await _shot(viewer, "09-viewer-forbidden")
     await viewer.goto(f"{server}/admin/exports")
+    # Row-level data never reaches an agency: the viewer is offered aggregates only.
+    levels = await viewer.locator("select[name=level] option").evaluate_all(
+        "options => options.map(o => o.value)"
+    )
+    assert "responses" not in levels and "official" in levels
+    await viewer.select_option("select[name=level]", "official")
     async with viewer.expect_download() as info:
         await viewer.get_by_test_id("download-csv").click()
     text = await asyncio.to_thread(Path(await (await info.value).path()).read_text, "utf-8-sig")
-    assert "ubnd-khac" not in text and text.count("ubnd-test") == 37
+    assert "ubnd-khac" not in text and text.count("ubnd-test") == 2  # CB01 and CB02
+    assert "2026-10" in text
