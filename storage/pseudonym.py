@@ -6,6 +6,10 @@ asked) and the confidential store (what was answered) cannot be joined by hash. 
 carries the id of the key that made it, so keys can rotate: lookups try every key still known
 during the grace period, new values always use the active (first) key.
 
+Chat and user ids are only unique within their channel, so contact and rater pseudonyms hash
+``"<channel>:<id>"`` (``channel_pseudonym``); lookups (``channel_candidates``) also try the bare
+id that was hashed before, under every key, so older opt-outs and responses keep matching.
+
 Keys never live in the database; they come from the environment or a key file (see ``load_keyring``).
 """
 
@@ -23,16 +27,27 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 log = logging.getLogger(__name__)
 
 #: HMAC purposes. ``contact`` finds an open conversation or an opt-out from an incoming chat;
 #: ``rater`` marks a response so its author can erase it; ``dossier`` deduplicates dossiers.
 HASH_PURPOSES = ("contact", "rater", "dossier")
-#: AES-GCM purposes: delivery addresses we must keep until a survey closes.
-SEAL_PURPOSES = ("address",)
+#: Purposes whose values are only unique within one channel (Telegram chat 123 and Zalo Bot user
+#: 123 are two people): their pseudonyms hash ``"<channel>:<value>"``.
+CHANNEL_PURPOSES = ("contact", "rater")
+#: AES-GCM purposes: delivery addresses we must keep until a survey closes, and outbound message
+#: payloads (questions, and acknowledgements that echo the answer) until they are delivered.
+SEAL_PURPOSES = ("address", "payload")
+#: Seal purposes a key document may omit: their keys are then derived from the ``address`` keys
+#: (HKDF-SHA256, one derived key per address key), so key sets written before the purpose
+#: existed still load, and rotating the address keys rotates these too.
+DERIVED_SEAL_PURPOSES = ("payload",)
 ALL_PURPOSES = HASH_PURPOSES + SEAL_PURPOSES
+REQUIRED_PURPOSES = tuple(p for p in ALL_PURPOSES if p not in DERIVED_SEAL_PURPOSES)
 MIN_KEY_BYTES = 32
 
 
@@ -69,7 +84,7 @@ class KeyRing:
     def __init__(self, keys: Mapping[str, Sequence[tuple[str, bytes]]]) -> None:
         for purpose in ALL_PURPOSES:
             entries = keys.get(purpose) or ()
-            if not entries:
+            if not entries and purpose in REQUIRED_PURPOSES:
                 raise KeyError_(f"no key for purpose {purpose!r}")
             for key_id, key in entries:
                 if len(key) < MIN_KEY_BYTES:
@@ -77,17 +92,41 @@ class KeyRing:
                         f"key {key_id!r} for {purpose!r} is {len(key)} bytes; "
                         f"at least {MIN_KEY_BYTES} are required"
                     )
-        self._keys = {p: list(keys[p]) for p in ALL_PURPOSES}
+                if "." in key_id and purpose in SEAL_PURPOSES:  # sealed values are "<id>.<body>"
+                    raise KeyError_(f"key id {key_id!r} for {purpose!r} must not contain '.'")
+        self._keys = {p: list(keys.get(p) or ()) for p in ALL_PURPOSES}
+        for purpose in DERIVED_SEAL_PURPOSES:
+            # Explicit keys first (the active one seals); the derived ones stay as fallbacks, so
+            # what was sealed before explicit keys were added still opens.
+            self._keys[purpose] += [
+                (f"{kid}-{purpose}", _derive(key, purpose)) for kid, key in self._keys["address"]
+            ]
 
     # -- hashing -------------------------------------------------------------------------------
     def pseudonym(self, purpose: str, value: str) -> Pseudonym:
-        """The pseudonym under the active key: what new records store."""
+        """The pseudonym of exactly ``value`` under the active key.
+
+        For contacts and raters use ``channel_pseudonym``: a bare chat id is not unique."""
         key_id, key = self._hash_keys(purpose)[0]
         return Pseudonym(key_id, _hmac(key, value))
 
     def candidates(self, purpose: str, value: str) -> list[Pseudonym]:
         """The pseudonyms under every known key: what a lookup must match during rotation."""
         return [Pseudonym(kid, _hmac(key, value)) for kid, key in self._hash_keys(purpose)]
+
+    def channel_pseudonym(self, purpose: str, channel: str, value: str) -> Pseudonym:
+        """What new records store for a channel identifier: the active key over
+        ``"<channel>:<value>"``, so equal ids on two channels never share a pseudonym."""
+        return self.pseudonym(purpose, namespaced(purpose, channel, value))
+
+    def channel_candidates(self, purpose: str, channel: str, value: str) -> list[Pseudonym]:
+        """What a lookup of a channel identifier must match, best first: the namespaced form
+        under every key, then the legacy bare form under every key (records written before
+        pseudonyms were namespaced: opt-outs and responses live on, and must still be honoured
+        and erasable). The first entry is always what ``channel_pseudonym`` gives."""
+        return self.candidates(purpose, namespaced(purpose, channel, value)) + self.candidates(
+            purpose, value
+        )
 
     def known_key_ids(self, purpose: str) -> list[str]:
         return [kid for kid, _ in self._keys[purpose]]
@@ -135,15 +174,31 @@ class KeyRing:
 
     @staticmethod
     def generate_document() -> str:
+        """A new key set; derived purposes are left out (they follow the address keys)."""
         doc = {
             purpose: [{"id": f"{purpose[0]}1", "key": base64.b64encode(os.urandom(32)).decode()}]
-            for purpose in ALL_PURPOSES
+            for purpose in REQUIRED_PURPOSES
         }
         return json.dumps(doc, indent=2)
 
 
 def _hmac(key: bytes, value: str) -> str:
     return hmac.new(key, value.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def namespaced(purpose: str, channel: str, value: str) -> str:
+    """The value a channel identifier is hashed as: ``"<channel>:<value>"``."""
+    if purpose not in CHANNEL_PURPOSES:
+        raise ValueError(f"{purpose!r} pseudonyms are not namespaced by channel")
+    if not channel or ":" in channel:
+        raise ValueError(f"not a channel name: {channel!r}")
+    return f"{channel}:{value}"
+
+
+def _derive(key: bytes, purpose: str) -> bytes:
+    """An independent 256-bit key for ``purpose`` from an address key (HKDF-SHA256)."""
+    info = f"surveybot seal key: {purpose}".encode()
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(key)
 
 
 def load_keyring(

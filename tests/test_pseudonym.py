@@ -138,3 +138,49 @@ def test_tokens_are_unguessable_and_deep_link_safe() -> None:
     for token in tokens:
         assert len(token) <= 64 and all(c.isalnum() or c in "-_" for c in token)
     assert token_digest("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+def test_channel_pseudonyms_hash_the_id_with_its_channel() -> None:
+    """Telegram chat 123 and Zalo Bot user 123 are two citizens: two pseudonyms."""
+    keys = ring()
+    telegram = keys.channel_pseudonym("contact", "telegram", "1234567890")
+    assert telegram == keys.pseudonym("contact", "telegram:1234567890")  # the pinned vector
+    assert telegram.digest == "80b2be9ea9797955f3f51e93d6668a26a94e1362427a602cd3bb8c35be2fdb66"
+    assert keys.channel_pseudonym("contact", "zalo_bot", "1234567890") != telegram
+    assert keys.channel_pseudonym("rater", "telegram", "1234567890").digest != telegram.digest
+    with pytest.raises(ValueError):
+        keys.channel_pseudonym("dossier", "telegram", "1234567890")
+    with pytest.raises(ValueError):
+        keys.channel_pseudonym("contact", "tele:gram", "1234567890")
+
+
+def test_channel_lookups_also_match_the_legacy_bare_form_under_every_key() -> None:
+    """Opt-outs and responses stored before namespacing (and before a rotation) still match;
+    the first candidate is what new records store."""
+    old = ring()
+    legacy = old.pseudonym("contact", "1234567890")
+    rotated = ring(contact=[("c2", b"\x09" * 32), ("c1", b"\x01" * 32)])
+    found = rotated.channel_candidates("contact", "telegram", "1234567890")
+    assert found[0] == rotated.channel_pseudonym("contact", "telegram", "1234567890")
+    assert legacy in found and old.channel_pseudonym("contact", "telegram", "1234567890") in found
+    assert len(set(found)) == 4  # two forms under two keys
+    assert rotated.pseudonym("contact", "1234567890") in found
+    assert old.pseudonym("contact", "zalo_bot:1234567890") not in found
+
+
+def test_a_key_set_without_payload_keys_derives_them_from_the_address_keys() -> None:
+    """Key documents written before the payload purpose existed still load and seal payloads,
+    under a key of their own (a payload token never opens as an address)."""
+    keys = ring()
+    sealed = keys.seal('{"text": "Đã chọn: Rất hài lòng"}', "payload")
+    assert sealed.startswith("a1-payload.") and "hài lòng" not in sealed
+    assert keys.open(sealed, "payload") == '{"text": "Đã chọn: Rất hài lòng"}'
+    assert ring().open(sealed, "payload") == keys.open(sealed, "payload")  # derived, not random
+    with pytest.raises(KeyError_):
+        keys.open(sealed)  # not an address key id
+    explicit = ring(payload=[("p1", b"\x06" * 32)])
+    assert explicit.seal("x", "payload").startswith("p1.")
+    assert explicit.open(sealed, "payload") == keys.open(sealed, "payload")  # still opens
+    document = json.loads(KeyRing.generate_document())
+    assert "payload" not in document  # `surveybot keys generate` documents stay as they were
+    assert KeyRing.from_json(KeyRing.generate_document()).seal("x", "payload")
