@@ -12,7 +12,8 @@ Sending one outbox message:
   with no live buttons left; "message is not modified" counts as success (a resend after a crash);
 * a re-rendered question (``update``, a multiple-choice toggle) edits the live question message;
 * every call that shows a message first takes a slot from the rate limiter (about 1/s per chat
-  with short bursts, about 25/s per bot), and a 429 pauses the whole bot for ``retry_after``.
+  with short bursts, about 25/s per bot), and a 429 pauses the whole bot for ``retry_after``;
+* the last message of a conversation (``extra["forget"]``) deletes the chat's state once sent.
 
 PTB errors become ``DeliveryError``: flood control → ``retry_after``; blocked, never started or
 chat not found → permanent (the invitation closes as undeliverable, no retry storm); network
@@ -287,10 +288,28 @@ class TelegramChannel:
 
     # ---------------------------------------------------------------- sending
     def contact(self, address: str) -> str:
-        """The pseudonym every piece of Telegram state is keyed by."""
-        return self.keys.pseudonym("contact", address).digest
+        """The pseudonym every piece of Telegram state is keyed by (the chat's contact
+        pseudonym, namespaced by channel like the service's)."""
+        return self.keys.channel_pseudonym("contact", self.name, address).digest
 
     async def send(self, address: str, message: OutboundMessage) -> None:
+        """Send one outbox message; the last one of a conversation (``extra["forget"]``, set by
+        the service on the thank-you, the /stop and the /delete replies) then drops the chat's
+        state: its send window and the notes of the listed questions."""
+        await self._send(address, message)
+        forget = message.extra.get("forget")
+        if isinstance(forget, list):
+            await self.forget(address, [str(question) for question in forget])
+
+    async def forget(self, address: str, question_ids: list[str]) -> None:
+        """Delete this chat's Redis state under every pseudonym it may have been kept under."""
+        contacts = [p.digest for p in self.keys.channel_candidates("contact", self.name, address)]
+        try:
+            await self.state.forget(contacts, question_ids)
+        except Exception as exc:  # it expires on its own; the message itself was delivered
+            log.warning("chat state not forgotten (%s)", exc.__class__.__name__)
+
+    async def _send(self, address: str, message: OutboundMessage) -> None:
         chat_id = _chat_id(address)
         contact = self.contact(address)
         await self.ready()

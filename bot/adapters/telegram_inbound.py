@@ -110,11 +110,13 @@ class TelegramInbound:
             await self.channel.remember_tapped(
                 address, choice.question_id, message.message_id, message.text
             )
-        await route_button(self.service, self.channel.name, address, data)
         if data.startswith("cmd:") and isinstance(message, Message) and message.reply_markup:
-            # A command's confirmation buttons (/delete, /lang) are spent once tapped.
+            # A command's confirmation buttons (/delete, /lang) are spent once tapped. Taken off
+            # before the command runs: /delete's reply then forgets every per-chat key this
+            # edit made, instead of racing it.
             contact = self.channel.contact(address)
             await self.channel.strip_buttons(chat.id, contact, message.message_id)
+        await route_button(self.service, self.channel.name, address, data)
         return "callback"
 
 

@@ -3,7 +3,9 @@
 Everything here is keyed by the contact pseudonym (an HMAC), never by a raw chat id, and expires
 on its own: it is coordination, not a source of truth. Losing it (a Redis flush) costs at most a
 question message that is not edited in place, one resent polite reply to a redelivered update,
-or a brief burst above the flood limits that Telegram answers with ``retry_after``.
+or a brief burst above the flood limits that Telegram answers with ``retry_after``. When a
+conversation ends (survey completed, /stop, /delete) the chat's own keys are deleted at once
+(``forget``) rather than left to expire.
 
 Two implementations share one interface: Redis (several processes behave as one bot, and the
 limits hold across them because the clock is Redis's own ``TIME``) and process memory (the
@@ -75,6 +77,10 @@ class TelegramState(Protocol):
     async def is_done(self, update_key: str) -> bool: ...
 
     async def mark_done(self, update_key: str) -> None: ...
+
+    async def forget(self, contacts: list[str], question_ids: list[str]) -> None:
+        """Drop a chat's own state (its send window, its question message notes) under each of
+        its pseudonyms: its conversation is over, or its citizen erased it."""
 
 
 class MemoryTelegramState:
@@ -148,6 +154,13 @@ class MemoryTelegramState:
         if len(self._done) > 200_000:
             self._done = {k: v for k, v in self._done.items() if v > now}
         self._done[update_key] = now + UPDATE_MARK_TTL_SECONDS
+
+    async def forget(self, contacts: list[str], question_ids: list[str]) -> None:
+        async with self._lock:
+            for contact in contacts:
+                self._chats.pop(contact, None)
+                for question in question_ids:
+                    self._refs.pop((contact, question), None)
 
 
 # KEYS: 1 chat window (or a dummy), 2 bot window, 3 pause marker.
@@ -252,3 +265,9 @@ class RedisTelegramState:
 
     async def mark_done(self, update_key: str) -> None:
         await self.redis.set(f"{self.base}update:{update_key}", b"1", ex=UPDATE_MARK_TTL_SECONDS)
+
+    async def forget(self, contacts: list[str], question_ids: list[str]) -> None:
+        keys = [f"{self.base}rate:chat:{contact}" for contact in contacts]
+        keys += [self._ref_key(contact, q) for contact in contacts for q in question_ids]
+        if keys:
+            await self.redis.delete(*keys)
