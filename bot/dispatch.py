@@ -4,6 +4,9 @@ A message is claimed, sent, then marked sent; a crash between send and mark mean
 the lease, which channels deduplicate where they can (at-least-once). Failures back off
 exponentially or by the channel's ``retry_after``; a permanent refusal closes the invitation as
 undeliverable instead of retrying forever.
+
+Addresses and payloads are sealed in the outbox; they are opened here, in memory, just before the
+send, and the row forgets both once it is marked sent (``outbox.mark_sent``).
 """
 
 from __future__ import annotations
@@ -107,7 +110,8 @@ class Dispatcher:
                 raise DeliveryError(f"channel {message.channel!r} is not configured")
             address = self.keys.open(message.address_sealed)
             raw = address.split(":", 1)[1]
-            await channel.send(raw, OutboundMessage.from_dict(message.payload))
+            payload = outbox.open_payload(self.keys, message.payload)
+            await channel.send(raw, OutboundMessage.from_dict(payload))
         except DeliveryError as exc:
             await self._failed(
                 message, exc.reason, exc.retry_after, exc.permanent, counted=not exc.paused

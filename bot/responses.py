@@ -47,12 +47,13 @@ class ResponseRecorder:
         """Write answers as they come, so an abandoned survey still counts what was answered.
 
         The first answer creates the response, keyed by the rater's pseudonym (never the
-        address) and dated to the day; it copies the dossier's agency, official and procedure,
+        address; namespaced by channel, so equal ids on two channels are two raters) and dated
+        to the day; it copies the dossier's agency, official and procedure,
         but nothing that names the dossier.
         """
         if invitation.response_id is None:
             dossier = await session.get(Dossier, invitation.dossier_id)
-            rater = self.keys.pseudonym("rater", address)
+            rater = self.keys.channel_pseudonym("rater", channel, address)
             response = Response(
                 id=new_id(),
                 agency_id=dossier.agency_id if dossier else "",

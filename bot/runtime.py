@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,9 +18,11 @@ from bot.flows.definition import SurveyCatalog, builtin_catalog
 from bot.service import SurveyService
 from bot.zalo import ZaloSuite, build_zalo
 from settings import Settings
+from storage import releases
 from storage.audit import AuditLog
 from storage.coordination import Coordinator, LocalCoordinator, RedisCoordinator
 from storage.db import Sessions, make_engine, make_sessions
+from storage.disclosure import Rule
 from storage.migrate import upgrade_async
 from storage.pseudonym import KeyRing, load_keyring
 
@@ -113,7 +116,7 @@ class Runtime:
         )
 
     def start_background(self) -> None:
-        """The dispatcher loop and periodic maintenance (expiry, reminders)."""
+        """The dispatcher loop and periodic maintenance (expiry, reminders, purge)."""
         self._stop.clear()
         self._tasks.append(asyncio.create_task(self.dispatcher.run_forever(self._stop)))
         self._tasks.append(asyncio.create_task(self._maintain()))
@@ -128,10 +131,17 @@ class Runtime:
             self._tasks.append(asyncio.create_task(poll_bot(self, self._stop)))
 
     async def _maintain(self) -> None:
+        """Every minute: close expired surveys, send due reminders, then forget what closed
+        surveys left for delivery and de-duplication (``storage.retention``)."""
         while not self._stop.is_set():
             try:
                 await self.service.close_expired()
                 await self.service.send_reminders()
+                purged = await self.service.purge_closed()
+                if purged.total:
+                    log.info("forgot %d outbox, %d ZNS tracking and %d webhook mark row(s)",
+                             purged.outbox, purged.zns_tracking, purged.webhook_seen)  # fmt: skip
+                await self.publish_releases()
                 if self.zalo is not None and self.zalo.zns is not None:
                     from bot.zalo_ratings import reconcile
 
@@ -141,6 +151,20 @@ class Runtime:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(MAINTENANCE_INTERVAL_SECONDS):
                     await self._stop.wait()
+
+    async def publish_releases(self, now: dt.datetime | None = None) -> list[str]:
+        """Release every closed period that is due: the only way figures reach a page."""
+        published = await releases.publish_due(
+            self.sessions,
+            Rule(self.settings.k_min_group, self.settings.k_min_official),
+            self.settings.release_period,
+            self.settings.effective_release_delay_hours,
+            now,
+        )
+        for release in published:
+            log.info("released the figures of %s", release.label)
+            await self.audit.record("system", "release", {"period": release.label})
+        return [r.label for r in published]
 
     async def close(self) -> None:
         self._stop.set()

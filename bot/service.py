@@ -34,7 +34,7 @@ from bot.schemas import (
     ResultReport,
 )
 from settings import Settings
-from storage import outbox
+from storage import outbox, retention
 from storage.coordination import Coordinator
 from storage.db import Sessions
 from storage.models import (
@@ -61,6 +61,15 @@ ACTIVE = ("sent", "in_progress")
 #: The channel that sends the ZNS service-rating template by phone, and the survey it answers.
 ZNS_CHANNEL = "zns"
 ZNS_SURVEY = "zns-5-star"
+#: The ledger status of a survey its citizen erased: the same as one that closed unanswered, so
+#: the ledger neither says that this citizen took part nor that they asked for erasure.
+ERASED_LEDGER_STATUS = "expired"
+#: Webhook dedup marks are kept this many replay windows (SURVEYBOT_ZALO_WEBHOOK_MAX_AGE_SECONDS):
+#: an older event is refused by its timestamp anyway.
+WEBHOOK_WINDOWS = 3
+#: Key of ``OutboundMessage.extra`` on the last message of a conversation: the question ids whose
+#: per-chat notes the channel drops once it is sent (see TelegramChannel.forget).
+FORGET = "forget"
 
 
 class ServiceError(Exception):
@@ -279,7 +288,8 @@ class SurveyService:
     async def bind(self, token: str, channel: str, address: str, language: str | None) -> Outcome:
         """A citizen opened the receipt's link in a chat: bind it, start the survey if due."""
         now = self.clock()
-        contact = self.keys.pseudonym("contact", address)
+        contact = self.keys.channel_pseudonym("contact", channel, address)
+        contacts = self._contacts(channel, address)
         async with self.coordinator.lock(contact.digest), self.sessions() as session:
             dossier = (
                 await session.execute(
@@ -287,7 +297,7 @@ class SurveyService:
                 )
             ).scalar_one_or_none()
             if dossier is None or (dossier.token_expires_at and dossier.token_expires_at < now):
-                open_survey = await self._active_invitation(session, [contact.digest])
+                open_survey = await self._active_invitation(session, contacts)
                 if open_survey is not None:
                     # The same (now consumed) link opened again mid-survey: carry on, don't scold.
                     step = self._engine_for(open_survey).step(open_survey.state, Start())
@@ -301,13 +311,7 @@ class SurveyService:
                 self.on_enqueue()
                 return Outcome("invalid_link")
             # Opening a receipt's link is an explicit new request to rate: it lifts an old /stop.
-            await session.execute(
-                delete(OptOut).where(
-                    OptOut.contact_hash.in_(
-                        [p.digest for p in self.keys.candidates("contact", address)]
-                    )
-                )
-            )
+            await session.execute(delete(OptOut).where(OptOut.contact_hash.in_(contacts)))
             dossier.token_hash = None  # single use
             dossier.address_sealed = self.keys.seal(f"{channel}:{address}")
             dossier.contact_hash = contact.digest
@@ -340,7 +344,7 @@ class SurveyService:
     # ================================================================ conversation
     async def handle(self, channel: str, address: str, event: Input) -> Outcome:
         """One inbound message or tap: the answer and its reply are committed together."""
-        contacts = [p.digest for p in self.keys.candidates("contact", address)]
+        contacts = self._contacts(channel, address)
         async with self.coordinator.lock(contacts[0]), self.sessions() as session:
             invitation = await self._active_invitation(session, contacts)
             if invitation is None:
@@ -354,7 +358,9 @@ class SurveyService:
             if step.answers:
                 invitation.status = "in_progress"
                 await self.responses.store(session, invitation, channel, address, step.answers)
-            self._enqueue_step(session, invitation, step, outbox.PRIORITY_REPLY, new_id())
+            self._enqueue_step(
+                session, invitation, step, outbox.PRIORITY_REPLY, new_id(), closing=step.finished
+            )
             if step.finished:
                 await self.finalize(session, invitation, "completed")
             await session.commit()
@@ -362,9 +368,9 @@ class SurveyService:
         toast = step.answers[-1].label if step.answers else None
         return Outcome("answered" if step.accepted else "ignored", step.finished, toast)
 
-    async def current_question(self, address: str) -> tuple[str, str] | None:
+    async def current_question(self, channel: str, address: str) -> tuple[str, str] | None:
         """(question id, tag) of the open survey, so adapters can tell stale buttons apart."""
-        contacts = [p.digest for p in self.keys.candidates("contact", address)]
+        contacts = self._contacts(channel, address)
         async with self.sessions() as session:
             invitation = await self._active_invitation(session, contacts)
             if invitation is None or not invitation.state.get("q"):
@@ -374,34 +380,30 @@ class SurveyService:
     # ================================================================ citizen commands
     async def command(self, channel: str, address: str, name: str, arg: str = "") -> Outcome:
         """/help, /privacy, /stop, /delete (with confirmation), /lang: the same on every channel."""
-        contacts = [p.digest for p in self.keys.candidates("contact", address)]
+        contacts = self._contacts(channel, address)
         async with self.coordinator.lock(contacts[0]), self.sessions() as session:
             invitation = await self._active_invitation(session, contacts)
             language = invitation.language if invitation else self.settings.default_language
+            # Replies join the open survey's conversation (it may still carry a legacy pseudonym)
+            # so they are delivered in order with its questions.
+            conversation = invitation.contact_hash if invitation else None
             say: list[tuple[str, list[tuple[str, str]]]] = []
             follow_up: Prompt | None = None
+            #: The last reply closes this chat's business: the channel may drop its chat state.
+            closing = False
             if name == "help":
                 say.append((gettext(language, HELP), []))
             elif name == "privacy":
                 say.append((gettext(language, PRIVACY), []))
             elif name == "stop":
-                if not await self._opted_out(session, contacts[0]):
-                    session.add(OptOut(contact_hash=contacts[0],
-                                       key_id=self.keys.known_key_ids("contact")[0],
-                                       created_on=self.clock().date()))  # fmt: skip
-                if invitation is not None:
-                    await self.finalize(session, invitation, "stopped")
+                await self._stop(session, contacts, invitation)
+                conversation, closing = None, True
                 say.append(
                     (gettext(language, "Done: you will not receive surveys from us again."), [])
                 )
             elif name == "delete" and arg == "yes":
-                if invitation is not None:
-                    await self.finalize(session, invitation, "erased")
-                raters = [p.digest for p in self.keys.candidates("rater", address)]
-                result = await session.execute(
-                    delete(Response).where(Response.rater_hash.in_(raters))
-                )
-                count = result.rowcount  # type: ignore[attr-defined]
+                count = await self._erase(session, channel, address, contacts)
+                conversation, closing = None, True
                 say.append((gettext(language, "Erased: {n} response(s).", n=count), []))
             elif name == "delete" and arg == "no":
                 say.append((gettext(language, "Nothing was erased."), []))
@@ -430,8 +432,10 @@ class SurveyService:
             sealed = self.keys.seal(f"{channel}:{address}")
             for order, (text, buttons) in enumerate(say):
                 message = OutboundMessage(text, buttons)
-                outbox.enqueue(session, channel=channel, address_sealed=sealed,
-                               conversation=contacts[0], payload=message.to_dict(),
+                if closing and order == len(say) - 1:
+                    message.extra[FORGET] = self._question_ids()
+                outbox.enqueue(session, self.keys, channel=channel, address_sealed=sealed,
+                               conversation=conversation or contacts[0], payload=message.to_dict(),
                                priority=outbox.PRIORITY_REPLY, order=order, now=self.clock())  # fmt: skip
             if follow_up is not None and invitation is not None:  # after the confirmation
                 step = Step(invitation.state, [follow_up])
@@ -510,15 +514,12 @@ class SurveyService:
                 .values(failed=True)
             )
             # Whatever else was queued on the refused channel can only fail the same way.
-            await session.execute(
-                update(OutboxMessage)
-                .where(
-                    OutboxMessage.invitation_id == invitation.id,
-                    OutboxMessage.status.in_(("pending", "sending")),
-                    OutboxMessage.channel == failed_channel,
-                )
-                .values(status="dead", address_sealed=None, last_error="channel refused")
-                .execution_options(synchronize_session=False)
+            await outbox.retire_unsent(
+                session,
+                OutboxMessage.invitation_id == invitation.id,
+                OutboxMessage.channel == failed_channel,
+                status="dead",
+                reason="channel refused",
             )
             dossier = await session.get(Dossier, invitation.dossier_id)
             contact = None
@@ -555,7 +556,104 @@ class SurveyService:
                 ledger.delivered = True
                 await session.commit()
 
+    async def _stop(
+        self, session: AsyncSession, contacts: Sequence[str], invitation: Invitation | None
+    ) -> None:
+        """/stop: an opt-out under the namespaced pseudonym, and every binding of this chat still
+        under a legacy pseudonym re-keyed to it, so the opt-out is honoured for dossiers bound
+        before pseudonyms were namespaced (opt-outs are matched on the stored pseudonym)."""
+        current, legacy = contacts[0], list(contacts[1:])
+        known = await session.execute(
+            select(OptOut.contact_hash).where(OptOut.contact_hash.in_(contacts))
+        )
+        if known.first() is None:
+            session.add(OptOut(contact_hash=current,
+                               key_id=self.keys.known_key_ids("contact")[0],
+                               created_on=self.clock().date()))  # fmt: skip
+        for model in (Dossier, DossierContact, Invitation):
+            await session.execute(
+                update(model)
+                .where(model.contact_hash.in_(legacy))
+                .values(contact_hash=current)
+                .execution_options(synchronize_session=False)
+            )
+        if invitation is not None:
+            await self.finalize(session, invitation, "stopped")
+
+    async def _erase(
+        self, session: AsyncSession, channel: str, address: str, contacts: Sequence[str]
+    ) -> int:
+        """/delete: everything this chat left behind, in the caller's transaction.
+
+        The answers (every response under this chat's rater pseudonyms, and the response of a
+        survey open in this chat), every outbox row of its conversations and open surveys, the
+        open surveys themselves (invitation, dossier, its contacts; the ledger row is closed as
+        an unanswered one), and this chat's binding to dossiers still waiting for a result.
+        A closed survey's ledger row stays, and nothing left can find it from this chat: that
+        is the design (who was asked and what was answered are never linked).
+        Returns how many responses were erased."""
+        bound_here = select(DossierContact.dossier_id).where(
+            DossierContact.contact_hash.in_(contacts)
+        )
+        surveys = list(
+            (
+                await session.execute(
+                    select(Invitation).where(
+                        (Invitation.contact_hash.in_(contacts))
+                        | (Invitation.dossier_id.in_(bound_here))
+                    )
+                )
+            ).scalars()
+        )
+        await outbox.erase_conversation(session, contacts, [i.id for i in surveys])
+        raters = [p.digest for p in self.keys.channel_candidates("rater", channel, address)]
+        responses = [i.response_id for i in surveys if i.response_id]
+        for invitation in surveys:
+            await self.finalize(session, invitation, "erased")
+        result = await session.execute(
+            delete(Response)
+            .where(Response.rater_hash.in_(raters) | Response.id.in_(responses))
+            .execution_options(synchronize_session=False)
+        )
+        await session.execute(
+            delete(DossierContact)
+            .where(DossierContact.contact_hash.in_(contacts))
+            .execution_options(synchronize_session=False)
+        )
+        await session.execute(
+            update(Dossier)
+            .where(Dossier.contact_hash.in_(contacts))
+            .values(contact_hash=None, address_sealed=None)
+            .execution_options(synchronize_session=False)
+        )
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    async def purge_closed(self) -> retention.Purged:
+        """Forget what closed surveys left for delivery and de-duplication (maintenance loop)."""
+        async with self.sessions() as session:
+            purged = await retention.purge(
+                session,
+                now=self.clock(),
+                outbox_retention=dt.timedelta(hours=self.settings.outbox_retention_hours),
+                webhook_window=dt.timedelta(
+                    seconds=WEBHOOK_WINDOWS * self.settings.zalo_webhook_max_age_seconds
+                ),
+            )
+            await session.commit()
+        return purged
+
     # ================================================================ internals
+    def _contacts(self, channel: str, address: str) -> list[str]:
+        """Every pseudonym this chat may be stored under, the one new records use first."""
+        return [p.digest for p in self.keys.channel_candidates("contact", channel, address)]
+
+    def _question_ids(self, invitation: Invitation | None = None) -> list[str]:
+        """Every question id a chat may hold notes for: the open survey's, and every survey's."""
+        definitions = [self.catalog.latest(survey) for survey in self.catalog.ids()]
+        if invitation is not None:
+            definitions.append(self.catalog.get(invitation.survey_id, invitation.survey_version))
+        return sorted({q.id for d in definitions for q in d.questions})
+
     def _survey_for(self, agency: Agency, requested: str | None) -> SurveyDefinition:
         survey_id = requested or agency.default_survey or self.settings.default_survey
         if survey_id not in self.catalog:
@@ -659,7 +757,7 @@ class SurveyService:
         ).scalar_one_or_none()
         contact = existing or DossierContact(id=new_id(), dossier_id=dossier.id, channel=channel)
         contact.address_sealed = self.keys.seal(f"{channel}:{address}")
-        contact.contact_hash = self.keys.pseudonym("contact", address).digest
+        contact.contact_hash = self.keys.channel_pseudonym("contact", channel, address).digest
         contact.failed = False
         if existing is None:
             session.add(contact)
@@ -733,7 +831,8 @@ class SurveyService:
             }
             message = OutboundMessage("", extra={"zns_tracking_id": tracking.tracking_id,
                                                  "zns_params": params})  # fmt: skip
-            outbox.enqueue(session, channel=ZNS_CHANNEL, address_sealed=contact.address_sealed,
+            outbox.enqueue(session, self.keys, channel=ZNS_CHANNEL,
+                           address_sealed=contact.address_sealed,
                            conversation=contact.contact_hash, payload=message.to_dict(),
                            priority=outbox.PRIORITY_INVITATION, dedup_key=f"{invitation.id}:zns",
                            invitation_id=invitation.id, now=self.clock())  # fmt: skip
@@ -766,7 +865,10 @@ class SurveyService:
         step: Step,
         priority: int,
         dedup: str,
+        closing: bool = False,
     ) -> None:
+        """Queue a step's acknowledgements and prompts; ``closing`` marks the last message as the
+        end of the conversation, after which the channel drops its chat state (``FORGET``)."""
         assert invitation.address_sealed and invitation.contact_hash and invitation.channel
         capabilities = self.capabilities[invitation.channel]
         language = step.state["lang"]
@@ -777,9 +879,12 @@ class SurveyService:
                 messages.append(OutboundMessage(label, question_id=answer.question_id,
                                                 extra={"ack": True}))  # fmt: skip
         messages += [render(p, capabilities, language) for p in step.prompts]
+        if closing and messages:
+            messages[-1].extra[FORGET] = self._question_ids(invitation)
         for order, message in enumerate(messages):
             outbox.enqueue(
                 session,
+                self.keys,
                 channel=invitation.channel,
                 address_sealed=invitation.address_sealed,
                 conversation=invitation.contact_hash,
@@ -796,18 +901,34 @@ class SurveyService:
         language: str | None, message: str,
     ) -> None:  # fmt: skip
         text = gettext(normalise_language(language or self.settings.default_language), message)
-        outbox.enqueue(session, channel=channel, address_sealed=self.keys.seal(f"{channel}:{address}"),
+        outbox.enqueue(session, self.keys, channel=channel,
+                       address_sealed=self.keys.seal(f"{channel}:{address}"),
                        conversation=conversation, payload=OutboundMessage(text).to_dict(),
                        priority=outbox.PRIORITY_REPLY, now=self.clock())  # fmt: skip
 
     async def finalize(self, session: AsyncSession, invitation: Invitation, reason: str) -> None:
-        """Close a survey: score what was answered, then delete every operational trace."""
+        """Close a survey: score what was answered, then delete every operational trace.
+
+        An erased survey's ledger row is closed as an unanswered one (``ERASED_LEDGER_STATUS``):
+        it still stops a second survey of the dossier, and no longer says that its citizen took
+        part. Messages not yet sent are dropped unless the survey was completed (its last
+        acknowledgement and thank-you still go out)."""
         ledger = await session.get(SurveyLedger, invitation.ledger_id)
         if ledger is not None:
-            ledger.status = reason
+            ledger.status = ERASED_LEDGER_STATUS if reason == "erased" else reason
             ledger.completed = reason == "completed"
         if invitation.response_id and reason != "erased":
             await self.responses.score(session, invitation, complete=reason == "completed")
+        if reason != "completed":
+            await outbox.retire_unsent(
+                session,
+                OutboxMessage.invitation_id == invitation.id,
+                status="cancelled",
+                reason=f"survey {reason}",
+                now=self.clock(),
+            )
+        # A ZNS rating arriving after this finds no tracking row and is ignored, as before.
+        await session.execute(delete(ZnsTracking).where(ZnsTracking.invitation_id == invitation.id))
         await session.execute(delete(Invitation).where(Invitation.id == invitation.id))
         await session.execute(delete(Dossier).where(Dossier.id == invitation.dossier_id))
 

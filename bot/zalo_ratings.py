@@ -2,20 +2,17 @@
 
 Why both paths: Zalo's ``user_feedback`` webhook can be lost (a 2xx that never came, retries that
 gave up), so ``reconcile`` polls ``rating/get`` for the recent window. Both paths end in
-``record_rating``, idempotent by our random ``tracking_id`` (and Zalo's msg_id, kept only as a
-hash), so a rating seen twice is stored once. The stars become the ``zns-5-star`` survey's
+``record_rating``, idempotent by our random ``tracking_id`` (its row is deleted when the survey
+closes), so a rating seen twice is stored once. The stars become the ``zns-5-star`` survey's
 ``stars`` answer (its 1..5 satisfaction), chips map onto that survey's criteria values, and the
 note is scrubbed of phone numbers, ids and codes before it is stored.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import logging
 import unicodedata
-
-from sqlalchemy import delete
 
 from bot.adapters.zalo_zns import Rating
 from bot.flows.definition import SurveyDefinition
@@ -23,7 +20,7 @@ from bot.flows.engine import AnswerEvent
 from bot.flows.scrub import scrub
 from bot.runtime import Runtime
 from bot.service import ZNS_CHANNEL, ZNS_SURVEY, SurveyService
-from storage.models import Invitation, SurveyLedger, WebhookSeen, ZnsTracking
+from storage.models import Invitation, SurveyLedger, ZnsTracking
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +70,6 @@ def rating_answers(
 
 async def record_rating(service: SurveyService, rating: Rating) -> bool:
     """Store one rating as a completed response; False when unknown or already stored."""
-    msg_hash = hashlib.sha256(rating.msg_id.encode()).hexdigest()
     key = hashlib.sha256(rating.tracking_id.encode()).hexdigest()
     async with service.coordinator.lock(f"zns:{key}"), service.sessions() as session:
         tracking = await session.get(ZnsTracking, rating.tracking_id)
@@ -95,10 +91,9 @@ async def record_rating(service: SurveyService, rating: Rating) -> bool:
         ledger = await session.get(SurveyLedger, invitation.ledger_id)
         if ledger is not None:
             ledger.delivered = True
+        # Closing deletes the tracking row too: the same rating seen again (webhook and
+        # reconciliation) then finds no tracking id and is not stored twice.
         await service.finalize(session, invitation, "completed")
-        tracking.status = "rated"
-        tracking.msg_hash = msg_hash
-        tracking.invitation_id = None
         await session.commit()
     return True
 
@@ -122,7 +117,8 @@ async def record_delivery(service: SurveyService, tracking_id: str) -> bool:
 
 async def reconcile(runtime: Runtime) -> int:
     """Poll ``rating/get`` over the recent window; store what the webhook missed. Returns how
-    many ratings were newly stored. Also forgets old tracking and webhook-dedup rows."""
+    many ratings were newly stored. (Old tracking and webhook-dedup rows are forgotten by
+    ``storage.retention``, in the maintenance loop.)"""
     suite = runtime.zalo
     if suite is None or suite.zns is None:
         return 0
@@ -132,19 +128,6 @@ async def reconcile(runtime: Runtime) -> int:
     stored = 0
     for rating in ratings:
         stored += await record_rating(runtime.service, rating)
-    now = dt.datetime.fromtimestamp(now_s, dt.UTC)
-    async with runtime.sessions() as session:
-        await session.execute(
-            delete(ZnsTracking).where(
-                ZnsTracking.invitation_id.is_(None),
-                ZnsTracking.created_at < now - dt.timedelta(hours=hours + 24),
-            )
-        )
-        max_age = runtime.settings.zalo_webhook_max_age_seconds
-        await session.execute(
-            delete(WebhookSeen).where(WebhookSeen.seen_at < now - dt.timedelta(seconds=3 * max_age))
-        )
-        await session.commit()
     if stored:
         log.info("zns reconciliation stored %d rating(s) the webhook missed", stored)
     return stored

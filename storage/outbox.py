@@ -5,24 +5,41 @@ its acknowledgement are durable together. Claiming is optimistic (a conditional 
 count says who won), which works the same on SQLite and on several PostgreSQL clients. Only the
 oldest unsent message of a conversation is eligible, so a citizen never sees question 3 before
 question 2, even after a retry.
+
+What a row keeps is only what delivery needs, and only while it needs it (brief invariant 6):
+
+* the payload (questions, and acknowledgements that echo the citizen's answer) is sealed with
+  AES-GCM at enqueue, so it is never readable in the database, not even before delivery;
+* once a row is retired (sent, dead or cancelled) its payload, address and conversation (the
+  contact pseudonym) are erased and its times are cut to the hour it was retired: what is left
+  (channel, status, attempts, dedup key, invitation id) serves de-duplication and counting only;
+* retired rows of closed invitations (and replies outside any survey) are deleted ``purge``
+  hours later (``SURVEYBOT_OUTBOX_RETENTION_HOURS``; the maintenance loop calls it).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import ColumnElement, and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage.models import OutboxMessage, new_id, utcnow
+from storage.models import Invitation, OutboxMessage, new_id, utcnow
+from storage.pseudonym import KeyRing
 
 PRIORITY_REPLY = 0
 PRIORITY_INVITATION = 1
 LEASE = dt.timedelta(seconds=60)
 MAX_BACKOFF_SECONDS = 300.0
+UNSENT = ("pending", "sending")
+RETIRED = ("sent", "dead", "cancelled")
+#: The seal purpose of payloads (storage.pseudonym derives its key when a key set has none).
+PAYLOAD_PURPOSE = "payload"
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,14 +47,57 @@ class Claimed:
     id: str
     channel: str
     address_sealed: str
+    #: As stored: sealed (``open_payload`` reads it).
     payload: dict[str, Any]
     attempts: int
     invitation_id: str | None
     conversation: str
 
 
+def seal_payload(keys: KeyRing, payload: dict[str, Any]) -> dict[str, Any]:
+    """The stored form of a payload: one AES-GCM token, unreadable without the keys."""
+    return {"sealed": keys.seal(json.dumps(payload, ensure_ascii=False), PAYLOAD_PURPOSE)}
+
+
+def open_payload(keys: KeyRing, stored: dict[str, Any]) -> dict[str, Any]:
+    """The payload to send; rows written before payloads were sealed are read as they are."""
+    token = stored.get("sealed")
+    if not isinstance(token, str):
+        return stored
+    opened = json.loads(keys.open(token, PAYLOAD_PURPOSE))
+    if not isinstance(opened, dict):
+        raise ValueError("a sealed payload is not an object")
+    return opened
+
+
+def to_the_hour(at: dt.datetime) -> dt.datetime:
+    """The coarse time a retired row keeps: it can count messages per hour, and cannot be
+    matched against the minute an agency returned a result or a citizen answered."""
+    return at.replace(minute=0, second=0, microsecond=0)
+
+
+def retired(status: str, at: dt.datetime, reason: str | None = None) -> dict[str, Any]:
+    """The column values of a row that will never be sent again: everything that could be
+    read or linked (payload, address, contact pseudonym, exact times) is erased."""
+    assert status in RETIRED
+    hour = to_the_hour(at)
+    values: dict[str, Any] = {
+        "status": status,
+        "payload": {},
+        "address_sealed": None,
+        "conversation": "",
+        "created_at": hour,
+        "available_at": hour,
+        "sent_at": hour if status == "sent" else None,
+    }
+    if reason is not None:
+        values["last_error"] = reason[:255]
+    return values
+
+
 def enqueue(
     session: AsyncSession,
+    keys: KeyRing,
     *,
     channel: str,
     address_sealed: str,
@@ -49,7 +109,9 @@ def enqueue(
     order: int = 0,
     now: dt.datetime | None = None,
 ) -> OutboxMessage:
-    """Add a message to the caller's transaction; ``order`` keeps messages of one step in sequence."""
+    """Add a message to the caller's transaction; ``order`` keeps messages of one step in sequence.
+
+    The payload is sealed here, so no caller can queue a readable one."""
     created = (now or utcnow()) + dt.timedelta(microseconds=order)
     row = OutboxMessage(
         id=new_id(),
@@ -57,7 +119,7 @@ def enqueue(
         channel=channel,
         address_sealed=address_sealed,
         conversation=conversation,
-        payload=payload,
+        payload=seal_payload(keys, payload),
         priority=priority,
         invitation_id=invitation_id,
         created_at=created,
@@ -67,11 +129,11 @@ def enqueue(
     return row
 
 
-async def enqueue_once(session: AsyncSession, **kwargs: Any) -> bool:
+async def enqueue_once(session: AsyncSession, keys: KeyRing, **kwargs: Any) -> bool:
     """Enqueue unless a message with the same dedup key exists; True when added."""
     async with session.begin_nested():
         try:
-            enqueue(session, **kwargs)
+            enqueue(session, keys, **kwargs)
             await session.flush()
         except IntegrityError:
             return False
@@ -86,7 +148,7 @@ async def claim(session: AsyncSession, limit: int, now: dt.datetime | None = Non
     priority, so a reminder and a reply can never swap places.
     """
     now = now or utcnow()
-    unsent = OutboxMessage.status.in_(("pending", "sending"))
+    unsent = OutboxMessage.status.in_(UNSENT)
     order: dict[str, int] = {}
     for conversation in (
         await session.execute(
@@ -131,7 +193,7 @@ async def claim_next(
             select(OutboxMessage)
             .where(
                 OutboxMessage.conversation == conversation,
-                OutboxMessage.status.in_(("pending", "sending")),
+                OutboxMessage.status.in_(UNSENT),
             )
             .order_by(OutboxMessage.created_at)
             .limit(1)
@@ -181,11 +243,11 @@ async def release(session: AsyncSession, message: Claimed) -> None:
 
 
 async def mark_sent(session: AsyncSession, message_id: str, now: dt.datetime | None = None) -> None:
-    """Sent: the sealed address is erased at once, it is no longer needed."""
+    """Sent: its payload, address and conversation are erased at once, its times coarsened."""
     await session.execute(
         update(OutboxMessage)
         .where(OutboxMessage.id == message_id)
-        .values(status="sent", address_sealed=None, sent_at=now or utcnow(), last_error=None)
+        .values(**retired("sent", now or utcnow()), last_error=None)
     )
 
 
@@ -211,18 +273,17 @@ async def mark_failed(
     )
     values: dict[str, Any] = {"last_error": reason[:255]}
     if dead:
-        values.update(status="dead", address_sealed=None)
+        values.update(retired("dead", now))
         if permanent:
             # The address refuses for good (blocked bot): drop the rest of that conversation
             # too, rather than retrying each later message into the same wall.
-            await session.execute(
-                update(OutboxMessage)
-                .where(
-                    OutboxMessage.conversation == message.conversation,
-                    OutboxMessage.status.in_(("pending", "sending")),
-                    OutboxMessage.id != message.id,
-                )
-                .values(status="cancelled", address_sealed=None, last_error="address refused")
+            await retire_unsent(
+                session,
+                OutboxMessage.conversation == message.conversation,
+                OutboxMessage.id != message.id,
+                status="cancelled",
+                reason="address refused",
+                now=now,
             )
     else:
         values.update(status="pending", available_at=now + dt.timedelta(seconds=delay))
@@ -232,3 +293,60 @@ async def mark_failed(
         update(OutboxMessage).where(OutboxMessage.id == message.id).values(**values)
     )
     return dead
+
+
+async def retire_unsent(
+    session: AsyncSession,
+    *conditions: ColumnElement[bool],
+    status: str,
+    reason: str,
+    now: dt.datetime | None = None,
+) -> None:
+    """Give up on the unsent messages that match ``conditions``: they will never go out, so
+    their payload and address are erased now rather than at delivery."""
+    await session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.status.in_(UNSENT), *conditions)
+        .values(**retired(status, now or utcnow(), reason))
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def erase_conversation(
+    session: AsyncSession, conversations: Sequence[str], invitation_ids: Sequence[str]
+) -> int:
+    """Delete every row, sent or not, of these conversations (contact pseudonyms) or
+    invitations: a citizen's erasure. Returns how many rows went."""
+    if not conversations and not invitation_ids:
+        return 0
+    result = await session.execute(
+        delete(OutboxMessage)
+        .where(
+            or_(
+                OutboxMessage.conversation.in_(list(conversations)),
+                OutboxMessage.invitation_id.in_(list(invitation_ids)),
+            )
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def purge(session: AsyncSession, before: dt.datetime) -> int:
+    """Delete rows retired before ``before`` that no open invitation still needs.
+
+    An open invitation keeps its rows: their dedup keys stop a second start or reminder of the
+    same survey. Once it closes (or for a reply outside any survey) nothing needs them."""
+    result = await session.execute(
+        delete(OutboxMessage)
+        .where(
+            OutboxMessage.status.in_(RETIRED),
+            OutboxMessage.available_at < before,
+            or_(
+                OutboxMessage.invitation_id.is_(None),
+                OutboxMessage.invitation_id.not_in(select(Invitation.id)),
+            ),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

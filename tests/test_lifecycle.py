@@ -88,7 +88,7 @@ async def test_stop_means_never_surveyed_again(runtime: Runtime, agency: Agency)
     reg = await runtime.service.register_dossier(agency, DossierRegistration(dossier_code="HS-4"))
     async with runtime.sessions() as db:
         dossier = (await db.execute(select(Dossier))).scalar_one()
-        dossier.contact_hash = runtime.keyring.pseudonym("contact", session).digest
+        dossier.contact_hash = runtime.keyring.channel_pseudonym("contact", "web", session).digest
         dossier.address_sealed = runtime.keyring.seal(f"web:{session}")
         await db.commit()
     outcome = await runtime.service.report_results(

@@ -93,7 +93,13 @@ async def test_retry_after_is_honoured(runtime: Runtime, agency: Agency) -> None
     )  # the intro waits 30 s; the question does not overtake it
     async with runtime.sessions() as session:
         head = (
-            (await session.execute(select(OutboxMessage).order_by(OutboxMessage.created_at)))
+            (
+                await session.execute(
+                    select(OutboxMessage)
+                    .where(OutboxMessage.status.in_(outbox.UNSENT))
+                    .order_by(OutboxMessage.created_at)
+                )
+            )
             .scalars()
             .first()
         )
@@ -146,7 +152,7 @@ async def test_an_acknowledged_answer_survives_a_redis_flush(
     runtime, channel = await make_runtime(runtime)
     await start_survey(runtime, agency, "HS-R", "ur")
     await runtime.dispatcher.drain()
-    tag = await runtime.service.current_question("ur")
+    tag = await runtime.service.current_question("flaky", "ur")
     assert tag is not None
     await runtime.service.handle("flaky", "ur", Choice(tag[1], "c3", "0"))
     client = Redis.from_url(REDIS_URL)
