@@ -16,7 +16,7 @@ from bot.adapters.telegram import TelegramChannel
 from bot.runtime import Runtime
 from storage.models import Response
 from tests import test_telegram_channel as tg
-from tests.emulators.telegram import TelegramEmulator
+from tests.emulators.telegram import ChatMessage, TelegramEmulator
 from tests.helpers import assert_absent, dump_database, dump_redis
 from tests.test_erasure import ANSWERS, COMMENT, traces
 
@@ -53,6 +53,9 @@ async def test_delete_leaves_no_trace_of_the_citizen_on_telegram(
     assert question is not None
     await emulator.tap_button(uid, question.message_id, question.buttons[0][1] or "")
     await emulator.wait_until(lambda: not question.buttons and question.edited, 10)
+    await emulator.wait_until(
+        lambda: tg.live_question(emulator, uid, {question.message_id}) is not None, 10
+    )  # the next question is out
     # A third bound at reception, its result not back yet.
     shown = len(emulator.bot_messages_for(uid))
     await emulator.open_deep_link(uid, (await agency_api.register("HS-TE-C"))["rating_token"])
@@ -72,13 +75,16 @@ async def test_delete_leaves_no_trace_of_the_citizen_on_telegram(
     assert f"{redis_prefix}tg:" in before and contact in before  # the chat's state is in Redis
     assert contact in await dump_database(runtime)
 
-    shown = len(emulator.bot_messages_for(uid))
+    def confirmation() -> ChatMessage | None:
+        last = emulator.bot_messages_for(uid)[-1]
+        return last if ("Có, xoá", "cmd:delete:yes") in last.buttons else None
+
     await emulator.send_text(uid, "/delete")
-    await emulator.wait_for_bot_messages(uid, shown + 1)
-    confirm = emulator.bot_messages_for(uid)[-1]
-    await emulator.tap_button(uid, confirm.message_id, confirm.buttons[0][1] or "")  # Yes
-    await emulator.wait_for_bot_messages(uid, shown + 2)
-    assert tg.texts(emulator, uid)[-1] == "Đã xoá 2 phiếu trả lời."
+    await emulator.wait_until(lambda: confirmation() is not None, 10)
+    confirm = confirmation()
+    assert confirm is not None
+    await emulator.tap_button(uid, confirm.message_id, "cmd:delete:yes")
+    await emulator.wait_until(lambda: tg.texts(emulator, uid)[-1] == "Đã xoá 2 phiếu trả lời.")
     await emulator.wait_until(lambda: not confirm.buttons)  # the confirmation is spent
     await emulator.wait_idle()
     await tg.settled(runtime)  # the reply is marked sent only after its chat state went
