@@ -11,19 +11,21 @@ from storage.pseudonym import normalise_phone
 
 Code = str
 PHONE_DESCRIPTION = (
-    "The citizen's phone number (0…, 84… or +84…), for the Zalo ZNS rating template when no chat "
-    "is bound; normalised to 84…, kept encrypted only until the template is sent, never returned"
+    "The citizen's Vietnamese mobile number (0…, 84… or +84…, any spacing or punctuation), for "
+    "the Zalo ZNS rating template when no chat is bound; landlines and foreign numbers are "
+    "refused; normalised to 84…, kept encrypted only until the template is sent, never returned"
 )
 
 
 def _phone(value: str | None) -> str | None:
-    """Normalise to Zalo's 84… form; the error never echoes the number."""
+    """Normalise to Zalo's 84… form with ``phonenumbers``, so that every spelling of one phone
+    gives one pseudonym; the error says why, and never echoes the number."""
     if value is None or not value.strip():
         return None
     try:
         return normalise_phone(value)
-    except ValueError:
-        raise ValueError("not a Vietnamese phone number (expected 0…, 84… or +84…)") from None
+    except ValueError as exc:
+        raise ValueError(f"{exc} (expected a Vietnamese mobile: 0…, 84… or +84…)") from None
 
 
 class _Strict(BaseModel):

@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import phonenumbers
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -49,6 +50,11 @@ DERIVED_SEAL_PURPOSES = ("payload",)
 ALL_PURPOSES = HASH_PURPOSES + SEAL_PURPOSES
 REQUIRED_PURPOSES = tuple(p for p in ALL_PURPOSES if p not in DERIVED_SEAL_PURPOSES)
 MIN_KEY_BYTES = 32
+VN_COUNTRY_CODE = 84
+_MOBILE_TYPES = (
+    phonenumbers.PhoneNumberType.MOBILE,
+    phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
+)
 
 
 class KeyError_(ValueError):
@@ -64,13 +70,30 @@ class Pseudonym:
 
 
 def normalise_phone(raw: str) -> str:
-    """Vietnamese phone numbers in the ``84…`` form Zalo uses, so 0912… and +84912… hash alike."""
-    digits = "".join(ch for ch in raw if ch.isdigit())
-    if digits.startswith("0"):
-        digits = "84" + digits[1:]
-    if not (digits.startswith("84") and 10 <= len(digits) <= 12):
-        raise ValueError("not a Vietnamese phone number")
-    return digits
+    """A Vietnamese mobile number as Zalo spells it, ``84`` + the national significant number, so
+    that every spelling of one phone gives one pseudonym (an opt-out or a de-duplication by phone
+    that misses one spelling silently fails).
+
+    Parsed with ``phonenumbers`` (region VN): "0912 345 678", "0912-345-678", "84912345678",
+    "+84 (0) 912 345 678", "(+84) 912.345.678" and full-width digits all give ``84912345678``.
+    Refused, with the reason and never the number: letters, numbers of another country, numbers
+    that cannot exist, and landlines (the phone is for the ZNS rating template, which reaches
+    mobiles only).
+    """
+    text = unicodedata.normalize("NFKC", raw).strip()
+    if any(ch.isalpha() for ch in text):
+        raise ValueError("not a phone number: it contains letters")
+    try:
+        number = phonenumbers.parse(text, "VN")
+    except phonenumbers.NumberParseException:
+        raise ValueError("not a phone number") from None
+    if number.country_code != VN_COUNTRY_CODE:
+        raise ValueError("not a Vietnamese phone number: the country code is not +84")
+    if not phonenumbers.is_valid_number(number):
+        raise ValueError("not a valid Vietnamese phone number: wrong length or prefix")
+    if phonenumbers.number_type(number) not in _MOBILE_TYPES:
+        raise ValueError("not a Vietnamese mobile number: ZNS messages reach mobiles only")
+    return f"{VN_COUNTRY_CODE}{phonenumbers.national_significant_number(number)}"
 
 
 def normalise_identifier(value: str) -> str:
