@@ -1,51 +1,155 @@
-"""Scrubbing of free-text comments before storage (brief, confidentiality invariant 4).
+"""Scrubbing of free-text comments before anything is written anywhere (brief, invariant 4).
 
-A citizen writing "call me on 0912 345 678" must not put their number into the confidential
-store. Patterns are deliberately broad: a false positive costs one redacted word, a miss costs
-a citizen's identity.
+A citizen writing "gọi em 0912 345 678" or "tôi là Nguyễn Văn An, nhà số 12 ngõ 34" must not
+put their number, name or address into the confidential store, an export, the outbox or a log.
+Each identifier found is replaced by a marker ("[số]", "[tên]", "[địa chỉ]" …); everything else
+in the comment is returned exactly as the citizen typed it, so a comment with no identifier is
+never altered.
+
+The detectors (``bot/flows/scrubbing/``) all read one normalised view of the comment (NFKC,
+invisible characters removed, full-width digits and symbols folded) and report spans of it, which
+are mapped back to the original text. ``tests/test_scrub_corpus.py`` measures them on a labelled
+corpus of citizens' comments: the recall and the share of clean comments altered it prints are the
+figures to quote, and what each detector deliberately keeps (a street named alone, a given name
+after "chị") is written in the corpus files and in each detector's docstring.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
+from dataclasses import dataclass
 
-EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+", re.UNICODE)
-#: Candidate dossier codes as one-stop systems print them: letter/digit groups joined by
-#: - . / _ (e.g. 000.00.12.H29-250101-0001, H29.22-241120-0007); ``_looks_like_code`` decides.
-CODE_CANDIDATE = re.compile(r"\b[A-Za-z0-9]+(?:[.\-/_][A-Za-z0-9]+)+\b")
-#: Any run of digits (allowing spaces, dots, dashes) long enough to be a phone or an ID number:
-#: phones have 9–12 digits, CCCD 12, CMND 9, tax codes 10 or 13.
-LONG_NUMBER = re.compile(r"(?<!\w)\+?\d(?:[\s.\-]?\d){7,}(?!\w)")
+from bot.flows.scrubbing.addresses import find_addresses
+from bot.flows.scrubbing.emails import find_emails
+from bot.flows.scrubbing.found import Found
+from bot.flows.scrubbing.links import find_links
+from bot.flows.scrubbing.names import find_names
+from bot.flows.scrubbing.numbers import find_numbers
+from bot.flows.scrubbing.text import View
 
 REDACTED = {
     "email": "[email]",
+    "handle": "[tài khoản]",
+    "link": "[liên kết]",
     "dossier": "[mã hồ sơ]",
     "number": "[số]",
+    "passport": "[số]",
+    "plate": "[biển số]",
+    "name": "[tên]",
+    "address": "[địa chỉ]",
 }
+#: When spans overlap, the longer wins; on a tie, the kind that comes first here.
+_PRECEDENCE = (
+    "link",
+    "email",
+    "dossier",
+    "plate",
+    "passport",
+    "number",
+    "address",
+    "name",
+    "handle",
+)
+_MARKERS = re.compile("|".join(re.escape(m) for m in sorted(set(REDACTED.values()))))
 
 
-def _looks_like_code(candidate: str) -> bool:
-    """Letters mixed with 4+ digits, or 10+ digits: not a price (50.000) nor a date (20/11/2026)."""
-    digits = sum(ch.isdigit() for ch in candidate)
-    letters = sum(ch.isalpha() for ch in candidate)
-    return (letters > 0 and digits >= 4) or digits >= 10
+@dataclass(frozen=True, slots=True)
+class Redaction:
+    """One identifier found: ``text[start:end]`` of the original text, and its kind."""
+
+    start: int
+    end: int
+    kind: str
+
+    @property
+    def marker(self) -> str:
+        return REDACTED[self.kind]
 
 
-def _redact_code(match: re.Match[str]) -> str:
-    return REDACTED["dossier"] if _looks_like_code(match.group(0)) else match.group(0)
+def find_identifiers(text: str) -> list[Redaction]:
+    """Every identifier in ``text``, as non-overlapping spans of it in order."""
+    view = View(text)
+    found = find_links(view) + find_emails(view) + find_numbers(view)
+    found += find_addresses(view) + find_names(view)
+    return [
+        Redaction(*view.original_span(f.start, f.end), f.kind)
+        for f in _merge(_outside_markers(view, found))
+    ]
+
+
+def redact(text: str, redactions: list[Redaction]) -> str:
+    """``text`` with each span replaced by its marker."""
+    parts = []
+    position = 0
+    for redaction in redactions:
+        parts.append(text[position : redaction.start])
+        parts.append(redaction.marker)
+        position = redaction.end
+    parts.append(text[position:])
+    return "".join(parts)
 
 
 def scrub(text: str) -> str:
-    """Return ``text`` with emails, dossier codes, phone and ID numbers replaced by markers."""
-    text = EMAIL.sub(REDACTED["email"], text)
-    text = CODE_CANDIDATE.sub(_redact_code, text)
-    text = LONG_NUMBER.sub(REDACTED["number"], text)
-    return text
+    """Return ``text`` with phones, ID numbers, e-mails, dossier codes, plates, bank accounts,
+    names and addresses replaced by markers; idempotent."""
+    return redact(text, find_identifiers(text))
 
 
 def scrub_exact(text: str, identifiers: list[str]) -> str:
-    """Also redact identifiers we know verbatim (the dossier's own code), whatever their shape."""
+    """Also redact identifiers we know verbatim (the dossier's own code), whatever their shape,
+    case or separators ("HS123" also as "hs 123" or "h.s-123")."""
     for identifier in identifiers:
-        if identifier and len(identifier) >= 3:
-            text = re.sub(re.escape(identifier), REDACTED["dossier"], text, flags=re.IGNORECASE)
+        skeleton = "".join(ch for ch in View(identifier).flat if ch.isalnum())
+        if len(skeleton) >= 3:
+            text = redact(text, _known(text, skeleton))
     return scrub(text)
+
+
+def _known(text: str, skeleton: str) -> list[Redaction]:
+    """Where the letters and digits of ``skeleton`` occur in ``text`` in order, with at most a few
+    separators between them, starting and ending on word boundaries."""
+    view = View(text)
+    flat = view.flat
+    positions = [i for i, ch in enumerate(flat) if ch.isalnum()]
+    letters = "".join(flat[i] for i in positions)
+    found = []
+    start = letters.find(skeleton)
+    while start != -1:
+        span = positions[start : start + len(skeleton)]
+        first, last = span[0], span[-1]
+        compact = all(b - a <= 3 for a, b in itertools.pairwise(span))
+        bounded = (first == 0 or not flat[first - 1].isalnum()) and (
+            last + 1 >= len(flat) or not flat[last + 1].isalnum()
+        )
+        if compact and bounded:
+            found.append(Found(first, last + 1, "dossier"))
+        start = letters.find(skeleton, start + 1)
+    return [Redaction(*view.original_span(f.start, f.end), f.kind) for f in _merge(found)]
+
+
+def _outside_markers(view: View, found: list[Found]) -> list[Found]:
+    """Spans that do not touch a marker left by an earlier scrub, so scrubbing twice changes
+    nothing ("[mã hồ sơ]" holds "hồ sơ", "[địa chỉ]" an address cue)."""
+    markers = [(m.start(), m.end()) for m in _MARKERS.finditer(view.norm)]
+    if not markers:
+        return found
+    return [f for f in found if not any(f.start < e and f.end > s for s, e in markers)]
+
+
+def _merge(found: list[Found]) -> list[Found]:
+    """Overlapping spans become one, of the kind of the longest."""
+    merged: list[tuple[int, int, Found]] = []
+    for item in sorted(found, key=lambda f: (f.start, -(f.end - f.start))):
+        if merged and item.start < merged[-1][1]:
+            start, end, best = merged[-1]
+            if _rank(item) < _rank(best):
+                best = item
+            merged[-1] = (start, max(end, item.end), best)
+        else:
+            merged.append((item.start, item.end, item))
+    return [Found(start, end, best.kind) for start, end, best in merged]
+
+
+def _rank(found: Found) -> tuple[int, int]:
+    return -(found.end - found.start), _PRECEDENCE.index(found.kind)
