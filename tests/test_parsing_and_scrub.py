@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from bot.flows import scrub as scrub_module
 from bot.flows.parsing import fold, match_many, match_option
 from bot.flows.scrub import find_identifiers, scrub, scrub_exact
-from bot.flows.scrubbing import addresses, emails, links, names, numbers, text
+from bot.flows.scrubbing import addresses, codes, dates, emails, links, names, numbers, text
 from bot.schemas import DossierRegistration, ResultReport
 from storage.pseudonym import normalise_phone
 
@@ -120,7 +120,7 @@ def test_scrub_exact_removes_a_known_code_across_case_and_separators() -> None:
     assert scrub_exact("ths1234 khác", ["HS123"]) == "ths1234 khác"  # not inside another code
 
 
-# -- properties --------------------------------------------------------------------------------------
+# -- properties ------------------------------------------------------------------------------------
 _ALPHABET = (
     "0123456789 .,-/()+@:#oOlI\t\nđĐăâêôơư áàảãạ\u0301\u0303\u200b\u200d\ufeff\u00a0\u3000"
     "０１２９＠．－（）ＡａNguyễnTrầnLêsốngõhẻmthônxãphườngkhôngchínmộtattdotgmail😀👍🏻\ufe0f\u20e3"
@@ -176,7 +176,9 @@ def test_no_scrubber_pattern_can_backtrack_catastrophically() -> None:
     """By construction: no regular expression of the scrubber nests a repeatable quantifier (the
     token walkers have bounded look-around), so the work grows linearly with the comment."""
     parser = importlib.import_module("re._parser")
-    modules: list[ModuleType] = [scrub_module, text, numbers, emails, links, names, addresses]
+    modules: list[ModuleType] = [
+        scrub_module, text, dates, codes, numbers, emails, links, names, addresses,
+    ]  # fmt: skip
     patterns = [
         value
         for module in modules
@@ -191,8 +193,9 @@ def test_no_scrubber_pattern_can_backtrack_catastrophically() -> None:
 @pytest.mark.parametrize(
     ("comment", "vanishes"),
     [
-        ("1 " * 5000, "1"), ("0912-" * 2000, "0912"), ("1." * 5000, "1"), ("không " * 1400, "không"),
-        ("H29.22-" * 1400, "29"), ("Nguyễn Văn " * 900, "Văn"), ("((((+84 " * 1250, None),
+        ("1 " * 5000, "1"), ("0912-" * 2000, "0912"), ("1." * 5000, "1"),
+        ("không " * 1400, "không"), ("H29.22-" * 1400, "29"), ("Nguyễn Văn " * 900, "Văn"),
+        ("((((+84 " * 1250, None),
         ("tôi là " * 1400, None), ("ngõ 1 " * 1700, None), ("số 1, " * 2000, None),
         ("a @ " * 2500, None), ("a b c d " * 1250, None), (".-" * 5000, None),
         ("\u200b" * 10000, None), ("x" * 10000, None),
@@ -207,7 +210,7 @@ def test_pathological_10kb_comments_complete(comment: str, vanishes: str | None)
         assert vanishes not in scrubbed
 
 
-# -- phone numbers -------------------------------------------------------------------------------------
+# -- phone numbers ---------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "spelling",
     [

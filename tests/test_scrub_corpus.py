@@ -33,8 +33,8 @@ from bot.flows.scrub import find_identifiers, redact, scrub
 
 DATA = Path(__file__).parent / "data"
 KINDS = {
-    "phone", "cccd", "cmnd", "passport", "tax", "plate", "bank", "email", "handle", "link", "dossier",
-    "name", "address",
+    "phone", "cccd", "cmnd", "passport", "tax", "plate", "bank", "email", "handle", "link",
+    "dossier", "name", "address",
 }  # fmt: skip
 MIN_RECALL = 0.98
 MAX_ALTERED = 0.02
@@ -114,7 +114,8 @@ def test_recall_and_clean_alterations_on_the_corpus(capsys: pytest.CaptureFixtur
     with capsys.disabled():
         print(
             f"\nscrub corpus: recall {sum(caught.values())}/{sum(labelled.values())} = "
-            f"{recall:.1%}; clean comments altered {len(altered)}/{len(CLEAN)} = {altered_share:.1%}"
+            f"{recall:.1%}; clean comments altered {len(altered)}/{len(CLEAN)} = "
+            f"{altered_share:.1%}"
         )
         print(
             "  per kind: " + ", ".join(f"{k} {caught[k]}/{labelled[k]}" for k in sorted(labelled))

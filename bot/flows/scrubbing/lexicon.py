@@ -60,7 +60,7 @@ class Phrases:
         return 0
 
 
-# -- names ------------------------------------------------------------------------------------------
+# -- names -----------------------------------------------------------------------------------------
 #: Common Vietnamese family names. Left out on purpose, because as ordinary words they would be
 #: taken for names far more often than they are names: La (là), Lại (again), Quan (quan tâm),
 #: Vi (vi phạm), Mã (code), Phó (deputy), Đường (street), Từ (from), Phí (fee), Thi (exam),
@@ -68,10 +68,10 @@ class Phrases:
 #: Trình (trình bày), Phương (phương án), Hoa, Hồng, Giang.
 FAMILY = Words(
     """Nguyễn Trần Lê Phạm Hoàng Huỳnh Phan Vũ Võ Đặng Bùi Đỗ Hồ Ngô Dương Lý Lí Đào Đoàn Đinh Lâm
-    Phùng Mai Tô Trịnh Trương Hà Cao Lưu Lương Kiều Tạ Vương Thái Châu Quách Tăng Hứa Lục Diệp Mạc
-    Lã Thân Tôn Triệu Khúc Kim Đàm Khổng Bạch Tống Nghiêm Hàn Ninh Mẫn Âu Bế Nông Lò Lường Hầu Ứng
-    Cù Doãn Khương Thạch Sầm Tiêu Nhan Mạch Lữ Lư Giáp Ung Bành Khưu Kha Tất Tiết Trác Bàng Cấn Dư
-    Đổng Thiều Quản Nhâm Hy Lạc Vòng Thào Giàng Sùng Mùa"""
+    Phùng Mai Tô Trịnh Trương Hà Cao Lưu Lương Kiều Tạ Vương Thái Châu Quách Tăng Hứa Lục Diệp
+    Mạc Lã Thân Tôn Triệu Khúc Kim Đàm Khổng Bạch Tống Nghiêm Hàn Ninh Mẫn Âu Bế Nông Lò Lường
+    Hầu Ứng Cù Doãn Khương Thạch Sầm Tiêu Nhan Mạch Lữ Lư Giáp Ung Bành Khưu Kha Tất Tiết Trác
+    Bàng Cấn Dư Đổng Thiều Quản Nhâm Hy Lạc Vòng Thào Giàng Sùng Mùa"""
 )
 #: The middle names that mark a personal name even in lower case ("tran thi hoa").
 MIDDLE_STRONG = Words("Văn Thị")
@@ -83,35 +83,36 @@ MIDDLE = Words(
 #: Frequent given-name syllables, to accept a lower-case or accent-less name after a cue.
 GIVEN = Words(
     """An Ân Anh Ánh Bắc Bách Bảo Bằng Bích Biên Bình Bửu Cầm Cẩm Cảnh Châu Chi Chiến Chính Chung
-    Công Cúc Cường Đại Đan Danh Đào Đạt Điệp Diễm Diệp Diệu Định Đoan Đông Đồng Dũng Dung Duy Duyên
-    Dương Gấm Giang Giao Hà Hải Hân Hằng Hạnh Hào Hảo Hậu Hiền Hiển Hiếu Hiệp Hòa Hoà Hoa Hoài Hoan
-    Hoàn Hoàng Học Hồng Huân Huệ Hùng Hưng Hương Hường Hữu Huy Huyền Kha Khải Khang Khánh Khoa Khôi
-    Khuê Kiên Kiệt Kim Kỳ Lâm Lan Lành Lầu Lệ Liên Liễu Linh Loan Lộc Lợi Long Luân Lực Lương Ly Lý
-    Mai Mạnh Minh My Mỹ Nam Nga Ngân Nghĩa Ngọc Nguyên Nguyệt Nhàn Nhân Nhật Nhi Nhiên Nhung Như Ninh
-    Oanh Phát Phong Phú Phúc Phụng Phùng Phước Phương Phượng Quân Quang Quế Quốc Quý Quyên Quyết Quỳnh
-    Sang Sáu Sơn Sỹ Sĩ Tài Tâm Tân Tấn Tám Tạo Tèo Thạch Thái Thắm Thân Thắng Thanh Thành Thảo Thế Thi
-    Thịnh Thơ Thoa Thông Thu Thư Thuận Thục Thương Thủy Thúy Thùy Thy Tiến Tiên Tín Tình Toàn Trâm
-    Trang Trí Triết Trinh Trọng Trúc Trung Trường Tú Tuấn Tùng Tường Tuyền Tuyết Uyên Văn Vân Vi Việt
-    Vinh Vĩnh Vũ Vy Xuân Yến A B C D E"""
+    Công Cúc Cường Đại Đan Danh Đào Đạt Điệp Diễm Diệp Diệu Định Đoan Đông Đồng Dũng Dung Duy
+    Duyên Dương Gấm Giang Giao Hà Hải Hân Hằng Hạnh Hào Hảo Hậu Hiền Hiển Hiếu Hiệp Hòa Hoà Hoa
+    Hoài Hoan Hoàn Hoàng Học Hồng Huân Huệ Hùng Hưng Hương Hường Hữu Huy Huyền Kha Khải Khang
+    Khánh Khoa Khôi Khuê Kiên Kiệt Kim Kỳ Lâm Lan Lành Lầu Lệ Liên Liễu Linh Loan Lộc Lợi Long
+    Luân Lực Lương Ly Lý Mai Mạnh Minh My Mỹ Nam Nga Ngân Nghĩa Ngọc Nguyên Nguyệt Nhàn Nhân
+    Nhật Nhi Nhiên Nhung Như Ninh Oanh Phát Phong Phú Phúc Phụng Phùng Phước Phương Phượng Quân
+    Quang Quế Quốc Quý Quyên Quyết Quỳnh Sang Sáu Sơn Sỹ Sĩ Tài Tâm Tân Tấn Tám Tạo Tèo Thạch
+    Thái Thắm Thân Thắng Thanh Thành Thảo Thế Thi Thịnh Thơ Thoa Thông Thu Thư Thuận Thục Thương
+    Thủy Thúy Thùy Thy Tiến Tiên Tín Tình Toàn Trâm Trang Trí Triết Trinh Trọng Trúc Trung
+    Trường Tú Tuấn Tùng Tường Tuyền Tuyết Uyên Văn Vân Vi Việt Vinh Vĩnh Vũ Vy Xuân Yến A B C D
+    E"""
 )
 #: A family-name-like word and the next word making a common word, not a name ("Hồ Sơ").
 COMPOUNDS = Phrases(
     """Hồ_sơ Hồ_bơi Hồ_nước Lê_la Lý_do Lý_lịch Lý_thuyết Lý_luận Đỗ_xe Đỗ_đạt Thái_độ Thái_quá
     Chu_đáo Tôn_trọng Tôn_giáo Lưu_ý Lưu_trú Lưu_trữ Lưu_lại Lưu_động Nghiêm_túc Nghiêm_khắc
     Nghiêm_trọng Thân_thiện Thân_nhân Thân_chủ Đào_tạo Tiêu_cực Tiêu_chuẩn Tiêu_chí Tiêu_dùng
-    Hứa_hẹn Cao_tốc Cao_cấp Cao_điểm Cao_tuổi Mai_mốt Tăng_ca Tăng_cường Tăng_giá Ứng_dụng Ứng_xử
-    Ứng_cử Ứng_tuyển Hầu_hết Hầu_như Kiều_bào Đoàn_thể Đoàn_viên Đoàn_thanh_niên Lương_hưu
-    Lương_tháng Nông_nghiệp Nông_thôn Nông_dân Đàm_phán Đàm_thoại Khổng_lồ Phạm_vi Phạm_nhân
-    Phạm_lỗi Vũ_khí Vũ_trụ Hàn_quốc Châu_âu Châu_á Châu_phi Trịnh_trọng Kim_loại Kim_cương
-    Cù_lao Tạ_ơn Mạch_điện Tống_đạt Lục_soát Giáp_ranh Phạm_văn_bản Phạm_văn_phòng Lê_phi
-    Hồ_thị_trấn Hồ_thị_xã Lê_thị_xã Lê_thị_trấn"""
+    Hứa_hẹn Cao_tốc Cao_cấp Cao_điểm Cao_tuổi Mai_mốt Tăng_ca Tăng_cường Tăng_giá Ứng_dụng
+    Ứng_xử Ứng_cử Ứng_tuyển Hầu_hết Hầu_như Kiều_bào Đoàn_thể Đoàn_viên Đoàn_thanh_niên
+    Lương_hưu Lương_tháng Nông_nghiệp Nông_thôn Nông_dân Đàm_phán Đàm_thoại Khổng_lồ Phạm_vi
+    Phạm_nhân Phạm_lỗi Vũ_khí Vũ_trụ Hàn_quốc Châu_âu Châu_á Châu_phi Trịnh_trọng Kim_loại
+    Kim_cương Cù_lao Tạ_ơn Mạch_điện Tống_đạt Lục_soát Giáp_ranh Phạm_văn_bản Phạm_văn_phòng
+    Lê_phi Hồ_thị_trấn Hồ_thị_xã Lê_thị_xã Lê_thị_trấn"""
 )
 #: Places and heroes whose names start with a family name: kept as places ("Hà Nội").
 PLACES = Phrases(
-    """Hà_Nội Hà_Giang Hà_Tĩnh Hà_Nam Hà_Đông Hà_Tiên Hà_Cối Cao_Bằng Cao_Lãnh Thái_Bình Thái_Nguyên
-    Lâm_Đồng Ninh_Bình Ninh_Thuận Ninh_Kiều Phan_Thiết Phan_Rang Châu_Đốc Châu_Thành Lý_Sơn
-    Hồ_Chí_Minh Hồ_Gươm Hồ_Tây Bạch_Mai Bạch_Đằng Hoàng_Mai Hoàng_Sa Lê_Chân Ngô_Quyền Kim_Mã
-    Kim_Bôi Kim_Bảng Tô_Lịch Mai_Châu Mai_Sơn Hàn_Quốc Châu_Âu Châu_Á Hậu_Giang"""
+    """Hà_Nội Hà_Giang Hà_Tĩnh Hà_Nam Hà_Đông Hà_Tiên Hà_Cối Cao_Bằng Cao_Lãnh Thái_Bình
+    Thái_Nguyên Lâm_Đồng Ninh_Bình Ninh_Thuận Ninh_Kiều Phan_Thiết Phan_Rang Châu_Đốc Châu_Thành
+    Lý_Sơn Hồ_Chí_Minh Hồ_Gươm Hồ_Tây Bạch_Mai Bạch_Đằng Hoàng_Mai Hoàng_Sa Lê_Chân Ngô_Quyền
+    Kim_Mã Kim_Bôi Kim_Bảng Tô_Lịch Mai_Châu Mai_Sơn Hàn_Quốc Châu_Âu Châu_Á Hậu_Giang"""
 )
 #: A word just before a capitalised name that makes it a place: "đường Lê Lợi", "trường THPT Phan
 #: Đình Phùng", "xã Nguyễn Huệ", "P. Phạm Ngũ Lão", "Bệnh viện Bạch Mai".
@@ -137,7 +138,7 @@ NAME_STOP = Words(
     đã đang muốn cảm ơn nhưng mà thì nên vì cho hỏi gọi and the at from in i was is"""
 )
 
-# -- numbers -----------------------------------------------------------------------------------------
+# -- numbers ---------------------------------------------------------------------------------------
 #: Digits spelled out, for "không chín một hai ...".
 DIGIT_WORDS = {
     "không": "0", "một": "1", "mốt": "1", "hai": "2", "ba": "3", "bốn": "4", "tư": "4", "năm": "5",
@@ -158,7 +159,7 @@ NUMBER_CUES = Phrases(
 #: Letters glued in front of a number that are a cue, not part of a code ("sđt0912…").
 GLUED_CUES = Words("sđt sdt đt dt zalo cccd cmnd cmt stk tk mst phone tel so số sdt đt")
 
-# -- e-mail --------------------------------------------------------------------------------------------
+# -- e-mail ----------------------------------------------------------------------------------------
 #: Mail domains that make "x at gmail" an address even without "dot com".
 PROVIDERS = frozenset(
     """gmail googlemail yahoo ymail hotmail outlook live msn icloud proton protonmail aol gmx zoho
@@ -166,7 +167,7 @@ PROVIDERS = frozenset(
 )
 TLDS = frozenset("com vn net org edu gov info io me co biz us uk int".split())
 
-# -- addresses -------------------------------------------------------------------------------------------
+# -- addresses -------------------------------------------------------------------------------------
 #: Parts that locate a house by themselves: "ngõ 34", "hẻm 45", "khu phố 3", "thôn Đông".
 ADDRESS_STRONG = Phrases(
     """ngõ ngách hẻm kiệt khu_phố kp tổ_dân_phố tdp xóm ấp thôn khóm số_nhà nhà_số căn_hộ làng

@@ -1,5 +1,5 @@
-"""Numbers that identify a citizen: phones, CCCD/CMND, passports, tax codes, bank accounts,
-licence plates and dossier codes, in whatever way their digits are grouped or spelled.
+"""Numbers that identify a citizen: phones, CCCD/CMND, tax codes, bank accounts (and, through
+``codes.py``, plates, passports and dossier codes), however their digits are grouped or spelled.
 
 How: the digits of a comment are read as *runs*: digit groups (or digits spelled as words, "không
 chín một", or typed with "o" for 0 and "l" for 1) joined by the separators people put between
@@ -9,7 +9,8 @@ is an identifier (a Vietnamese phone has 9 or 10 national digits, CMND 9, CCCD 1
 8 is one unless it is a price or a date; 6 or 7 digits are one after a cue ("STK", "CMND", "+").
 Dates, times and prices never join a run, so "20/11/2026 - 25/11/2026" or "7:30 - 11:30" stay.
 Codes that mix letters and digits (000.00.12.H29-250101-0001, C1234567, 29A-123.45) are read
-first. ``phonenumbers``' matcher (region VN) runs over the same text as a second opinion.
+first (``codes.py``), dates and times are found by ``dates.py``. ``phonenumbers``' matcher
+(region VN) runs over the same text as a second opinion.
 
 Every loop here walks the tokens once with a bounded look-around, and every regular expression has
 bounded quantifiers only, so the cost grows linearly with the comment.
@@ -22,6 +23,8 @@ from dataclasses import dataclass
 
 import phonenumbers
 
+from bot.flows.scrubbing.codes import find_codes, find_plates
+from bot.flows.scrubbing.dates import protected_tokens
 from bot.flows.scrubbing.found import Found
 from bot.flows.scrubbing.lexicon import (
     CURRENCY,
@@ -33,32 +36,10 @@ from bot.flows.scrubbing.lexicon import (
 )
 from bot.flows.scrubbing.text import Token, View
 
-_DATE3 = re.compile(
-    r"(?<!\w)(?<!\d[/.\-])(\d{1,2})([/.\-])(\d{1,2})\2(?:\d{4}|\d{2})(?!\d)(?![/.\-]\d)"
-)
-_DATE2 = re.compile(r"(?<!\w)(?<!\d[/.\-])(\d{1,2})[/.\-](\d{1,2})(?!\d)(?![/.\-]\d)")
-_ISO_DATE = re.compile(r"(?<!\w)(?:19|20)\d{2}-[01]\d-[0-3]\d(?!\d)")
-_MONTH_YEAR = re.compile(
-    r"(?<!\w)(?<!\d[/.\-])(?:0?[1-9]|1[0-2])[/.\-](?:19|20)\d{2}(?!\d)(?![/.\-]\d)"
-)
-_TIME = re.compile(r"(?<!\w)\d{1,2}(?:[hHgG]\d{0,2}|:\d{2})(?!\d)")
-#: Vietnamese plates: province (2 digits), series (1-2 letters, maybe a digit), then 4-5 digits,
-#: the last five often as 123.45: 29A-123.45, 51F1-234.56, 30E 12345, 29LD-123.45.
-_PLATE = re.compile(
-    r"(?<![\w.])\d{2}[ -]?([A-Za-z]{1,2})\d?(?:[ -]?(?:\d{3}\.\d{2}|\d{5})|-\d{4})(?!\w)(?!\.\d)"
-)
-_PLATE_NOT_SERIES = frozenset("km kg cm mm ml tr k h p m".split())
-#: A number with a unit glued on ("50k", "3tr5", "8h30", "4G"): never part of a code.
-_WITH_UNIT = re.compile(
-    r"\d{1,12}(?:[.,]\d{1,3})?(?:đ|d|k|vnd|vnđ|tr|h|g|p|ph|m|km|cm|mm|kg|ml|s|x|t|pm|am|th|st|nd|rd)\d{0,2}",
-    re.IGNORECASE,
-)
-_GLUED = re.compile(r"([^\W\d_]+)(\d+)")
 _LETTERS = re.compile(r"[^\W\d_]+")
 _SUBSTITUTES = str.maketrans("oOlI", "0011")
 #: Separators allowed between the digit groups of one number.
 _SEPARATORS = frozenset(".,-/()+*_")
-_CODE_JOINS = frozenset(".-/_")
 _MAX_GAP = 5
 
 
@@ -78,135 +59,13 @@ class _Piece:
 
 
 def find_numbers(view: View) -> list[Found]:
-    protected = _protected(view)
+    protected = protected_tokens(view)
     consumed: set[int] = set()
-    found = _plates(view, consumed)
-    found += _codes(view, protected, consumed)
+    found = find_plates(view, consumed)
+    found += find_codes(view, protected, consumed)
     found += _runs(view, protected, consumed)
     found += _phonenumbers(view, protected)
     return found
-
-
-# -- what never joins a run ------------------------------------------------------------------------
-def _protected(view: View) -> set[int]:
-    """Token indexes of dates, times and month/year: they break runs."""
-    norm = view.norm
-    flags = bytearray(len(norm) + 1)
-    for pattern in (_DATE3, _DATE2):
-        for match in pattern.finditer(norm):
-            day, month = (
-                int(match.group(1)),
-                int(match.group(2) if pattern is _DATE2 else match.group(3)),
-            )
-            if 1 <= day <= 31 and 1 <= month <= 12:
-                flags[match.start() : match.end()] = b"\x01" * (match.end() - match.start())
-    for pattern in (_ISO_DATE, _MONTH_YEAR, _TIME):
-        for match in pattern.finditer(norm):
-            flags[match.start() : match.end()] = b"\x01" * (match.end() - match.start())
-    return {i for i, t in enumerate(view.tokens) if any(flags[t.start : t.end])}
-
-
-# -- codes with letters ------------------------------------------------------------------------------
-def _plates(view: View, consumed: set[int]) -> list[Found]:
-    found = []
-    for match in _PLATE.finditer(view.norm):
-        series = match.group(1)
-        if series.islower() and series in _PLATE_NOT_SERIES:
-            continue
-        found.append(Found(match.start(), match.end(), "plate"))
-        consumed.update(_covered(view, match.start(), match.end()))
-    return found
-
-
-def _is_code_token(token: Token) -> bool:
-    """Letters and digits mixed, not a number with a unit ("50k") nor a cue glued to digits."""
-    text = token.text
-    if not (token.has_digit and any(ch.isalpha() for ch in text)):
-        return False
-    if _WITH_UNIT.fullmatch(text):
-        return False
-    glued = _GLUED.fullmatch(text)
-    return not (glued and fold(glued.group(1)) in GLUED_CUES.folded)
-
-
-def _codes(view: View, protected: set[int], consumed: set[int]) -> list[Found]:
-    """Dossier codes and other letter-digit codes, joined by . - / _ (spaces allowed around), or
-    by single spaces ("000 00 12 H29 250101 0001"); and passports ("C1234567", "C 1234567")."""
-    tokens = view.tokens
-    found = []
-    index = 0
-    while index < len(tokens):
-        token = tokens[index]
-        if not token.is_word or index in consumed or index in protected:
-            index += 1
-            continue
-        passport_end = _passport_split(view, index, consumed, protected)
-        if passport_end is not None:
-            found.append(Found(token.start, tokens[passport_end].end, "passport"))
-            consumed.update(range(index, passport_end + 1))
-            index = passport_end + 1
-            continue
-        if not token.has_digit:
-            index += 1
-            continue
-        chain = [index]
-        while True:
-            nxt = _code_join(view, chain[-1], protected, consumed)
-            if nxt is None:
-                break
-            chain.append(nxt)
-        codes = [i for i in chain if _is_code_token(tokens[i])]
-        digits = sum(ch.isdigit() for i in chain for ch in tokens[i].text)
-        # A code token with five digits is a code alone ("C1234567"), so also inside any chain.
-        alone = any(sum(ch.isdigit() for ch in tokens[i].text) >= 5 for i in codes)
-        if codes and (digits >= 7 or alone):
-            kind = "dossier" if len(chain) >= 3 else "passport"
-            found.append(Found(token.start, tokens[chain[-1]].end, kind))
-            consumed.update(range(chain[0], chain[-1] + 1))
-        index = chain[-1] + 1
-    return found
-
-
-def _passport_split(view: View, index: int, consumed: set[int], protected: set[int]) -> int | None:
-    """A passport written with a space: one Latin letter, then exactly seven digits in up to three
-    groups ("C 1234567", "C 765 4321"); the index of the last group."""
-    token = view.tokens[index]
-    if not (len(token.text) == 1 and token.text.isascii() and token.text.isalpha()):
-        return None
-    digits = 0
-    last: int | None = None
-    current = index
-    for _ in range(3):
-        following = view.next_word(current, allow=".-" if last is not None else "", limit=1)
-        if following is None or following in consumed or following in protected:
-            break
-        text = view.tokens[following].text
-        if not text.isdigit():
-            break
-        digits += len(text)
-        last = current = following
-        if digits >= 7:
-            break
-    return last if digits == 7 else None
-
-
-def _code_join(view: View, index: int, protected: set[int], consumed: set[int]) -> int | None:
-    """The next token of a code after token ``index``: a word with a digit after one separator
-    (with spaces around it allowed) or after one single space."""
-    tokens = view.tokens
-    position = index + 1
-    gap = ""
-    while position < len(tokens) and len(gap) <= 3 and not tokens[position].is_word:
-        gap += tokens[position].text
-        position += 1
-    if position >= len(tokens) or position in protected or position in consumed:
-        return None
-    if not tokens[position].has_digit:
-        return None
-    stripped = gap.strip(" ")
-    if gap == " " or (len(stripped) == 1 and stripped in _CODE_JOINS and len(gap) <= 3):
-        return position
-    return None
 
 
 # -- digit runs ----------------------------------------------------------------------------------
