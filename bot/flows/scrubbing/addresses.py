@@ -80,12 +80,17 @@ def _identifying(view: View, parts: list[_Part]) -> bool:
 def _part(view: View, index: int, chained: bool) -> _Part | None:
     tokens = view.tokens
     lenient = view.lenient
-    phrase = view.phrase(index, 3)
-    for keys, kind in (
-        (ADDRESS_STRONG, "house-level"),
-        (ADDRESS_WEAK, "numbered"),
-        (ADDRESS_AREA, "area"),
-    ):
+    keyed = [
+        (keys, kind)
+        for keys, kind in (
+            (ADDRESS_STRONG, "house-level"),
+            (ADDRESS_WEAK, "numbered"),
+            (ADDRESS_AREA, "area"),
+        )
+        if keys.may_start(tokens[index])
+    ]
+    phrase = view.phrase(index, 3) if keyed else []
+    for keys, kind in keyed:
         size = keys.longest_match(phrase, lenient)
         if not size:
             continue
@@ -170,8 +175,11 @@ def _street_word(view: View, index: int) -> bool:
 def _starts_part(view: View, index: int) -> bool:
     """Whether a key starts here: a lower-case key ("ngõ"), or a capitalised one followed by a
     number ("Ngõ 34"); "Kiệt" ending "Lý Thường Kiệt" is a street's last word."""
-    phrase = view.phrase(index, 3)
-    for keys in (ADDRESS_STRONG, ADDRESS_WEAK, ADDRESS_AREA):
+    keyed = [
+        k for k in (ADDRESS_STRONG, ADDRESS_WEAK, ADDRESS_AREA) if k.may_start(view.tokens[index])
+    ]
+    phrase = view.phrase(index, 3) if keyed else []
+    for keys in keyed:
         size = keys.longest_match(phrase, view.lenient)
         if not size:
             continue

@@ -41,6 +41,7 @@ class Phrases:
             entry = tuple(w.lower() for w in phrase.split("_"))
             self._by_folded.setdefault(tuple(fold(w) for w in entry), []).append(entry)
         self.longest = max(len(e) for e in self._by_folded)
+        self._first_words = frozenset(e[0] for e in self._by_folded)
 
     def matches(self, tokens: Sequence[Token], lenient: bool) -> bool:
         entries = self._by_folded.get(tuple(t.flat for t in tokens), [])
@@ -52,8 +53,14 @@ class Phrases:
             for entry in entries
         )
 
+    def may_start(self, token: Token) -> bool:
+        """Whether a phrase of this set could start with ``token`` (a cheap test first)."""
+        return token.flat in self._first_words
+
     def longest_match(self, tokens: Sequence[Token], lenient: bool) -> int:
         """How many of ``tokens`` (from the first) form a phrase of this set; 0 when none."""
+        if not tokens or tokens[0].flat not in self._first_words:
+            return 0
         for size in range(min(self.longest, len(tokens)), 0, -1):
             if self.matches(tokens[:size], lenient):
                 return size

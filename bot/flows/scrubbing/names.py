@@ -164,6 +164,9 @@ def _number_before(view: View, index: int) -> bool:
 def _after_cue(view: View, index: int) -> Found | None:
     tokens = view.tokens
     lenient = view.lenient
+    first = tokens[index]
+    if not (STRONG_CUES.may_start(first) or WEAK_CUES.may_start(first) or first.flat == "name"):
+        return None
     phrase = view.phrase(index, 3)
     strong = STRONG_CUES.longest_match(phrase, lenient)
     weak = 0 if strong else WEAK_CUES.longest_match(phrase, lenient)

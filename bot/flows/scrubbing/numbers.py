@@ -41,6 +41,8 @@ _SUBSTITUTES = str.maketrans("oOlI", "0011")
 #: Separators allowed between the digit groups of one number.
 _SEPARATORS = frozenset(".,-/()+*_")
 _MAX_GAP = 5
+#: The fewest digits of a valid Vietnamese number (a mobile has 9 national digits).
+_PHONE_MIN_DIGITS = 8
 
 
 @dataclass(slots=True)
@@ -306,6 +308,8 @@ def _covered(view: View, start: int, end: int) -> list[int]:
 def _phonenumbers(view: View, protected: set[int]) -> list[Found]:
     """Valid Vietnamese (or international "+…") numbers that ``phonenumbers`` finds, except where
     they overlap a date or time or are followed by a currency unit."""
+    if sum(ch.isdigit() for ch in view.norm) < _PHONE_MIN_DIGITS:
+        return []
     found = []
     matcher = phonenumbers.PhoneNumberMatcher(
         view.norm, "VN", leniency=phonenumbers.Leniency.POSSIBLE

@@ -12,6 +12,8 @@ Everything here is a single pass over the text (no regular expressions), so its 
 from __future__ import annotations
 
 import bisect
+import functools
+import re
 import unicodedata
 from dataclasses import dataclass
 from typing import Literal
@@ -27,6 +29,10 @@ _FOLD_PUNCT = {
 _INVISIBLE = frozenset("\u115f\u1160\u3164\uffa0\u2800\u034f\u17b4\u17b5")
 
 Casing = Literal["title", "upper", "lower", "other"]
+#: Words (letters, digits and the combining marks NFKC leaves), runs of spaces, and single
+#: characters; a repeat of single-character classes, so matching is linear.
+_MARKS = "\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f"
+_TOKENS = re.compile(rf"(?P<word>(?:[^\W_]|[{_MARKS}])+)|(?P<space> +)|.", re.DOTALL)
 #: Words that are never part of a name or a place: capitalised, they show a comment in which
 #: every word is capitalised.
 _FUNCTION_WORDS = frozenset(
@@ -35,6 +41,7 @@ _FUNCTION_WORDS = frozenset(
 )
 
 
+@functools.lru_cache(maxsize=4096)
 def _invisible(ch: str) -> bool:
     """Format characters (zero-width spaces and joiners, bidi marks, BOM, soft hyphen), variation
     selectors, enclosing marks (the keycap of 0️⃣), non-whitespace controls, and fillers."""
@@ -48,6 +55,22 @@ def _function_words(tokens: list[Token]) -> int:
     return sum(t.text.lower() in _FUNCTION_WORDS for t in tokens)
 
 
+@functools.lru_cache(maxsize=4096)
+def _fold_for_view(ch: str) -> str:
+    """What one (already NFKC) character becomes in ``View.norm``: "" when invisible, " " for any
+    whitespace, ASCII for any decimal digit, "-", "/", "." or "," for their look-alikes."""
+    if _invisible(ch):
+        return ""
+    if ch.isspace():
+        return " "
+    if ch.isdigit() and not ch.isascii():
+        decimal = unicodedata.decimal(ch, None)
+        if decimal is not None:
+            return str(decimal)
+    return _FOLD_PUNCT.get(ch, ch)
+
+
+@functools.lru_cache(maxsize=4096)
 def fold_char(ch: str) -> str:
     """One character in, one character out: lower case, no diacritics, đ → d."""
     lower = ch.lower()
@@ -61,7 +84,8 @@ def fold_char(ch: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Token:
-    """A word (letters and digits), one space run, or one punctuation character of ``View.norm``."""
+    """A word (letters and digits), one space run, or one punctuation character of ``View.norm``,
+    with what the detectors ask of it computed once."""
 
     start: int
     end: int
@@ -69,36 +93,40 @@ class Token:
     #: Lower case without diacritics: how a citizen types without an input method.
     flat: str
     kind: Literal["word", "space", "punct"]
+    is_word: bool
+    has_digit: bool
+    is_alpha: bool
+    #: True for "phản", False for "phan": the spelling then tells which word was meant.
+    has_diacritics: bool
+    casing: Casing
 
-    @property
-    def is_word(self) -> bool:
-        return self.kind == "word"
+    @classmethod
+    def make(
+        cls, start: int, end: int, text: str, flat: str, kind: Literal["word", "space", "punct"]
+    ) -> Token:
+        word = kind == "word"
+        return cls(
+            start,
+            end,
+            text,
+            flat,
+            kind,
+            is_word=word,
+            has_digit=word and any(ch.isdigit() for ch in text),
+            is_alpha=word and text.isalpha(),
+            has_diacritics=flat != text.lower(),
+            casing=_casing(text) if word else "other",
+        )
 
-    @property
-    def has_digit(self) -> bool:
-        return any(ch.isdigit() for ch in self.text)
 
-    @property
-    def is_alpha(self) -> bool:
-        return self.kind == "word" and self.text.isalpha()
-
-    @property
-    def has_diacritics(self) -> bool:
-        """True for "phản", False for "phan": the spelling then tells which word was meant."""
-        return self.flat != self.text.lower()
-
-    @property
-    def casing(self) -> Casing:
-        letters = [ch for ch in self.text if ch.isalpha()]
-        if not letters:
-            return "other"
-        if all(ch.isupper() for ch in letters):
-            return "upper"
-        if letters[0].isupper() and all(ch.islower() for ch in letters[1:]):
-            return "title"
-        if all(ch.islower() for ch in letters):
-            return "lower"
-        return "other"
+def _casing(text: str) -> Casing:
+    if text.isupper():
+        return "upper"
+    if text.istitle():
+        return "title"
+    if text.islower():
+        return "lower"
+    return "other"
 
 
 class View:
@@ -111,27 +139,16 @@ class View:
         chars: list[str] = []
         starts: list[int] = []
         ends: list[int] = []
-        index = 0
-        length = len(original)
-        while index < length:
-            end = index + 1
-            while end < length and unicodedata.category(original[end]).startswith("M"):
-                if _invisible(original[end]):
-                    break
-                end += 1
-            for ch in unicodedata.normalize("NFKC", original[index:end]):
-                if _invisible(ch):
-                    continue
-                if ch.isspace():
-                    ch = " "
-                elif ch.isdigit() and not ch.isascii():
-                    decimal = unicodedata.decimal(ch, None)
-                    ch = str(decimal) if decimal is not None else ch
-                ch = _FOLD_PUNCT.get(ch, ch)
-                chars.append(ch)
-                starts.append(index)
-                ends.append(end)
-            index = end
+        if unicodedata.is_normalized("NFKC", original):
+            # The usual case: each character stands for itself, no normalisation call needed.
+            for index, ch in enumerate(original):
+                folded = _fold_for_view(ch)
+                if folded:
+                    chars.append(folded)
+                    starts.append(index)
+                    ends.append(index + 1)
+        else:
+            self._normalise_clusters(original, chars, starts, ends)
         self.norm = "".join(chars)
         self.flat = "".join(fold_char(ch) for ch in chars)
         self._starts = starts
@@ -142,6 +159,28 @@ class View:
         #: A comment typed without any diacritics: only then may "lo" stand for "Lò".
         self.lenient = not self.has_diacritics
         self.casing_mode = self._casing_mode()
+
+    @staticmethod
+    def _normalise_clusters(
+        original: str, chars: list[str], starts: list[int], ends: list[int]
+    ) -> None:
+        """NFKC one base character and its marks at a time, so each output character knows the
+        original span it came from."""
+        index = 0
+        length = len(original)
+        while index < length:
+            end = index + 1
+            while end < length and unicodedata.category(original[end]).startswith("M"):
+                if _invisible(original[end]):
+                    break
+                end += 1
+            for ch in unicodedata.normalize("NFKC", original[index:end]):
+                folded = _fold_for_view(ch)
+                if folded:
+                    chars.append(folded)
+                    starts.append(index)
+                    ends.append(end)
+            index = end
 
     def original_span(self, start: int, end: int) -> tuple[int, int]:
         """The span of the original text that ``norm[start:end]`` came from."""
@@ -154,27 +193,14 @@ class View:
         return range(first, last)
 
     def _tokenise(self) -> list[Token]:
-        tokens: list[Token] = []
         norm, flat = self.norm, self.flat
-        index, length = 0, len(norm)
-        while index < length:
-            ch = norm[index]
-            end = index + 1
-            kind: Literal["word", "space", "punct"]
-            if ch.isalnum() or unicodedata.category(ch).startswith("M"):
-                kind = "word"
-                while end < length and (
-                    norm[end].isalnum() or unicodedata.category(norm[end]).startswith("M")
-                ):
-                    end += 1
-            elif ch == " ":
-                kind = "space"
-                while end < length and norm[end] == " ":
-                    end += 1
-            else:
-                kind = "punct"
-            tokens.append(Token(index, end, norm[index:end], flat[index:end], kind))
-            index = end
+        tokens = []
+        for match in _TOKENS.finditer(norm):
+            start, end = match.span()
+            kind: Literal["word", "space", "punct"] = (
+                "word" if match.lastgroup == "word" else "space" if norm[start] == " " else "punct"
+            )
+            tokens.append(Token.make(start, end, norm[start:end], flat[start:end], kind))
         return tokens
 
     def _casing_mode(self) -> Literal["normal", "upper", "title"]:
