@@ -114,10 +114,7 @@ def _from_family(view: View, index: int) -> Found | None:
     # 2. "Văn" / "Thị" after a family name, in any case.
     plain = lenient or not (family.has_diacritics or first.has_diacritics)
     if MIDDLE_STRONG.has(first, plain) and len(following) >= 2:
-        end = following[1]
-        if len(following) == 3 and _known(tokens[following[2]], plain):
-            end = following[2]
-        return Found(family.start, tokens[end].end, "name")
+        return Found(family.start, tokens[_last_given(view, family, following, plain)].end, "name")
     mode = view.casing_mode
     # 1. Capitals, where they mean something.
     if mode == "normal" and family.casing in _CAPITALISED:
@@ -136,10 +133,9 @@ def _from_family(view: View, index: int) -> Found | None:
             return Found(family.start, tokens[capitalised[-1]].end, "name")
     # 3. A frequent middle name, in a comment written in capitals.
     if mode != "normal" and MIDDLE.has(first, lenient) and len(following) >= 2:
-        end = following[1]
-        if len(following) == 3 and _known(tokens[following[2]], lenient):
-            end = following[2]
-        return Found(family.start, tokens[end].end, "name")
+        return Found(
+            family.start, tokens[_last_given(view, family, following, lenient)].end, "name"
+        )
     # 4. An honorific before, a known given name after: "chị huỳnh như".
     previous = view.prev_word(index, limit=1)
     if previous is not None and HONORIFICS.has(tokens[previous], lenient):
@@ -151,6 +147,23 @@ def _from_family(view: View, index: int) -> Found | None:
         if known and GIVEN.has(first, lenient):
             return Found(family.start, tokens[known[-1]].end, "name")
     return None
+
+
+def _last_given(view: View, family: Token, following: list[int], lenient: bool) -> int:
+    """After a family and a middle name, the last given name: the next syllable always, then
+    any known or (where capitals mean something) capitalised one ("Nguyễn Thị Minh Khai")."""
+    end = following[1]
+    for position in following[2:]:
+        token = view.tokens[position]
+        capitalised = (
+            view.casing_mode == "normal"
+            and family.casing in _CAPITALISED
+            and token.casing in _CAPITALISED
+        )
+        if NAME_STOP.has(token, lenient) or not (capitalised or _known(token, lenient)):
+            break
+        end = position
+    return end
 
 
 def _number_before(view: View, index: int) -> bool:
