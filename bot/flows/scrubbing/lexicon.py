@@ -119,7 +119,7 @@ PLACES = Phrases(
     """Hà_Nội Hà_Giang Hà_Tĩnh Hà_Nam Hà_Đông Hà_Tiên Hà_Cối Cao_Bằng Cao_Lãnh Thái_Bình
     Thái_Nguyên Lâm_Đồng Ninh_Bình Ninh_Thuận Ninh_Kiều Phan_Thiết Phan_Rang Châu_Đốc Châu_Thành
     Lý_Sơn Hồ_Chí_Minh Hồ_Gươm Hồ_Tây Bạch_Mai Bạch_Đằng Hoàng_Mai Hoàng_Sa Lê_Chân Ngô_Quyền
-    Kim_Mã Kim_Bôi Kim_Bảng Tô_Lịch Mai_Châu Mai_Sơn Hàn_Quốc Châu_Âu Châu_Á Hậu_Giang"""
+    Kim_Mã Kim_Bôi Kim_Bảng Tô_Lịch Mai_Châu Mai_Sơn Hàn_Quốc Châu_Âu Châu_Á Hậu_Giang Hạ_Long"""
 )
 #: A word just before a capitalised name that makes it a place: "đường Lê Lợi", "trường THPT Phan
 #: Đình Phùng", "xã Nguyễn Huệ", "P. Phạm Ngũ Lão", "Bệnh viện Bạch Mai".

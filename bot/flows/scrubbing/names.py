@@ -46,7 +46,11 @@ def find_names(view: View) -> list[Found]:
     for index, token in enumerate(view.tokens):
         if not token.is_alpha:
             continue
-        if FAMILY.has(token, view.lenient) or _plain_with_middle(view, index):
+        if (
+            FAMILY.has(token, view.lenient)
+            or _plain_with_middle(view, index)
+            or _plain_capitalised(view, index)
+        ):
             name = _from_family(view, index)
             if name is not None:
                 found.append(name)
@@ -69,6 +73,18 @@ def _plain_with_middle(view: View, index: int) -> bool:
     return not middle.has_diacritics and MIDDLE_STRONG.has(middle, True)
 
 
+def _plain_capitalised(view: View, index: int) -> bool:
+    """A capitalised accent-less family name in a comment typed with accents ("anh Tran Minh
+    Tuan"); ``_from_family`` then also wants a known given or middle name after it."""
+    token = view.tokens[index]
+    return (
+        view.casing_mode == "normal"
+        and token.casing in _CAPITALISED
+        and token.text.isascii()
+        and FAMILY.has(token, True)
+    )
+
+
 def _syllables(view: View, index: int, limit: int) -> list[int]:
     """Up to ``limit`` word tokens after ``index`` that could be syllables of a name."""
     result: list[int] = []
@@ -86,10 +102,10 @@ def _syllables(view: View, index: int, limit: int) -> list[int]:
 
 
 def _common_word(view: View, index: int) -> bool:
+    """A common word or a place ("Hồ Sơ", "Hà Nội"); an accent-less word is compared folded here
+    even in an accented comment ("Ho Chi Minh"): excluding more costs no citizen anything."""
     phrase = view.phrase(index, 4)
-    return bool(
-        COMPOUNDS.longest_match(phrase, view.lenient) or PLACES.longest_match(phrase, view.lenient)
-    )
+    return bool(COMPOUNDS.longest_match(phrase, True) or PLACES.longest_match(phrase, True))
 
 
 def _place_word_before(view: View, index: int) -> bool:
