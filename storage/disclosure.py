@@ -28,7 +28,7 @@ a whole release, never one rating.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 SMALL = "small"
@@ -134,3 +134,154 @@ def _close_gap(line: Line, count: str) -> bool:
             COMPLEMENTARY
         )
         changed = True
+
+
+#: Up to this many units of one breakdown in one connected block, every subset is audited;
+#: above it, single units and pairs (and what is left of the block without them).
+EXHAUSTIVE_UNITS = 10
+
+
+def audit_crossed(
+    rows: Sequence[Figure],
+    columns: Sequence[Figure],
+    cells: Mapping[tuple[int, int], Mapping[str, int]],
+    counts: Sequence[str],
+    k_of: Callable[[set[int]], int],
+) -> bool:
+    """Two breakdowns of one total (officials and procedures of an agency): withhold a part
+    until no set of units of one breakdown, minus the units of the other lying wholly inside
+    it, leaves a remainder between 1 and k-1. Returns True when it withheld something.
+
+    The agency knows who sits in every intersection (which official handled which procedure),
+    only not what they answered. An official's figure minus the figures of the procedures only
+    that official handled is the figure of that official's other raters: a group the other
+    rules never see. In general, for a set S of units of one breakdown, every unit of the other
+    whose raters all lie in S can be subtracted, and what is left is the raters of S in units
+    that reach outside S. Withheld units of a breakdown count as one unit (their sum is the
+    total minus the published ones). ``cells`` maps (row index, column index) to the counts of
+    that intersection; ``k_of`` gives the k of a remainder from the rows (officials) it holds.
+    """
+    row_units = _units(rows)
+    col_units = _units(columns)
+    weights: dict[tuple[int, int], dict[str, int]] = {}
+    origin: dict[tuple[int, int], set[int]] = {}
+    for (r, c), value in cells.items():
+        if value.get(counts[0], 0) > 0:
+            key = (row_units[r], col_units[c])
+            acc = weights.setdefault(key, dict.fromkeys(counts, 0))
+            for count in counts:
+                acc[count] += value.get(count, 0)
+            origin.setdefault(key, set()).add(r)
+    row_members = _members(row_units)
+    col_members = _members(col_units)
+    for side, other, side_members in (
+        (0, 1, row_members),
+        (1, 0, col_members),
+    ):
+        for block in _blocks(weights):
+            units = sorted({key[side] for key in block})
+            for chosen in _subsets(units):
+                remainder, keys = _remainder(weights, block, chosen, side, other, counts)
+                k = k_of({r for key in keys for r in origin[key]})
+                if any(0 < remainder[c] < k for c in counts):
+                    inside = _inside(block, chosen, side, other)
+                    candidates = [
+                        figure
+                        for figure in _figures(
+                            inside,
+                            col_members if side == 0 else row_members,
+                            columns if side == 0 else rows,
+                        )
+                        + _figures(set(chosen), side_members, rows if side == 0 else columns)
+                        if figure.shown
+                    ]
+                    if candidates:
+                        min(candidates, key=lambda f: f.counts.get(counts[0], 0)).hide(
+                            COMPLEMENTARY
+                        )
+                        return True
+    return False
+
+
+def _units(figures: Sequence[Figure]) -> list[int]:
+    """Each figure's unit: itself when shown, one shared unit (-1) for all withheld ones."""
+    return [i if f.shown else -1 for i, f in enumerate(figures)]
+
+
+def _members(units: Sequence[int]) -> dict[int, list[int]]:
+    members: dict[int, list[int]] = {}
+    for index, unit in enumerate(units):
+        members.setdefault(unit, []).append(index)
+    return members
+
+
+def _figures(
+    units: set[int], members: Mapping[int, list[int]], figures: Sequence[Figure]
+) -> list[Figure]:
+    return [figures[i] for unit in units for i in members.get(unit, [])]
+
+
+def _blocks(weights: Mapping[tuple[int, int], object]) -> list[set[tuple[int, int]]]:
+    """Connected blocks of intersections (rows and columns joined by a non-empty one)."""
+    parent: dict[tuple[int, int], tuple[int, int]] = {}
+
+    def find(node: tuple[int, int]) -> tuple[int, int]:
+        while parent.setdefault(node, node) != node:
+            parent[node] = parent[parent[node]]
+            node = parent[node]
+        return node
+
+    for r, c in weights:
+        parent[find((0, r))] = find((1, c))
+    blocks: dict[tuple[int, int], set[tuple[int, int]]] = {}
+    for r, c in weights:
+        blocks.setdefault(find((0, r)), set()).add((r, c))
+    return list(blocks.values())
+
+
+def _subsets(units: Sequence[int]) -> Iterable[tuple[int, ...]]:
+    """Every non-empty proper subset of a block's units, or singles and pairs and their
+    complements in a large block."""
+    n = len(units)
+    if n <= EXHAUSTIVE_UNITS:
+        for mask in range(1, (1 << n) - 1):
+            yield tuple(units[i] for i in range(n) if mask >> i & 1)
+        return
+    everything = set(units)
+    for a in range(n):
+        yield (units[a],)
+        yield tuple(sorted(everything - {units[a]}))
+        for b in range(a + 1, n):
+            yield (units[a], units[b])
+            yield tuple(sorted(everything - {units[a], units[b]}))
+
+
+def _inside(block: set[tuple[int, int]], chosen: Sequence[int], side: int, other: int) -> set[int]:
+    """Units of the other breakdown whose intersections in the block all lie in ``chosen``."""
+    picked = set(chosen)
+    touching: dict[int, bool] = {}
+    for key in block:
+        unit = key[other]
+        touching[unit] = touching.get(unit, True) and key[side] in picked
+    return {unit for unit, inside in touching.items() if inside}
+
+
+def _remainder(
+    weights: Mapping[tuple[int, int], Mapping[str, int]],
+    block: set[tuple[int, int]],
+    chosen: Sequence[int],
+    side: int,
+    other: int,
+    counts: Sequence[str],
+) -> tuple[dict[str, int], list[tuple[int, int]]]:
+    """What ``chosen`` holds outside the units wholly inside it, and the intersections it is."""
+    inside = _inside(block, chosen, side, other)
+    picked = set(chosen)
+    left = dict.fromkeys(counts, 0)
+    keys = []
+    for key in block:
+        if key[side] in picked and key[other] not in inside:
+            for count in counts:
+                left[count] += weights[key][count]
+            keys.append(key)
+    return left, keys

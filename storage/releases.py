@@ -143,6 +143,9 @@ class _Group:
     officials: set[str | None] = field(default_factory=set)
     levels: dict[int, int] = field(default_factory=lambda: defaultdict(int))
     classes: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    #: Ratings per survey: the scales differ (mot-cua never gives 1 or 3), so a level can be
+    #: one survey's raters alone.
+    rated_by_survey: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     def add(self, row: Any) -> None:
         n = int(row.n)
@@ -154,6 +157,7 @@ class _Group:
         if level > 0:
             self.rated += n
             self.levels[level] += n
+            self.rated_by_survey[str(row.survey_id)] += n
             if level > DISSATISFIED_MAX_LEVEL:
                 self.satisfied += n
         if row.classification:
@@ -193,6 +197,7 @@ async def _response_groups(session: AsyncSession, period: Period) -> list[Any]:
             Response.agency_id,
             Response.official_id,
             Response.procedure_id,
+            Response.survey_id,
             Response.satisfaction,
             Response.classification,
             func.count().label("n"),
@@ -204,6 +209,7 @@ async def _response_groups(session: AsyncSession, period: Period) -> list[Any]:
             Response.agency_id,
             Response.official_id,
             Response.procedure_id,
+            Response.survey_id,
             Response.satisfaction,
             Response.classification,
         )
@@ -264,12 +270,14 @@ async def build(session: AsyncSession, period: Period, rule: Rule) -> dict[str, 
     per_agency: dict[str, _Group] = defaultdict(_Group)
     per_official: dict[tuple[str, str | None], _Group] = defaultdict(_Group)
     per_procedure: dict[tuple[str, str | None], _Group] = defaultdict(_Group)
+    per_pair: dict[tuple[str, str | None, str | None], _Group] = defaultdict(_Group)
     for row in await _response_groups(session, period):
         for group in (
             province,
             per_agency[row.agency_id],
             per_official[(row.agency_id, row.official_id)],
             per_procedure[(row.agency_id, row.procedure_id)],
+            per_pair[(row.agency_id, row.official_id, row.procedure_id)],
         ):
             group.add(row)
 
@@ -283,6 +291,7 @@ async def build(session: AsyncSession, period: Period, rule: Rule) -> dict[str, 
         for aid, group in per_agency.items()
     }
     children: dict[str, dict[str, list[_Unit]]] = defaultdict(lambda: defaultdict(list))
+    ids: dict[str, dict[str, list[str | None]]] = defaultdict(lambda: defaultdict(list))
     for level, table, source in (
         ("officials", officials, per_official),
         ("procedures", procedures, per_procedure),
@@ -291,6 +300,7 @@ async def build(session: AsyncSession, period: Period, rule: Rule) -> dict[str, 
             code, name = table.get(unit_id or "", (NO_UNIT, ""))
             about = level == "officials" and unit_id is not None
             children[aid][level].append(unit(code, name, agencies[aid][0], group, about))
+            ids[aid][level].append(unit_id)
     lines = [Line([u.figure for u in agency_units.values()], top.figure, UNIT_COUNTS, rule.k_group)]
     for aid, levels in children.items():
         for units in levels.values():
@@ -300,7 +310,18 @@ async def build(session: AsyncSession, period: Period, rule: Rule) -> dict[str, 
             lines.append(Line(parts, agency_units[aid].figure, UNIT_COUNTS, rule.k_group))
     figures = [top.figure, *(u.figure for u in agency_units.values())]
     figures += [u.figure for levels in children.values() for us in levels.values() for u in us]
-    disclosure.apply(figures, lines, UNIT_COUNTS)
+    pairs: dict[str, dict[tuple[str | None, str | None], _Group]] = defaultdict(dict)
+    for (aid, oid, pid), group in per_pair.items():
+        pairs[aid][(oid, pid)] = group
+    crossed = [_Crossed(aid, ids[aid], children[aid], pairs[aid], rule) for aid in children]
+    while True:
+        disclosure.apply(figures, lines, UNIT_COUNTS)
+        changed = False
+        for audit in crossed:
+            while agency_units[audit.agency_id].figure.shown and audit.run():
+                changed = True
+        if not changed:
+            break
 
     every_agency_shown = all(u.figure.shown for u in agency_units.values())
     documents: dict[str, dict[str, Any]] = {
@@ -331,11 +352,13 @@ def _distributions(unit: _Unit, *, shown: bool) -> dict[str, Any]:
     """Satisfaction levels and Circular 01/2018 classes of a published group.
 
     These parts are defined by the answer, not by who answered, so a level of 1 among 40 raters
-    names nobody; they are shown exactly when their group is. The province's are shown only
-    when every agency is: otherwise the province's minus the agencies' would give a withheld
-    agency's.
+    names nobody; they are shown exactly when their group is, and when each survey's raters in
+    it are 0 or at least k (the scales differ: the ZNS stars reach levels mot-cua never gives,
+    so a level could be the few ZNS raters alone). The province's are shown only when every
+    agency is: otherwise the province's minus the agencies' would give a withheld agency's.
     """
-    if not shown:
+    by_survey = unit.group.rated_by_survey.values()
+    if not shown or any(0 < n < unit.figure.k for n in by_survey):
         return {"levels": None, "classes": None}
     return {
         "levels": {str(level): unit.group.levels.get(level, 0) for level in LEVELS},
@@ -349,7 +372,8 @@ def _criteria(
     """Per agency and criterion: how often it scored 0, overall and among the dissatisfied.
 
     A criterion's figures need k scored responses; its share among the dissatisfied needs k
-    dissatisfied and k others, since the overall share minus it would give the others'.
+    dissatisfied and k others, since the overall share minus it would give the others', and
+    the agency's raters outside the criterion's responses to be 0 or at least k.
     """
     sums: dict[tuple[str, str], list[int]] = {}
     parsed: dict[str, dict[str, int]] = {}
@@ -360,7 +384,8 @@ def _criteria(
         n = int(row.n)
         dissatisfied = 0 < int(row.satisfaction or 0) <= DISSATISFIED_MAX_LEVEL
         for criterion, value in points.items():
-            acc = sums.setdefault((row.agency_id, criterion), [0, 0, 0, 0, 0])
+            acc = sums.setdefault((row.agency_id, criterion), [0, 0, 0, 0, 0, 0])
+            acc[5] += n if int(row.satisfaction or 0) > 0 else 0
             acc[0] += n
             acc[1] += value * n
             if value == 0:
@@ -368,11 +393,14 @@ def _criteria(
                 acc[3] += n if dissatisfied else 0
             acc[4] += n if dissatisfied else 0
     result: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for (aid, criterion), (n, total, zeros, zeros_dis, n_dis) in sorted(sums.items()):
+    for (aid, criterion), (n, total, zeros, zeros_dis, n_dis, rated) in sorted(sums.items()):
         agency = agency_units.get(aid)
         k = agency.figure.k if agency else rule.k_official
         shown = agency is not None and agency.figure.shown and n >= k
-        split = shown and n_dis >= k and n - n_dis >= k
+        # The agency's dissatisfied count minus this one is the dissatisfied among raters the
+        # criterion does not cover (another survey's): they too must be 0 or at least k.
+        others = agency.group.rated - rated if agency else 0
+        split = shown and n_dis >= k and n - n_dis >= k and (others == 0 or others >= k)
         result[aid].append(
             {
                 "agency": agency.key if agency else "",
@@ -639,3 +667,33 @@ def _ranked(
 
 def _int_keys(levels: dict[str, int] | None) -> dict[int, int] | None:
     return None if levels is None else {int(k): v for k, v in levels.items()}
+
+
+@dataclass(slots=True)
+class _Crossed:
+    """An agency's officials against its procedures: the audit of ``disclosure.audit_crossed``."""
+
+    agency_id: str
+    ids: dict[str, list[str | None]]
+    children: dict[str, list[_Unit]]
+    pairs: dict[tuple[str | None, str | None], _Group]
+    rule: Rule
+
+    def run(self) -> bool:
+        """Withhold one more part if a remainder is too small; False when none is."""
+        officials = self.ids.get("officials", [])
+        procedures = self.ids.get("procedures", [])
+        if not officials or not procedures:
+            return False
+        row = {oid: i for i, oid in enumerate(officials)}
+        column = {pid: i for i, pid in enumerate(procedures)}
+        cells = {
+            (row[oid], column[pid]): group.counts() for (oid, pid), group in self.pairs.items()
+        }
+        return disclosure.audit_crossed(
+            [u.figure for u in self.children["officials"]],
+            [u.figure for u in self.children["procedures"]],
+            cells,
+            UNIT_COUNTS,
+            lambda rows: self.rule.k_for({officials[r] for r in rows}),
+        )

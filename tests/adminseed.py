@@ -25,6 +25,8 @@ class Batch:
     satisfaction: int = 5
     comment: str | None = None
     day: dt.date = dt.date(2026, 10, 15)
+    #: "zns-5-star" ratings carry no Circular 01/2018 criteria or score.
+    survey: str = "mot-cua"
 
 
 async def add_agency(runtime: Runtime, code: str, name: str, officials: Sequence[str]) -> Agency:
@@ -54,22 +56,23 @@ async def seed(runtime: Runtime, agency_code: str, batches: Sequence[Batch]) -> 
             for _ in range(batch.count):
                 level = batch.satisfaction
                 points = 2 if level >= 5 else 1 if level >= 3 else 0
+                scored = batch.survey == "mot-cua"
                 response = Response(
                     agency_id=agency.id,
                     official_id=officials.get(batch.official or ""),
                     procedure_id=procedures.get(batch.procedure or ""),
-                    survey_id="mot-cua",
+                    survey_id=batch.survey,
                     survey_version=1,
-                    channel="telegram",
+                    channel="telegram" if scored else "zns",
                     language="vi",
                     answered_on=batch.day,
                     rater_hash=secrets.token_hex(32),
                     rater_key_id="test",
                     complete=True,
                     satisfaction=level,
-                    criteria={"1": 2, "3": points, "7": points},
-                    score18=round((2 + 2 * points) * 18 / 6, 1),
-                    classification="Xuất sắc" if points == 2 else "Yếu",
+                    criteria={"1": 2, "3": points, "7": points} if scored else None,
+                    score18=round((2 + 2 * points) * 18 / 6, 1) if scored else None,
+                    classification=("Xuất sắc" if points == 2 else "Yếu") if scored else None,
                 )
                 session.add(response)
                 await session.flush()

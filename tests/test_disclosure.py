@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import random
 
-from storage.disclosure import COMPLEMENTARY, PARENT, SMALL, Figure, Line, Rule, apply, residue
+from storage.disclosure import (
+    COMPLEMENTARY,
+    PARENT,
+    SMALL,
+    Figure,
+    Line,
+    Rule,
+    apply,
+    audit_crossed,
+    residue,
+)
 
 COUNTS = ("responses", "rated", "scored")
 
@@ -113,3 +123,62 @@ def test_no_line_ever_leaves_a_withheld_remainder_between_one_and_k() -> None:
         for p in parts:
             if p.shown:
                 assert all(v == 0 or v >= k for v in p.counts.values())
+
+
+def test_an_official_minus_the_procedures_only_they_handled_is_never_a_small_group() -> None:
+    """BT01 (14 raters) handled 1.001234 alone (12): BT01 minus it is BT01's other 2 raters,
+    hidden in a withheld procedure, and no line of one breakdown sees it."""
+    officials = [unit(14, k=10), unit(24, k=10)]
+    procedures = [unit(12), unit(2), unit(4), unit(20)]
+    cells = {
+        (0, 0): unit(12).counts,
+        (0, 1): unit(2).counts,
+        (1, 2): unit(4).counts,
+        (1, 3): unit(20).counts,
+    }
+    total = unit(38)
+    lines = [Line(officials, total, COUNTS, 5), Line(procedures, total, COUNTS, 5)]
+    figures = [total, *officials, *procedures]
+    rule = Rule()
+    apply(figures, lines, COUNTS)
+    assert [p.shown for p in procedures] == [True, False, False, True]  # 2 + 4 hidden: 6 >= 5
+
+    def k_of(rows: set[int]) -> int:
+        return rule.k_for({f"cb{r}" for r in rows})
+
+    while audit_crossed(officials, procedures, cells, COUNTS, k_of):
+        apply(figures, lines, COUNTS)
+    assert not procedures[0].shown  # BT01 minus 1.001234 would have left 2 raters
+    # What the adversary can still subtract: BT01 minus the shown procedures inside it.
+    inside = sum(p.counts["responses"] for i, p in enumerate(procedures) if p.shown and i < 2)
+    assert officials[0].counts["responses"] - inside in (0, 14)
+
+
+def test_a_set_of_officials_minus_a_procedure_spanning_them_is_audited_too() -> None:
+    """Two officials who alone handled one procedure: their sum minus it is their other raters."""
+    officials = [unit(20, k=10), unit(20, k=10), unit(30, k=10)]
+    procedures = [unit(38), unit(2), unit(30)]
+    cells = {
+        (0, 0): unit(19).counts,
+        (1, 0): unit(19).counts,
+        (0, 1): unit(1).counts,
+        (1, 1): unit(1).counts,
+        (2, 2): unit(30).counts,
+    }
+    total = unit(70)
+    lines = [Line(officials, total, COUNTS, 5), Line(procedures, total, COUNTS, 5)]
+    figures = [total, *officials, *procedures]
+    apply(figures, lines, COUNTS)
+    changed = False
+    while audit_crossed(
+        officials, procedures, cells, COUNTS, lambda rows: 5 if len(rows) > 1 else 10
+    ):
+        changed = True
+        apply(figures, lines, COUNTS)
+    assert changed
+    shown_officials = sum(o.counts["responses"] for o in officials[:2] if o.shown)
+    shown_inside = procedures[0].counts["responses"] if procedures[0].shown else 0
+    assert not (officials[0].shown and officials[1].shown and procedures[0].shown), (
+        shown_officials,
+        shown_inside,
+    )

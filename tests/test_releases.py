@@ -165,3 +165,26 @@ async def test_coverage_is_released_with_the_same_rule(runtime: Runtime, agency:
     # zalo_oa's 2 could be recovered as total minus the rest: the smallest other goes too.
     assert by_channel[""]["suppressed"] == "complementary"
     assert by_channel["telegram"]["answered"] == 7
+
+
+async def test_a_few_raters_of_another_survey_hide_what_only_they_could_have_given(
+    runtime: Runtime, agency: Agency
+) -> None:
+    """Mot-cua never gives levels 1 or 3 and ZNS ratings carry no criteria: with 3 ZNS raters,
+    level 3's count and the agency's dissatisfied minus the criteria's would be theirs."""
+    await seed(
+        runtime,
+        "ubnd-test",
+        [
+            Batch(20, "CB01", satisfaction=5),
+            Batch(12, "CB02", satisfaction=2),
+            Batch(3, "CB02", satisfaction=3, survey="zns-5-star"),
+        ],
+    )
+    await release(runtime)
+    view = await releases.published(runtime.sessions, THRESHOLDS, agency.id)
+    assert view.total.shown and view.total.rated == 35
+    assert view.levels is None and view.classes is None
+    three = next(s for s in view.criteria if s.criterion == "3")
+    assert three.scored == 32 and three.zero_share is not None
+    assert three.dissatisfied is None and three.zero_share_dissatisfied is None
