@@ -435,13 +435,18 @@ def survey_list() -> None:
 def export_cmd(
     fmt: str, level: str, period: str, agency_code: str | None, output: Path | None
 ) -> None:
-    """Anonymised exports: response rows (re-keyed per export, dates coarsened, rows shuffled)
-    or aggregates with small cells suppressed. Streams, so any size fits in bounded memory."""
+    """Anonymised exports. ``--level responses`` (the default) gives one ZIP: ratings.<fmt>,
+    k-anonymous on agency, official, procedure, channel, language and period, with no free
+    text; comments.<fmt> (agency, quarter, text); report.json (the rule, k and what was
+    generalised, suppressed or dropped). Other levels: aggregates of the latest release.
+    Streams, so any size fits in bounded memory."""
     settings = _settings()
-    if fmt == "xlsx" and output is None and sys.stdout.isatty():
-        raise click.ClickException("an XLSX export needs --output FILE (or redirect stdout)")
+    binary = fmt == "xlsx" or level == "responses"
+    if binary and output is None and sys.stdout.isatty():
+        what = "a row-level export is a ZIP" if level == "responses" else "an XLSX export"
+        raise click.ClickException(f"{what}: give --output FILE (or redirect stdout)")
 
-    async def action(runtime: Runtime) -> int:
+    async def action(runtime: Runtime) -> str:
         agency_id = None
         if agency_code:
             async with runtime.sessions() as session:
@@ -457,14 +462,33 @@ def export_cmd(
             {"format": fmt, "level": level, "period": period, "agency": agency_code or "*"},
         )
         thresholds = Thresholds.from_settings(runtime.settings)
+
+        async def write(out: Any) -> str:
+            if not spec.packaged:
+                rows = await export.write_export(runtime.sessions, spec, thresholds, out)
+                return f"{rows} rows"
+            report = (await export.write_package(runtime.sessions, spec, thresholds, out)).report
+            ratings, comments, k = report["ratings"], report["comments"], report["k"]
+            return (
+                f"{ratings['rows']} rating rows (k {k['k_official']} for one official, "
+                f"{k['k_group']} otherwise; {ratings['rows_suppressed']} suppressed, "
+                f"{ratings['rows_dropped']} dropped; period {ratings['period_coarsest']}) and "
+                f"{comments['rows']} comments ({comments['withheld']} withheld)"
+            )
+
         if output is not None:
             with output.open("wb") as handle:
-                return await export.write_export(runtime.sessions, spec, thresholds, handle)
-        return await export.write_export(runtime.sessions, spec, thresholds, sys.stdout.buffer)
+                return await write(handle)
+        return await write(sys.stdout.buffer)
 
-    rows = _run(lambda: _with_runtime(settings, action))
+    try:
+        written = _run(lambda: _with_runtime(settings, action))
+    except export.ChangedDuringExport as exc:
+        if output is not None:
+            output.unlink(missing_ok=True)  # nothing was written to it: leave no empty file
+        raise click.ClickException(str(exc)) from None
     if output:
-        click.echo(f"wrote {rows} rows to {output}", err=True)
+        click.echo(f"wrote {written} to {output}", err=True)
 
 
 # ---------------------------------------------------------------------------------- admins
