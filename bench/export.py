@@ -7,9 +7,10 @@ worker processes included, each counted at its peak):
 
 * ``plain``: the same rows (responses joined to codes, with their answer cells) dumped with
   sqlite3 and ``csv.writer``: the floor any export is compared with;
-* ``export``: the real anonymised export (``storage.export.write_export``: keyed-hash re-keying,
-  a fresh random order in SQL, period coarsening, formula neutralisation; at this size one
-  worker process per core, each writing a random part);
+* ``export``: the real row-level export (``storage.export.write_export``: the ZIP of a
+  k-anonymous ratings CSV planned on one GROUP BY of the combination counts, the comments and
+  the report; keyed-hash re-keying, a fresh random order in SQL, cell cleaning; at this size
+  one worker process per core, each writing a random part through the same recoding);
 * ``aggregates``: building the release of every month the file holds (``storage.releases``:
   agency, official, procedure cells, distributions, criteria, coverage, cut by the disclosure
   rule), which is what the dashboard's figures cost, once per period; pages then read stored
@@ -139,6 +140,8 @@ def step_plain(db: Path, out: Path) -> int:
 
 
 def step_export(db: Path, out: Path) -> int:
+    """The row-level ZIP; counts the responses it read (every one passes through the plan,
+    whether its row is released, blanked or dropped), like the plain dump counts its rows."""
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from storage import export
@@ -149,9 +152,10 @@ def step_export(db: Path, out: Path) -> int:
         engine: AsyncEngine = make_engine(f"sqlite+aiosqlite:///{db}")
         try:
             with out.open("wb") as handle:
-                return await export.write_export(
+                package = await export.write_package(
                     make_sessions(engine), export.ExportSpec(), Thresholds(), handle
                 )
+            return int(package.report["ratings"]["rows_read"])
         finally:
             await engine.dispose()
 
@@ -312,7 +316,7 @@ def main(argv: list[str] | None = None) -> None:
     out_dir = db.parent
     machine = measure("machine", db, out_dir / "machine.csv")
     plain = measure("plain", db, out_dir / "plain.csv")
-    exported = measure("export", db, out_dir / "export.csv")
+    exported = measure("export", db, out_dir / "export.zip")
     aggregates = measure("aggregates", db, out_dir / "aggregates.txt")
     ratio = round(exported["seconds"] / plain["seconds"], 2) if plain["seconds"] else 0.0
     figures = {
