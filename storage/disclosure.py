@@ -147,6 +147,7 @@ def audit_crossed(
     cells: Mapping[tuple[int, int], Mapping[str, int]],
     counts: Sequence[str],
     k_of: Callable[[set[int]], int],
+    k_most: int,
 ) -> bool:
     """Two breakdowns of one total (officials and procedures of an agency): withhold a part
     until no set of units of one breakdown, minus the units of the other lying wholly inside
@@ -159,66 +160,98 @@ def audit_crossed(
     whose raters all lie in S can be subtracted, and what is left is the raters of S in units
     that reach outside S. Withheld units of a breakdown count as one unit (their sum is the
     total minus the published ones). ``cells`` maps (row index, column index) to the counts of
-    that intersection; ``k_of`` gives the k of a remainder from the rows (officials) it holds.
+    that intersection; ``k_of`` gives the k of a remainder from the rows (officials) it holds,
+    ``k_most`` the largest it can give (remainders at or above it need no closer look).
     """
-    row_units = _units(rows)
-    col_units = _units(columns)
+    units = (_units(rows), _units(columns))
+    figures = (rows, columns)
     weights: dict[tuple[int, int], dict[str, int]] = {}
     origin: dict[tuple[int, int], set[int]] = {}
     for (r, c), value in cells.items():
         if value.get(counts[0], 0) > 0:
-            key = (row_units[r], col_units[c])
+            key = (units[0][r], units[1][c])
             acc = weights.setdefault(key, dict.fromkeys(counts, 0))
             for count in counts:
                 acc[count] += value.get(count, 0)
             origin.setdefault(key, set()).add(r)
-    row_members = _members(row_units)
-    col_members = _members(col_units)
-    for side, other, side_members in (
-        (0, 1, row_members),
-        (1, 0, col_members),
-    ):
-        for block in _blocks(weights):
-            units = sorted({key[side] for key in block})
-            for chosen in _subsets(units):
-                remainder, keys = _remainder(weights, block, chosen, side, other, counts)
-                k = k_of({r for key in keys for r in origin[key]})
-                if any(0 < remainder[c] < k for c in counts):
-                    inside = _inside(block, chosen, side, other)
-                    candidates = [
-                        figure
-                        for figure in _figures(
-                            inside,
-                            col_members if side == 0 else row_members,
-                            columns if side == 0 else rows,
-                        )
-                        + _figures(set(chosen), side_members, rows if side == 0 else columns)
-                        if figure.shown
-                    ]
-                    if candidates:
-                        min(candidates, key=lambda f: f.counts.get(counts[0], 0)).hide(
-                            COMPLEMENTARY
-                        )
-                        return True
+    for block in _blocks(weights):
+        for side in (0, 1):
+            hidden = _audit_side(block, weights, origin, side, counts, k_of, k_most)
+            if hidden is None:
+                continue
+            members = [
+                figures[axis][i]
+                for axis, unit_ids in ((1 - side, hidden[1]), (side, hidden[0]))
+                for unit in unit_ids
+                for i, u in enumerate(units[axis])
+                if u == unit
+            ]
+            candidates = [f for f in members if f.shown]
+            if candidates:
+                min(candidates, key=lambda f: f.counts.get(counts[0], 0)).hide(COMPLEMENTARY)
+                return True
     return False
+
+
+def _audit_side(
+    block: set[tuple[int, int]],
+    weights: Mapping[tuple[int, int], Mapping[str, int]],
+    origin: Mapping[tuple[int, int], set[int]],
+    side: int,
+    counts: Sequence[str],
+    k_of: Callable[[set[int]], int],
+    k_most: int,
+) -> tuple[list[int], list[int]] | None:
+    """The first subset of ``side``'s units whose remainder is too small: (its units, the
+    other side's units inside it), or None. Bit masks keep each subset to a few additions:
+    the remainder is the subset's total minus the totals of the units wholly inside it."""
+    other = 1 - side
+    mine = sorted({key[side] for key in block})
+    theirs = sorted({key[other] for key in block})
+    bit = {unit: 1 << i for i, unit in enumerate(mine)}
+    own_total = [dict.fromkeys(counts, 0) for _ in mine]
+    support = dict.fromkeys(theirs, 0)
+    their_total = {unit: dict.fromkeys(counts, 0) for unit in theirs}
+    for key in block:
+        index = mine.index(key[side])
+        support[key[other]] |= bit[key[side]]
+        for count in counts:
+            own_total[index][count] += weights[key][count]
+            their_total[key[other]][count] += weights[key][count]
+    for mask in _masks(len(mine)):
+        inside = [u for u in theirs if support[u] & ~mask == 0]
+        left = {
+            count: sum(own_total[i][count] for i in range(len(mine)) if mask >> i & 1)
+            - sum(their_total[u][count] for u in inside)
+            for count in counts
+        }
+        if not any(0 < value < k_most for value in left.values()):
+            continue
+        chosen = {mine[i] for i in range(len(mine)) if mask >> i & 1}
+        keys = [k for k in block if k[side] in chosen and k[other] not in set(inside)]
+        k = k_of({r for key in keys for r in origin[key]})
+        if any(0 < left[count] < k for count in counts):
+            return sorted(chosen), inside
+    return None
+
+
+def _masks(n: int) -> Iterable[int]:
+    """Every non-empty proper subset of n units, or singles and pairs and their complements."""
+    full = (1 << n) - 1
+    if n <= EXHAUSTIVE_UNITS:
+        yield from range(1, full)
+        return
+    for a in range(n):
+        yield 1 << a
+        yield full ^ (1 << a)
+        for b in range(a + 1, n):
+            yield (1 << a) | (1 << b)
+            yield full ^ ((1 << a) | (1 << b))
 
 
 def _units(figures: Sequence[Figure]) -> list[int]:
     """Each figure's unit: itself when shown, one shared unit (-1) for all withheld ones."""
     return [i if f.shown else -1 for i, f in enumerate(figures)]
-
-
-def _members(units: Sequence[int]) -> dict[int, list[int]]:
-    members: dict[int, list[int]] = {}
-    for index, unit in enumerate(units):
-        members.setdefault(unit, []).append(index)
-    return members
-
-
-def _figures(
-    units: set[int], members: Mapping[int, list[int]], figures: Sequence[Figure]
-) -> list[Figure]:
-    return [figures[i] for unit in units for i in members.get(unit, [])]
 
 
 def _blocks(weights: Mapping[tuple[int, int], object]) -> list[set[tuple[int, int]]]:
@@ -237,51 +270,3 @@ def _blocks(weights: Mapping[tuple[int, int], object]) -> list[set[tuple[int, in
     for r, c in weights:
         blocks.setdefault(find((0, r)), set()).add((r, c))
     return list(blocks.values())
-
-
-def _subsets(units: Sequence[int]) -> Iterable[tuple[int, ...]]:
-    """Every non-empty proper subset of a block's units, or singles and pairs and their
-    complements in a large block."""
-    n = len(units)
-    if n <= EXHAUSTIVE_UNITS:
-        for mask in range(1, (1 << n) - 1):
-            yield tuple(units[i] for i in range(n) if mask >> i & 1)
-        return
-    everything = set(units)
-    for a in range(n):
-        yield (units[a],)
-        yield tuple(sorted(everything - {units[a]}))
-        for b in range(a + 1, n):
-            yield (units[a], units[b])
-            yield tuple(sorted(everything - {units[a], units[b]}))
-
-
-def _inside(block: set[tuple[int, int]], chosen: Sequence[int], side: int, other: int) -> set[int]:
-    """Units of the other breakdown whose intersections in the block all lie in ``chosen``."""
-    picked = set(chosen)
-    touching: dict[int, bool] = {}
-    for key in block:
-        unit = key[other]
-        touching[unit] = touching.get(unit, True) and key[side] in picked
-    return {unit for unit, inside in touching.items() if inside}
-
-
-def _remainder(
-    weights: Mapping[tuple[int, int], Mapping[str, int]],
-    block: set[tuple[int, int]],
-    chosen: Sequence[int],
-    side: int,
-    other: int,
-    counts: Sequence[str],
-) -> tuple[dict[str, int], list[tuple[int, int]]]:
-    """What ``chosen`` holds outside the units wholly inside it, and the intersections it is."""
-    inside = _inside(block, chosen, side, other)
-    picked = set(chosen)
-    left = dict.fromkeys(counts, 0)
-    keys = []
-    for key in block:
-        if key[side] in picked and key[other] not in inside:
-            for count in counts:
-                left[count] += weights[key][count]
-            keys.append(key)
-    return left, keys

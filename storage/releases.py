@@ -696,4 +696,5 @@ class _Crossed:
             cells,
             UNIT_COUNTS,
             lambda rows: self.rule.k_for({officials[r] for r in rows}),
+            max(self.rule.k_group, self.rule.k_official),
         )

@@ -146,7 +146,7 @@ def test_an_official_minus_the_procedures_only_they_handled_is_never_a_small_gro
     def k_of(rows: set[int]) -> int:
         return rule.k_for({f"cb{r}" for r in rows})
 
-    while audit_crossed(officials, procedures, cells, COUNTS, k_of):
+    while audit_crossed(officials, procedures, cells, COUNTS, k_of, 10):
         apply(figures, lines, COUNTS)
     assert not procedures[0].shown  # BT01 minus 1.001234 would have left 2 raters
     # What the adversary can still subtract: BT01 minus the shown procedures inside it.
@@ -171,7 +171,7 @@ def test_a_set_of_officials_minus_a_procedure_spanning_them_is_audited_too() -> 
     apply(figures, lines, COUNTS)
     changed = False
     while audit_crossed(
-        officials, procedures, cells, COUNTS, lambda rows: 5 if len(rows) > 1 else 10
+        officials, procedures, cells, COUNTS, lambda rows: 5 if len(rows) > 1 else 10, 10
     ):
         changed = True
         apply(figures, lines, COUNTS)
