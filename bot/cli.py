@@ -436,7 +436,7 @@ def export_cmd(
     fmt: str, level: str, period: str, agency_code: str | None, output: Path | None
 ) -> None:
     """Anonymised exports. ``--level responses`` (the default) gives one ZIP: ratings.<fmt>,
-    k-anonymous on agency, official, procedure, channel, language and period, with no free
+    of the released periods only, k-anonymous on agency, official, procedure, channel, language and period, with no free
     text; comments.<fmt> (agency, quarter, text); report.json (the rule, k and what was
     generalised, suppressed or dropped). Other levels: aggregates of the latest release.
     Streams, so any size fits in bounded memory."""
@@ -455,7 +455,13 @@ def export_cmd(
                 ).scalar_one_or_none()
             if agency_id is None:
                 raise click.ClickException(f"no agency {agency_code!r}")
-        spec = export.ExportSpec(level=level, fmt=fmt, period=period, agency_id=agency_id)
+        spec = export.ExportSpec(
+            level=level,
+            fmt=fmt,
+            period=period,
+            agency_id=agency_id,
+            until=await releases.released_until(runtime.sessions),
+        )
         await runtime.audit.record(
             "cli",
             "export",

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from storage import releases
+from storage.cells import clean
 from storage.db import Sessions
+from storage.export_formats import write_file
 from storage.stats import NOT_ENOUGH, Cell, Thresholds
 
 LEVELS: tuple[str, ...] = ("agency", "official", "procedure", "criterion", "period")
@@ -147,17 +149,12 @@ def _blank(value: Any) -> Any:
 
 
 async def stream_table(header: list[str], rows: list[list[Any]], fmt: str) -> AsyncIterator[bytes]:
-    """The table as CSV, JSON Lines or XLSX chunks, every cell neutralised against formulas."""
-    from storage import export
+    """The table as CSV, JSON Lines or XLSX, every cell cleaned last (formulas neutralised)."""
 
     async def batches() -> AsyncIterator[list[list[Any]]]:
         yield [header]
-        yield [[export.neutralise(v) for v in row] for row in rows]
+        yield [[clean(v) for v in row] for row in rows]
 
-    if fmt != "xlsx":
-        async for chunk in export._text_chunks(batches(), fmt):
-            yield chunk
-        return
     buffer = io.BytesIO()
-    await export._write_xlsx(batches(), buffer)
+    await write_file(batches(), fmt, buffer)
     yield buffer.getvalue()

@@ -29,6 +29,7 @@ illegal characters stripped, then formulas neutralised, in that order.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 import os
@@ -115,9 +116,6 @@ CRITERION_COLUMNS = [
 BATCH = 5000
 #: Every cell's last step (illegal characters, then formulas); the aggregates call it by this name.
 neutralise = clean
-#: The writers under the names ``storage.aggregates`` calls.
-_text_chunks = text_chunks
-_write_xlsx = write_xlsx
 
 
 class ExportError(ValueError):
@@ -131,6 +129,10 @@ class ExportSpec:
     period: str = "month"
     #: Restrict to one agency (an agency viewer's exports always are).
     agency_id: str | None = None
+    #: Row level: only responses answered by this day. The dashboard and the CLI pass the end
+    #: of the last released period, so an open month never reaches a file (two exports of it
+    #: would differ by the ratings given in between).
+    until: dt.date | None = None
 
     def __post_init__(self) -> None:
         for name, value, allowed in (

@@ -90,7 +90,7 @@ async def _build(
 ) -> Package:
     with contextlib.ExitStack() as stack:
         source = export_pass.RatingSource(
-            spec.agency_id, spec.period, [], export_rows.fresh_key(), None, []
+            spec.agency_id, spec.period, [], export_rows.fresh_key(), None, [], until=spec.until
         )
         parts = None
         if await export_pass.in_parts(sessions, spec.fmt, spec.agency_id):
@@ -98,7 +98,7 @@ async def _build(
             # plan is made here.
             parts = export_pass.start_parts(sessions, source, folder)
             stack.callback(parts.close)
-        ref = await export_rows.reference(sessions, spec.agency_id)
+        ref = await export_rows.reference(sessions, spec.agency_id, spec.until)
         rule = Rule(thresholds.k_group, thresholds.k_official)
         plan: Plan | None = None
         source.questions = ref.questions
@@ -124,7 +124,13 @@ async def _build(
     comments_path = os.path.join(folder, f"comments.{spec.fmt}")
     counted = [0]
     batches = export_rows.comment_batches(
-        sessions, spec.agency_id, ref.names.agencies, allowed, withheld, scan=ref.texts
+        sessions,
+        spec.agency_id,
+        ref.names.agencies,
+        allowed,
+        withheld,
+        scan=ref.texts,
+        until=spec.until,
     )
     with open(comments_path, "wb") as handle:  # noqa: ASYNC230 (a local temporary file)
         await write_file(_counting(batches, counted), spec.fmt, handle)

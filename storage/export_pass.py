@@ -28,9 +28,9 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from hashlib import blake2b
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Integer, String, Text, cast, func, select, type_coerce
+from sqlalchemy import Integer, Select, String, Text, cast, func, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -39,12 +39,24 @@ from storage.cells import clean
 from storage.db import Sessions, make_engine, make_sessions
 from storage.models import Agency, Official, Procedure, Response
 
+SelectT = TypeVar("SelectT", bound=Select)
 BATCH = 5000
 #: Distinct values one memo keeps (days, answer sets): enough for every low-cardinality
 #: column, small enough that varied answers cannot grow it without bound.
 CELL_CACHE = 20_000
 #: A row's released cells from agency to language, in ``RATING_COLUMNS`` order.
 Head = tuple[Any, ...]
+
+
+def scoped(stmt: SelectT, agency_id: str | None, until: dt.date | None) -> SelectT:
+    """One agency's responses, or all; and only those answered by ``until`` (the end of the
+    last released period: two row-level exports of an open month would differ by the ratings
+    given in between)."""
+    if agency_id:
+        stmt = stmt.where(Response.agency_id == agency_id)
+    if until is not None:
+        stmt = stmt.where(Response.answered_on <= until)
+    return stmt
 
 
 class _Memo(dict[Any, Any]):
@@ -159,6 +171,8 @@ class RatingSource:
     keys: list[Any] | None
     heads: list[Head | None]
     names: Codes | None = None
+    #: Only responses answered by this day (the end of the last released period).
+    until: dt.date | None = None
     #: In a worker: where the parent writes questions, keys, heads and names once the plan is
     #: made (once, not pickled per worker: pickling 100,000 cells holds a memo of them all).
     plan_file: str | None = None
@@ -261,8 +275,7 @@ async def rating_batches(
         Response.satisfaction,
         cast(Response.answers, Text),
     )
-    if source.agency_id:
-        stmt = stmt.where(Response.agency_id == source.agency_id)
+    stmt = scoped(stmt, source.agency_id, source.until)
     if part is not None:
         stmt = stmt.where(part.where())
     stmt = stmt.order_by(func.random())

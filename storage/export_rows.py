@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import os
 import tempfile
 from collections.abc import AsyncIterator
@@ -28,7 +29,7 @@ from bot.flows.scrub import scrub
 from storage.anonymise import MARKERS, Key, Plan, period_label
 from storage.cells import clean
 from storage.db import Sessions, make_engine, make_sessions
-from storage.export_pass import BATCH, Codes, Head, _Memo, month_of
+from storage.export_pass import BATCH, Codes, Head, _Memo, month_of, scoped
 from storage.models import Answer, Response
 
 RATING_COLUMNS = [
@@ -102,7 +103,9 @@ def _month(dialect: str) -> ColumnElement[str]:
     return func.substr(type_coerce(Response.answered_on, String), 1, 7)
 
 
-async def plan_cells(conn: AsyncConnection, agency_id: str | None) -> tuple[list[Key], list[int]]:
+async def plan_cells(
+    conn: AsyncConnection, agency_id: str | None, until: dt.date | None = None
+) -> tuple[list[Key], list[int]]:
     """Responses counted by their true quasi-identifiers, the month as the finest period: the
     keys and their counts, as two lists (the plan keeps the keys, not the pairs)."""
     month = _month(conn.dialect.name).label("month")
@@ -115,9 +118,7 @@ async def plan_cells(conn: AsyncConnection, agency_id: str | None) -> tuple[list
         Response.channel,
         Response.language,
     )
-    stmt = select(*columns, month, func.count()).group_by(*columns, month)
-    if agency_id:
-        stmt = stmt.where(Response.agency_id == agency_id)
+    stmt = scoped(select(*columns, month, func.count()).group_by(*columns, month), agency_id, until)
     # One object per distinct value (ids repeat in every cell of their unit): the plan and the
     # lookup a worker process unpickles are a fraction of the size.
     # Streamed, so the driver's rows never all sit in memory beside the cells.
@@ -175,6 +176,7 @@ async def comment_batches(
     withheld: list[int],
     *,
     scan: bool = True,
+    until: dt.date | None = None,
 ) -> AsyncIterator[list[list[Any]]]:
     """The header, then the free-text answers of the allowed (agency id, quarter) groups in a
     fresh random order: agency, quarter and the text, nothing else. ``allowed`` None lets every
@@ -189,8 +191,7 @@ async def comment_batches(
         .where(Answer.text.is_not(None), Answer.text != "")
         .order_by(func.random())
     )
-    if agency_id:
-        stmt = stmt.where(Response.agency_id == agency_id)
+    stmt = scoped(stmt, agency_id, until)
     quarters = _Memo(lambda raw: period_label(month_of(raw), "quarter"))
     async with sessions() as session:
         result = await (await session.connection()).stream(stmt.execution_options(yield_per=BATCH))
@@ -221,7 +222,9 @@ class Reference:
     texts: bool
 
 
-async def reference(sessions: Sessions, agency_id: str | None) -> Reference:
+async def reference(
+    sessions: Sessions, agency_id: str | None, until: dt.date | None = None
+) -> Reference:
     """The answers' scan (questions) and the responses' GROUP BY (the plan's counts) run at
     once, on two connections: on a large store each takes seconds."""
 
@@ -233,7 +236,7 @@ async def reference(sessions: Sessions, agency_id: str | None) -> Reference:
 
     async def read_cells() -> tuple[list[Key], list[int]]:
         async with sessions() as session:
-            return await plan_cells(await session.connection(), agency_id)
+            return await plan_cells(await session.connection(), agency_id, until)
 
     (every, free, texts, names), cells = await asyncio.gather(read_questions(), read_cells())
     return Reference([q for q in every if q not in free], sorted(free), names, cells, texts)

@@ -533,6 +533,14 @@ async def list_releases(sessions: Sessions) -> list[ReleaseInfo]:
         ]
 
 
+async def released_until(sessions: Sessions) -> dt.date:
+    """The last day of the last released period (the first day ever when none is): row-level
+    exports stop there, so an open period never reaches a file."""
+    async with sessions() as session:
+        last = await session.scalar(select(func.max(Release.ends_on)))
+    return last or dt.date.min
+
+
 def next_release(
     releases: Sequence[ReleaseInfo], kind: str, delay_hours: int, today: dt.date
 ) -> tuple[Period, dt.datetime]:

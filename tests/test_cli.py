@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import sqlite3
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,9 @@ def test_agency_key_and_empty_export(cli_env: Path) -> None:
     assert missing.exit_code != 0 and "no agency with code 'nobody'" in missing.output
     exported = runner.invoke(main, ["export", "--format", "csv"])
     assert exported.exit_code == 0
-    header = next(csv.reader(io.StringIO(exported.output.lstrip("\ufeff"))))
+    with zipfile.ZipFile(io.BytesIO(exported.stdout_bytes)) as archive:
+        ratings = archive.read("ratings.csv").decode("utf-8-sig")
+    header = next(csv.reader(io.StringIO(ratings)))
     assert header[:3] == ["response", "agency", "procedure"]
     audit = runner.invoke(main, ["audit", "verify"])
     assert audit.exit_code == 0 and "intact" in audit.output

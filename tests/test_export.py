@@ -318,8 +318,8 @@ async def test_an_erasure_while_the_export_runs_stops_it_before_anything_is_writ
     assert Counter(r["official"] for r in whole.ratings) == {"CB31": 10, "CB32": 10}
     real = export_rows.reference
 
-    async def reference_then_erase(sessions: Any, agency_id: str | None) -> Any:
-        found = await real(sessions, agency_id)
+    async def reference_then_erase(sessions: Any, agency_id: str | None, until: Any) -> Any:
+        found = await real(sessions, agency_id, until)
         async with runtime.sessions() as session:
             official = (
                 await session.execute(select(Official.id).where(Official.code == "CB31"))

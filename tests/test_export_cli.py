@@ -72,6 +72,10 @@ def test_the_row_level_export_is_one_zip_of_ratings_comments_and_report(cli_env:
 
     asyncio.run(seed())
     target = cli_env / "rows.zip"
+    # October is still open to the export until it is released: no row of it leaves.
+    early = runner.invoke(main, ["export", "-o", str(target)])
+    assert early.exit_code == 0 and "wrote 0 rating rows" in early.output, early.output
+    assert "released: 2026-10" in runner.invoke(main, ["release", "publish"]).output
     result = runner.invoke(main, ["export", "--period", "day", "-o", str(target)])
     assert result.exit_code == 0, result.output
     with zipfile.ZipFile(target) as archive:
@@ -93,6 +97,9 @@ def test_the_row_level_export_is_one_zip_of_ratings_comments_and_report(cli_env:
         scoped = [json.loads(line) for line in archive.read("ratings.jsonl").splitlines()]
     assert scoped and {row["agency"] for row in scoped} == {"ubnd-khac"}
     db = sqlite3.connect(cli_env / "var" / "surveybot.db")
-    levels = [json.loads(d)["level"] for (d,) in db.execute("SELECT detail FROM audit_log")]
+    levels = [
+        json.loads(d)["level"]
+        for (d,) in db.execute("SELECT detail FROM audit_log WHERE action = 'export'")
+    ]
     db.close()
-    assert levels == ["responses", "responses"]
+    assert levels == ["responses", "responses", "responses"]  # the early one too

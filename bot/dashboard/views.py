@@ -405,18 +405,33 @@ async def download(ctx: Ctx) -> web.StreamResponse:
     period = str(form.get("period", "month"))
     try:
         if level == "responses":
-            spec = export.ExportSpec(level=level, fmt=fmt, period=period, agency_id=ctx.agency_id)
+            spec = export.ExportSpec(
+                level=level,
+                fmt=fmt,
+                period=period,
+                agency_id=ctx.agency_id,
+                until=await releases.released_until(ctx.runtime.sessions),
+            )
             chunks = export.stream_export(ctx.runtime.sessions, spec, ctx.thresholds)
-            filename = spec.filename
+            filename, content_type = spec.filename, spec.content_type
+            # The files are built and checked before the first chunk: an erasure meanwhile
+            # becomes an error page, not a broken download.
+            first = await anext(chunks)
         else:
             wanted = aggregates.AggregateSpec(level, release, ctx.agency_id)
             header, rows = await aggregates.aggregate_table(
                 ctx.runtime.sessions, wanted, ctx.thresholds
             )
             chunks = aggregates.stream_table(header, rows, fmt)
-            filename = f"surveybot-{level}-{release or 'latest'}.{fmt}"
+            filename, content_type = (
+                f"surveybot-{level}-{release or 'latest'}.{fmt}",
+                export.CONTENT_TYPES[fmt],
+            )
+            first = await anext(chunks)
     except (export.ExportError, aggregates.AggregateError) as exc:
         return render(ctx.request, "error.html", ctx.lang, status=400, message=str(exc), ctx=None)
+    except export.ChangedDuringExport as exc:
+        return render(ctx.request, "error.html", ctx.lang, status=409, message=str(exc), ctx=None)
     await ctx.runtime.audit.record(
         ctx.actor,
         "export",
@@ -430,12 +445,13 @@ async def download(ctx: Ctx) -> web.StreamResponse:
     )
     response = web.StreamResponse(
         headers={
-            "Content-Type": export.CONTENT_TYPES[fmt],
+            "Content-Type": content_type,
             "Content-Disposition": f'attachment; filename="{filename}"',
             **SECURITY_HEADERS,
         }
     )
     await response.prepare(ctx.request)
+    await response.write(first)
     async for chunk in chunks:
         await response.write(chunk)
     await response.write_eof()
