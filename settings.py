@@ -164,7 +164,9 @@ class Settings(BaseSettings):
 
     @property
     def effective_release_delay_hours(self) -> int:
-        return self.survey_ttl_hours if self.release_delay_hours is None else self.release_delay_hours
+        return (
+            self.survey_ttl_hours if self.release_delay_hours is None else self.release_delay_hours
+        )
 
     @property
     def channel_priority(self) -> list[str]:
