@@ -158,7 +158,7 @@ Trigger a survey (register the dossier, then report its result):
   curl -s -X POST {base}/api/v1/results -H 'Authorization: Bearer {key}' \\
        -H 'Content-Type: application/json' \\
        -d '{{"results": [{{"dossier_code": "{code}", "returned_at": "{dt.date.today()}"}}]}}'
-Export the answers: surveybot export --format csv
+Export (admin, released periods only): surveybot export -o rows.zip   (aggregates: --level agency)
 
 Admin dashboard      : {base}/admin/   (figures of closed periods only; released: {", ".join(r.label for r in shown) or "none yet"})
   admin (all agencies)     : {logins[0][0]} / {logins[0][1]}

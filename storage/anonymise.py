@@ -43,8 +43,9 @@ THE RULE (docs/threat-model.md quotes it)
 What it does not stop, said here so the threat model says it too: a combination whose k rows
 all gave the same answer tells the agency that answer (homogeneity; accepted as a group fact);
 an answer that is also in the agency's own records (how many times the citizen came to the desk)
-can single a row out within its combination; two row-level exports of an open period differ by
-the ratings given in between (row-level exports should cover closed periods only).
+can single a row out within its combination. Two row-level exports of an open period would
+differ by the ratings given in between, so the dashboard and the CLI export only up to the end
+of the last released period (``ExportSpec.until``).
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from hashlib import blake2b
 from typing import IO, Any, Literal
 
-from sqlalchemy import Integer, Text, cast, select, type_coerce
+from sqlalchemy import Integer, Text, cast, select
 
 from storage import export_package
 from storage.cells import clean
@@ -269,7 +269,7 @@ async def response_rows(
         Response.answered_on,
         Response.channel,
         Response.language,
-        type_coerce(Response.complete, Integer),
+        cast(Response.complete, Integer),  # PostgreSQL's driver gives a bool for a coerced one
         Response.satisfaction,
         Response.score18,
         Response.classification,

@@ -271,7 +271,7 @@ async def rating_batches(
         Response.channel,
         Response.language,
         type_coerce(Response.answered_on, String),
-        type_coerce(Response.complete, Integer),
+        cast(Response.complete, Integer),
         Response.satisfaction,
         cast(Response.answers, Text),
     )
