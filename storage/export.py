@@ -54,7 +54,7 @@ from storage.export_formats import (
 )
 from storage.export_package import ChangedDuringExport
 from storage.export_pass import Codes, export_workers
-from storage.export_rows import questions
+from storage.export_rows import RATING_COLUMNS, questions
 from storage.models import Response
 from storage.stats import Period, Thresholds, period_label
 
@@ -73,46 +73,7 @@ FORMATS: tuple[str, ...] = ("csv", "xlsx", "jsonl")
 LEVELS: tuple[str, ...] = ("responses", "agency", "official", "procedure", "criterion", "period")
 PERIODS: tuple[str, ...] = ("day", "week", "month", "quarter", "year")
 #: The columns of the unprotected one-table dump (``response_rows``, tests only).
-BASE_COLUMNS = [
-    "response",
-    "agency",
-    "procedure",
-    "official",
-    "survey",
-    "survey_version",
-    "period",
-    "channel",
-    "language",
-    "complete",
-    "satisfaction",
-    "score18",
-    "classification",
-]
-AGGREGATE_COLUMNS = [
-    "agency",
-    "unit",
-    "name",
-    "responses",
-    "rated",
-    "satisfied",
-    "rate_pct",
-    "wilson_low_pct",
-    "wilson_high_pct",
-    "band",
-    "rank",
-    "avg_score18",
-    "status",
-]
-CRITERION_COLUMNS = [
-    "agency",
-    "criterion",
-    "scored",
-    "mean_points",
-    "zero_pct",
-    "zero_pct_dissatisfied",
-    "dissatisfied",
-    "status",
-]
+BASE_COLUMNS = [*RATING_COLUMNS, "score18", "classification"]
 BATCH = 5000
 #: Every cell's last step (illegal characters, then formulas); the aggregates call it by this name.
 neutralise = clean

@@ -26,6 +26,7 @@ from typing import Any, Literal
 from sqlalchemy import case, cast, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import Text
 
 from bot.flows.scoring import DISSATISFIED_MAX_LEVEL
@@ -69,6 +70,10 @@ class Period:
 
     def next(self) -> Period:
         return period_of(self.kind, self.ends_on + dt.timedelta(days=1))
+
+    def covers(self, day: Any) -> list[ColumnElement[bool]]:
+        """The conditions that a date column falls in this period."""
+        return [day >= self.starts_on, day <= self.ends_on]
 
 
 def period_of(kind: str, day: dt.date) -> Period:
@@ -204,7 +209,7 @@ async def _response_groups(session: AsyncSession, period: Period) -> list[Any]:
             func.count(Response.score18).label("scored"),
             func.sum(Response.score18).label("score_sum"),
         )
-        .where(Response.answered_on >= period.starts_on, Response.answered_on <= period.ends_on)
+        .where(*period.covers(Response.answered_on))
         .group_by(
             Response.agency_id,
             Response.official_id,
@@ -225,11 +230,7 @@ async def _criteria_groups(session: AsyncSession, period: Period) -> list[Any]:
             cast(Response.criteria, Text).label("criteria"),
             func.count().label("n"),
         )
-        .where(
-            Response.answered_on >= period.starts_on,
-            Response.answered_on <= period.ends_on,
-            Response.criteria.is_not(None),
-        )
+        .where(*period.covers(Response.answered_on), Response.criteria.is_not(None))
         .group_by(Response.agency_id, Response.satisfaction, cast(Response.criteria, Text))
     )
     return list(await session.execute(stmt))
@@ -245,10 +246,7 @@ async def _coverage_groups(session: AsyncSession, period: Period) -> list[Any]:
             func.sum(case((SurveyLedger.delivered.is_(True), 1), else_=0)).label("delivered"),
             func.sum(case((SurveyLedger.completed.is_(True), 1), else_=0)).label("answered"),
         )
-        .where(
-            SurveyLedger.reported_on >= period.starts_on,
-            SurveyLedger.reported_on <= period.ends_on,
-        )
+        .where(*period.covers(SurveyLedger.reported_on))
         .group_by(SurveyLedger.agency_id, SurveyLedger.channel)
     )
     return list(await session.execute(stmt))

@@ -10,8 +10,6 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from bot.runtime import Runtime
-from storage import releases
-from storage.disclosure import Rule
 from storage.models import Agency, Official, Procedure, Response, SurveyLedger
 
 
@@ -99,11 +97,4 @@ async def release(
     runtime: Runtime, now: dt.datetime = dt.datetime(2026, 11, 20, tzinfo=dt.UTC)
 ) -> list[str]:
     """Publish every period that is due at ``now`` (by default October 2026, the seeds' month)."""
-    published = await releases.publish_due(
-        runtime.sessions,
-        Rule(runtime.settings.k_min_group, runtime.settings.k_min_official),
-        runtime.settings.release_period,
-        runtime.settings.effective_release_delay_hours,
-        now,
-    )
-    return [r.label for r in published]
+    return await runtime.publish_releases(now)
