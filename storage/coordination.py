@@ -1,4 +1,5 @@
-"""Coordination between workers: per-conversation locks and short-lived deduplication marks.
+"""Coordination between workers: per-conversation locks, short-lived deduplication marks and
+token-bucket rate limits (``storage/limits.py``).
 
 The embedded default keeps these in process memory; production uses Redis so several processes
 behave as one. Nothing here is a source of truth: losing Redis loses at most a lock or a dedup
@@ -15,10 +16,15 @@ from typing import Protocol
 
 from redis.asyncio import Redis
 
+from storage.limits import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+
 PREFIX = "surveybot:"
 
 
 class Coordinator(Protocol):
+    #: Token buckets shared by every worker that shares this coordinator.
+    limiter: RateLimiter
+
     def lock(
         self, name: str, timeout: float = 30.0
     ) -> contextlib.AbstractAsyncContextManager[None]:
@@ -34,6 +40,7 @@ class LocalCoordinator:
     """In-process coordination for the single-process embedded default."""
 
     def __init__(self) -> None:
+        self.limiter: RateLimiter = MemoryRateLimiter()
         self._locks: dict[str, asyncio.Lock] = {}
         self._users: dict[str, int] = {}
         self._seen: dict[str, float] = {}
@@ -75,6 +82,7 @@ class RedisCoordinator:
     def __init__(self, redis: Redis, prefix: str = PREFIX) -> None:
         self.redis = redis
         self.prefix = prefix
+        self.limiter: RateLimiter = RedisRateLimiter(redis, prefix)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = PREFIX) -> RedisCoordinator:
