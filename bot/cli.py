@@ -29,8 +29,28 @@ from bot.service import ServiceError
 from settings import Settings, SettingsError, load_settings
 from storage import export, releases
 from storage.migrate import upgrade
-from storage.models import Agency, Official, Procedure, Response, new_id
-from storage.pseudonym import KeyError_, KeyRing
+from storage.models import (
+    Agency,
+    Dossier,
+    DossierContact,
+    Invitation,
+    Official,
+    OptOut,
+    OutboxMessage,
+    Procedure,
+    Response,
+    SurveyLedger,
+    ZaloToken,
+    new_id,
+)
+from storage.pseudonym import (
+    KeyError_,
+    KeyRing,
+    resolve_key_file,
+    retire_document,
+    rotate_document,
+    write_key_file,
+)
 from storage.stats import Thresholds
 
 T = TypeVar("T")
@@ -396,6 +416,113 @@ def keys() -> None:
 def keys_generate() -> None:
     """Print a new key set (JSON) for SURVEYBOT_KEYS or a key file kept outside the database."""
     click.echo(KeyRing.generate_document())
+
+
+def _key_file(settings: Settings, option: Path | None) -> Path:
+    """The key file a rotation rewrites: --file, else SURVEYBOT_KEYS_FILE, else var/keys.json."""
+    if option is None and settings.keys:
+        raise click.ClickException(
+            "the keys come from SURVEYBOT_KEYS, which this command cannot rewrite: keep them in "
+            "a key file (SURVEYBOT_KEYS_FILE) or pass --file"
+        )
+    try:
+        path = resolve_key_file(option or settings.keys_file or settings.var_dir / "keys.json")
+    except KeyError_ as exc:
+        raise click.ClickException(str(exc)) from None
+    if not path.is_file():
+        raise click.ClickException(f"no key file at {path} (create one: surveybot keys generate)")
+    return path
+
+
+def _rewrite(path: Path, change: Callable[[str], tuple[str, T]]) -> T:
+    try:
+        new, done = change(path.read_text(encoding="utf-8"))
+        write_key_file(path, new)
+    except KeyError_ as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot rewrite {path}: {exc.strerror}") from None
+    return done
+
+
+_KEY_FILE_OPTION = click.option(
+    "--file",
+    "file_",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Key file (default: SURVEYBOT_KEYS_FILE, else var/keys.json).",
+)
+
+
+@keys.command("rotate")
+@_KEY_FILE_OPTION
+def keys_rotate(file_: Path | None) -> None:
+    """Add a new active key to every purpose; the old ones stay for look-ups until retired.
+
+    The file is replaced atomically (mode 0600). Restart every process afterwards."""
+    settings = _settings()
+    path = _key_file(settings, file_)
+    done = _rewrite(path, rotate_document)
+    log.info("key file %s rotated: new active ids %s", path, [r.new_id for r in done])
+    for rotation in done:
+        click.echo(
+            f"{rotation.purpose}: new active key {rotation.new_id}; "
+            f"kept for look-ups: {', '.join(rotation.kept)}"
+        )
+    click.echo(
+        f"wrote {path} (mode 0600). Restart every surveybot process; retire an old id after the "
+        "grace period with `surveybot keys retire ID`."
+    )
+
+
+async def _key_in_use(runtime: Runtime, key_id: str) -> dict[str, int]:
+    """How many stored rows were made with ``key_id`` (pseudonyms by key id, sealed values by
+    their ``<id>.`` prefix): retiring it would make them unmatchable or unreadable."""
+    columns: list[tuple[Any, str]] = [
+        (OptOut.key_id, "opt-outs"),
+        (Dossier.dossier_key_id, "dossiers"),
+        (SurveyLedger.dossier_key_id, "survey ledger rows"),
+        (Response.rater_key_id, "responses"),
+    ]
+    sealed: list[tuple[Any, str]] = [
+        (Dossier.address_sealed, "dossier addresses"),
+        (DossierContact.address_sealed, "dossier contacts"),
+        (Invitation.address_sealed, "invitation addresses"),
+        (OutboxMessage.address_sealed, "outbox addresses"),
+        (ZaloToken.access_sealed, "Zalo tokens"),
+    ]
+    found: dict[str, int] = {}
+    async with runtime.sessions() as session:
+        for column, label in columns:
+            query = select(func.count()).where(column == key_id)
+            found[label] = int((await session.execute(query)).scalar_one())
+        for column, label in sealed:
+            query = select(func.count()).where(
+                column.like(f"{key_id}.%") | column.like(f"{key_id}-%.%")
+            )
+            found[label] = int((await session.execute(query)).scalar_one())
+    return {label: n for label, n in found.items() if n}
+
+
+@keys.command("retire")
+@click.argument("key_id")
+@_KEY_FILE_OPTION
+@click.option("--force", is_flag=True, help="Retire even if stored rows still use the key.")
+def keys_retire(key_id: str, file_: Path | None, force: bool) -> None:
+    """Remove an old key id (never an active one) once nothing stored needs it."""
+    settings = _settings()
+    path = _key_file(settings, file_)
+    if not force:
+        in_use = _run(lambda: _with_runtime(settings, lambda rt: _key_in_use(rt, key_id)))
+        if in_use:
+            counts = ", ".join(f"{n} {label}" for label, n in in_use.items())
+            raise click.ClickException(
+                f"key {key_id!r} is still used by {counts}: retiring it would lose them "
+                "(an opt-out would no longer be honoured); wait, or pass --force"
+            )
+    purposes = _rewrite(path, lambda text: retire_document(text, key_id))
+    log.info("key file %s: retired key id %s", path, key_id)
+    click.echo(f"retired {key_id} ({', '.join(purposes)}); wrote {path} (mode 0600)")
 
 
 # ---------------------------------------------------------------------------------- surveys

@@ -247,7 +247,9 @@ class SurveyService:
         )
         session.add(ledger)
         await session.flush()  # the unique (agency, dossier) constraint decides races here
-        if dossier.contact_hash and await self._opted_out(session, dossier.contact_hash):
+        if dossier.contact_hash and await self._opted_out(
+            session, dossier.contact_hash, dossier.address_sealed
+        ):
             ledger.status = "opted_out"
             await session.execute(delete(Dossier).where(Dossier.id == dossier.id))
             return ResultItemOutcome(
@@ -566,7 +568,8 @@ class SurveyService:
         known = await session.execute(
             select(OptOut.contact_hash).where(OptOut.contact_hash.in_(contacts))
         )
-        if known.first() is None:
+        if current not in set(known.scalars()):  # also when only an older key recorded it
+            await session.execute(delete(OptOut).where(OptOut.contact_hash.in_(legacy)))
             session.add(OptOut(contact_hash=current,
                                key_id=self.keys.known_key_ids("contact")[0],
                                created_on=self.clock().date()))  # fmt: skip
@@ -728,8 +731,23 @@ class SurveyService:
             )
         ).scalar_one_or_none()
 
-    async def _opted_out(self, session: AsyncSession, contact_digest: str) -> bool:
-        return await session.get(OptOut, contact_digest) is not None
+    async def _opted_out(
+        self, session: AsyncSession, contact_digest: str, address_sealed: str | None = None
+    ) -> bool:
+        """Whether this contact said /stop, under every listed key: the stored pseudonym and,
+        when the sealed address is at hand, its pseudonyms under every key (an opt-out recorded
+        before a key rotation is honoured after it)."""
+        digests = {contact_digest}
+        if address_sealed:
+            try:
+                channel, _, address = self.keys.open(address_sealed).partition(":")
+                digests.update(self._contacts(channel, address))
+            except ValueError:  # sealed under a retired key: the stored pseudonym decides
+                pass
+        found = await session.execute(
+            select(OptOut.contact_hash).where(OptOut.contact_hash.in_(digests)).limit(1)
+        )
+        return found.first() is not None
 
     async def _active_invitation(
         self, session: AsyncSession, contacts: Sequence[str]
@@ -787,7 +805,7 @@ class SurveyService:
         rows = [r for r in rows if r.channel in self.capabilities]
         rows.sort(key=lambda r: order.index(r.channel) if r.channel in order else len(order))
         for row in rows:
-            if not await self._opted_out(session, row.contact_hash):
+            if not await self._opted_out(session, row.contact_hash, row.address_sealed):
                 return row
         return None
 

@@ -21,7 +21,10 @@ import hmac
 import json
 import logging
 import os
+import re
 import secrets
+import stat
+import tempfile
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -125,6 +128,10 @@ class KeyRing:
                 (f"{kid}-{purpose}", _derive(key, purpose)) for kid, key in self._keys["address"]
             ]
 
+    def __repr__(self) -> str:  # key ids only: a key must never reach a log or a traceback
+        ids = {p: self.known_key_ids(p) for p in ALL_PURPOSES}
+        return f"KeyRing({ids})"
+
     # -- hashing -------------------------------------------------------------------------------
     def pseudonym(self, purpose: str, value: str) -> Pseudonym:
         """The pseudonym of exactly ``value`` under the active key.
@@ -224,18 +231,52 @@ def _derive(key: bytes, purpose: str) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(key)
 
 
+#: File names looked for when the key file setting names a directory (a mounted secret such as
+#: ``/run/secrets``); a directory holding a single file also works.
+SECRET_FILE_NAMES = ("keys.json", "surveybot_keys", "surveybot-keys", "surveybot_keys.json")
+
+
+def resolve_key_file(path: Path) -> Path:
+    """The key file itself: ``path``, or the key file inside a mounted-secret directory."""
+    if not path.is_dir():
+        return path
+    for name in SECRET_FILE_NAMES:
+        if (path / name).is_file():
+            return path / name
+    files = [p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")]
+    if len(files) == 1:
+        return files[0]
+    raise KeyError_(
+        f"key directory {path} holds no key file: put the key set in {path / SECRET_FILE_NAMES[0]}"
+    )
+
+
+def check_key_file_mode(path: Path) -> None:
+    """Refuse a key file that the group or other users may read (or write)."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise KeyError_(
+            f"key file {path} is readable by group or others (mode {mode:04o}): "
+            f"run `chmod 600 {path}` (for a mounted secret, mount it with mode 0400)"
+        )
+
+
 def load_keyring(
     keys_json: str | None, keys_file: Path | None, var_dir: Path, production: bool
 ) -> KeyRing:
-    """Keys from the environment, then a key file; in development, generate one once.
+    """Keys from the environment, then a key file or a mounted-secret directory; in development,
+    generate one once.
 
     Production refuses to start without keys: silently generating one there would make every
-    pseudonym unlinkable after the next deploy and hide a misconfiguration.
+    pseudonym unlinkable after the next deploy and hide a misconfiguration. It also refuses a key
+    file the group or others can read. Nothing here logs a key, only paths and key ids.
     """
     if keys_json:
         return KeyRing.from_json(keys_json)
-    path = keys_file or var_dir / "keys.json"
+    path = resolve_key_file(keys_file or var_dir / "keys.json")
     if path.exists():
+        if production:
+            check_key_file_mode(path)
         return KeyRing.from_json(path.read_text(encoding="utf-8"))
     if production:
         raise KeyError_(
@@ -250,6 +291,90 @@ def load_keyring(
         "generated a development key set in %s (owner-only); never use it in production", path
     )
     return KeyRing.from_json(path.read_text(encoding="utf-8"))
+
+
+# -- rotation ------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Rotation:
+    """What a rotation did, per purpose: the new active id and the ids kept for look-ups."""
+
+    purpose: str
+    new_id: str
+    kept: tuple[str, ...]
+
+
+def _parse_document(text: str) -> dict[str, list[dict[str, str]]]:
+    KeyRing.from_json(text)  # refuses an unusable document before anything is written
+    doc: dict[str, list[dict[str, str]]] = json.loads(text)
+    return doc
+
+
+def _next_id(purpose: str, taken: set[str]) -> str:
+    prefix = purpose[0]
+    numbers = [int(m.group(1)) for t in taken if (m := re.fullmatch(rf"{prefix}(\d+)", t))]
+    n = max(numbers, default=len(taken)) + 1
+    while f"{prefix}{n}" in taken:
+        n += 1
+    return f"{prefix}{n}"
+
+
+def rotate_document(text: str) -> tuple[str, list[Rotation]]:
+    """A new key document: for each purpose in ``text``, a new random key with a new id first
+    (it becomes the active key), every older key kept after it for look-ups until retired."""
+    doc = _parse_document(text)
+    taken = {str(e["id"]) for entries in doc.values() for e in entries}
+    done = []
+    for purpose in [p for p in ALL_PURPOSES if doc.get(p)]:
+        key_id = _next_id(purpose, taken)
+        taken.add(key_id)
+        kept = tuple(str(e["id"]) for e in doc[purpose])
+        doc[purpose] = [{"id": key_id, "key": base64.b64encode(os.urandom(32)).decode()}] + doc[
+            purpose
+        ]
+        done.append(Rotation(purpose, key_id, kept))
+    new = json.dumps(doc, indent=2)
+    KeyRing.from_json(new)
+    return new, done
+
+
+def retire_document(text: str, key_id: str) -> tuple[str, list[str]]:
+    """The document without ``key_id``; refused for an unknown id or an active (first) key.
+    Returns the new document and the purposes the id was removed from."""
+    doc = _parse_document(text)
+    purposes = [p for p, entries in doc.items() if any(str(e["id"]) == key_id for e in entries)]
+    if not purposes:
+        raise KeyError_(f"no key with id {key_id!r} in the key document")
+    for purpose in purposes:
+        if str(doc[purpose][0]["id"]) == key_id:
+            raise KeyError_(
+                f"key {key_id!r} is the active {purpose!r} key: rotate first, then retire it "
+                "after the grace period"
+            )
+        doc[purpose] = [e for e in doc[purpose] if str(e["id"]) != key_id]
+    new = json.dumps(doc, indent=2)
+    KeyRing.from_json(new)
+    return new, purposes
+
+
+def write_key_file(path: Path, text: str) -> None:
+    """Replace ``path`` atomically with an owner-only (0600) file: a crash leaves the old or the
+    new document, never half of one, and the new file is never readable by others."""
+    fd, tmp = tempfile.mkstemp(prefix=".keys-", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def new_token() -> str:
