@@ -8,6 +8,8 @@ without a release.
 from __future__ import annotations
 
 import functools
+import ipaddress
+import math
 import re
 from pathlib import Path
 from typing import Literal
@@ -135,6 +137,39 @@ class Settings(BaseSettings):
     #: wins; on a permanent refusal the next one is tried). Unlisted channels come last.
     channel_order: str = "telegram,zalo_oa,zalo_bot,web,zns"
 
+    # Abuse limits (issue 13): token buckets shared by every worker through Redis (in process
+    # for the embedded default). A bucket holds BURST requests and refills at RATE per second.
+    #: Off only for load tests and fuzzers: every limit below stops applying.
+    rate_limits_enabled: bool = True
+    #: Agency API, per API key (generous: a whole day's batch is one request).
+    api_rate_per_second: float = Field(50.0, gt=0)
+    api_burst: int = Field(500, ge=1)
+    #: Per agency: "code=rate[:burst],..." (e.g. "ubnd-q1=200:2000"); others use the defaults.
+    api_rate_by_agency: str = ""
+    #: Missing, unknown or revoked keys, per client address.
+    api_bad_key_rate_per_second: float = Field(0.2, gt=0)
+    api_bad_key_burst: int = Field(20, ge=1)
+    #: Reverse proxies (IPs or CIDRs, comma-separated) whose X-Forwarded-For names the client.
+    trusted_proxies: str = ""
+    #: Dashboard logins: wrong passwords per (account, client address) pair, the lockout...
+    login_pair_attempts: int = Field(10, ge=1)
+    login_pair_refill_seconds: float = Field(60.0, gt=0)
+    #: ...per client address over every account...
+    login_client_attempts: int = Field(30, ge=1)
+    login_client_refill_seconds: float = Field(20.0, gt=0)
+    #: ...and per account over every client; once spent, only a client with no recent failure
+    #: on the account may try (once), so an attacker cannot lock an admin out.
+    login_account_attempts: int = Field(40, ge=1)
+    login_account_refill_seconds: float = Field(30.0, gt=0)
+    #: Per chat: messages and taps a citizen may send; beyond, one "please slow down" reply
+    #: per SURVEYBOT_CHAT_SLOWDOWN_NOTICE_SECONDS and nothing else.
+    chat_rate_per_second: float = Field(1.0, gt=0)
+    chat_burst: int = Field(10, ge=1)
+    chat_slowdown_notice_seconds: int = Field(60, ge=1)
+    #: The same button tapped again within this many seconds after it was answered is the same
+    #: tap: no second answer, no "earlier question" note.
+    tap_dedup_seconds: int = Field(10, ge=1)
+
     @field_validator("database_url")
     @classmethod
     def _known_driver(cls, value: str) -> str:
@@ -148,6 +183,27 @@ class Settings(BaseSettings):
         if value is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", value):
             raise ValueError("must be 1-256 characters of A-Z, a-z, 0-9, _ and -")
         return value or None
+
+    @field_validator("api_rate_by_agency")
+    @classmethod
+    def _agency_rates(cls, value: str) -> str:
+        _parse_agency_rates(value)
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: str) -> str:
+        _parse_networks(value)
+        return value
+
+    @property
+    def agency_rates(self) -> dict[str, tuple[float, int]]:
+        """``api_rate_by_agency`` as agency code → (rate per second, burst)."""
+        return _parse_agency_rates(self.api_rate_by_agency)
+
+    @property
+    def trusted_proxy_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return _parse_networks(self.trusted_proxies)
 
     @property
     def effective_database_url(self) -> str:
@@ -180,6 +236,31 @@ class Settings(BaseSettings):
     @property
     def is_production(self) -> bool:
         return self.env == "production"
+
+
+def _parse_agency_rates(value: str) -> dict[str, tuple[float, int]]:
+    rates: dict[str, tuple[float, int]] = {}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        code, sep, spec = item.partition("=")
+        rate_text, _, burst_text = spec.partition(":")
+        try:
+            rate = float(rate_text)
+            burst = int(burst_text) if burst_text else max(1, int(rate * 10))
+        except ValueError:
+            rate = burst = 0
+        if not sep or not code.strip() or not rate > 0 or burst < 1 or not math.isfinite(rate):
+            raise ValueError(f"expected code=rate[:burst] with rate > 0, got {item!r}")
+        rates[code.strip()] = (rate, burst)
+    return rates
+
+
+def _parse_networks(value: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    try:
+        return [
+            ipaddress.ip_network(p.strip(), strict=False) for p in value.split(",") if p.strip()
+        ]
+    except ValueError as exc:
+        raise ValueError(f"expected IP addresses or networks: {exc}") from None
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from bot import limits
 from bot.http_errors import error_response, validation_response
 from bot.runtime import Runtime
 from bot.schemas import DossierRegistration, ResultBatch, ResultReport
@@ -18,6 +19,15 @@ RUNTIME = web.AppKey("runtime", Runtime)
 
 
 async def _agency(request: web.Request) -> Agency | web.Response:
+    """The calling agency, within its key's rate limit; else the 401 or 429 answer."""
+    runtime = request.app[RUNTIME]
+    agency = await _authenticate(request)
+    if isinstance(agency, web.Response):
+        return await limits.limit_bad_key(runtime, request) or agency
+    return await limits.limit_api_key(runtime, agency, request) or agency
+
+
+async def _authenticate(request: web.Request) -> Agency | web.Response:
     header = request.headers.get("Authorization", "")
     scheme, _, key = header.partition(" ")
     if not hmac.compare_digest(scheme.lower(), "bearer") or not key.strip():

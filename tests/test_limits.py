@@ -8,13 +8,24 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from multidict import CIMultiDict
 from redis.asyncio import Redis
 
+from bot.app import create_app
+from bot.limits import client_address
+from bot.runtime import Runtime
+from settings import load_settings
 from storage.coordination import LocalCoordinator, RedisCoordinator
 from storage.limits import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from storage.models import Agency
+from storage.pseudonym import KeyRing
 from tests.conftest import REDIS_URL
+
+Client = TestClient[Any, Any]
 
 
 class FakeClock:
@@ -190,3 +201,134 @@ async def test_both_coordinators_carry_a_limiter(redis_prefix: str) -> None:
         assert (await shared.limiter.take("x", rate=1, burst=1)).allowed
     finally:
         await shared.close()
+
+
+# ==================================================================== the agency API's limits
+def _auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def _freeze(runtime: Runtime) -> FakeClock:
+    """Stop time for the app's buckets: a 'second' lasts as long as the test needs."""
+    clock = FakeClock()
+    runtime.coordinator.limiter.clock = clock  # type: ignore[attr-defined]
+    return clock
+
+
+async def _post(client: Client, headers: dict[str, str]) -> tuple[int, str | None, Any]:
+    # An empty object: authenticated and limited first, then refused 422 (nothing written).
+    response = await client.post("/api/v1/dossiers", headers=headers, json={})
+    return response.status, response.headers.get("Retry-After"), await response.json()
+
+
+async def test_the_thousandth_request_in_a_second_from_one_key_gets_429(
+    client: Client, runtime: Runtime, api_key: str
+) -> None:
+    clock = _freeze(runtime)
+    answers = []
+    for _ in range(20):  # 1,000 requests, 50 at a time, within one (frozen) second
+        answers += await asyncio.gather(*(_post(client, _auth(api_key)) for _ in range(50)))
+    statuses = [status for status, _, _ in answers]
+    burst = runtime.settings.api_burst
+    assert statuses.count(429) == 1000 - burst and statuses.count(422) == burst
+    status, retry_after, body = answers[999]
+    assert status == 429 and retry_after is not None and retry_after.isdigit()
+    assert int(retry_after) >= 1 and body["error"] == "rate_limited"
+    assert body["retry_after"] == int(retry_after)
+    clock.advance(int(retry_after))  # after Retry-After, the key is served again
+    assert (await _post(client, _auth(api_key)))[0] == 422
+
+
+async def test_with_the_limits_off_the_thousandth_request_is_served(
+    client: Client, runtime: Runtime, api_key: str
+) -> None:
+    """The protection is what answers 429 above: switched off, nothing does."""
+    _freeze(runtime)
+    runtime.settings.rate_limits_enabled = False
+    statuses = [
+        (await _post(client, _auth(api_key)))[0] for _ in range(runtime.settings.api_burst + 5)
+    ]
+    assert set(statuses) == {422}
+
+
+async def test_two_app_instances_sharing_redis_share_one_bucket(
+    client: Client, runtime: Runtime, api_key: str, keyring: KeyRing
+) -> None:
+    """Two processes' worth of app (each its own Runtime and Redis client), racing."""
+    runtime.settings.api_burst = 30
+    clock = _freeze(runtime)
+    other = await Runtime.create(runtime.settings, keyring=keyring, migrate=False)
+    other.coordinator.limiter.clock = clock  # type: ignore[attr-defined]
+    try:
+        async with TestClient(TestServer(create_app(other, background=False))) as second:
+            answers = await asyncio.gather(
+                *(_post(client if i % 2 else second, _auth(api_key)) for i in range(80))
+            )
+    finally:
+        await other.close()
+    assert sum(status == 422 for status, _, _ in answers) == 30
+    assert sum(status == 429 for status, _, _ in answers) == 50
+
+
+async def test_an_agency_may_have_its_own_rate(
+    client: Client, runtime: Runtime, api_key: str, agency: Agency
+) -> None:
+    _freeze(runtime)
+    runtime.settings.api_rate_by_agency = f"other=1:1,{agency.code}=0.5:3"
+    statuses = [(await _post(client, _auth(api_key)))[0] for _ in range(5)]
+    assert statuses == [422, 422, 422, 429, 429]
+
+
+async def test_wrong_keys_from_one_address_meet_429_and_a_valid_key_still_works(
+    client: Client, runtime: Runtime, api_key: str
+) -> None:
+    """The issue's 300 wrong keys at full speed: from the 21st on, 429 instead of 401."""
+    clock = _freeze(runtime)
+    answers = await asyncio.gather(
+        *(_post(client, _auth(f"sbk_wrong{i}")) for i in range(300)),
+        *(_post(client, {}) for _ in range(10)),  # no key at all counts too
+    )
+    statuses = [status for status, _, _ in answers]
+    burst = runtime.settings.api_bad_key_burst
+    assert statuses.count(401) == burst and statuses.count(429) == 310 - burst
+    limited = next(a for a in answers if a[0] == 429)
+    assert limited[1] == str(round(1 / runtime.settings.api_bad_key_rate_per_second))
+    assert limited[2]["error"] == "too_many_bad_keys"
+    # Other clients' failures never hold back a valid key.
+    assert (await _post(client, _auth(api_key)))[0] == 422
+    clock.advance(int(limited[1]))
+    assert (await _post(client, _auth("sbk_wrong-again")))[0] == 401
+
+
+async def test_wrong_keys_are_counted_per_client_behind_a_trusted_proxy(
+    client: Client, runtime: Runtime
+) -> None:
+    _freeze(runtime)
+    runtime.settings.api_bad_key_burst = 2
+    runtime.settings.trusted_proxies = "127.0.0.1,::1"
+
+    def via(address: str) -> dict[str, str]:
+        return {**_auth("sbk_wrong"), "X-Forwarded-For": f"203.0.113.9, {address}"}
+
+    first = [(await _post(client, via("198.51.100.1")))[0] for _ in range(3)]
+    second = [(await _post(client, via("198.51.100.2")))[0] for _ in range(3)]
+    assert first == second == [401, 401, 429]
+
+
+def test_client_addresses_count_ipv6_per_64_and_proxies_only_when_trusted() -> None:
+    class Req:
+        def __init__(self, remote: str, forwarded: str | None = None) -> None:
+            self.remote = remote
+            self.headers = CIMultiDict({"X-Forwarded-For": forwarded} if forwarded else {})
+
+    class Rt:
+        settings = load_settings(env="test", trusted_proxies="10.0.0.0/8")
+
+    rt: Any = Rt()
+    assert client_address(Req("2001:db8:1:2:3:4:5:6"), rt) == "2001:db8:1:2::/64"  # type: ignore[arg-type]
+    assert client_address(Req("::ffff:192.0.2.7"), rt) == "192.0.2.7"  # type: ignore[arg-type]
+    spoofed = Req("192.0.2.7", "198.51.100.1")  # not from a trusted proxy: header ignored
+    assert client_address(spoofed, rt) == "192.0.2.7"  # type: ignore[arg-type]
+    proxied = Req("10.0.0.2", "198.51.100.1, 10.0.0.3")
+    assert client_address(proxied, rt) == "198.51.100.1"  # type: ignore[arg-type]
+    assert client_address(Req("10.0.0.2", "junk, 10.0.0.3"), rt) == "10.0.0.3"  # type: ignore[arg-type]
