@@ -2,21 +2,36 @@
 
 The cookie carries a random token and nothing else; only its SHA-256 is stored, so a database
 leak yields no usable session. Each session has its own CSRF token, required on every POST.
+
+Logins are throttled (``login_attempt``) by three token buckets shared through the coordinator:
+per (account, client address) pair, the lockout an attacker meets; per client address over every
+account; and a softer one per account over every client. When the account's bucket is spent (an
+attack from many addresses), a client with no recent failure on that account still gets one try,
+so a correct password from a fresh client always works: nobody can lock an admin out. A token is
+taken *before* the password is checked, so concurrent guesses cannot slip past the limit; a
+successful login gives its tokens back. Each lockout is audited once per window, not per request.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import math
 import secrets
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, select
 
+from bot.limits import bucket
 from storage.db import Sessions
+from storage.limits import Decision
 from storage.models import AdminSession, AdminUser, Agency, utcnow
+
+if TYPE_CHECKING:
+    from bot.runtime import Runtime
 
 ROLES = ("admin", "viewer")
 HASHER = PasswordHasher()
@@ -89,6 +104,75 @@ async def authenticate(sessions: Sessions, username: str, password: str) -> Admi
     if user is None or user.disabled:
         return None
     return user
+
+
+@dataclass(frozen=True, slots=True)
+class Throttled:
+    """A login attempt refused before its password was checked: which limit, and until when."""
+
+    scope: str  # "pair", "client" or "account"
+    decision: Decision
+
+    @property
+    def retry_after(self) -> str:
+        """``Retry-After``: whole seconds, at least 1."""
+        return self.decision.retry_after_header
+
+    def message(self, lang: str) -> str:
+        minutes = max(1, math.ceil(int(self.retry_after) / 60))
+        if lang == "en":
+            return f"Too many login attempts. Try again in {minutes} minute(s)."
+        return f"Đăng nhập sai quá nhiều lần. Vui lòng thử lại sau {minutes} phút."
+
+
+async def login_attempt(
+    runtime: Runtime, username: str, password: str, client: str
+) -> AdminUser | Throttled | None:
+    """``authenticate`` within the login limits: the user, None (wrong), or ``Throttled``."""
+    settings = runtime.settings
+    if not settings.rate_limits_enabled:
+        return await authenticate(runtime.sessions, username, password)
+    limiter = runtime.coordinator.limiter
+    account = username.casefold()
+    buckets = {
+        "pair": (bucket(runtime, "login-pair", account, client), settings.login_pair_attempts,
+                 settings.login_pair_refill_seconds),
+        "client": (bucket(runtime, "login-client", client), settings.login_client_attempts,
+                   settings.login_client_refill_seconds),
+        "account": (bucket(runtime, "login-account", account), settings.login_account_attempts,
+                    settings.login_account_refill_seconds),
+    }  # fmt: skip
+    # The pair first: a client locked out of one account spends nothing else.
+    taken: dict[str, Decision] = {}
+    for scope, (name, burst, refill) in buckets.items():
+        decision = await limiter.take(name, 1 / refill, burst)
+        # A spent account bucket still lets through a client whose pair was full (no failure).
+        fresh = scope == "account" and taken["pair"].remaining >= buckets["pair"][1] - 1.001
+        if not decision.allowed and not fresh:
+            await _audit_lockout(runtime, scope, name, account, decision)
+            return Throttled(scope, decision)
+        taken[scope] = decision
+    user = await authenticate(runtime.sessions, username, password)
+    if user is not None:  # a success gives back what it took, and clears its pair's failures
+        await limiter.reset(buckets["pair"][0])
+        for scope in ("client", "account"):
+            name, burst, refill = buckets[scope]
+            if taken[scope].allowed:
+                await limiter.take(name, 1 / refill, burst, cost=-1)
+    return user
+
+
+async def _audit_lockout(
+    runtime: Runtime, scope: str, name: str, account: str, decision: Decision
+) -> None:
+    """One audit entry per lockout window, however many requests meet it."""
+    window = max(1, math.ceil(decision.retry_after))
+    if await runtime.coordinator.first_time(f"audit:{name}", window):
+        await runtime.audit.record(
+            "anonymous",
+            "login.throttled",
+            {"username": account[:64], "limit": scope, "retry_after": window},
+        )
 
 
 async def open_session(sessions: Sessions, user: AdminUser, hours: float) -> str:

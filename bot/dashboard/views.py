@@ -20,6 +20,7 @@ from sqlalchemy import select
 from bot.api import RUNTIME
 from bot.dashboard import auth
 from bot.dashboard.i18n import language, number, percent, t
+from bot.limits import client_address
 from storage import aggregates, export, releases, stats
 from storage.models import Agency, utcnow
 
@@ -189,7 +190,14 @@ async def login(request: web.Request) -> web.Response:
     if not expected or not secrets.compare_digest(str(form.get("csrf", "")), expected):
         return error_page(request, lang, 403, "bad_request")
     username = str(form.get("username", ""))[:64]
-    user = await auth.authenticate(runtime.sessions, username, str(form.get("password", ""))[:1024])
+    password = str(form.get("password", ""))[:1024]
+    user = await auth.login_attempt(runtime, username, password, client_address(request, runtime))
+    if isinstance(user, auth.Throttled):  # locked out: 429, the password was not even checked
+        response = render(
+            request, "error.html", lang, status=429, message=user.message(lang), ctx=None
+        )
+        response.headers["Retry-After"] = user.retry_after
+        return response
     if user is None:
         await runtime.audit.record("anonymous", "login.failed", {"username": username})
         token = secrets.token_urlsafe(24)
