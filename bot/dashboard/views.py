@@ -262,10 +262,13 @@ async def _release(ctx: Ctx) -> releases.Published:
     return await releases.published(ctx.runtime.sessions, ctx.thresholds, ctx.agency_id, wanted)
 
 
-def _view_release(ctx: Ctx, name: str, view: releases.Published, **values: Any) -> web.Response:
+async def _figures(
+    ctx: Ctx, name: str, view: releases.Published | None = None, **values: Any
+) -> web.Response:
     """A page of figures, with the release they come from and when the next one is due."""
+    view = view or await _release(ctx)
     settings = ctx.runtime.settings
-    history = values.pop("history", [])
+    history = await releases.list_releases(ctx.runtime.sessions)
     period, due = releases.next_release(
         history, settings.release_period, settings.effective_release_delay_hours, utcnow().date()
     )
@@ -279,12 +282,6 @@ def _view_release(ctx: Ctx, name: str, view: releases.Published, **values: Any) 
         next_due=due,
         **values,
     )
-
-
-async def _figures_page(ctx: Ctx, name: str, **values: Any) -> web.Response:
-    view = await _release(ctx)
-    history = await releases.list_releases(ctx.runtime.sessions)
-    return _view_release(ctx, name, view, history=history, **values)
 
 
 @page()
@@ -303,14 +300,9 @@ async def overview(ctx: Ctx) -> web.StreamResponse:
             "label": t(ctx.lang, "responses"),
         },
     }
-    history = await releases.list_releases(ctx.runtime.sessions)
-    return _view_release(
-        ctx,
-        "overview.html",
-        view,
-        history=history,
-        k=ctx.thresholds.k_group,
-        chart_json=json.dumps(chart, ensure_ascii=False),
+    chart_json = json.dumps(chart, ensure_ascii=False)
+    return await _figures(
+        ctx, "overview.html", view, k=ctx.thresholds.k_group, chart_json=chart_json
     )
 
 
@@ -319,22 +311,14 @@ async def ranking(ctx: Ctx) -> web.StreamResponse:
     view = await _release(ctx)
     if ctx.agency is not None:
         # An agency's own total is the same figure its province document ranks.
-        province = await releases.published(
-            ctx.runtime.sessions, ctx.thresholds, None, view.release.label if view.release else None
-        )
+        label = view.release.label if view.release else None
+        province = await releases.published(ctx.runtime.sessions, ctx.thresholds, None, label)
         cells = [c for c in province.agencies if c.key == ctx.agency.code]
     else:
         cells = view.agencies
     names = {a.code: a.name for a in ctx.agencies}
-    history = await releases.list_releases(ctx.runtime.sessions)
-    return _view_release(
-        ctx,
-        "ranking.html",
-        view,
-        history=history,
-        cells=cells,
-        names=names,
-        k=ctx.thresholds.k_group,
+    return await _figures(
+        ctx, "ranking.html", view, cells=cells, names=names, k=ctx.thresholds.k_group
     )
 
 
@@ -346,14 +330,11 @@ async def _units(ctx: Ctx, level: str) -> web.StreamResponse:
             {"agency": ctx.agency.code if ctx.agency else "*"},
         )
     view = await _release(ctx)
-    cells = view.officials if level == "official" else view.procedures
-    history = await releases.list_releases(ctx.runtime.sessions)
-    return _view_release(
+    return await _figures(
         ctx,
         "units.html",
         view,
-        history=history,
-        cells=cells,
+        cells=view.officials if level == "official" else view.procedures,
         level=level,
         k=ctx.thresholds.k_official if level == "official" else ctx.thresholds.k_group,
     )
@@ -371,12 +352,12 @@ async def procedures(ctx: Ctx) -> web.StreamResponse:
 
 @page()
 async def criteria(ctx: Ctx) -> web.StreamResponse:
-    return await _figures_page(ctx, "criteria.html", k=ctx.thresholds.k_group)
+    return await _figures(ctx, "criteria.html", k=ctx.thresholds.k_group)
 
 
 @page()
 async def coverage(ctx: Ctx) -> web.StreamResponse:
-    return await _figures_page(ctx, "coverage.html", k=ctx.thresholds.k_group)
+    return await _figures(ctx, "coverage.html", k=ctx.thresholds.k_group)
 
 
 def _export_levels(ctx: Ctx) -> tuple[str, ...]:
