@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(2_000_000, ge=1024)
     max_batch_size: int = Field(1000, ge=1)
     max_free_text_chars: int = Field(1000, ge=10)
+    #: JSON bodies nested deeper than this are refused with 400 (bot/body.py).
+    max_json_depth: int = Field(32, ge=4, le=200)
+    #: A body not fully received within this many seconds is refused with 408 (slow clients).
+    body_read_timeout_seconds: float = Field(10.0, gt=0)
 
     # Confidentiality thresholds (brief invariant 4).
     k_min_group: int = Field(5, ge=1)

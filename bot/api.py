@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hmac
-import json
 from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from bot import limits
+from bot.body import ascii_or_none, read_json
 from bot.http_errors import error_response, validation_response
 from bot.runtime import Runtime
 from bot.schemas import DossierRegistration, ResultBatch, ResultReport
@@ -30,10 +29,12 @@ async def _agency(request: web.Request) -> Agency | web.Response:
 async def _authenticate(request: web.Request) -> Agency | web.Response:
     header = request.headers.get("Authorization", "")
     scheme, _, key = header.partition(" ")
-    if not hmac.compare_digest(scheme.lower(), "bearer") or not key.strip():
+    if scheme.lower() != "bearer" or not key.strip():
         key = request.headers.get("X-Api-Key", "")
     if not key.strip():
         return error_response(401, "missing_api_key", "send 'Authorization: Bearer <api key>'")
+    if ascii_or_none(key.strip()) is None:  # API keys are printable ASCII; anything else is wrong
+        return error_response(401, "invalid_api_key", "this API key is unknown or revoked")
     agency = await request.app[RUNTIME].service.authenticate(key.strip())
     if agency is None:
         return error_response(401, "invalid_api_key", "this API key is unknown or revoked")
@@ -41,15 +42,8 @@ async def _authenticate(request: web.Request) -> Agency | web.Response:
 
 
 async def _json(request: web.Request) -> Any:
-    if request.content_type != "application/json":
-        raise web.HTTPUnsupportedMediaType(text="send Content-Type: application/json")
-    raw = await request.read()
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise web.HTTPBadRequest(
-            reason="Malformed JSON", text=f"the body is not valid JSON: {exc}"
-        ) from None
+    """Bounded in size, time and depth; NUL and lone surrogates refused (bot/body.py)."""
+    return await read_json(request)
 
 
 def _ok(model: BaseModel, status: int = 200) -> web.Response:

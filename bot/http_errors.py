@@ -6,11 +6,14 @@ and the logged line names the exception class only (its message might echo input
 
 from __future__ import annotations
 
+import html
 import logging
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 from typing import Any
 
-from aiohttp import web
+from aiohttp import web, web_server
+from aiohttp.web_protocol import RequestHandler
 from pydantic import ValidationError
 
 from bot.service import ServiceError
@@ -34,39 +37,125 @@ def validation_response(exc: ValidationError) -> web.Response:
     )
 
 
+#: Routes that are pages a person opens: their errors are a polite HTML page, not JSON.
+PAGE_PREFIXES = ("/admin", "/r/", "/demo/telegram")
+PAGE_EXACT = ("/simulator", "/demo/telegram")
+API_MARKERS = ("/api/", "/static/")
+
+ERROR_PAGE = """<!doctype html>
+<html lang="vi"><head><meta charset="utf-8"><title>{status} &middot; {title}</title></head>
+<body><h1>{status} &middot; {title}</h1>
+<p>Yêu cầu không thực hiện được. Vui lòng quay lại và thử lại.</p>
+<p lang="en">The request could not be completed. Please go back and try again.</p>
+<p><code>{error}</code></p></body></html>
+"""
+
+
+def is_page(path: str) -> bool:
+    if any(marker in path for marker in API_MARKERS):
+        return False
+    return path in PAGE_EXACT or path.startswith(PAGE_PREFIXES)
+
+
+def page_error(status: int, error: str, headers: dict[str, str] | None = None) -> web.Response:
+    title = html.escape(
+        HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else ""
+    )
+    text = ERROR_PAGE.format(status=status, title=title, error=html.escape(error))
+    return web.Response(text=text, status=status, content_type="text/html", headers=headers)
+
+
+def _answer(
+    request: web.BaseRequest,
+    status: int,
+    error: str,
+    detail: str,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    if is_page(request.path):
+        return page_error(status, error, headers)
+    response = error_response(status, error, detail)
+    if headers:
+        response.headers.update(headers)
+    return response
+
+
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ServiceError as exc:
-        return error_response(exc.status, exc.error, exc.detail)
+        return _answer(request, exc.status, exc.error, exc.detail)
     except ValidationError as exc:
         return validation_response(exc)
     except web.HTTPRequestEntityTooLarge as exc:
-        return error_response(413, "body_too_large", exc.text or "the body is too large")
+        return _answer(request, 413, "body_too_large", exc.text or "the body is too large")
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         reason = exc.reason.lower().replace(" ", "_")
-        return error_response(exc.status, reason, exc.text or exc.reason)
+        kept = {k: v for k, v in exc.headers.items() if k.lower() in KEPT_HEADERS}
+        return _answer(request, exc.status, reason, exc.text or exc.reason, kept)
     except Exception as exc:
         log.error("unhandled %s on %s", exc.__class__.__name__, _route(request))
-        return error_response(500, "internal_error", "the request could not be completed")
+        return _answer(request, 500, "internal_error", "the request could not be completed")
 
 
-def _route(request: web.Request) -> str:
-    info = request.match_info.route.resource
-    return info.canonical if info is not None else "?"
+KEPT_HEADERS = ("allow", "retry-after", "location", "www-authenticate")
+
+
+def _route(request: web.BaseRequest) -> str:
+    match_info = getattr(request, "_match_info", None)
+    resource = match_info.route.resource if match_info is not None else None
+    return resource.canonical if resource is not None else "(unmatched)"
 
 
 class RouteAccessLogger(web.AbstractAccessLogger):
-    """Access lines carry the route pattern, never the path: paths and queries hold tokens."""
+    """Access lines carry the route pattern, never the path: paths and queries hold tokens.
+
+    Requests aiohttp refused before routing (a URL over 8 KB, control bytes in a header, not HTTP
+    at all) have no route: they are logged as ``(unmatched)``, with their status.
+    """
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        resource = request.match_info.route.resource if isinstance(request, web.Request) else None
-        route = resource.canonical if resource is not None else "(unmatched)"
-        self.logger.info("%s %s %s %.1fms", request.method, route, response.status, time * 1000)
+        method = request.method if request.method.isascii() else "?"
+        self.logger.info(
+            "%s %s %s %.1fms", method[:16], _route(request), response.status, time * 1000
+        )
 
     @property
     def enabled(self) -> bool:
         return self.logger.isEnabledFor(logging.INFO)
+
+
+class JsonErrorRequestHandler(RequestHandler):
+    """aiohttp's connection handler, answering requests it cannot parse with our JSON body.
+
+    aiohttp answers a request it rejects before routing (bad request line, URL over 8 KB, control
+    bytes in a header) itself, in text/plain, and logs the parser's traceback. Here the client
+    gets the same ``{"error", "detail"}`` body as everywhere else, and the log gets one line.
+    """
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        kind = exc.__class__.__name__ if exc is not None else "error"
+        log.warning("request refused before routing: %s %s", status, kind)
+        if request.writer.output_size > 0:
+            raise ConnectionError("the response was already started")
+        if status >= 500:
+            response = error_response(500, "internal_error", "the request could not be completed")
+        else:
+            detail = "the request is not valid HTTP (too long a URL or header, or control bytes)"
+            response = error_response(status, "bad_request", detail)
+        response.force_close()
+        return response
+
+
+def install_request_handler() -> None:
+    """Make every aiohttp server in this process use :class:`JsonErrorRequestHandler`."""
+    web_server.RequestHandler = JsonErrorRequestHandler  # type: ignore[misc]

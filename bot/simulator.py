@@ -16,6 +16,7 @@ from aiohttp import web
 
 from bot.adapters.base import render
 from bot.api import RUNTIME
+from bot.body import read_json
 from bot.flows.engine import Choice, Reply, Start, SurveyEngine, parse_payload
 from bot.http_errors import error_response
 from bot.i18n import normalise_language
@@ -51,29 +52,27 @@ async def page(request: web.Request) -> web.Response:
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise web.HTTPBadRequest(
-            reason="Malformed JSON", text="the body is not valid JSON"
-        ) from None
-    if not isinstance(body, dict):
-        raise web.HTTPBadRequest(reason="Malformed JSON", text="the body must be a JSON object")
+    """A JSON object, bounded in size, time and depth, with no NUL (bot/body.py)."""
+    body: dict[str, Any] = await read_json(request, require_type=False, object_only=True)
     return body
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 async def open_session(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     body = await _body(request)
-    language = normalise_language(body.get("lang"))
+    language = normalise_language(_text(body.get("lang")))
     session = runtime.web.open_session()
     token = body.get("token")
     if isinstance(token, str) and token:
         await runtime.service.bind(token[:128], "web", session, language)
         return web.json_response({"session": session, "mode": "survey"})
     survey_id = body.get("survey") or runtime.settings.default_survey
-    if survey_id not in runtime.catalog:
-        return error_response(422, "unknown_survey", f"no survey named {survey_id!r}")
+    if not isinstance(survey_id, str) or survey_id not in runtime.catalog:
+        return error_response(422, "unknown_survey", f"no survey named {str(survey_id)[:64]!r}")
     previews: dict[str, Preview] = request.app[PREVIEWS]
     while len(previews) >= MAX_PREVIEWS:
         previews.pop(next(iter(previews)))

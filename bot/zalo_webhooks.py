@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -26,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 
 from bot.adapters.zalo_zns import parse_rating
 from bot.api import RUNTIME
+from bot.body import parse_json, read_raw
 from bot.http_errors import error_response
 from bot.inbound import route_button, route_text
 from bot.runtime import Runtime
@@ -63,7 +63,7 @@ def verify_signature(
     expected = hashlib.sha256(material).hexdigest()
     given = header.strip()
     given = given[4:] if given.lower().startswith("mac=") else given
-    return hmac.compare_digest(given.lower().encode(), expected.encode())
+    return hmac.compare_digest(given.lower().encode("utf-8", "surrogateescape"), expected.encode())
 
 
 async def _once(runtime: Runtime, raw: bytes, work: Callable[[], Awaitable[Any]]) -> web.Response:
@@ -85,14 +85,6 @@ async def _once(runtime: Runtime, raw: bytes, work: Callable[[], Awaitable[Any]]
     return web.json_response({"ok": True})
 
 
-def _object(raw: bytes) -> dict[str, Any] | None:
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return body if isinstance(body, dict) else None
-
-
 def _id(value: Any) -> str | None:
     """Zalo ids are decimal strings (often > 2**53): never converted to numbers."""
     if isinstance(value, str) and value.isdigit() and len(value) <= 32:
@@ -101,30 +93,42 @@ def _id(value: Any) -> str | None:
 
 
 # ------------------------------------------------------------------------ OA / ZNS events
+#: The timestamp the signature covers, found in the raw bytes: nothing is parsed before the MAC.
+RAW_TIMESTAMP = re.compile(rb'"timestamp"\s*:\s*"?(\d{1,16})"?')
+MAX_TIMESTAMP_CANDIDATES = 4
+
+
+def _signed_timestamp(header: str | None, raw: bytes, app_id: str, secret: str) -> str | None:
+    """The body's timestamp whose MAC matches the header, or None: checked on the raw bytes."""
+    for match in list(RAW_TIMESTAMP.finditer(raw))[:MAX_TIMESTAMP_CANDIDATES]:
+        timestamp = match.group(1).decode("ascii")
+        if verify_signature(header, raw, app_id, timestamp, secret):
+            return timestamp
+    return None
+
+
 async def oa_webhook(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     settings = runtime.settings
     suite = runtime.zalo
     if suite is None or not settings.zalo_oa_configured:
         return error_response(404, "not_configured", "the Zalo OA channel is not configured")
-    raw = await request.read()
-    body = _object(raw)
-    if body is None:
-        return error_response(400, "malformed_json", "the body must be a JSON object")
-    app_id, timestamp = body.get("app_id"), body.get("timestamp")
-    if not isinstance(app_id, str) or not isinstance(timestamp, str | int):
-        return error_response(401, "invalid_signature", "app_id and timestamp are required")
+    raw = await read_raw(request)
     assert settings.zalo_oa_secret is not None
+    app_id = settings.zalo_app_id or ""
     header = request.headers.get("X-ZEvent-Signature")
-    if not verify_signature(header, raw, app_id, str(timestamp), settings.zalo_oa_secret):
+    timestamp = _signed_timestamp(header, raw, app_id, settings.zalo_oa_secret)
+    if timestamp is None:
         log.warning("zalo webhook with a bad signature refused")
         return error_response(401, "invalid_signature", "X-ZEvent-Signature does not match")
-    if not hmac.compare_digest(app_id.encode(), (settings.zalo_app_id or "").encode()):
+    body = parse_json(raw, max_depth=settings.max_json_depth, nul="strip")
+    if not isinstance(body, dict):
+        return error_response(400, "malformed_json", "the body must be a JSON object")
+    if body.get("app_id") != app_id:
         return error_response(401, "unknown_app", "this event is for another Zalo app")
-    try:
-        sent_ms = int(str(timestamp))
-    except ValueError:
-        return error_response(400, "invalid_timestamp", "timestamp must be epoch milliseconds")
+    if str(body.get("timestamp")) != timestamp:
+        return error_response(401, "invalid_signature", "the signed timestamp is not the event's")
+    sent_ms = int(timestamp)
     if abs(suite.now() * 1000 - sent_ms) > settings.zalo_webhook_max_age_seconds * 1000:
         log.warning("zalo webhook with a stale timestamp refused")
         return error_response(401, "stale_timestamp", "the event is too old or from the future")
@@ -169,12 +173,12 @@ async def bot_webhook(request: web.Request) -> web.Response:
     if runtime.zalo is None or runtime.zalo.bot is None or not secret:
         return error_response(404, "not_configured", "the Zalo Bot webhook is not configured")
     given = request.headers.get("X-Bot-Api-Secret-Token", "")
-    if not hmac.compare_digest(given.encode(), secret.encode()):
+    if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), secret.encode()):
         log.warning("zalo bot webhook with a bad secret refused")
         return error_response(401, "invalid_secret", "X-Bot-Api-Secret-Token does not match")
-    raw = await request.read()
-    body = _object(raw)
-    if body is None:
+    raw = await read_raw(request)
+    body = parse_json(raw, max_depth=runtime.settings.max_json_depth, nul="strip")
+    if not isinstance(body, dict):
         return error_response(400, "malformed_json", "the body must be a JSON object")
     update = body.get("result") if isinstance(body.get("result"), dict) else body
     assert isinstance(update, dict)

@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
+from bot.body import read_json
 from bot.http_errors import error_response
 from settings import Settings
 
@@ -106,12 +107,7 @@ def _demo(request: web.Request) -> TelegramDemo:
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise web.HTTPBadRequest(reason="Malformed JSON", text="the body is not JSON") from None
-    if not isinstance(body, dict):
-        raise web.HTTPBadRequest(reason="Malformed JSON", text="send a JSON object")
+    body: dict[str, Any] = await read_json(request, require_type=False, object_only=True)
     return body
 
 
@@ -130,7 +126,7 @@ async def chat(request: web.Request) -> web.Response:
 
 
 async def open_link(request: web.Request) -> web.Response:
-    token = str((await _body(request)).get("token") or "")
+    token = str((await _body(request)).get("token") or "")[:256]
     try:
         await _demo(request).emulator.open_deep_link(DEMO_USER, token or None, first_name="Demo")
     except ValueError as exc:
@@ -139,7 +135,7 @@ async def open_link(request: web.Request) -> web.Response:
 
 
 async def send_text(request: web.Request) -> web.Response:
-    text = str((await _body(request)).get("text") or "")
+    text = str((await _body(request)).get("text") or "")[:4096]
     emulator = _demo(request).emulator
     try:
         citizen = emulator.citizens.get(DEMO_USER)
@@ -153,9 +149,12 @@ async def send_text(request: web.Request) -> web.Response:
 
 async def tap(request: web.Request) -> web.Response:
     body = await _body(request)
+    message_id = body.get("message_id")
+    if not isinstance(message_id, int) or isinstance(message_id, bool) or message_id > 2**53:
+        return error_response(422, "cannot_tap", "message_id must be an integer")
     try:
         await _demo(request).emulator.tap_button(
-            DEMO_USER, int(body.get("message_id") or 0), str(body.get("data") or "")
+            DEMO_USER, message_id, str(body.get("data") or "")[:128]
         )
     except ValueError as exc:
         return error_response(422, "cannot_tap", str(exc))
@@ -185,53 +184,8 @@ PAGE = """<!doctype html>
 <header>Telegram &mdash; <span id="bot">bot</span> (demo)</header>
 <p class="note">A fictitious citizen on a local stand-in for Telegram. Open a receipt's link with
 <code>?start=&lt;rating token&gt;</code>, then answer with the buttons.</p>
-<div id="log"></div>
+<div id="log" data-api="/demo/telegram/api/"></div>
 <form id="f"><input id="t" placeholder="Message / Tin nhắn" autocomplete="off">
 <button>Send</button></form>
-<script>
-const log = document.getElementById('log');
-let shown = '';
-async function post(path, body) {
-  await fetch('/demo/telegram/api/' + path, {method: 'POST',
-    headers: {'Content-Type': 'application/json'}, body: JSON.stringify(body)});
-  refresh();
-}
-async function refresh() {
-  const r = await fetch('/demo/telegram/api/chat');
-  const data = await r.json();
-  document.getElementById('bot').textContent = '@' + data.bot;
-  const key = JSON.stringify(data.messages);
-  if (key === shown) return;
-  shown = key;
-  log.replaceChildren();
-  for (const m of data.messages) {
-    const div = document.createElement('div');
-    div.className = 'm' + (m.from_bot ? '' : ' me');
-    div.textContent = m.text;
-    if (m.buttons.length) {
-      const kb = document.createElement('div');
-      kb.className = 'kb';
-      for (const [label, payload] of m.buttons) {
-        const b = document.createElement('button');
-        b.textContent = label;
-        b.onclick = () => post('tap', {message_id: m.id, data: payload});
-        kb.appendChild(b);
-      }
-      div.appendChild(kb);
-    }
-    log.appendChild(div);
-  }
-  window.scrollTo(0, document.body.scrollHeight);
-}
-document.getElementById('f').onsubmit = (e) => {
-  e.preventDefault();
-  const t = document.getElementById('t');
-  if (t.value.trim()) post('send', {text: t.value});
-  t.value = '';
-};
-const start = new URLSearchParams(location.search).get('start');
-if (start) { history.replaceState(null, '', location.pathname); post('open', {token: start}); }
-refresh();
-setInterval(refresh, 700);
-</script></body></html>
+<script src="/static/telegram-demo.js"></script></body></html>
 """

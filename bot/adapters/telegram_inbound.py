@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import json
 import logging
 from collections import defaultdict
 from typing import Any
@@ -34,6 +33,7 @@ from telegram.error import Conflict, TelegramError
 from bot.adapters.base import DeliveryError
 from bot.adapters.telegram import TelegramChannel, fit
 from bot.api import RUNTIME
+from bot.body import parse_json, read_raw
 from bot.flows.engine import parse_payload
 from bot.http_errors import error_response
 from bot.inbound import route_button, route_text
@@ -151,10 +151,9 @@ async def webhook(request: web.Request) -> web.Response:
         return error_response(401, "missing_secret_token", f"send the {SECRET_HEADER} header")
     if not hmac.compare_digest(given.encode("utf-8", "replace"), secret.encode("utf-8")):
         return error_response(403, "invalid_secret_token", "the secret token does not match")
-    try:
-        data = json.loads(await request.read())
-    except (ValueError, UnicodeDecodeError):
-        return error_response(400, "malformed_json", "the body is not valid JSON")
+    data = parse_json(
+        await read_raw(request), max_depth=runtime.settings.max_json_depth, nul="strip"
+    )
     if not isinstance(data, dict) or not isinstance(data.get("update_id"), int):
         return error_response(400, "not_an_update", "the body must be a Telegram Update object")
     update = inbound.parse(data)

@@ -18,6 +18,7 @@ from aiohttp import web
 from sqlalchemy import select
 
 from bot.api import RUNTIME
+from bot.body import read_form
 from bot.dashboard import auth
 from bot.dashboard.i18n import language, number, percent, t
 from bot.limits import client_address
@@ -147,14 +148,19 @@ def page(
                     return error_page(request, lang, 403, "forbidden")
                 agency, agencies = own, [own]
             if request.method == "POST":
-                form = await request.post()
-                if not secrets.compare_digest(str(form.get("csrf", "")), user.csrf):
+                form = await read_form(request)
+                if not _same(form.get("csrf", ""), user.csrf):
                     return error_page(request, lang, 403, "bad_request")
             return await handler(Ctx(request, user, lang, agency, agencies))
 
         return run
 
     return wrap
+
+
+def _same(given: str, expected: str) -> bool:
+    """Constant-time comparison of any two strings (compare_digest refuses non-ASCII str)."""
+    return secrets.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode())
 
 
 def _view(ctx: Ctx, name: str, **values: Any) -> web.Response:
@@ -185,9 +191,9 @@ async def login_form(request: web.Request) -> web.Response:
 async def login(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     lang = _lang(request)
-    form = await request.post()
+    form = await read_form(request)
     expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
-    if not expected or not secrets.compare_digest(str(form.get("csrf", "")), expected):
+    if not expected or not _same(form.get("csrf", ""), expected):
         return error_page(request, lang, 403, "bad_request")
     username = str(form.get("username", ""))[:64]
     password = str(form.get("password", ""))[:1024]
@@ -249,6 +255,8 @@ async def switch_language(request: web.Request) -> web.StreamResponse:
     lang = language(request.match_info["lang"])
     target = request.query.get("next", f"{PREFIX}/")
     if not target.startswith(f"{PREFIX}/") or "//" in target or "\\" in target:
+        target = f"{PREFIX}/"
+    if not target.isascii() or not target.isprintable():  # CR/LF/NUL would break the header
         target = f"{PREFIX}/"
     response = redirect(target)
     _set_cookie(request, response, LANG_COOKIE, lang, max_age=365 * 86400)
@@ -380,7 +388,7 @@ async def exports_page(ctx: Ctx) -> web.StreamResponse:
 
 @page()
 async def download(ctx: Ctx) -> web.StreamResponse:
-    form = await ctx.request.post()
+    form = await read_form(ctx.request)
     level = str(form.get("level", "agency"))
     fmt = str(form.get("format", "csv"))
     if level not in _export_levels(ctx):
@@ -450,7 +458,7 @@ async def download(ctx: Ctx) -> web.StreamResponse:
 @page(admin_only=True)
 async def audit_page(ctx: Ctx) -> web.StreamResponse:
     try:
-        offset = max(0, int(ctx.request.query.get("offset", "0")))
+        offset = min(max(0, int(ctx.request.query.get("offset", "0")[:12])), 10**9)
     except ValueError:
         return error_page(ctx.request, ctx.lang, 400, "bad_request")
     entries = await ctx.runtime.audit.recent(limit=200, offset=offset)
