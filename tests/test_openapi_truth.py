@@ -14,18 +14,21 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 from openapi_core import OpenAPI
 from openapi_spec_validator import validate
 
+from bot.app import create_app
 from bot.openapi import DEFAULT_MAX_BATCH_SIZE, openapi_document
 from bot.runtime import Runtime
 from bot.schemas import ALL_ERROR_CODES, ERROR_CODES, trimmed_pattern
-from tests.conftest import today
+from storage.pseudonym import KeyRing
+from tests.conftest import make_settings, today
 from tests.test_api import BAD_REQUESTS, _Req, _Resp, auth, result
 
 Client = TestClient[Any, Any]
@@ -151,6 +154,25 @@ async def test_served_document_is_the_running_configuration(
     served = await (await client.get("/api/v1/openapi.json")).json()
     limit = runtime.settings.max_batch_size
     assert served == json.loads(json.dumps(openapi_document(limit)))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bot/app.py serves openapi_document() without the running max_batch_size; it should "
+    "call openapi_document(runtime.settings.max_batch_size) (bot/app.py belongs to the "
+    "hardening work: a one-line change there)",
+)
+async def test_served_maxitems_follows_a_non_default_batch_size(
+    tmp_path: Path, database_url: str, keyring: KeyRing
+) -> None:
+    settings = make_settings(tmp_path, database_url, max_batch_size=25)
+    runtime = await Runtime.create(settings, keyring=keyring)
+    try:
+        async with TestClient(TestServer(create_app(runtime, background=False))) as client:
+            served = await (await client.get("/api/v1/openapi.json")).json()
+    finally:
+        await runtime.close()
+    assert served["components"]["schemas"]["ResultBatch"]["properties"]["results"]["maxItems"] == 25
 
 
 DATES = [
