@@ -168,7 +168,7 @@ class Settings(BaseSettings):
     #: Per chat: messages and taps a citizen may send; beyond, one "please slow down" reply
     #: per SURVEYBOT_CHAT_SLOWDOWN_NOTICE_SECONDS and nothing else.
     chat_rate_per_second: float = Field(1.0, gt=0)
-    chat_burst: int = Field(10, ge=1)
+    chat_burst: int = Field(20, ge=1)
     chat_slowdown_notice_seconds: int = Field(60, ge=1)
     #: The same button tapped again within this many seconds after it was answered is the same
     #: tap: no second answer, no "earlier question" note.

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.adapters.base import Capabilities, OutboundMessage, render
 from bot.flows.definition import SurveyCatalog, SurveyDefinition
-from bot.flows.engine import Input, Prompt, Start, Step, SurveyEngine
+from bot.flows.engine import DONE, Choice, Input, Prompt, Start, Step, SurveyEngine
 from bot.i18n import gettext, normalise_language
 from bot.responses import ResponseRecorder
 from bot.schemas import (
@@ -293,6 +293,8 @@ class SurveyService:
         contact = self.keys.channel_pseudonym("contact", channel, address)
         contacts = self._contacts(channel, address)
         async with self.coordinator.lock(contact.digest), self.sessions() as session:
+            if await self._flooded(session, channel, address, contact.digest, language):
+                return Outcome("ignored")
             dossier = (
                 await session.execute(
                     select(Dossier).where(Dossier.token_hash == token_digest(token))
@@ -345,30 +347,103 @@ class SurveyService:
 
     # ================================================================ conversation
     async def handle(self, channel: str, address: str, event: Input) -> Outcome:
-        """One inbound message or tap: the answer and its reply are committed together."""
+        """One inbound message or tap: the answer and its reply are committed together.
+
+        Under the chat's lock, before anything is stepped: the same button tapped again within
+        ``SURVEYBOT_TAP_DEDUP_SECONDS`` is the same tap (no second answer, no "earlier
+        question" note, nothing sent), and beyond the chat's rate (``SURVEYBOT_CHAT_*``) an
+        event is dropped with one "please slow down" reply per notice window."""
         contacts = self._contacts(channel, address)
+        tap: str | None = None
         async with self.coordinator.lock(contacts[0]), self.sessions() as session:
             invitation = await self._active_invitation(session, contacts)
-            if invitation is None:
-                self._reply(session, channel, address, contacts[0], None,
-                            "You have no survey open right now. Thank you!")  # fmt: skip
-                await session.commit()
-                self.on_enqueue()
-                return Outcome("no_survey")
-            step = self._engine_for(invitation).step(invitation.state, event)
-            invitation.state = step.state
-            if step.answers:
-                invitation.status = "in_progress"
-                await self.responses.store(session, invitation, channel, address, step.answers)
-            self._enqueue_step(
-                session, invitation, step, outbox.PRIORITY_REPLY, new_id(), closing=step.finished
-            )
-            if step.finished:
-                await self.finalize(session, invitation, "completed")
+            if isinstance(event, Choice) and not self._is_toggle(invitation, event):
+                tap = self._limit_name(
+                    "tap", contacts[0], event.tag, event.question_id, event.value
+                )
+                if not await self.coordinator.first_time(tap, self.settings.tap_dedup_seconds):
+                    return Outcome("ignored")
+            try:
+                return await self._handle_locked(
+                    session, channel, address, contacts, invitation, event
+                )
+            except BaseException:
+                if tap is not None:  # not done: a redelivery of this tap must be processed
+                    await self.coordinator.forget(tap)
+                raise
+
+    async def _handle_locked(
+        self,
+        session: AsyncSession,
+        channel: str,
+        address: str,
+        contacts: Sequence[str],
+        invitation: Invitation | None,
+        event: Input,
+    ) -> Outcome:
+        language = invitation.language if invitation else None
+        if await self._flooded(session, channel, address, contacts[0], language):
+            return Outcome("ignored")
+        if invitation is None:
+            self._reply(session, channel, address, contacts[0], None,
+                        "You have no survey open right now. Thank you!")  # fmt: skip
             await session.commit()
+            self.on_enqueue()
+            return Outcome("no_survey")
+        step = self._engine_for(invitation).step(invitation.state, event)
+        invitation.state = step.state
+        if step.answers:
+            invitation.status = "in_progress"
+            await self.responses.store(session, invitation, channel, address, step.answers)
+        self._enqueue_step(
+            session, invitation, step, outbox.PRIORITY_REPLY, new_id(), closing=step.finished
+        )
+        if step.finished:
+            await self.finalize(session, invitation, "completed")
+        await session.commit()
         self.on_enqueue()
         toast = step.answers[-1].label if step.answers else None
         return Outcome("answered" if step.accepted else "ignored", step.finished, toast)
+
+    def _limit_name(self, kind: str, *parts: str) -> str:
+        """A Redis name for a chat's flood state that is not its contact pseudonym (an erased
+        chat leaves no pseudonym behind): a keyed hash of it, and it expires within a minute."""
+        value = "\x1f".join(parts)
+        return f"{kind}:{self.keys.pseudonym('contact', f'limit:{kind}:{value}').digest[:32]}"
+
+    def _is_toggle(self, invitation: Invitation | None, event: Choice) -> bool:
+        """A tap that toggles an option of the open multiple-choice question: tapping it twice
+        means something (on, then off), so it is not de-duplicated (the chat's rate bounds it)."""
+        if invitation is None or event.value == DONE:
+            return False
+        state = invitation.state
+        if event.tag != state.get("tag") or event.question_id != state.get("q"):
+            return False
+        definition = self.catalog.get(invitation.survey_id, invitation.survey_version)
+        return definition.question(event.question_id).type == "multi"
+
+    async def _flooded(
+        self, session: AsyncSession, channel: str, address: str, conversation: str,
+        language: str | None,
+    ) -> bool:  # fmt: skip
+        """Take one event from the chat's bucket; when it is spent, True, and the first time in
+        a notice window one polite reply (committed here) asks the citizen to slow down."""
+        settings = self.settings
+        if not settings.rate_limits_enabled:
+            return False
+        decision = await self.coordinator.limiter.take(
+            self._limit_name("chat", conversation),
+            settings.chat_rate_per_second,
+            settings.chat_burst,
+        )
+        if decision.allowed:
+            return False
+        window = settings.chat_slowdown_notice_seconds
+        if await self.coordinator.first_time(self._limit_name("slowdown", conversation), window):
+            self._reply(session, channel, address, conversation, language, SLOW_DOWN)
+            await session.commit()
+            self.on_enqueue()
+        return True
 
     async def current_question(self, channel: str, address: str) -> tuple[str, str] | None:
         """(question id, tag) of the open survey, so adapters can tell stale buttons apart."""
@@ -386,6 +461,8 @@ class SurveyService:
         async with self.coordinator.lock(contacts[0]), self.sessions() as session:
             invitation = await self._active_invitation(session, contacts)
             language = invitation.language if invitation else self.settings.default_language
+            if await self._flooded(session, channel, address, contacts[0], language):
+                return Outcome("ignored")
             # Replies join the open survey's conversation (it may still carry a legacy pseudonym)
             # so they are delivered in order with its questions.
             conversation = invitation.contact_hash if invitation else None
@@ -951,6 +1028,10 @@ class SurveyService:
         await session.execute(delete(Dossier).where(Dossier.id == invitation.dossier_id))
 
 
+SLOW_DOWN = (
+    "You are sending messages faster than I can read them. Please wait a moment, then send your "
+    "answer again."
+)
 HELP = (
     "This bot sends a short, confidential survey after your dossier's result is returned. "
     "Commands: /help, /privacy, /stop, /delete, /lang."

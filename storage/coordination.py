@@ -33,6 +33,9 @@ class Coordinator(Protocol):
     async def first_time(self, key: str, ttl_seconds: int) -> bool:
         """Mark ``key`` seen; True only for the first caller within ``ttl_seconds``."""
 
+    async def forget(self, key: str) -> None:
+        """Drop the mark on ``key`` (the work it guarded failed): the next caller is first."""
+
     async def close(self) -> None: ...
 
 
@@ -72,6 +75,9 @@ class LocalCoordinator:
         self._seen[key] = now + ttl_seconds
         return True
 
+    async def forget(self, key: str) -> None:
+        self._seen.pop(key, None)
+
     async def close(self) -> None:
         return None
 
@@ -104,6 +110,9 @@ class RedisCoordinator:
 
     async def first_time(self, key: str, ttl_seconds: int) -> bool:
         return bool(await self.redis.set(f"{self.prefix}seen:{key}", b"1", nx=True, ex=ttl_seconds))
+
+    async def forget(self, key: str) -> None:
+        await self.redis.delete(f"{self.prefix}seen:{key}")
 
     async def close(self) -> None:
         await self.redis.aclose()
