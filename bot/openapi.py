@@ -328,4 +328,9 @@ def _rating_links() -> dict[str, Any]:
             "operationId": "ratingQr",
             "parameters": {"token": "$response.body#/rating_token", "kind": "svg"},
         },
+        "reportResult": {
+            "operationId": "reportResults",
+            "description": "Report the result of the dossier just registered",
+            "requestBody": {"dossier_code": "$request.body#/dossier_code"},
+        },
     }

@@ -91,6 +91,10 @@ def test_the_document_passes_our_lint_rules() -> None:
         for status, response in op["responses"].items():
             if not response.get("description"):
                 problems.append(f"{where} {status}: no description")
+            for link_name, link in response.get("links", {}).items():
+                targets = {o.get("operationId") for _, _, o in operations(doc)}
+                if link["operationId"] not in targets:
+                    problems.append(f"{where} {status}: link {link_name} leads nowhere")
             if path.startswith("/api/v1/") and path != "/api/v1/openapi.json" and status >= "400":
                 schema = response["content"]["application/json"]["schema"]
                 enum = schema["allOf"][1]["properties"]["error"]["enum"]
