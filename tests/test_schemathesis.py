@@ -14,6 +14,7 @@ test-output/schemathesis.txt.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import re
@@ -30,6 +31,7 @@ from aiohttp import web
 
 from bot.app import create_app
 from bot.http_errors import RouteAccessLogger
+from bot.openapi import openapi_document
 from bot.runtime import Runtime
 from settings import load_settings
 from storage.models import Agency, Official, Procedure
@@ -37,7 +39,7 @@ from tests.conftest import TEST_KEYS
 
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 MAX_EXAMPLES = 25
-TIME_BUDGET_SECONDS = 14  # per credential variant; the three together stay under a minute
+TIME_BUDGET_SECONDS = 12  # per credential variant; the three together stay under a minute
 SEED = 20261201
 OUTPUT = Path(__file__).resolve().parent.parent / "test-output" / "schemathesis.txt"
 
@@ -129,23 +131,34 @@ def served(tmp_path: Path) -> Iterator[Served]:
         loop.close()
 
 
-def run_schemathesis(served: Served, name: str, headers: list[str], tmp: Path) -> str:
+def run_schemathesis(
+    served: Served,
+    name: str,
+    headers: list[str],
+    tmp: Path,
+    *,
+    document: Path | None = None,
+    phases: str = "examples,coverage,fuzzing,stateful",
+    budget: int = TIME_BUDGET_SECONDS,
+    expect_failure: bool = False,
+) -> str:
+    location = [str(document), "--url", served.base_url] if document else []
     command = [
         str(SCHEMATHESIS),
         "--config-file",
         str(Path(__file__).with_name("schemathesis.toml")),
         "run",
-        f"{served.base_url}/api/v1/openapi.json",
+        *(location or [f"{served.base_url}/api/v1/openapi.json"]),
         "--checks",
         "all",
         "--mode",
         "all",
         "--phases",
-        "examples,coverage,fuzzing,stateful",
+        phases,
         "--max-examples",
         str(MAX_EXAMPLES),
         "--max-time",
-        str(TIME_BUDGET_SECONDS),
+        str(budget),
         "--seed",
         str(SEED),
         "--generation-deterministic",
@@ -176,7 +189,10 @@ def run_schemathesis(served: Served, name: str, headers: list[str], tmp: Path) -
     )
     output = done.stdout + done.stderr
     failures = output[output.find("FAILURES") :][:8000]
-    assert done.returncode == 0, f"schemathesis ({name}) found problems:\n{failures}"
+    if expect_failure:
+        assert done.returncode != 0, f"schemathesis ({name}) found nothing:\n{output[-3000:]}"
+    else:
+        assert done.returncode == 0, f"schemathesis ({name}) found problems:\n{failures}"
     return output
 
 
@@ -207,3 +223,26 @@ def test_schemathesis_finds_nothing_with_valid_missing_and_wrong_keys(
         )
     OUTPUT.parent.mkdir(exist_ok=True)
     OUTPUT.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def test_schemathesis_catches_a_document_that_lies(served: Served, tmp_path: Path) -> None:
+    """The harness fails when the document and the server disagree (here: a 422 code the
+    server answers, left out of the document's enum)."""
+    doc = json.loads(json.dumps(openapi_document()))
+    responses = doc["paths"]["/api/v1/results"]["post"]["responses"]
+    responses["422"]["content"]["application/json"]["schema"]["allOf"][1]["properties"]["error"][
+        "enum"
+    ] = ["unknown_survey"]
+    lying = tmp_path / "lying.json"
+    lying.write_text(json.dumps(doc), encoding="utf-8")
+    output = run_schemathesis(
+        served,
+        "lying",
+        [f"Authorization: Bearer {served.api_key}"],
+        tmp_path,
+        document=lying,
+        phases="examples,coverage",
+        budget=8,
+        expect_failure=True,
+    )
+    assert "ST108 Response violates schema" in output, output[-4000:]
