@@ -23,6 +23,7 @@ from bot.cli import main
 from bot.flows.engine import Reply
 from bot.inbound import route_button, route_text
 from bot.runtime import Runtime
+from bot.schemas import ResultBatch, ResultReport
 from settings import load_settings
 from storage.models import Agency, OptOut, Response
 from storage.pseudonym import (
@@ -32,7 +33,7 @@ from storage.pseudonym import (
     retire_document,
     rotate_document,
 )
-from tests.conftest import TEST_KEYS, make_settings
+from tests.conftest import TEST_KEYS, make_settings, today
 from tests.test_channel_pseudonyms import bind, install, report
 
 
@@ -151,6 +152,7 @@ async def test_an_opt_out_and_an_erasure_survive_a_rotation(
     await runtime.service.handle("telegram", rater, Reply("1"))
     await runtime.dispatcher.drain()
 
+    await route_text(runtime.service, "telegram", "444", "/stop")  # a chat with no dossier
     rotated, _ = rotate_document(TEST_KEYS)
     settings = make_settings(
         tmp_path, database_url, redis_url=runtime.settings.redis_url, redis_prefix=redis_prefix
@@ -170,6 +172,19 @@ async def test_an_opt_out_and_an_erasure_survive_a_rotation(
         async with after.sessions() as session:
             key_ids = set((await session.execute(select(OptOut.key_id))).scalars())
         assert "c2" in key_ids  # the opt-out now lives under the active key too
+
+        # A contact stored under the new key is matched with an opt-out under the old one.
+        sealed = after.keyring.seal("telegram:444")
+        fresh = after.keyring.channel_pseudonym("contact", "telegram", "444").digest
+        async with after.sessions() as session:
+            assert await after.service._opted_out(session, fresh, sealed)
+            assert not await after.service._opted_out(session, fresh)  # the stored hash alone
+
+        # A dossier surveyed before the rotation is still recognised: never a second survey.
+        again = await after.service.report_results(
+            agency, ResultBatch(results=[ResultReport(dossier_code="HS-K-3", returned_at=today())])
+        )
+        assert again.items[0].status == "duplicate"
 
         await route_button(after.service, "telegram", rater, "cmd:delete:yes")
         await after.dispatcher.drain()
