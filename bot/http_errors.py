@@ -6,6 +6,7 @@ and the logged line names the exception class only (its message might echo input
 
 from __future__ import annotations
 
+import contextlib
 import html
 import logging
 from collections.abc import Awaitable, Callable
@@ -82,6 +83,23 @@ def _answer(
 
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    response = await _errors_as_answers(request, handler)
+    if response.status >= 400 and not response.prepared:
+        await _drain(request)
+    return response
+
+
+async def _drain(request: web.Request) -> None:
+    """Read what is left of a refused request's body (bounded), so closing the connection does
+    not reset it under the client before it has read our answer."""
+    from bot.body import BodyError, read_raw  # here: bot.body imports bot.service
+
+    if request.body_exists and not request.content.is_eof():
+        with contextlib.suppress(BodyError, OSError, web.HTTPException):
+            await read_raw(request)
+
+
+async def _errors_as_answers(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ServiceError as exc:

@@ -62,8 +62,7 @@ def hardened_settings(tmp_path: Path, database_url: str, redis_prefix: str, **ex
         zalo_bot_token="bot-token-0",
         zalo_bot_api_base_url=DEAD,
         zalo_bot_webhook_secret=BOT_SECRET,
-        body_read_timeout_seconds=1.0,
-        **extra,
+        **{"body_read_timeout_seconds": 1.0, **extra},
     )
 
 
@@ -489,3 +488,42 @@ async def test_hsts_behind_https(
                 assert "max-age=31536000" in hsts
     finally:
         await rt.close()
+
+
+async def test_a_telegram_update_with_wrong_types_is_ignored_not_retried(
+    web: Client, no_traces: None
+) -> None:
+    """Found by the fuzzer: a text or button data that is not a string answered 503, so
+    Telegram would have redelivered it forever. Now: 200, ignored, nothing stored."""
+    chat = {"id": 42, "type": "private"}
+    for update in (
+        {"update_id": 7, "message": {"message_id": 1, "date": 0, "chat": chat, "text": 5}},
+        {"update_id": 8, "message": {"message_id": 1, "date": 0, "chat": chat, "text": ["a"]}},
+        {
+            "update_id": 9,
+            "callback_query": {
+                "id": "1",
+                "from": {"id": 42, "is_bot": False, "first_name": "A"},
+                "chat_instance": "1",
+                "data": {"a": 1},
+            },
+        },
+    ):
+        response = await web.post(
+            "/telegram/webhook", json=update, headers={"X-Telegram-Bot-Api-Secret-Token": TG_SECRET}
+        )
+        assert response.status == 200, await response.text()
+        assert (await response.json())["outcome"] == "ignored"
+
+
+async def test_a_refused_large_body_is_read_before_the_answer(web: Client) -> None:
+    """Found by the fuzzer: a 401 sent before a 200 KB body was read reset the connection under
+    the client, which then saw no answer at all."""
+    body = b"[" * 100_000 + b"]" * 100_000
+    request = (
+        b"POST /api/v1/results HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\r\n"
+        b"Content-Type: application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n"
+        b"Connection: close\r\n\r\n" + body
+    )
+    status, _, payload = await raw_http(web, request)
+    assert status == 401, payload

@@ -78,6 +78,8 @@ class TelegramInbound:
         return outcome
 
     async def _dispatch(self, update: Update) -> str:
+        if not well_formed(update):
+            return "ignored"  # not what Telegram sends: redelivering it would change nothing
         if update.callback_query is not None:
             return await self._callback(update.callback_query)
         message = update.message
@@ -118,6 +120,28 @@ class TelegramInbound:
             await self.channel.strip_buttons(chat.id, contact, message.message_id)
         await route_button(self.service, self.channel.name, address, data)
         return "callback"
+
+
+def well_formed(update: Update) -> bool:
+    """PTB's ``de_json`` does not check types: a text, a chat id or a button's data of the wrong
+    type is refused here, before anything slices or stores it."""
+    query = update.callback_query
+    message = query.message if query is not None else update.message
+    if query is not None and not isinstance(query.data, str | None):
+        return False
+    if message is None:
+        return True
+    if not isinstance(message, Message):
+        return query is not None  # an inaccessible (old) message under a button: handled
+    chat, user = message.chat, message.from_user
+    return (
+        isinstance(message.message_id, int)
+        and isinstance(chat.id, int)
+        and isinstance(chat.type, str)
+        and isinstance(message.text, str | None)
+        and isinstance(message.caption, str | None)
+        and (user is None or isinstance(user.language_code, str | None))
+    )
 
 
 def _label_of(message: Message, data: str) -> str | None:
