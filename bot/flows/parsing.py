@@ -40,7 +40,7 @@ def _emoji_sentiment(text: str) -> str | None:
 
 
 def _number(token: str) -> int | None:
-    if token.isdigit():
+    if token.isdecimal():  # "²".isdigit() is True, yet int("²") raises
         return int(token)
     return NUMBER_WORDS.get(token)
 
