@@ -36,7 +36,8 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(openapi_document())
+    """The document of the running configuration (its batch limit is a setting)."""
+    return web.json_response(openapi_document(request.app[RUNTIME].settings.max_batch_size))
 
 
 async def rating_page(request: web.Request) -> web.Response:

@@ -160,12 +160,6 @@ async def test_served_document_is_the_running_configuration(
     assert served == json.loads(json.dumps(openapi_document(limit)))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bot/app.py serves openapi_document() without the running max_batch_size; it should "
-    "call openapi_document(runtime.settings.max_batch_size) (bot/app.py belongs to the "
-    "hardening work: a one-line change there)",
-)
 async def test_served_maxitems_follows_a_non_default_batch_size(
     tmp_path: Path, database_url: str, keyring: KeyRing
 ) -> None:
