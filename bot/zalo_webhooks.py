@@ -3,10 +3,12 @@
 Why this order of checks: the ``X-ZEvent-Signature`` is verified on the raw bytes before anything
 is trusted (``sha256(app_id + body + timestamp + OA secret)``, with or without ``mac=``, compared
 in constant time); then a timestamp too far from now is refused, so a captured request cannot be
-replayed later; then an event already processed (same body: Zalo's retries and replays alike) is
-acknowledged without effect. A 2xx is returned only after the service committed, so an event we
-acknowledged is durable, and a failure answers 503 so Zalo retries. Nothing identifying is
-logged: only event names and outcomes.
+replayed later (a Zalo Bot message older than the same window is ignored); then an event already
+processed (same message id, or the same content however spaced or ordered: Zalo's retries and
+replays alike) is acknowledged without effect. A 2xx is returned only after the service
+committed, so an event we acknowledged is durable, and a failure answers 503 so Zalo retries. A
+body that cannot be stored (a lone surrogate) is refused with 400: a retry could not fix it.
+Nothing identifying is logged: only event names and outcomes.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -66,9 +69,23 @@ def verify_signature(
     return hmac.compare_digest(given.lower().encode("utf-8", "surrogateescape"), expected.encode())
 
 
-async def _once(runtime: Runtime, raw: bytes, work: Callable[[], Awaitable[Any]]) -> web.Response:
-    """Run ``work`` unless this exact event was already processed; mark it after the commit."""
-    event_hash = hashlib.sha256(raw).hexdigest()
+def event_identity(channel: str, body: dict[str, Any]) -> str:
+    """What makes two deliveries one event: the platform's own message id when the event has one
+    (``msg_id`` on the OA, ``message_id`` on the Bot), else the event's content with its keys in
+    order and no spacing, so a resend with one more space or reordered keys is the same event."""
+    message = body.get("message")
+    own = message.get("msg_id", message.get("message_id")) if isinstance(message, dict) else None
+    if isinstance(own, str | int) and not isinstance(own, bool) and 0 < len(str(own)) <= 64:
+        return f"{channel}:{body.get('event_name')!s:.64}:{own}"
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return f"{channel}:body:{canonical}"
+
+
+async def _once(
+    runtime: Runtime, identity: str, work: Callable[[], Awaitable[Any]]
+) -> web.Response:
+    """Run ``work`` unless this event was already processed; mark it after the commit."""
+    event_hash = hashlib.sha256(identity.encode("utf-8", "surrogatepass")).hexdigest()
     async with runtime.coordinator.lock(f"webhook:{event_hash}"):
         async with runtime.sessions() as session:
             if await session.get(WebhookSeen, event_hash) is not None:
@@ -133,7 +150,8 @@ async def oa_webhook(request: web.Request) -> web.Response:
         log.warning("zalo webhook with a stale timestamp refused")
         return error_response(401, "stale_timestamp", "the event is too old or from the future")
     event = str(body.get("event_name", ""))
-    return await _once(runtime, raw, lambda: _oa_event(runtime, event, body))
+    identity = event_identity(OA_CHANNEL, body)
+    return await _once(runtime, identity, lambda: _oa_event(runtime, event, body))
 
 
 async def _oa_event(runtime: Runtime, event: str, body: dict[str, Any]) -> None:
@@ -182,7 +200,16 @@ async def bot_webhook(request: web.Request) -> web.Response:
         return error_response(400, "malformed_json", "the body must be a JSON object")
     update = body.get("result") if isinstance(body.get("result"), dict) else body
     assert isinstance(update, dict)
-    return await _once(runtime, raw, lambda: bot_update(runtime, update))
+    message = update.get("message")
+    sent_ms = message.get("date") if isinstance(message, dict) else None
+    if isinstance(sent_ms, int) and not isinstance(sent_ms, bool) and runtime.zalo is not None:
+        age_ms = runtime.zalo.now() * 1000 - sent_ms
+        if age_ms > runtime.settings.zalo_webhook_max_age_seconds * 1000:
+            # Older than its redelivery window: its mark may be gone, so it could be a replay.
+            log.warning("zalo bot event older than the redelivery window ignored")
+            return web.json_response({"ok": True, "ignored": "stale"})
+    identity = event_identity(BOT_CHANNEL, update)
+    return await _once(runtime, identity, lambda: bot_update(runtime, update))
 
 
 async def bot_update(runtime: Runtime, update: dict[str, Any]) -> None:

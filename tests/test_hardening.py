@@ -496,9 +496,10 @@ async def test_a_telegram_update_with_wrong_types_is_ignored_not_retried(
     """Found by the fuzzer: a text or button data that is not a string answered 503, so
     Telegram would have redelivered it forever. Now: 200, ignored, nothing stored."""
     chat = {"id": 42, "type": "private"}
+    date = int(time.time())
     for update in (
-        {"update_id": 7, "message": {"message_id": 1, "date": 0, "chat": chat, "text": 5}},
-        {"update_id": 8, "message": {"message_id": 1, "date": 0, "chat": chat, "text": ["a"]}},
+        {"update_id": 7, "message": {"message_id": 1, "date": date, "chat": chat, "text": 5}},
+        {"update_id": 8, "message": {"message_id": 1, "date": date, "chat": chat, "text": ["a"]}},
         {
             "update_id": 9,
             "callback_query": {
@@ -527,3 +528,96 @@ async def test_a_refused_large_body_is_read_before_the_answer(web: Client) -> No
     )
     status, _, payload = await raw_http(web, request)
     assert status == 401, payload
+
+
+# ================================================================== de-duplication by event id
+async def seen(rt: Runtime) -> int:
+    async with rt.sessions() as session:
+        return int(await session.scalar(select(func.count()).select_from(WebhookSeen)) or 0)
+
+
+async def test_a_zalo_bot_event_resent_with_other_bytes_is_processed_once(
+    web: Client, hardened: Runtime, no_traces: None
+) -> None:
+    headers = {"X-Bot-Api-Secret-Token": BOT_SECRET, "Content-Type": "application/json"}
+    message = {"message_id": "9001", "date": now_ms(), "chat": {"id": "77"}, "text": "xin chào"}
+    event = {"event_name": "message.text.received", "message": message}
+    first = await web.post("/webhooks/zalo/bot", data=json.dumps(event), headers=headers)
+    assert first.status == 200 and "duplicate" not in await first.json()
+    reordered = json.dumps(
+        {"message": dict(reversed(message.items())), "event_name": event["event_name"]}
+    )
+    for again in (json.dumps(event) + " ", json.dumps(event, indent=2), reordered):
+        response = await web.post("/webhooks/zalo/bot", data=again, headers=headers)
+        assert (await response.json()).get("duplicate") is True, again
+    # Without a message id, the content decides: spacing and key order do not make a new event.
+    anonymous = {"event_name": "message.sticker.received", "message": {"chat": {"id": "77"}}}
+    assert (await web.post("/webhooks/zalo/bot", json=anonymous, headers=headers)).status == 200
+    spaced = json.dumps(
+        {"message": {"chat": {"id": "77"}}, "event_name": "message.sticker.received"}, indent=1
+    )
+    response = await web.post("/webhooks/zalo/bot", data=spaced, headers=headers)
+    assert (await response.json()).get("duplicate") is True
+    assert await seen(hardened) == 2
+
+
+async def test_a_zalo_bot_event_older_than_its_window_is_ignored(
+    web: Client, hardened: Runtime, no_traces: None
+) -> None:
+    headers = {"X-Bot-Api-Secret-Token": BOT_SECRET}
+    old = now_ms() - 3 * 3600 * 1000
+    event = {
+        "event_name": "message.text.received",
+        "message": {"message_id": "9002", "date": old, "chat": {"id": "78"}, "text": "cũ"},
+    }
+    response = await web.post("/webhooks/zalo/bot", json=event, headers=headers)
+    assert response.status == 200 and (await response.json())["ignored"] == "stale"
+    assert await seen(hardened) == 0
+
+
+async def test_a_signed_zalo_oa_event_resent_with_other_spacing_is_processed_once(
+    web: Client, hardened: Runtime, no_traces: None
+) -> None:
+    stamp = str(now_ms())
+    event = {
+        "app_id": APP_ID,
+        "timestamp": stamp,
+        "event_name": "user_send_text",
+        "sender": {"id": "1234567"},
+        "message": {"msg_id": "m-42", "text": "Tốt"},
+    }
+    for index, raw in enumerate((json.dumps(event), json.dumps(event, indent=2, sort_keys=True))):
+        body = raw.encode()
+        response = await web.post("/webhooks/zalo/oa", data=body, headers=signed(body, stamp))
+        assert response.status == 200, await response.text()
+        assert bool((await response.json()).get("duplicate")) is (index == 1)
+    assert await seen(hardened) == 1
+
+
+async def test_telegram_refuses_a_month_old_update_and_takes_a_redelivery_once(
+    web: Client, no_traces: None
+) -> None:
+    headers = {"X-Telegram-Bot-Api-Secret-Token": TG_SECRET}
+
+    def update(update_id: int, date: int) -> dict[str, Any]:
+        return {
+            "update_id": update_id,
+            "message": {
+                "message_id": update_id,
+                "date": date,
+                "chat": {"id": 4242, "type": "private"},
+                "from": {"id": 4242, "is_bot": False, "first_name": "A"},
+                "text": "/help",
+            },
+        }
+
+    month_old = int(time.time()) - 30 * 86400
+    response = await web.post("/telegram/webhook", json=update(500, month_old), headers=headers)
+    assert response.status == 200 and (await response.json())["ignored"] == "stale"
+    recent = int(time.time()) - 3600  # redelivered an hour later: inside Telegram's 24 hours
+    outcomes = []
+    for _ in range(2):
+        response = await web.post("/telegram/webhook", json=update(501, recent), headers=headers)
+        assert response.status == 200
+        outcomes.append((await response.json())["outcome"])
+    assert outcomes == ["message", "duplicate"]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import hmac
 import logging
 from collections import defaultdict
@@ -46,6 +47,8 @@ SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 - a header name
 ALLOWED_UPDATES = ["message", "callback_query"]
 MAX_CALLBACK_DATA = 128
 MAX_TEXT = 4096
+#: Telegram keeps an undelivered update this long (plus a margin for clock skew).
+TELEGRAM_REDELIVERY_WINDOW = dt.timedelta(hours=24, minutes=10)
 
 
 class TelegramInbound:
@@ -183,6 +186,10 @@ async def webhook(request: web.Request) -> web.Response:
     update = inbound.parse(data)
     if update is None:
         return web.json_response({"ok": True, "ignored": True})
+    if _older_than_redelivery(update):
+        # Telegram keeps an update 24 hours: an older one is a replay, whose mark may be gone.
+        log.warning("telegram update older than Telegram's redelivery window ignored")
+        return web.json_response({"ok": True, "ignored": "stale"})
     try:
         outcome = await inbound.process(update)
     except Exception as exc:
@@ -190,6 +197,18 @@ async def webhook(request: web.Request) -> web.Response:
         log.warning("telegram update not processed (%s); Telegram will redeliver", _kind(exc))
         return error_response(503, "retry_later", "the update could not be processed now")
     return web.json_response({"ok": True, "outcome": outcome})
+
+
+def _older_than_redelivery(update: Update) -> bool:
+    """A message sent more than Telegram's 24 hours of redelivery ago. Only a message's own date
+    counts: a button tap carries the date of the question it sits under, which may be days old
+    while the tap is new."""
+    message = update.message
+    if message is None or not isinstance(message.date, dt.datetime):
+        return False
+    if message.date.timestamp() <= 0:
+        return False  # no date given (0): nothing to judge by, the update id still de-duplicates
+    return dt.datetime.now(dt.UTC) - message.date > TELEGRAM_REDELIVERY_WINDOW
 
 
 def _inbound(app: web.Application) -> TelegramInbound | None:
