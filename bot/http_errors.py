@@ -146,6 +146,13 @@ class RouteAccessLogger(web.AbstractAccessLogger):
         return self.logger.isEnabledFor(logging.INFO)
 
 
+BARE_SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
 class JsonErrorRequestHandler(RequestHandler):
     """aiohttp's connection handler, answering requests it cannot parse with our JSON body.
 
@@ -170,6 +177,8 @@ class JsonErrorRequestHandler(RequestHandler):
         else:
             detail = "the request is not valid HTTP (too long a URL or header, or control bytes)"
             response = error_response(status, "bad_request", detail)
+        # No route, so no app hook: the headers every other answer carries are set here.
+        response.headers.update(BARE_SECURITY_HEADERS)
         response.force_close()
         return response
 

@@ -388,6 +388,8 @@ async def test_requests_aiohttp_rejects_get_a_json_400_and_are_logged(
         status, headers, body = await raw_http(web, request)
         assert 400 <= status < 500
         assert headers["content-type"].startswith("application/json"), body
+        assert headers["x-content-type-options"] == "nosniff"
+        assert "frame-ancestors 'none'" in headers["content-security-policy"]
         assert json.loads(body)["error"]
     bad = [r for r in caplog.records if r.exc_info and "access" in r.getMessage().lower()]
     assert not bad
