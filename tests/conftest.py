@@ -156,6 +156,11 @@ async def runtime(
 
 @pytest.fixture
 async def agency(runtime: Runtime) -> Agency:
+    return await add_test_agency(runtime)
+
+
+async def add_test_agency(runtime: Runtime) -> Agency:
+    """The test agency with officials CB01 and CB02 and procedure 1.001234."""
     async with runtime.sessions() as session:
         agency = Agency(code=AGENCY_CODE, name="UBND phường Thử nghiệm")
         session.add(agency)

@@ -33,9 +33,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from bot.app import create_app
 from bot.dashboard import auth
 from bot.runtime import Runtime
-from storage.models import Agency, Official, Procedure
 from storage.pseudonym import KeyRing
-from tests.conftest import _truncate
+from tests.conftest import _truncate, add_test_agency
 from tests.emulators.zalo import sign_event
 from tests.test_hardening import APP_ID, BOT_SECRET, OA_SECRET, TG_SECRET, hardened_settings
 
@@ -410,13 +409,7 @@ async def fuzz_target(
     )
     rt = await Runtime.create(settings, keyring=keyring)
     await _truncate(rt)
-    async with rt.sessions() as session:
-        agency = Agency(code="ubnd-test", name="UBND phường Thử nghiệm")
-        session.add(agency)
-        await session.flush()
-        session.add(Official(agency_id=agency.id, code="CB01", name="Nguyễn Văn A"))
-        session.add(Procedure(code="1.001234", name="Đăng ký khai sinh"))
-        await session.commit()
+    await add_test_agency(rt)
     key = await rt.service.create_api_key("ubnd-test", "fuzz")
     user = await auth.create_user(rt.sessions, "fuzz-admin", "mat-khau-dai", "admin")
     cookie = await auth.open_session(rt.sessions, user, 1)

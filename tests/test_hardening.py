@@ -23,9 +23,9 @@ from sqlalchemy import func, select
 from bot.app import create_app
 from bot.dashboard import auth
 from bot.runtime import Runtime
-from storage.models import Agency, Official, Procedure, WebhookSeen
+from storage.models import WebhookSeen
 from storage.pseudonym import KeyRing
-from tests.conftest import REDIS_URL, _truncate, make_settings
+from tests.conftest import REDIS_URL, _truncate, add_test_agency, make_settings
 from tests.emulators.zalo import sign_event
 
 Client = TestClient[Any, Any]
@@ -75,13 +75,7 @@ async def hardened(
         hardened_settings(tmp_path, database_url, redis_prefix), keyring=keyring
     )
     await _truncate(rt)
-    async with rt.sessions() as session:
-        agency = Agency(code="ubnd-test", name="UBND phường Thử nghiệm")
-        session.add(agency)
-        await session.flush()
-        session.add(Official(agency_id=agency.id, code="CB01", name="Nguyễn Văn A"))
-        session.add(Procedure(code="1.001234", name="Đăng ký khai sinh"))
-        await session.commit()
+    await add_test_agency(rt)
     yield rt
     await rt.close()
 

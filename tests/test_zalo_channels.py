@@ -26,12 +26,9 @@ from bot.runtime import Runtime
 from bot.zalo_ratings import reconcile
 from storage import export
 from storage.models import (
-    Agency,
     AuditEntry,
     DossierContact,
-    Official,
     OutboxMessage,
-    Procedure,
     Response,
     SurveyLedger,
     WebhookSeen,
@@ -39,7 +36,7 @@ from storage.models import (
     utcnow,
 )
 from storage.pseudonym import KeyRing
-from tests.conftest import REDIS_URL, _truncate, make_settings, today
+from tests.conftest import REDIS_URL, _truncate, add_test_agency, make_settings, today
 from tests.emulators.zalo import CS_WINDOW_MS, ZaloEmulator, sign_event
 from tests.helpers import dump_database, dump_redis
 
@@ -148,13 +145,7 @@ async def zalo(
     await _truncate(rt)
     assert rt.zalo is not None
     rt.zalo.clock = lambda: emu.now_ms() / 1000
-    async with rt.sessions() as session:
-        agency = Agency(code="ubnd-test", name="UBND phường Thử nghiệm")
-        session.add(agency)
-        await session.flush()
-        session.add(Official(agency_id=agency.id, code="CB01", name="Nguyễn Văn A"))
-        session.add(Procedure(code="1.001234", name="Đăng ký khai sinh"))
-        await session.commit()
+    await add_test_agency(rt)
     key = await rt.service.create_api_key("ubnd-test", "tests")
     async with TestClient(TestServer(create_app(rt, background=False))) as client:
         emu.set_oa_webhook(str(client.make_url("/webhooks/zalo/oa")))
