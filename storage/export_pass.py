@@ -40,6 +40,17 @@ from storage.db import Sessions, make_engine, make_sessions
 from storage.models import Agency, Official, Procedure, Response
 
 SelectT = TypeVar("SelectT", bound=Select)
+#: A response's true quasi-identifiers but the period, in the order of a plan key: the plan's
+#: GROUP BY and the ratings pass select them alike, so a row finds its cell.
+KEY_COLUMNS = (
+    Response.agency_id,
+    Response.survey_id,
+    Response.survey_version,
+    Response.official_id,
+    Response.procedure_id,
+    Response.channel,
+    Response.language,
+)
 BATCH = 5000
 #: Distinct values one memo keeps (days, answer sets): enough for every low-cardinality
 #: column, small enough that varied answers cannot grow it without bound.
@@ -263,13 +274,7 @@ async def rating_batches(
     keyed = blake2b(key=source.key, digest_size=8)  # each row hashes a copy of the keyed state
     stmt = select(
         Response.id,
-        Response.agency_id,
-        Response.survey_id,
-        Response.survey_version,
-        Response.official_id,
-        Response.procedure_id,
-        Response.channel,
-        Response.language,
+        *KEY_COLUMNS,
         type_coerce(Response.answered_on, String),
         cast(Response.complete, Integer),
         Response.satisfaction,

@@ -29,7 +29,7 @@ from bot.flows.scrub import scrub
 from storage.anonymise import MARKERS, Key, Plan, period_label
 from storage.cells import clean
 from storage.db import Sessions, make_engine, make_sessions
-from storage.export_pass import BATCH, Codes, Head, _Memo, month_of, scoped
+from storage.export_pass import BATCH, KEY_COLUMNS, Codes, Head, _Memo, month_of, scoped
 from storage.models import Answer, Response
 
 RATING_COLUMNS = [
@@ -109,16 +109,8 @@ async def plan_cells(
     """Responses counted by their true quasi-identifiers, the month as the finest period: the
     keys and their counts, as two lists (the plan keeps the keys, not the pairs)."""
     month = _month(conn.dialect.name).label("month")
-    columns = (
-        Response.agency_id,
-        Response.survey_id,
-        Response.survey_version,
-        Response.official_id,
-        Response.procedure_id,
-        Response.channel,
-        Response.language,
-    )
-    stmt = scoped(select(*columns, month, func.count()).group_by(*columns, month), agency_id, until)
+    grouped = select(*KEY_COLUMNS, month, func.count()).group_by(*KEY_COLUMNS, month)
+    stmt = scoped(grouped, agency_id, until)
     # One object per distinct value (ids repeat in every cell of their unit): the plan and the
     # lookup a worker process unpickles are a fraction of the size.
     # Streamed, so the driver's rows never all sit in memory beside the cells.
