@@ -51,6 +51,7 @@ from storage.stats import (
     CriterionStat,
     Thresholds,
     criteria_points,
+    period_label,
     rank,
 )
 
@@ -80,17 +81,16 @@ def period_of(kind: str, day: dt.date) -> Period:
     """The period of ``kind`` that contains ``day``."""
     if kind == "week":
         start = day - dt.timedelta(days=day.weekday())
-        year, week, _ = start.isocalendar()
-        return Period(kind, f"{year}-W{week:02d}", start, start + dt.timedelta(days=6))
-    if kind == "quarter":
-        first_month = (day.month - 1) // 3 * 3 + 1
-        start = dt.date(day.year, first_month, 1)
-        end = _month_end(dt.date(day.year, first_month + 2, 1))
-        return Period(kind, f"{day.year}-Q{(day.month - 1) // 3 + 1}", start, end)
-    if kind == "month":
+        end = start + dt.timedelta(days=6)
+    elif kind == "quarter":
+        start = dt.date(day.year, (day.month - 1) // 3 * 3 + 1, 1)
+        end = _month_end(dt.date(day.year, start.month + 2, 1))
+    elif kind == "month":
         start = day.replace(day=1)
-        return Period(kind, f"{day.year}-{day.month:02d}", start, _month_end(start))
-    raise ValueError(f"unknown release period {kind!r}; use week, month or quarter")
+        end = _month_end(start)
+    else:
+        raise ValueError(f"unknown release period {kind!r}; use week, month or quarter")
+    return Period(kind, period_label(start, kind), start, end)  # type: ignore[arg-type]
 
 
 def _month_end(first: dt.date) -> dt.date:
@@ -196,28 +196,27 @@ class _Unit:
         }
 
 
+#: What a response group is told apart by: every breakdown a release shows is a sum of them.
+GROUP_COLUMNS = (
+    Response.agency_id,
+    Response.official_id,
+    Response.procedure_id,
+    Response.survey_id,
+    Response.satisfaction,
+    Response.classification,
+)
+
+
 async def _response_groups(session: AsyncSession, period: Period) -> list[Any]:
     stmt = (
         select(
-            Response.agency_id,
-            Response.official_id,
-            Response.procedure_id,
-            Response.survey_id,
-            Response.satisfaction,
-            Response.classification,
+            *GROUP_COLUMNS,
             func.count().label("n"),
             func.count(Response.score18).label("scored"),
             func.sum(Response.score18).label("score_sum"),
         )
         .where(*period.covers(Response.answered_on))
-        .group_by(
-            Response.agency_id,
-            Response.official_id,
-            Response.procedure_id,
-            Response.survey_id,
-            Response.satisfaction,
-            Response.classification,
-        )
+        .group_by(*GROUP_COLUMNS)
     )
     return list(await session.execute(stmt))
 
@@ -684,22 +683,26 @@ class _Crossed:
     children: dict[str, list[_Unit]]
     pairs: dict[tuple[str | None, str | None], _Group]
     rule: Rule
+    #: The intersections' counts by (official index, procedure index): they never change, only
+    #: which parts are shown does, so they are counted once for every run.
+    cells: dict[tuple[int, int], dict[str, int]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        row = {oid: i for i, oid in enumerate(self.ids.get("officials", []))}
+        column = {pid: i for i, pid in enumerate(self.ids.get("procedures", []))}
+        self.cells = {
+            (row[oid], column[pid]): group.counts() for (oid, pid), group in self.pairs.items()
+        }
 
     def run(self) -> bool:
         """Withhold one more part if a remainder is too small; False when none is."""
         officials = self.ids.get("officials", [])
-        procedures = self.ids.get("procedures", [])
-        if not officials or not procedures:
+        if not officials or not self.ids.get("procedures"):
             return False
-        row = {oid: i for i, oid in enumerate(officials)}
-        column = {pid: i for i, pid in enumerate(procedures)}
-        cells = {
-            (row[oid], column[pid]): group.counts() for (oid, pid), group in self.pairs.items()
-        }
         return disclosure.audit_crossed(
             [u.figure for u in self.children["officials"]],
             [u.figure for u in self.children["procedures"]],
-            cells,
+            self.cells,
             UNIT_COUNTS,
             lambda rows: self.rule.k_for({officials[r] for r in rows}),
             max(self.rule.k_group, self.rule.k_official),
