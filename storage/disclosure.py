@@ -11,15 +11,15 @@ every release is cut by this one rule before it is stored:
    only 2 were rated would publish the rate of those 2, so a cell is withheld when any of its
    additive counts (responses, rated, scored) lies between 1 and k-1.
 2. **Differences.** A figure published next to its parts (a province next to its agencies, an
-   agency next to its officials, procedures, satisfaction levels or Circular 01/2018 classes;
-   a column of satisfaction levels next to the province's) lets anyone subtract: total minus the
-   published parts is the sum of the withheld parts. So, for every such *line* and every count,
-   the withheld parts must together hold 0 or at least k; while they do not, the smallest
-   published part with a non-zero count is withheld too ("complementary"). A part that nobody
-   displays (responses with no classification) is still a member of its line and always
-   withheld, so the residue it leaves is held to the same rule.
+   agency next to its officials or its procedures, coverage next to its channels) lets anyone
+   subtract: total minus the published parts is the sum of the withheld parts. So, for every
+   such *line* and every count, the withheld parts must together hold 0 or at least k (a
+   remainder that is a single part is that part's figure and needs that part's k); while they
+   do not, the smallest published part with a non-zero count is withheld too ("complementary").
 3. **Cascade.** When a line's total is withheld, all its parts are too ("parent"): otherwise
    their sum would give the withheld total back.
+4. **Two breakdowns of one total** (``audit_crossed``): a set of officials minus the
+   procedures wholly inside it (or the other way round) leaves a remainder held to k too.
 
 Periods never overlap and a release is never recomputed (``storage.releases``), so no figure
 is ever published twice over a changed set of responses: the difference between two moments is
@@ -29,7 +29,7 @@ a whole release, never one rating.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 SMALL = "small"
 COMPLEMENTARY = "complementary"
@@ -80,17 +80,6 @@ class Line:
     total: Figure | None
     counts: tuple[str, ...]
     k: int
-    extra: list[Figure] = field(default_factory=list)
-
-    @property
-    def members(self) -> list[Figure]:
-        return self.parts + self.extra
-
-
-def residue(total: Mapping[str, int], parts: Sequence[Figure], counts: Sequence[str]) -> Figure:
-    """The undisplayed part of a line: what the total holds beyond its displayed parts."""
-    left = {c: total.get(c, 0) - sum(p.counts.get(c, 0) for p in parts) for c in counts}
-    return Figure(left, k=0, suppressed=SMALL if any(left.values()) else None)
 
 
 def apply(figures: Iterable[Figure], lines: Sequence[Line], primary: Sequence[str]) -> None:
@@ -106,7 +95,7 @@ def apply(figures: Iterable[Figure], lines: Sequence[Line], primary: Sequence[st
         changed = False
         for line in lines:
             if line.total is not None and not line.total.shown:
-                for member in line.members:
+                for member in line.parts:
                     changed |= member.hide(PARENT)
                 continue
             for count in line.counts:
@@ -117,7 +106,7 @@ def _close_gap(line: Line, count: str) -> bool:
     """Withhold parts until the withheld ones of ``count`` sum to 0 or at least k."""
     changed = False
     while True:
-        hidden = [m for m in line.members if not m.shown and m.counts.get(count, 0) > 0]
+        hidden = [m for m in line.parts if not m.shown and m.counts.get(count, 0) > 0]
         withheld = sum(m.counts.get(count, 0) for m in hidden)
         # A remainder made of one part is that part's figure: it needs that part's k (a lone
         # withheld official, or an agency rated through one official, needs the official's).
@@ -208,13 +197,13 @@ def _audit_side(
     other = 1 - side
     mine = sorted({key[side] for key in block})
     theirs = sorted({key[other] for key in block})
-    bit = {unit: 1 << i for i, unit in enumerate(mine)}
+    position = {unit: i for i, unit in enumerate(mine)}
     own_total = [dict.fromkeys(counts, 0) for _ in mine]
     support = dict.fromkeys(theirs, 0)
     their_total = {unit: dict.fromkeys(counts, 0) for unit in theirs}
     for key in block:
-        index = mine.index(key[side])
-        support[key[other]] |= bit[key[side]]
+        index = position[key[side]]
+        support[key[other]] |= 1 << index
         for count in counts:
             own_total[index][count] += weights[key][count]
             their_total[key[other]][count] += weights[key][count]
@@ -228,7 +217,8 @@ def _audit_side(
         if not any(0 < value < k_most for value in left.values()):
             continue
         chosen = {mine[i] for i in range(len(mine)) if mask >> i & 1}
-        keys = [k for k in block if k[side] in chosen and k[other] not in set(inside)]
+        subtracted = set(inside)
+        keys = [k for k in block if k[side] in chosen and k[other] not in subtracted]
         k = k_of({r for key in keys for r in origin[key]})
         if any(0 < left[count] < k for count in counts):
             return sorted(chosen), inside

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -86,7 +86,7 @@ class Cell:
     satisfied: int = 0
     score_sum: float = 0.0
     scored: int = 0
-    suppressed: str | None = None  # "small" or "complementary"
+    suppressed: str | None = None  # "small", "complementary" or "parent"
     rank: int | None = None
     bands: Bands | None = None
 
@@ -119,13 +119,6 @@ class Cell:
     @property
     def avg_score18(self) -> float | None:
         return round(self.score_sum / self.scored, 1) if self.shown and self.scored else None
-
-    def add(self, other: Cell) -> None:
-        self.responses += other.responses
-        self.rated += other.rated
-        self.satisfied += other.satisfied
-        self.score_sum += other.score_sum
-        self.scored += other.scored
 
 
 def rank(cells: Sequence[Cell], k: int) -> list[Cell]:
@@ -223,38 +216,3 @@ class Coverage:
     sent: int = 0
     delivered: int = 0
     answered: int = 0
-
-    def share(self, part: int, whole: int) -> float | None:
-        return 100.0 * part / whole if whole else None
-
-    @property
-    def response_rate(self) -> float | None:
-        return self.share(self.answered, self.reported)
-
-
-def as_percent(value: float | None) -> str:
-    return "" if value is None else f"{value:.1f}"
-
-
-def flatten(cells: Iterable[Cell]) -> list[dict[str, Any]]:
-    """Plain dicts for templates and JSON: suppressed cells keep only their label and status."""
-    out = []
-    for c in cells:
-        out.append(
-            {
-                "parent": c.parent,
-                "key": c.key,
-                "label": c.label,
-                "responses": c.responses if c.shown else None,
-                "rated": c.rated if c.shown else None,
-                "satisfied": c.satisfied if c.shown else None,
-                "rate": c.rate,
-                "low": c.low,
-                "high": c.high,
-                "band": c.band,
-                "rank": c.rank,
-                "avg_score18": c.avg_score18,
-                "suppressed": c.suppressed,
-            }
-        )
-    return out

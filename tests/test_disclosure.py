@@ -13,7 +13,6 @@ from storage.disclosure import (
     Rule,
     apply,
     audit_crossed,
-    residue,
 )
 
 COUNTS = ("responses", "rated", "scored")
@@ -81,14 +80,6 @@ def test_a_withheld_total_withholds_its_parts() -> None:
         COUNTS,
     )
     assert [o.suppressed for o in officials] == [PARENT, PARENT]
-
-
-def test_an_undisplayed_residue_is_held_to_the_same_rule() -> None:
-    shown = [unit(40), unit(30)]
-    total = unit(72)
-    rest = residue(total.counts, shown, COUNTS)
-    apply([total, *shown], [Line(shown, total, COUNTS, 5, extra=[rest])], COUNTS)
-    assert rest.counts["responses"] == 2 and shown[1].suppressed == COMPLEMENTARY
 
 
 def test_a_group_rating_one_official_gets_the_officials_k() -> None:
