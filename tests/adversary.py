@@ -547,6 +547,12 @@ class Equation:
     cell: str
     attack: str
 
+    def minus(self, inner: Equation, cell: str, attack: str) -> Equation:
+        """This figure minus one over a subset of its members: the figure of the rest."""
+        return Equation(
+            self.measure, self.members - inner.members, self.value - inner.value, cell, attack
+        )
+
 
 @dataclass(frozen=True)
 class Inference:
@@ -984,15 +990,7 @@ def differences_over_time(before: Iterable[Equation], after: Iterable[Equation])
             big, small = early, late
         else:
             continue
-        found.append(
-            Equation(
-                late.measure,
-                big.members - small.members,
-                big.value - small.value,
-                f"{late.cell} (difference)",
-                "differencing over time",
-            )
-        )
+        found.append(big.minus(small, f"{late.cell} (difference)", "differencing over time"))
     return found
 
 
@@ -1034,15 +1032,8 @@ def differences_across_granularities(equations: Sequence[Equation]) -> list[Equa
         for big in same:
             for small in same:
                 if small.members < big.members:
-                    found.append(
-                        Equation(
-                            big.measure,
-                            big.members - small.members,
-                            big.value - small.value,
-                            f"{big.cell} minus {small.cell}",
-                            "differencing across granularities",
-                        )
-                    )
+                    cell = f"{big.cell} minus {small.cell}"
+                    found.append(big.minus(small, cell, "differencing across granularities"))
     return found
 
 
