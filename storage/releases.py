@@ -598,6 +598,8 @@ class Published:
     criteria: list[CriterionStat]
     coverage: list[dict[str, Any]]
     trend: list[Cell]
+    #: Every release, oldest first (the page's choice of release and its next-release notice).
+    history: list[ReleaseInfo]
 
 
 def _criterion(doc: dict[str, Any]) -> CriterionStat:
@@ -633,11 +635,15 @@ async def published(
         doc = docs.get((info.id, own))
         if doc is not None:
             trend.append(_relabel(cell(doc["total"], thresholds), info.label))
-    empty = Published(chosen, Cell("all", "", ""), [], [], [], None, None, [], [], trend)
+    empty = Published(chosen, Cell("all", "", ""), [], [], [], None, None, [], [], trend, releases)
     if chosen is None:
         return empty
-    scopes = None if agency_id is None else [agency_id]
-    current = await documents(sessions, [chosen.id], scopes)
+    # An agency's own document is all it may see, and the trend has read it already; the
+    # province's page also reads every agency's parts.
+    if agency_id is None:
+        current = await documents(sessions, [chosen.id], None)
+    else:
+        current = {key: doc for key, doc in docs.items() if key[0] == chosen.id}
     own_doc = current.get((chosen.id, own))
     if own_doc is None:
         return empty
@@ -655,6 +661,7 @@ async def published(
         criteria=[_criterion(c) for d in parts for c in d.get("criteria", [])],
         coverage=[r for d in parts for r in d.get("coverage", [])],
         trend=trend,
+        history=releases,
     )
     return view
 

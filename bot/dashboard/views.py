@@ -276,7 +276,7 @@ async def _figures(
     """A page of figures, with the release they come from and when the next one is due."""
     view = view or await _release(ctx)
     settings = ctx.runtime.settings
-    history = await releases.list_releases(ctx.runtime.sessions)
+    history = view.history
     period, due = releases.next_release(
         history, settings.release_period, settings.effective_release_delay_hours, utcnow().date()
     )
