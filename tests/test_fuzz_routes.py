@@ -32,10 +32,10 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from bot.app import create_app
 from bot.dashboard import auth
+from bot.emulators.zalo import sign_event
 from bot.runtime import Runtime
 from storage.pseudonym import KeyRing
 from tests.conftest import _truncate, add_test_agency
-from tests.emulators.zalo import sign_event
 from tests.test_hardening import APP_ID, BOT_SECRET, OA_SECRET, TG_SECRET, hardened_settings
 
 SEED = int(os.environ.get("SURVEYBOT_FUZZ_SEED", "20261201"))

@@ -22,11 +22,11 @@ from sqlalchemy import func, select
 
 from bot.app import create_app
 from bot.dashboard import auth
+from bot.emulators.zalo import sign_event
 from bot.runtime import Runtime
 from storage.models import WebhookSeen
 from storage.pseudonym import KeyRing
 from tests.conftest import REDIS_URL, _truncate, add_test_agency, make_settings
-from tests.emulators.zalo import sign_event
 
 Client = TestClient[Any, Any]
 TG_SECRET = "tg-secret-0123456789"

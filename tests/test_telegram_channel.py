@@ -26,13 +26,13 @@ from sqlalchemy import func, select
 
 from bot.adapters.telegram import TelegramChannel
 from bot.app import create_app
+from bot.emulators.telegram import ChatMessage, TelegramEmulator
 from bot.http_errors import RouteAccessLogger
 from bot.runtime import Runtime
 from storage import export
 from storage.models import Answer, Base, OptOut, OutboxMessage, Response, SurveyLedger
 from storage.pseudonym import KeyRing
 from tests.conftest import REDIS_URL, _truncate, make_settings, today
-from tests.emulators.telegram import ChatMessage, TelegramEmulator
 from tests.helpers import assert_absent, dump_database, dump_redis
 
 os.environ.setdefault("PTB_TIMEDELTA", "true")

@@ -29,7 +29,7 @@ from telegram.error import (
 )
 from telegram.request import HTTPXRequest
 
-from tests.emulators.telegram import ERR_NOT_MODIFIED, TelegramEmulator
+from bot.emulators.telegram import ERR_NOT_MODIFIED, TelegramEmulator
 
 # Opt into PTB's timedelta durations so RetryAfter.retry_after does not warn.
 os.environ.setdefault("PTB_TIMEDELTA", "true")

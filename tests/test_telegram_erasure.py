@@ -13,10 +13,10 @@ import json
 from sqlalchemy import select
 
 from bot.adapters.telegram import TelegramChannel
+from bot.emulators.telegram import ChatMessage, TelegramEmulator
 from bot.runtime import Runtime
 from storage.models import Response
 from tests import test_telegram_channel as tg
-from tests.emulators.telegram import ChatMessage, TelegramEmulator
 from tests.helpers import assert_absent, dump_database, dump_redis
 from tests.test_erasure import ANSWERS, COMMENT, traces
 

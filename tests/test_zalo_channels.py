@@ -22,6 +22,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import func, select
 
 from bot.app import create_app
+from bot.emulators.zalo import CS_WINDOW_MS, ZaloEmulator, sign_event
 from bot.runtime import Runtime
 from bot.zalo_ratings import reconcile
 from storage import export
@@ -37,7 +38,6 @@ from storage.models import (
 )
 from storage.pseudonym import KeyRing
 from tests.conftest import REDIS_URL, _truncate, add_test_agency, make_settings, today
-from tests.emulators.zalo import CS_WINDOW_MS, ZaloEmulator, sign_event
 from tests.helpers import dump_database, dump_redis
 
 BOT_SECRET = "bot-webhook-secret-1"

@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.emulators.zalo import (
+from bot.emulators.zalo import (
     CS_WINDOW_MS,
     ZaloEmulator,
     ZnsTemplate,

@@ -1,6 +1,7 @@
 """`surveybot demo`: a local Telegram stand-in, so the Telegram path can be tried with no account.
 
-The strict Bot API emulator of the test-suite runs in-process; the application talks to it with
+The strict Bot API emulator (``bot.emulators.telegram``, shipped in the package, so the demo
+runs from an installed wheel too) runs in-process; the application talks to it with
 the very same adapter, webhook and outbox it uses against api.telegram.org. A demo citizen is
 driven from a small page, ``/demo/telegram``: ``/demo/telegram?start=<rating token>`` is what
 opening ``t.me/<bot>?start=<rating token>`` does on a phone, and the page shows the chat with its
@@ -9,17 +10,14 @@ buttons to tap. These routes exist only in the demo; the demo citizen is fictiti
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import logging
 import secrets
-import sys
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from bot.body import read_json
+from bot.emulators.telegram import TelegramEmulator
 from bot.http_errors import error_response
 from settings import Settings
 
@@ -28,37 +26,16 @@ DEMO_TOKEN = "7000000001:DEMO-local-emulator-token"  # noqa: S105 - the emulator
 DEMO_USER = 8_800_000_001
 
 
-def load_emulator_class() -> Any:
-    """``tests.emulators.telegram.TelegramEmulator`` from the source checkout, or None."""
-    try:
-        module = importlib.import_module("tests.emulators.telegram")
-    except ImportError:
-        path = Path(__file__).resolve().parents[2] / "tests" / "emulators" / "telegram.py"
-        if not path.exists():
-            return None
-        spec = importlib.util.spec_from_file_location("surveybot_telegram_emulator", path)
-        if spec is None or spec.loader is None:
-            return None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-    return module.TelegramEmulator
-
-
 class TelegramDemo:
     """The running emulator, the settings that point the app at it, and the demo page."""
 
-    def __init__(self, emulator: Any, settings: Settings) -> None:
+    def __init__(self, emulator: TelegramEmulator, settings: Settings) -> None:
         self.emulator = emulator
         self.settings = settings
 
     @classmethod
-    async def start(cls, settings: Settings) -> TelegramDemo | None:
-        emulator_class = load_emulator_class()
-        if emulator_class is None:
-            log.warning("the Telegram emulator needs a source checkout; demo without Telegram")
-            return None
-        emulator = emulator_class(DEMO_TOKEN, bot_username="SurveyDemoBot")
+    async def start(cls, settings: Settings) -> TelegramDemo:
+        emulator = TelegramEmulator(DEMO_TOKEN, bot_username="SurveyDemoBot")
         await emulator.start("127.0.0.1", 0)
         local = f"http://127.0.0.1:{settings.port}"
         demo_settings = settings.model_copy(

@@ -78,8 +78,8 @@ ERR_TERMINATED_BY_OTHER = (
     "Conflict: terminated by other getUpdates request; "
     "make sure that only one bot instance is running"
 )
-ERR_SECRET_TOKEN = "Bad Request: secret token contains unallowed characters"
-ERR_SECRET_TOKEN_LENGTH = "Bad Request: secret token must be 1-256 characters long"
+ERR_SECRET_TOKEN = "Bad Request: secret token contains unallowed characters"  # noqa: S105 - an error text
+ERR_SECRET_TOKEN_LENGTH = "Bad Request: secret token must be 1-256 characters long"  # noqa: S105 - an error text
 ERR_NO_PHOTO = "Bad Request: there is no photo in the request"
 
 #: Characters allowed in deep-link payloads and webhook secret tokens.
