@@ -14,6 +14,7 @@ from bot.adapters import telegram_inbound
 from bot.api import RUNTIME
 from bot.dashboard import views as dashboard
 from bot.http_errors import install_request_handler, json_errors
+from bot.i18n import install as install_i18n
 from bot.i18n import normalise_language
 from bot.openapi import openapi_document
 from bot.runtime import Runtime
@@ -24,11 +25,12 @@ STATIC_DIR = Path(__file__).parent / "static"  # page scripts: the CSP allows no
 
 
 def make_templates() -> jinja2.Environment:
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
     )
+    return install_i18n(env)  # the one catalog, in each render's ``lang``
 
 
 async def health(request: web.Request) -> web.Response:

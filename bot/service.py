@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.adapters.base import Capabilities, OutboundMessage, render
 from bot.flows.definition import SurveyCatalog, SurveyDefinition
 from bot.flows.engine import DONE, Choice, Input, Prompt, Start, Step, SurveyEngine
-from bot.i18n import gettext, normalise_language
+from bot.i18n import N_, gettext, ngettext, normalise_language
 from bot.responses import ResponseRecorder
 from bot.schemas import (
     DossierRegistration,
@@ -483,11 +483,18 @@ class SurveyService:
             elif name == "delete" and arg == "yes":
                 count = await self._erase(session, channel, address, contacts)
                 conversation, closing = None, True
-                say.append((gettext(language, "Erased: {n} response(s).", n=count), []))
+                say.append(
+                    (
+                        ngettext(
+                            language, "Erased: {n} response.", "Erased: {n} responses.", count
+                        ),
+                        [],
+                    )
+                )
             elif name == "delete" and arg == "no":
                 say.append((gettext(language, "Nothing was erased."), []))
             elif name == "delete":
-                question = (
+                question = N_(
                     "Erase all the answers you gave through this chat? This cannot be undone."
                 )
                 buttons = [
@@ -562,7 +569,7 @@ class SurveyService:
             for invitation in due:
                 invitation.reminder_due_at = None
                 prompt = self._engine_for(invitation).current_prompt(invitation.state)
-                text = "A reminder: your short survey is still open. It takes under a minute."
+                text = N_("A reminder: your short survey is still open. It takes under a minute.")
                 prompts = [Prompt(gettext(invitation.language, text))]
                 prompts += [prompt] if prompt else []
                 step = Step(invitation.state, prompts)
@@ -1028,15 +1035,15 @@ class SurveyService:
         await session.execute(delete(Dossier).where(Dossier.id == invitation.dossier_id))
 
 
-SLOW_DOWN = (
+SLOW_DOWN = N_(
     "You are sending messages faster than I can read them. Please wait a moment, then send your "
     "answer again."
 )
-HELP = (
+HELP = N_(
     "This bot sends a short, confidential survey after your dossier's result is returned. "
     "Commands: /help, /privacy, /stop, /delete, /lang."
 )
-PRIVACY = (
+PRIVACY = N_(
     "What we hold: your answers, under a code that cannot be traced back to your account without "
     "a secret key that our staff cannot read; no name, phone number or dossier code is stored with "
     "them. Your chat address is kept encrypted only until the survey closes, then deleted. Neither "

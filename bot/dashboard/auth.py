@@ -25,6 +25,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, select
 
+from bot.i18n import ngettext
 from bot.limits import bucket
 from storage.db import Sessions
 from storage.limits import Decision
@@ -120,9 +121,12 @@ class Throttled:
 
     def message(self, lang: str) -> str:
         minutes = max(1, math.ceil(int(self.retry_after) / 60))
-        if lang == "en":
-            return f"Too many login attempts. Try again in {minutes} minute(s)."
-        return f"Đăng nhập sai quá nhiều lần. Vui lòng thử lại sau {minutes} phút."
+        return ngettext(
+            lang,
+            "Too many login attempts. Try again in {n} minute.",
+            "Too many login attempts. Try again in {n} minutes.",
+            minutes,
+        )
 
 
 async def login_attempt(

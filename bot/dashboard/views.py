@@ -20,7 +20,8 @@ from sqlalchemy import select
 from bot.api import RUNTIME
 from bot.body import read_form
 from bot.dashboard import auth
-from bot.dashboard.i18n import language, number, percent, t
+from bot.dashboard.i18n import language, t
+from bot.i18n import gettext
 from bot.limits import client_address
 from storage import aggregates, export, releases, stats
 from storage.models import Agency, utcnow
@@ -87,9 +88,6 @@ def render(
     env = request.app[TEMPLATES]
     html = env.get_template(f"dashboard/{name}").render(
         lang=lang,
-        t=lambda key, **kw: t(lang, key, **kw),
-        num=lambda v, d=1: number(v, lang, d),
-        pct=lambda v: percent(v, lang),
         path=request.path_qs,
         prefix=PREFIX,
         **values,
@@ -300,12 +298,12 @@ async def overview(ctx: Ctx) -> web.StreamResponse:
         "trend": {
             "labels": [c.key for c in view.trend],
             "rates": [None if c.rate is None else round(c.rate, 1) for c in view.trend],
-            "label": t(ctx.lang, "rate"),
+            "label": gettext(ctx.lang, "Satisfaction rate"),
         },
         "bands": {
             "labels": list(classes),
             "counts": list(classes.values()),
-            "label": t(ctx.lang, "responses"),
+            "label": gettext(ctx.lang, "Responses"),
         },
     }
     chart_json = json.dumps(chart, ensure_ascii=False)

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from bot.flows.definition import END, Question, SurveyDefinition
 from bot.flows.parsing import fold, match_many, match_option
 from bot.flows.scrub import scrub
-from bot.i18n import gettext
+from bot.i18n import N_, gettext, ngettext
 
 SKIP = "-skip"
 DONE = "-done"
@@ -207,8 +207,12 @@ class SurveyEngine:
             if not cleaned:
                 return self._miss(state, question)
             if len(cleaned) > self.max_text_chars:
-                message = "Your comment is too long. Please keep it under {n} characters."
-                note = gettext(language, message, n=self.max_text_chars)
+                note = ngettext(
+                    language,
+                    "Your comment is too long. Please keep it under {n} character.",
+                    "Your comment is too long. Please keep it under {n} characters.",
+                    self.max_text_chars,
+                )
                 return Step(state, [Prompt(note)], accepted=False)
             return self._commit(state, question, None, scrub(cleaned), scrub(cleaned))
         spellings = [self._spellings(o.label.vi, o.label.en, o.aliases) for o in question.options]
@@ -236,7 +240,9 @@ class SurveyEngine:
 
     def _stale(self, state: dict[str, Any]) -> Step:
         language = state["lang"]
-        message = "That button belongs to an earlier question. Please answer the current question."
+        message = N_(
+            "That button belongs to an earlier question. Please answer the current question."
+        )
         note = Prompt(gettext(language, message))
         question = self._question_prompt(state, self.definition.question(state["q"]))
         return Step(state, [note, question], accepted=False)
