@@ -123,8 +123,13 @@ class Settings(BaseSettings):
     #: How long Zalo sends wait after a refresh failed (an admin must re-consent meanwhile).
     zalo_token_pause_seconds: float = Field(300.0, gt=0)
     zalo_oa_max_buttons: int = Field(5, ge=1, le=10)
-    #: Webhooks whose timestamp is further than this from now are refused (replay window).
-    zalo_webhook_max_age_seconds: int = Field(600, ge=30)
+    #: Zalo redelivers a failed webhook with the same body and its original timestamp after
+    #: 30 s, 5 min, 15 min, 30 min and 1 h, the last try about 1 h 51 min after the first
+    #: (../shared/reference/zalo.md); an event is refused as stale only past that whole ladder.
+    #: A replay inside the window is refused by its event id (kept three windows).
+    zalo_webhook_max_age_seconds: int = Field(3 * 3600, ge=30)
+    #: How far in the future an event's timestamp may be (the two clocks' skew).
+    zalo_webhook_max_skew_seconds: int = Field(300, ge=0)
     zalo_zns_rating_template_id: str | None = None
     #: JSON object of template parameters; values may use {agency} and {procedure}.
     zalo_zns_template_data: str = "{}"

@@ -13,6 +13,7 @@ from bot import api, simulator, zalo_webhooks
 from bot.adapters import telegram_inbound
 from bot.api import RUNTIME
 from bot.dashboard import views as dashboard
+from bot.forwarded import served_over_https
 from bot.http_errors import install_request_handler, json_errors
 from bot.i18n import install as install_i18n
 from bot.i18n import normalise_language
@@ -92,8 +93,11 @@ def security_headers(settings: Settings) -> dict[str, str]:
         "Referrer-Policy": "no-referrer",
     }
     if settings.effective_public_base_url.startswith("https://"):
-        headers["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"
+        headers["Strict-Transport-Security"] = HSTS
     return headers
+
+
+HSTS = "max-age=31536000; includeSubDomains"
 
 
 CSP = (
@@ -114,6 +118,8 @@ def create_app(runtime: Runtime, *, background: bool = True) -> web.Application:
         # A signal, not a middleware: it also reaches streamed downloads and static files.
         for name, value in headers.items():
             response.headers.setdefault(name, value)
+        if served_over_https(request, runtime.settings):  # also behind a trusted TLS proxy
+            response.headers.setdefault("Strict-Transport-Security", HSTS)
 
     app.on_response_prepare.append(add_security_headers)
     app[RUNTIME] = runtime

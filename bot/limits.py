@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from bot.forwarded import from_trusted_proxy
 from bot.http_errors import error_response
 from storage.limits import Decision
 from storage.pseudonym import token_digest
@@ -37,7 +38,7 @@ def client_address(request: web.BaseRequest, runtime: Runtime) -> str:
     except ValueError:
         return remote[:64] or "unknown"
     networks = runtime.settings.trusted_proxy_networks
-    if networks and any(peer in net for net in networks):
+    if from_trusted_proxy(request, networks):
         forwarded = ",".join(request.headers.getall("X-Forwarded-For", []))
         for hop in reversed([h.strip() for h in forwarded.split(",")]):
             try:

@@ -165,7 +165,10 @@ def openapi_document(max_batch_size: int = DEFAULT_MAX_BATCH_SIZE) -> dict[str, 
             "<api key>' or 'X-Api-Key: <api key>' (keys from `surveybot apikey create`). Every "
             "error is a JSON body with a stable `error` code. See docs/api.md.",
             "contact": {"name": "The operators of this rating channel (see docs/api.md)"},
-            "license": {"name": "Proprietary: for the province's agencies and their systems"},
+            "license": {
+                "name": "Proprietary: for the province's agencies and their systems",
+                "identifier": "LicenseRef-Proprietary",
+            },
         },
         "servers": [{"url": "/"}],
         "components": {
@@ -234,7 +237,10 @@ def openapi_document(max_batch_size: int = DEFAULT_MAX_BATCH_SIZE) -> dict[str, 
                     "operationId": "openapiDocument",
                     "summary": "This document",
                     "security": [],
-                    "responses": {"200": _json({"type": "object"}, "The OpenAPI document")},
+                    "responses": {
+                        "200": _json({"type": "object"}, "The OpenAPI document"),
+                        **_errors(400, s400=("bad_request",)),
+                    },
                 }
             },
             "/r/{token}": {

@@ -145,8 +145,12 @@ async def oa_webhook(request: web.Request) -> web.Response:
         return error_response(401, "unknown_app", "this event is for another Zalo app")
     if str(body.get("timestamp")) != timestamp:
         return error_response(401, "invalid_signature", "the signed timestamp is not the event's")
-    sent_ms = int(timestamp)
-    if abs(suite.now() * 1000 - sent_ms) > settings.zalo_webhook_max_age_seconds * 1000:
+    age_ms = suite.now() * 1000 - int(timestamp)
+    if not (
+        -settings.zalo_webhook_max_skew_seconds * 1000
+        <= age_ms
+        <= settings.zalo_webhook_max_age_seconds * 1000
+    ):
         log.warning("zalo webhook with a stale timestamp refused")
         return error_response(401, "stale_timestamp", "the event is too old or from the future")
     event = str(body.get("event_name", ""))

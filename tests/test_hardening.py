@@ -486,6 +486,32 @@ async def test_hsts_behind_https(
         await rt.close()
 
 
+@pytest.mark.parametrize("trusted", [True, False])
+async def test_cookies_secure_and_hsts_behind_a_trusted_tls_proxy(
+    tmp_path: Path, database_url: str, keyring: KeyRing, redis_prefix: str, trusted: bool
+) -> None:
+    """TLS ends at the proxy: its X-Forwarded-Proto / Forwarded say https, believed from it only."""
+    settings = hardened_settings(
+        tmp_path, database_url, redis_prefix, trusted_proxies="127.0.0.1/32" if trusted else ""
+    )
+    rt = await Runtime.create(settings, keyring=keyring)
+    try:
+        async with TestClient(TestServer(create_app(rt, background=False))) as client:
+            plain = await client.get("/admin/login")
+            assert "Strict-Transport-Security" not in plain.headers
+            assert all("Secure" not in c for c in plain.headers.getall("Set-Cookie"))
+            for header in (
+                {"X-Forwarded-Proto": "https"},
+                {"Forwarded": "for=1.2.3.4;proto=https"},
+            ):
+                response = await client.get("/admin/login", headers=header)
+                cookies = response.headers.getall("Set-Cookie")
+                assert cookies and all(("; Secure" in c) is trusted for c in cookies), cookies
+                assert ("Strict-Transport-Security" in response.headers) is trusted
+    finally:
+        await rt.close()
+
+
 async def test_a_telegram_update_with_wrong_types_is_ignored_not_retried(
     web: Client, no_traces: None
 ) -> None:
@@ -587,6 +613,28 @@ async def test_a_signed_zalo_oa_event_resent_with_other_spacing_is_processed_onc
         response = await web.post("/webhooks/zalo/oa", data=body, headers=signed(body, stamp))
         assert response.status == 200, await response.text()
         assert bool((await response.json()).get("duplicate")) is (index == 1)
+    assert await seen(hardened) == 1
+
+
+async def test_a_zalo_oa_redelivery_on_the_last_rung_of_the_ladder_is_taken_once(
+    web: Client, hardened: Runtime, no_traces: None
+) -> None:
+    """Zalo resends with the original timestamp for ~1 h 51 min: the last try still counts."""
+    stamp = str(now_ms() - (30 + 300 + 900 + 1800 + 3600 + 60) * 1000)  # the fifth retry, late
+    event = {
+        "app_id": APP_ID,
+        "timestamp": stamp,
+        "event_name": "user_send_text",
+        "sender": {"id": "1234567"},
+        "message": {"msg_id": "m-ladder", "text": "Tốt"},
+    }
+    body = json.dumps(event).encode()
+    outcomes = []
+    for _ in range(2):
+        response = await web.post("/webhooks/zalo/oa", data=body, headers=signed(body, stamp))
+        assert response.status == 200, await response.text()
+        outcomes.append(bool((await response.json()).get("duplicate")))
+    assert outcomes == [False, True]
     assert await seen(hardened) == 1
 
 

@@ -1,7 +1,7 @@
 """The OpenAPI document tells the whole truth (issue 13, item 3).
 
-It is a valid OpenAPI 3.1 document (openapi-spec-validator) that passes our own lint rules (what
-Redocly's and Spectral's recommended rules ask, and ours: every error by status with its codes
+It is a valid OpenAPI 3.1 document (openapi-spec-validator) that passes Redocly's linter with
+its recommended-strict rules (scripts/openapi-lint, installed by scripts/test) and our own lint rules ( every error by status with its codes
 as an enum, 429 with Retry-After, both key schemes, the rating routes, the webhooks, license and
 contact, examples valid against their schemas), and every rule it states is the server's:
 dates as numbers or date-times are refused, text is trimmed before its length counts exactly as
@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +61,27 @@ def schema_validator(doc: dict[str, Any], schema: dict[str, Any]) -> jsonschema.
 def test_the_document_is_valid_openapi_3_1() -> None:
     validate(openapi_document())
     validate(openapi_document(25))
+
+
+REDOCLY = Path(__file__).parents[1] / "scripts" / "openapi-lint"
+
+
+def test_the_document_passes_redocly_lint_with_no_warning(tmp_path: Path) -> None:
+    """Redocly CLI (recommended-strict: every warning is an error) on the document as served."""
+    cli = REDOCLY / "node_modules" / ".bin" / "redocly"
+    assert cli.exists(), f"Redocly CLI missing: run scripts/test (npm ci --prefix {REDOCLY})"
+    document = tmp_path / "openapi.json"
+    document.write_text(json.dumps(openapi_document()))
+    env = {**os.environ, "REDOCLY_TELEMETRY": "off", "REDOCLY_SUPPRESS_UPDATE_NOTICE": "true"}
+    run = subprocess.run(  # noqa: S603 - our own pinned tool on our own file
+        [str(cli), "lint", "--config", str(REDOCLY / "redocly.yaml"), "--format=json",
+         str(document)],
+        capture_output=True, text=True, timeout=120, env=env, check=False,
+    )  # fmt: skip
+    report = json.loads(run.stdout)
+    problems = [(p["ruleId"], p["message"]) for p in report["problems"]]
+    assert run.returncode == 0 and report["totals"]["errors"] == 0, problems
+    assert report["totals"]["warnings"] == 0, problems
 
 
 def test_the_document_passes_our_lint_rules() -> None:

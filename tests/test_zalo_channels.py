@@ -291,8 +291,12 @@ async def test_forged_stale_and_replayed_webhooks_refused(zalo: Zalo) -> None:
     assert await post(good, sign_event(emu.app_id, good, str(now), "wrong-secret")) == 401
     assert await post(good, signature.replace("mac=", "mac=0")[:-1]) == 401
     assert await post(event(tap + "x", now), signature) == 401  # body changed after signing
-    old = event(tap, now - 3600_000)
-    assert await post(old, sign_event(emu.app_id, old, str(now - 3600_000), emu.oa_secret)) == 401
+    past_ladder = now - 4 * 3600_000  # older than Zalo's whole redelivery ladder (~1 h 51 min)
+    old = event(tap, past_ladder)
+    assert await post(old, sign_event(emu.app_id, old, str(past_ladder), emu.oa_secret)) == 401
+    ahead = now + 3600_000  # stamped an hour in the future: no clock is that far off
+    early = event(tap, ahead)
+    assert await post(early, sign_event(emu.app_id, early, str(ahead), emu.oa_secret)) == 401
     assert await post(b"{not json", signature) == 401  # the MAC is checked before any parsing
     assert await stored() == before  # nothing stored for any of them
 

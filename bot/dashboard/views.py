@@ -21,6 +21,7 @@ from bot.api import RUNTIME
 from bot.body import read_form
 from bot.dashboard import auth
 from bot.dashboard.i18n import language, t
+from bot.forwarded import served_over_https
 from bot.i18n import gettext
 from bot.limits import client_address
 from storage import aggregates, export, releases, stats
@@ -76,10 +77,6 @@ Page = Callable[[Ctx], Awaitable[web.StreamResponse]]
 
 def _lang(request: web.Request) -> str:
     return language(request.query.get("lang") or request.cookies.get(LANG_COOKIE))
-
-
-def _secure(request: web.Request) -> bool:
-    return request.app[RUNTIME].settings.effective_public_base_url.startswith("https://")
 
 
 def render(
@@ -235,7 +232,7 @@ def _set_cookie(
         path=PREFIX,
         httponly=True,
         samesite="Strict",
-        secure=_secure(request),
+        secure=served_over_https(request, request.app[RUNTIME].settings),
         max_age=max_age,
     )
 
