@@ -391,6 +391,34 @@ class WebhookSeen(Base):
     seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
 
 
+class InboxEvent(Base):
+    """A verified inbound channel event, stored before it is acknowledged (``storage.inbox``).
+
+    Unique per (channel, event key): the row is also the de-duplication mark. The body is sealed
+    (AES-GCM) while pending and erased once processed; the conversation key orders one chat's
+    events and is erased with it.
+    """
+
+    __tablename__ = "inbox_event"
+    __table_args__ = (
+        UniqueConstraint("channel", "event_key", name="uq_inbox_event"),
+        Index("ix_inbox_ready", "status", "available_at"),
+    )
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    channel: Mapped[str] = mapped_column(String(24))
+    #: SHA-256 of the channel's own event id (update_id, msg_id, message_id).
+    event_key: Mapped[str] = mapped_column(String(64))
+    #: A keyed hash of the chat: one chat's events are processed one at a time, in order.
+    conversation: Mapped[str] = mapped_column(String(64), index=True)
+    body_sealed: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    available_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    leased_until: Mapped[dt.datetime | None] = mapped_column()
+    last_error: Mapped[str | None] = mapped_column(String(255))
+
+
 # --- admins (issue 5) --------------------------------------------------------------------------
 class AdminUser(Base):
     """A dashboard login: role "admin" sees every agency, "viewer" only ``agency_id``.

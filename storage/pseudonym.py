@@ -43,13 +43,14 @@ HASH_PURPOSES = ("contact", "rater", "dossier")
 #: Purposes whose values are only unique within one channel (Telegram chat 123 and Zalo Bot user
 #: 123 are two people): their pseudonyms hash ``"<channel>:<value>"``.
 CHANNEL_PURPOSES = ("contact", "rater")
-#: AES-GCM purposes: delivery addresses we must keep until a survey closes, and outbound message
-#: payloads (questions, and acknowledgements that echo the answer) until they are delivered.
-SEAL_PURPOSES = ("address", "payload")
+#: AES-GCM purposes: delivery addresses we must keep until a survey closes, outbound message
+#: payloads (questions, and acknowledgements that echo the answer) until they are delivered, and
+#: inbound channel events (a citizen's answer, with the chat id) until they are processed.
+SEAL_PURPOSES = ("address", "payload", "inbox")
 #: Seal purposes a key document may omit: their keys are then derived from the ``address`` keys
 #: (HKDF-SHA256, one derived key per address key), so key sets written before the purpose
 #: existed still load, and rotating the address keys rotates these too.
-DERIVED_SEAL_PURPOSES = ("payload",)
+DERIVED_SEAL_PURPOSES = ("payload", "inbox")
 ALL_PURPOSES = HASH_PURPOSES + SEAL_PURPOSES
 REQUIRED_PURPOSES = tuple(p for p in ALL_PURPOSES if p not in DERIVED_SEAL_PURPOSES)
 MIN_KEY_BYTES = 32

@@ -12,6 +12,9 @@ for a few minutes. Each table keeps its rows only while something still needs th
   the row (and the tracking id Zalo could map back to a phone) goes.
 * ``webhook_seen``: a replay older than the webhook window is refused by its timestamp, so the
   mark that would refuse it is no longer needed.
+* ``inbox_event``: a processed event (already emptied of its body) is the same kind of replay
+  mark and goes after the same window; a dead letter keeps its sealed body for an admin to
+  requeue for ``DEAD_LETTER_RETENTION``, then goes.
 
 Run by the maintenance loop (``SurveyService.purge_closed``); every call is idempotent.
 """
@@ -24,8 +27,10 @@ from dataclasses import dataclass
 from sqlalchemy import delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage import outbox
+from storage import inbox, outbox
 from storage.models import Invitation, WebhookSeen, ZnsTracking
+
+DEAD_LETTER_RETENTION = dt.timedelta(hours=72)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,10 +40,11 @@ class Purged:
     outbox: int = 0
     zns_tracking: int = 0
     webhook_seen: int = 0
+    inbox: int = 0
 
     @property
     def total(self) -> int:
-        return self.outbox + self.zns_tracking + self.webhook_seen
+        return self.outbox + self.zns_tracking + self.webhook_seen + self.inbox
 
 
 async def purge(
@@ -47,6 +53,7 @@ async def purge(
     now: dt.datetime,
     outbox_retention: dt.timedelta,
     webhook_window: dt.timedelta,
+    dead_letter_retention: dt.timedelta = DEAD_LETTER_RETENTION,
 ) -> Purged:
     """One round, in the caller's transaction (the caller commits)."""
     messages = await outbox.purge(session, now - outbox_retention)
@@ -65,8 +72,12 @@ async def purge(
         .where(WebhookSeen.seen_at < now - webhook_window)
         .execution_options(synchronize_session=False)
     )
+    events = await inbox.purge(
+        session, now=now, done_after=webhook_window, dead_after=dead_letter_retention
+    )
     return Purged(
         messages,
         int(tracking.rowcount or 0),  # type: ignore[attr-defined]
         int(seen.rowcount or 0),  # type: ignore[attr-defined]
+        events,
     )

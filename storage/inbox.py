@@ -1,0 +1,317 @@
+"""The durable inbox: a verified channel event is a sealed row before it is acknowledged.
+
+Why: a channel that gets its 200 never sends the event again, and Zalo may not redeliver at all
+on a 5xx (``../shared/reference/zalo.md`` §2.1). So the webhook only verifies the event, writes it
+here in one short transaction (``accept``) and answers 200 inside the channel's deadline;
+processing happens afterwards, from this table, with retries of our own. A crash after the
+acknowledgement loses nothing: the row is still pending and its lease runs out.
+
+* **Exactly once per event id.** The row is unique per (channel, event key), so a redelivery
+  finds it and is acknowledged as a duplicate; and ``done`` is written *in the transaction that
+  processes the event* (the worker hands the handler a ``Receipt``), so an event's effects and
+  its "processed" mark commit together or not at all.
+* **One chat at a time, in order.** Only the oldest pending event of a conversation can be
+  claimed, so two workers never process one citizen's answers concurrently or out of order.
+* **Claims in one statement.** ``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED)`` on
+  PostgreSQL, the same statement under SQLite's single writer; the outer WHERE re-checks the
+  lease, so a row is never claimed twice even by a worker that waited for a lock.
+* **Nothing readable.** The body is sealed (AES-GCM, purpose ``inbox``) and erased with the
+  conversation key once processed; a processed row keeps only its event key (the replay mark)
+  and hour-level times, and is purged after the redelivery windows. A dead letter (``attempts``
+  exhausted) keeps its sealed body for an admin to requeue until it is purged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import and_, delete, exists, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+
+from storage.models import InboxEvent, new_id, utcnow
+from storage.pseudonym import KeyRing
+
+PENDING, DONE, DEAD = "pending", "done", "dead"
+LEASE = dt.timedelta(seconds=60)
+MAX_ATTEMPTS = 8
+BACKOFF_BASE_SECONDS = 2.0
+MAX_BACKOFF_SECONDS = 600.0
+BODY_PURPOSE = "inbox"
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A claimed event: its body opened, ready for its channel's handler."""
+
+    id: str
+    channel: str
+    body: dict[str, Any]
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """What an admin sees of an event that could not be processed (never its body)."""
+
+    id: str
+    channel: str
+    attempts: int
+    last_error: str | None
+    received_hour: dt.datetime
+
+
+@dataclass(slots=True)
+class Receipt:
+    """Marks one claimed event processed, inside the handler's own transaction.
+
+    A handler that changes state calls ``await receipt(session)`` before it commits; one that
+    changes nothing need not (the worker marks the event afterwards)."""
+
+    event_id: str
+    used: bool = field(default=False)
+
+    async def __call__(self, session: AsyncSession, now: dt.datetime | None = None) -> None:
+        await done(session, self.event_id, now=now)
+        self.used = True
+
+
+def _dialect(session: AsyncSession) -> str:
+    return session.get_bind().dialect.name
+
+
+def to_the_hour(at: dt.datetime) -> dt.datetime:
+    return at.replace(minute=0, second=0, microsecond=0)
+
+
+async def accept(
+    session: AsyncSession,
+    keys: KeyRing,
+    *,
+    channel: str,
+    event_key: str,
+    conversation: str,
+    body: dict[str, Any],
+    now: dt.datetime | None = None,
+) -> bool:
+    """Store a verified event unless it is already here: True when new (the caller commits)."""
+    now = now or utcnow()
+    values = {
+        "id": new_id(),
+        "channel": channel,
+        "event_key": event_key,
+        "conversation": conversation,
+        "body_sealed": keys.seal(json.dumps(body, ensure_ascii=False), BODY_PURPOSE),
+        "status": PENDING,
+        "attempts": 0,
+        "received_at": now,
+        "available_at": now,
+    }
+    insert = pg_insert if _dialect(session) == "postgresql" else sqlite_insert
+    statement = (
+        insert(InboxEvent)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["channel", "event_key"])
+    )
+    result = await session.execute(statement)
+    return int(result.rowcount or 0) == 1  # type: ignore[attr-defined]
+
+
+def _claimable(now: dt.datetime) -> Any:
+    """Pending, due, not leased, and the oldest pending event of its conversation."""
+    older = aliased(InboxEvent)
+    earlier = or_(
+        older.received_at < InboxEvent.received_at,
+        and_(older.received_at == InboxEvent.received_at, older.id < InboxEvent.id),
+    )
+    return and_(
+        InboxEvent.status == PENDING,
+        InboxEvent.available_at <= now,
+        or_(InboxEvent.leased_until.is_(None), InboxEvent.leased_until <= now),
+        ~exists().where(
+            older.conversation == InboxEvent.conversation, older.status == PENDING, earlier
+        ),
+    )
+
+
+async def claim(
+    session: AsyncSession,
+    keys: KeyRing,
+    *,
+    limit: int = 20,
+    lease: dt.timedelta = LEASE,
+    now: dt.datetime | None = None,
+) -> list[Claimed]:
+    """Lease up to ``limit`` events, at most one per conversation, oldest first; commits."""
+    now = now or utcnow()
+    candidates = (
+        select(InboxEvent.id).where(_claimable(now)).order_by(InboxEvent.received_at).limit(limit)
+    )
+    if _dialect(session) == "postgresql":
+        candidates = candidates.with_for_update(skip_locked=True)
+    statement = (
+        update(InboxEvent)
+        .where(
+            InboxEvent.id.in_(candidates.scalar_subquery()),
+            InboxEvent.status == PENDING,
+            or_(InboxEvent.leased_until.is_(None), InboxEvent.leased_until <= now),
+        )
+        .values(leased_until=now + lease, attempts=InboxEvent.attempts + 1)
+        .returning(InboxEvent.id, InboxEvent.channel, InboxEvent.body_sealed, InboxEvent.attempts)
+        .execution_options(synchronize_session=False)
+    )
+    rows = (await session.execute(statement)).all()
+    await session.commit()
+    return [
+        Claimed(row.id, row.channel, _opened(keys, row.body_sealed), row.attempts)
+        for row in rows
+        if row.body_sealed is not None
+    ]
+
+
+def _opened(keys: KeyRing, sealed: str) -> dict[str, Any]:
+    body = json.loads(keys.open(sealed, BODY_PURPOSE))
+    if not isinstance(body, dict):
+        raise ValueError("a sealed inbox body is not an object")
+    return body
+
+
+async def done(session: AsyncSession, event_id: str, *, now: dt.datetime | None = None) -> None:
+    """Processed: the body and the conversation key go, the event key stays as the replay mark."""
+    hour = to_the_hour(now or utcnow())
+    await session.execute(
+        update(InboxEvent)
+        .where(InboxEvent.id == event_id)
+        .values(
+            status=DONE,
+            body_sealed=None,
+            conversation="",
+            received_at=hour,
+            available_at=hour,
+            leased_until=None,
+            last_error=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+def backoff(attempts: int) -> dt.timedelta:
+    """Exponential with jitter: half the step fixed, half random, so retries of many events that
+    failed together (the database was down) spread out instead of returning at once."""
+    step = min(MAX_BACKOFF_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(attempts - 1, 0))
+    return dt.timedelta(seconds=step / 2 + random.uniform(0, step / 2))
+
+
+async def failed(
+    session: AsyncSession,
+    event_id: str,
+    error: str,
+    *,
+    max_attempts: int = MAX_ATTEMPTS,
+    now: dt.datetime | None = None,
+) -> str:
+    """Back off and retry later, or, past ``max_attempts``, keep it as a dead letter; commits.
+
+    Returns the event's new status."""
+    now = now or utcnow()
+    attempts = await session.scalar(
+        select(InboxEvent.attempts).where(InboxEvent.id == event_id, InboxEvent.status == PENDING)
+    )
+    if attempts is None:
+        return DONE
+    status = DEAD if attempts >= max_attempts else PENDING
+    await session.execute(
+        update(InboxEvent)
+        .where(InboxEvent.id == event_id)
+        .values(
+            status=status,
+            available_at=now + backoff(attempts) if status == PENDING else to_the_hour(now),
+            leased_until=None,
+            last_error=error[:255],
+        )
+        .execution_options(synchronize_session=False)
+    )
+    await session.commit()
+    return status
+
+
+async def heartbeat(
+    session: AsyncSession,
+    event_ids: Sequence[str],
+    *,
+    lease: dt.timedelta = LEASE,
+    now: dt.datetime | None = None,
+) -> None:
+    """Extend the leases of events still being processed (a slow handler is not a dead one)."""
+    if not event_ids:
+        return
+    now = now or utcnow()
+    await session.execute(
+        update(InboxEvent)
+        .where(InboxEvent.id.in_(list(event_ids)), InboxEvent.status == PENDING)
+        .values(leased_until=now + lease)
+        .execution_options(synchronize_session=False)
+    )
+    await session.commit()
+
+
+async def dead_letters(session: AsyncSession, limit: int = 100) -> list[DeadLetter]:
+    rows = await session.execute(
+        select(InboxEvent)
+        .where(InboxEvent.status == DEAD)
+        .order_by(InboxEvent.available_at.desc())
+        .limit(limit)
+    )
+    return [
+        DeadLetter(row.id, row.channel, row.attempts, row.last_error, row.available_at)
+        for row in rows.scalars()
+    ]
+
+
+async def requeue(session: AsyncSession, event_id: str, *, now: dt.datetime | None = None) -> bool:
+    """An admin's retry of a dead letter: pending again, attempts from zero; commits."""
+    now = now or utcnow()
+    result = await session.execute(
+        update(InboxEvent)
+        .where(InboxEvent.id == event_id, InboxEvent.status == DEAD)
+        .values(status=PENDING, attempts=0, available_at=now, leased_until=None)
+        .execution_options(synchronize_session=False)
+    )
+    await session.commit()
+    return int(result.rowcount or 0) == 1  # type: ignore[attr-defined]
+
+
+async def pending_count(session: AsyncSession) -> int:
+    """Events accepted and not yet processed (a gauge for operators)."""
+    count = await session.scalar(
+        select(func.count()).select_from(InboxEvent).where(InboxEvent.status == PENDING)
+    )
+    return int(count or 0)
+
+
+async def purge(
+    session: AsyncSession,
+    *,
+    now: dt.datetime,
+    done_after: dt.timedelta,
+    dead_after: dt.timedelta,
+) -> int:
+    """Delete processed marks past the redelivery windows and dead letters past retention."""
+    result = await session.execute(
+        delete(InboxEvent)
+        .where(
+            or_(
+                and_(InboxEvent.status == DONE, InboxEvent.available_at < now - done_after),
+                and_(InboxEvent.status == DEAD, InboxEvent.available_at < now - dead_after),
+            )
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

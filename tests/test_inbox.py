@@ -1,0 +1,272 @@
+"""The durable inbox (issue 15, item 1): accepted once, sealed, claimed once, processed once.
+
+Every test runs on SQLite and PostgreSQL. The race test runs its claimers at the same time over
+separate connections; it fails when the claim's guards (``FOR UPDATE SKIP LOCKED`` and the outer
+lease re-check) are removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, text
+
+from storage import inbox
+from storage.db import Sessions, make_engine, make_sessions
+from storage.inbox_worker import InboxWorker
+from storage.migrate import upgrade_async
+from storage.models import InboxEvent, WebhookSeen
+from storage.pseudonym import KeyRing
+
+T0 = dt.datetime(2026, 12, 2, 8, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+async def sessions(database_url: str, tmp_path: Path) -> AsyncIterator[Sessions]:
+    await upgrade_async(database_url)
+    engine = make_engine(database_url)
+    if engine.dialect.name == "postgresql":  # the session's shared database: start empty
+        async with engine.begin() as conn:
+            await conn.execute(text("TRUNCATE inbox_event, webhook_seen"))
+    yield make_sessions(engine)
+    await engine.dispose()
+
+
+async def put(
+    sessions: Sessions, keyring: KeyRing, key: str, conversation: str, at: dt.datetime = T0,
+    **body: Any,
+) -> bool:  # fmt: skip
+    async with sessions() as session:
+        new = await inbox.accept(
+            session, keyring, channel="zalo_oa", event_key=key, conversation=conversation,
+            body={"key": key, **body}, now=at,
+        )  # fmt: skip
+        await session.commit()
+    return new
+
+
+async def claim(sessions: Sessions, keyring: KeyRing, at: dt.datetime = T0, **kw: Any) -> list[str]:
+    async with sessions() as session:
+        return [c.body["key"] for c in await inbox.claim(session, keyring, now=at, **kw)]
+
+
+async def mark_done(sessions: Sessions, keyring: KeyRing, key: str) -> None:
+    async with sessions() as session:
+        event_id = await session.scalar(select(InboxEvent.id).where(InboxEvent.event_key == key))
+        assert event_id is not None
+        await inbox.done(session, event_id, now=T0)
+        await session.commit()
+
+
+async def test_an_event_is_accepted_once_and_stored_sealed(
+    sessions: Sessions, keyring: KeyRing
+) -> None:
+    assert await put(sessions, keyring, "m-1", "c1", text="Rất hài lòng", chat="8841234567")
+    assert not await put(sessions, keyring, "m-1", "c1", text="Rất hài lòng", chat="8841234567")
+    async with sessions() as session:
+        rows = (await session.execute(text("SELECT * FROM inbox_event"))).all()
+    assert len(rows) == 1
+    stored = " ".join(str(value) for value in rows[0])
+    assert "hài lòng" not in stored and "8841234567" not in stored  # sealed, not readable
+    assert await claim(sessions, keyring) == ["m-1"]  # and it opens with the keys
+
+
+async def test_one_conversation_is_processed_one_event_at_a_time_in_order(
+    sessions: Sessions, keyring: KeyRing
+) -> None:
+    second = T0 + dt.timedelta(seconds=1)
+    await put(sessions, keyring, "a1", "A")
+    await put(sessions, keyring, "a2", "A", at=second)
+    await put(sessions, keyring, "b1", "B", at=second)
+    assert sorted(await claim(sessions, keyring, at=second)) == ["a1", "b1"]
+    assert await claim(sessions, keyring, at=second) == []  # a2 waits behind the leased a1
+    await mark_done(sessions, keyring, "a1")
+    assert await claim(sessions, keyring, at=second) == ["a2"]
+
+
+async def test_a_lease_that_runs_out_is_taken_over(sessions: Sessions, keyring: KeyRing) -> None:
+    """The worker died after claiming: once its lease is over another worker takes the event."""
+    await put(sessions, keyring, "m-1", "c1")
+    lease = dt.timedelta(seconds=60)
+    assert await claim(sessions, keyring, lease=lease) == ["m-1"]
+    assert await claim(sessions, keyring, at=T0 + dt.timedelta(seconds=59), lease=lease) == []
+    async with sessions() as session:
+        taken = await inbox.claim(session, keyring, now=T0 + lease, lease=lease)
+    assert [(c.body["key"], c.attempts) for c in taken] == [("m-1", 2)]
+
+
+async def test_failures_back_off_then_dead_letter_then_an_admin_requeues(
+    sessions: Sessions, keyring: KeyRing
+) -> None:
+    await put(sessions, keyring, "m-1", "c1")
+    now = T0
+    for attempt in range(1, 4):
+        async with sessions() as session:
+            [event] = await inbox.claim(session, keyring, now=now)
+            assert event.attempts == attempt
+            status = await inbox.failed(session, event.id, "boom", max_attempts=3, now=now)
+        assert status == (inbox.DEAD if attempt == 3 else inbox.PENDING)
+        if status == inbox.PENDING:
+            async with sessions() as session:
+                due = await session.scalar(select(InboxEvent.available_at))
+            assert due is not None and due > now  # backed off
+            assert await claim(sessions, keyring, at=now) == []
+            now = due
+    assert await claim(sessions, keyring, at=now + dt.timedelta(days=1)) == []
+    async with sessions() as session:
+        [dead] = await inbox.dead_letters(session)
+        assert (dead.attempts, dead.last_error) == (3, "boom")
+        assert await inbox.requeue(session, dead.id, now=now)
+    assert await claim(sessions, keyring, at=now) == ["m-1"]
+
+
+def test_backoff_grows_and_is_jittered() -> None:
+    steps = [inbox.backoff(n).total_seconds() for n in range(1, 12)]
+    assert all(1.0 <= s <= 2.0 for s in steps[:1])
+    assert steps[5] >= 32 and max(steps) <= inbox.MAX_BACKOFF_SECONDS
+    assert len({inbox.backoff(4) for _ in range(20)}) > 1
+
+
+async def test_a_processed_event_keeps_only_its_replay_mark_until_purged(
+    sessions: Sessions, keyring: KeyRing
+) -> None:
+    await put(sessions, keyring, "m-1", "c1", text="Tốt")
+    await claim(sessions, keyring)
+    await mark_done(sessions, keyring, "m-1")
+    async with sessions() as session:
+        row = await session.scalar(select(InboxEvent))
+        assert row is not None
+        assert (row.body_sealed, row.conversation, row.received_at.minute) == (None, "", 0)
+    assert not await put(sessions, keyring, "m-1", "c1", text="Tốt")  # a replay: refused
+    async with sessions() as session:
+        window = dt.timedelta(hours=9)
+        kept = await inbox.purge(session, now=T0 + window, done_after=window, dead_after=window)
+        gone = await inbox.purge(session, now=T0 + 2 * window, done_after=window, dead_after=window)
+        await session.commit()
+        assert (kept, gone) == (0, 1)
+
+
+async def test_claimers_at_the_same_time_never_share_an_event_or_a_conversation(
+    database_url: str, sessions: Sessions, keyring: KeyRing
+) -> None:
+    """Six claimers over their own connections, at once, drain 240 events of 40 conversations."""
+    for n in range(240):
+        at = T0 + dt.timedelta(milliseconds=n)
+        await put(sessions, keyring, f"e{n:03d}", f"c{n % 40:02d}", at=at, n=n)
+    taken: list[tuple[int, str, int]] = []  # (claimer, key, n)
+    holding: dict[str, int] = {}
+    overlaps: list[str] = []
+    engines = [make_engine(database_url) for _ in range(6)]
+
+    async def claimer(index: int) -> None:
+        own = make_sessions(engines[index])
+        idle = 0
+        while idle < 3:
+            async with own() as session:
+                batch = await inbox.claim(session, keyring, limit=4, now=T0 + dt.timedelta(1))
+            idle = 0 if batch else idle + 1
+            for event in batch:
+                conversation = f"c{event.body['n'] % 40:02d}"
+                if conversation in holding:
+                    overlaps.append(conversation)
+                holding[conversation] = index
+                taken.append((index, event.body["key"], event.body["n"]))
+            await asyncio.sleep(0)  # let the others claim while this batch is held
+            for event in batch:
+                holding.pop(f"c{event.body['n'] % 40:02d}", None)
+                async with own() as session:
+                    await inbox.done(session, event.id, now=T0)
+                    await session.commit()
+
+    try:
+        await asyncio.gather(*(claimer(i) for i in range(6)))
+    finally:
+        for engine in engines:
+            await engine.dispose()
+    keys = [key for _, key, _ in taken]
+    assert len(keys) == len(set(keys)) == 240, "an event was claimed twice or lost"
+    assert not overlaps, "two events of one conversation were held at once"
+    per_conversation: dict[int, list[int]] = defaultdict(list)
+    for _, _, n in taken:
+        per_conversation[n % 40].append(n)
+    assert all(ns == sorted(ns) for ns in per_conversation.values()), "processed out of order"
+    assert len({claimer for claimer, _, _ in taken}) > 1, "the claimers did not overlap"
+
+
+async def effects(sessions: Sessions) -> list[str]:
+    async with sessions() as session:
+        return list((await session.execute(select(WebhookSeen.event_hash))).scalars())
+
+
+async def test_the_worker_processes_each_event_once_even_when_a_commit_fails(
+    sessions: Sessions, keyring: KeyRing
+) -> None:
+    """The handler's effect and the receipt commit together: a failure before the commit
+    rolls both back, the retry applies the effect once."""
+    calls: list[str] = []
+    clock = [T0]
+
+    async def handler(event: inbox.Claimed, receipt: inbox.Receipt) -> None:
+        calls.append(event.body["key"])
+        async with sessions() as session:
+            session.add(WebhookSeen(event_hash=f"effect-{event.body['key']}"))
+            await receipt(session, clock[0])
+            if len(calls) == 1:
+                raise ConnectionError("the database went away before the commit")
+            await session.commit()
+
+    worker = InboxWorker(sessions, keyring, {"zalo_oa": handler}, clock=lambda: clock[0])
+    await put(sessions, keyring, "m-1", "c1")
+    assert await worker.run_once() == 1
+    assert await effects(sessions) == []  # rolled back with its receipt
+    clock[0] = T0 + dt.timedelta(minutes=5)  # past the backoff
+    assert await worker.run_once() == 1
+    assert await worker.run_once() == 0
+    assert await effects(sessions) == ["effect-m-1"]
+    assert calls == ["m-1", "m-1"]
+
+
+async def test_an_event_acknowledged_then_abandoned_by_a_dead_worker_is_processed_once(
+    sessions: Sessions, keyring: KeyRing
+) -> None:
+    """Accepted (the channel got its 200), claimed by a worker that then died: after its lease
+    another worker processes it once, and the channel's redelivery is a duplicate."""
+    await put(sessions, keyring, "m-1", "c1")
+    assert await claim(sessions, keyring) == ["m-1"]  # the worker that dies here
+
+    async def handler(event: inbox.Claimed, receipt: inbox.Receipt) -> None:
+        async with sessions() as session:
+            session.add(WebhookSeen(event_hash=f"effect-{event.body['key']}"))
+            await receipt(session)
+            await session.commit()
+
+    later = T0 + inbox.LEASE + dt.timedelta(seconds=1)
+    worker = InboxWorker(sessions, keyring, {"zalo_oa": handler}, clock=lambda: later)
+    assert await worker.run_once() == 1
+    assert not await put(sessions, keyring, "m-1", "c1")  # Zalo redelivers: a duplicate
+    assert await worker.run_once() == 0
+    assert await effects(sessions) == ["effect-m-1"]
+
+
+async def test_an_event_of_an_unknown_channel_is_kept_for_an_admin(
+    sessions: Sessions, keyring: KeyRing
+) -> None:
+    """A channel switched off after its events were accepted: they end as dead letters."""
+    now = [T0]
+    worker = InboxWorker(sessions, keyring, {}, max_attempts=2, clock=lambda: now[0])
+    await put(sessions, keyring, "m-1", "c1")
+    for _ in range(2):
+        assert await worker.run_once() == 1
+        now[0] += dt.timedelta(hours=1)
+    async with sessions() as session:
+        [dead] = await inbox.dead_letters(session)
+        assert dead.channel == "zalo_oa" and "no handler" in (dead.last_error or "")
+        assert await inbox.pending_count(session) == 0
+        count = await session.scalar(select(func.count()).select_from(InboxEvent))
+    assert count == 1
