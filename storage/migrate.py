@@ -1,4 +1,10 @@
-"""Alembic, driven from code so `surveybot db upgrade` needs no alembic.ini in the working dir."""
+"""Alembic, driven from code so `surveybot db upgrade` needs no alembic.ini in the working dir.
+
+Every process may call ``upgrade`` at start: it runs once. On PostgreSQL the migration
+transaction takes an advisory lock first (``migrations/env.py``); on SQLite the migration's
+own write transaction already makes the others wait (tests/test_schema.py runs three at once on
+both).
+"""
 
 from __future__ import annotations
 

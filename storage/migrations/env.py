@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from storage.db import make_engine
@@ -12,6 +13,8 @@ from storage.models import Base
 
 config = context.config
 target_metadata = Base.metadata
+#: The advisory lock every migrating process takes on PostgreSQL (any constant bigint).
+LOCK_KEY = 0x5375_7276_6579  # "Survey"
 
 
 def _run(connection: Connection) -> None:
@@ -22,6 +25,11 @@ def _run(connection: Connection) -> None:
         compare_type=True,
     )
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            # Several processes may start at once: the first migrates, the others wait here and
+            # then find the schema at head (the lock ends with the transaction). On SQLite the
+            # transaction's write lock does the same.
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
         context.run_migrations()
 
 
