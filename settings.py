@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -179,6 +179,17 @@ class Settings(BaseSettings):
     #: tap: no second answer, no "earlier question" note.
     tap_dedup_seconds: int = Field(10, ge=1)
 
+    @model_validator(mode="after")
+    def _production_needs_redis(self) -> Settings:
+        # Without Redis each process would keep its own locks, limits and dedup marks: two
+        # processes could spend Zalo's single-use refresh token twice, or answer one tap twice.
+        if self.env == "production" and not self.redis_url:
+            raise ValueError(
+                "SURVEYBOT_REDIS_URL is required in production (redis://host:6379/0): several "
+                "processes share locks, rate limits and the Zalo refresh token through it"
+            )
+        return self
+
     @field_validator("database_url")
     @classmethod
     def _known_driver(cls, value: str) -> str:
@@ -279,6 +290,9 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
+            if not error["loc"]:  # a rule over several settings: its message names them
+                lines.append(str(error["msg"]).removeprefix("Value error, "))
+                continue
             name = "SURVEYBOT_" + "_".join(str(p) for p in error["loc"]).upper()
             secret = any(word in name for word in ("KEY", "TOKEN", "SECRET", "PASSWORD"))
             shown = "" if secret else f" (got {error.get('input')!r})"

@@ -56,9 +56,23 @@ def test_bad_setting_is_one_clear_line(cli_env: Path, monkeypatch: pytest.Monkey
 
 def test_production_without_keys_refuses(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SURVEYBOT_ENV", "production")
+    monkeypatch.setenv("SURVEYBOT_REDIS_URL", "redis://127.0.0.1:6379/0")
     monkeypatch.delenv("SURVEYBOT_KEYS")
     result = CliRunner().invoke(main, ["apikey", "create", "x"])
     assert result.exit_code != 0 and "no keys configured" in result.output
+
+
+def test_production_without_redis_refuses_to_start(
+    cli_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No silent fall-back to in-process coordination when several processes may run."""
+    monkeypatch.setenv("SURVEYBOT_ENV", "production")
+    monkeypatch.delenv("SURVEYBOT_REDIS_URL", raising=False)
+    for command in (["serve"], ["db", "upgrade"]):
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code != 0, result.output
+        assert "SURVEYBOT_REDIS_URL is required in production" in result.output
+        assert "Traceback" not in result.output
 
 
 def test_terminal_chat_runs_a_survey_to_the_end() -> None:
