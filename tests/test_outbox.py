@@ -3,10 +3,12 @@ invitations, retries with backoff, permanent refusals close the survey, Redis lo
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections import defaultdict
 from typing import Any
 
+import pytest
 from redis.asyncio import Redis
 from sqlalchemy import select
 
@@ -170,14 +172,43 @@ async def test_an_acknowledged_answer_survives_a_redis_flush(
     assert "Ông/Bà đã phải liên hệ với bao nhiêu" in channel.received["ur"][-2]
 
 
-async def test_claims_are_exclusive_between_dispatchers(runtime: Runtime, agency: Agency) -> None:
+async def test_claims_are_exclusive_between_dispatchers(
+    runtime: Runtime, agency: Agency, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Eight dispatchers claim at the same moment, each on its own connection: every head once.
+
+    On PostgreSQL a barrier holds each claimer before its first take until all eight have read
+    the same twenty heads, so only the conditional UPDATE stands between them and a double
+    claim (with its guard removed this test fails). SQLite's transactions start with BEGIN
+    IMMEDIATE, so there the claimers queue for the write lock instead; they still run at once.
+    """
     runtime, _ = await make_runtime(runtime)
     for i in range(20):
         await start_survey(runtime, agency, f"HS-C-{i}", f"c{i}", drain=False)
-    async with runtime.sessions() as one, runtime.sessions() as two:
-        first = await outbox.claim(one, 50)
-        second = await outbox.claim(two, 50)
-    assert len(first) == 20 and second == []  # one head per conversation, claimed once
+    claimers = 8
+    if runtime.engine.dialect.name == "postgresql":
+        everyone_has_read = asyncio.Barrier(claimers)
+        take = outbox._take
+        waited: set[int] = set()
+
+        async def take_once_all_have_read(session: Any, row: Any, now: Any) -> Any:
+            if id(session) not in waited:
+                waited.add(id(session))
+                async with asyncio.timeout(30):
+                    await everyone_has_read.wait()
+            return await take(session, row, now)
+
+        monkeypatch.setattr(outbox, "_take", take_once_all_have_read)
+
+    async def dispatcher() -> list[outbox.Claimed]:
+        async with runtime.sessions() as session:
+            return await outbox.claim(session, 50)
+
+    claims = await asyncio.gather(*(dispatcher() for _ in range(claimers)))
+    ids = [c.id for claimed in claims for c in claimed]
+    assert len(ids) == 20 and len(set(ids)) == 20  # one head per conversation, claimed once
+    if runtime.engine.dialect.name == "postgresql":
+        assert len(waited) == claimers  # they did race: all read before anyone took
 
 
 async def test_a_conversations_messages_go_out_back_to_back_in_one_round(
