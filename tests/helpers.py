@@ -3,7 +3,8 @@ confidentiality checks."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp.test_utils import TestClient
@@ -13,6 +14,16 @@ from sqlalchemy import select
 from bot.runtime import Runtime
 from storage.models import Base
 from tests.conftest import REDIS_URL
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], timeout: float = 10.0, every: float = 0.02
+) -> None:
+    """Wait until ``check()`` holds, polling: the event a test waits for, with a deadline
+    (TimeoutError past ``timeout``) instead of a fixed sleep that hopes it has happened."""
+    async with asyncio.timeout(timeout):
+        while not await check():  # noqa: ASYNC110 - any condition, not one event
+            await asyncio.sleep(every)
 
 
 async def simulator_messages(

@@ -1,16 +1,15 @@
-"""The Telegram adapter's parts on their own: flood limits, error mapping, message shaping."""
+"""The Telegram adapter's parts on their own: flood limits, error mapping, message shaping.
+
+The shared state's own contract (memory and Redis) is in ``tests/test_telegram_state.py``."""
 
 from __future__ import annotations
 
 import datetime as dt
 import os
-import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import telegram
-from redis.asyncio import Redis
 from telegram.error import (
     BadRequest,
     ChatMigrated,
@@ -25,13 +24,11 @@ from bot.adapters.base import DeliveryError, OutboundMessage
 from bot.adapters.telegram import TelegramChannel, delivery_error, fit, keyboard
 from bot.adapters.telegram_state import (
     MemoryTelegramState,
-    QuestionRef,
     RateLimits,
-    RedisTelegramState,
 )
 from settings import load_settings
 from storage.pseudonym import KeyRing
-from tests.conftest import REDIS_URL, TEST_KEYS
+from tests.conftest import TEST_KEYS
 
 os.environ.setdefault("PTB_TIMEDELTA", "true")
 
@@ -42,88 +39,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-# ============================================================================ limits in memory
-async def test_memory_limits_per_chat_per_bot_and_pause() -> None:
-    clock = FakeClock()
-    state = MemoryTelegramState(RateLimits(3, 3.0, 5, 1.0), 60, clock=clock)
-    for _ in range(3):
-        assert await state.acquire("chat-a") == (0.0, "")
-    wait, scope = await state.acquire("chat-a")
-    assert scope == "chat" and 3.0 < wait <= 3.25  # the window plus a safety margin
-    assert (await state.acquire("chat-b"))[0] == 0
-    assert (await state.acquire("chat-c"))[0] == 0
-    wait, scope = await state.acquire("chat-d")  # the bot's 5 per second are spent
-    assert scope == "bot" and 1.0 < wait <= 1.11
-    clock.now += 3.3
-    assert (await state.acquire("chat-a"))[0] == 0
-    await state.pause(7)
-    wait, scope = await state.acquire("chat-e")
-    assert scope == "pause" and wait == pytest.approx(7)
-    clock.now += 7.01
-    assert (await state.acquire(None))[0] == 0
-
-
-async def test_memory_refs_and_update_marks_expire() -> None:
-    clock = FakeClock()
-    state = MemoryTelegramState(RateLimits(), 60, clock=clock)
-    await state.put_ref("c", "q1", QuestionRef("Câu 1?", [5, 7], None))
-    ref = await state.get_ref("c", "q1")
-    assert ref is not None and ref.live == [5, 7] and ref.text == "Câu 1?"
-    assert not await state.is_done("42")
-    await state.mark_done("42")
-    assert await state.is_done("42")
-    clock.now += 61
-    assert await state.get_ref("c", "q1") is None
-    assert await state.is_done("42")  # update marks outlive Telegram's 24 h retention
-
-
-# ============================================================================ limits in Redis
-@pytest.fixture
-async def redis_state(redis_prefix: str) -> AsyncIterator[RedisTelegramState]:
-    client = Redis.from_url(REDIS_URL)
-    yield RedisTelegramState(client, redis_prefix, "123", RateLimits(2, 0.5, 4, 0.5), 60)
-    await client.aclose()
-
-
-async def test_redis_limits_hold_across_clients(
-    redis_state: RedisTelegramState, redis_prefix: str
-) -> None:
-    other_client = Redis.from_url(REDIS_URL)
-    other = RedisTelegramState(other_client, redis_prefix, "123", redis_state.limits, 60)
-    try:
-        assert await redis_state.acquire("chat-a") == (0.0, "")
-        assert await other.acquire("chat-a") == (0.0, "")  # a second process, same chat
-        wait, scope = await redis_state.acquire("chat-a")
-        assert scope == "chat" and 0 < wait <= 0.55
-        assert (await other.acquire("chat-b"))[0] == 0
-        assert (await other.acquire("chat-c"))[0] == 0
-        wait, scope = await redis_state.acquire("chat-d")
-        assert scope == "bot" and 0 < wait <= 0.55
-        time.sleep(0.6)  # noqa: ASYNC251 - Redis's own clock must move on
-        assert (await redis_state.acquire("chat-a"))[0] == 0
-        await other.pause(2)
-        wait, scope = await redis_state.acquire("chat-e")
-        assert scope == "pause" and 1.5 < wait <= 2.0
-    finally:
-        await other_client.aclose()
-
-
-async def test_redis_refs_and_marks_are_keyed_by_pseudonym(
-    redis_state: RedisTelegramState, redis_prefix: str
-) -> None:
-    await redis_state.put_ref("c0ffee", "c3", QuestionRef("Câu 3?", [9]))
-    ref = await redis_state.get_ref("c0ffee", "c3")
-    assert ref is not None and ref.live == [9]
-    await redis_state.mark_done("777")
-    assert await redis_state.is_done("777") and not await redis_state.is_done("778")
-    client = Redis.from_url(REDIS_URL)
-    keys = sorted([k.decode() async for k in client.scan_iter(match=f"{redis_prefix}*")])
-    ttls = [await client.ttl(k) for k in keys]
-    await client.aclose()
-    assert keys == [f"{redis_prefix}tg:123:q:c0ffee:c3", f"{redis_prefix}tg:123:update:777"]
-    assert all(t > 0 for t in ttls)
 
 
 # ============================================================================ errors
