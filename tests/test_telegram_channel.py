@@ -33,7 +33,7 @@ from storage import export
 from storage.models import Answer, Base, OptOut, OutboxMessage, Response, SurveyLedger
 from storage.pseudonym import KeyRing
 from tests.conftest import REDIS_URL, _truncate, make_settings, today
-from tests.helpers import assert_absent, dump_database, dump_redis
+from tests.helpers import assert_absent, dump_database, dump_redis, eventually
 
 os.environ.setdefault("PTB_TIMEDELTA", "true")
 
@@ -636,12 +636,14 @@ async def test_a_blocked_bot_makes_the_invitation_undeliverable_without_retries(
         async with runtime.sessions() as session:
             return str((await session.execute(select(SurveyLedger.status))).scalar_one())
 
-    for _ in range(200):
-        if await ledger_status() == "undeliverable":
-            break
-        await asyncio.sleep(0.05)
+    async def undeliverable() -> bool:
+        return await ledger_status() == "undeliverable"
+
+    await eventually(undeliverable, timeout=10)
     assert await ledger_status() == "undeliverable"
-    await asyncio.sleep(0.5)
+    # Nothing is left to send (the refused message is dead, the rest cancelled): no retry can
+    # come after this, so the count below is final.
+    await settled(runtime)
     refused = [c for c in emulator.calls_to("sendMessage") if c.status == 403]
     assert len(refused) == 1  # no retry storm
 
@@ -694,7 +696,7 @@ async def test_stop_then_a_new_result_is_not_surveyed(
     assert "không nhận" in texts(emulator, uid)[-1] or "not receive" in texts(emulator, uid)[-1]
     outcome = await agency_api.report("HS-STOP-1")
     assert outcome["items"][0]["survey_status"] != "sent"
-    await asyncio.sleep(0.5)
+    await settled(runtime)  # whatever the result queued has gone out by now
     assert len(emulator.bot_messages_for(uid)) == 2
     assert await count(runtime, OptOut) == 1
 
@@ -758,7 +760,10 @@ async def test_outbound_stays_within_telegrams_limits_and_replies_jump_the_queue
         lambda: all(len(emulator.bot_messages_for(u)) == 1 for u in crowd), 30
     )
     await agency_api.report(*(f"HS-RATE-{n}" for n in range(40)))
-    await asyncio.sleep(0.3)  # the backlog of 80 invitation messages is draining
+    # The backlog of 80 invitation messages is draining: the first have gone out.
+    await emulator.wait_until(
+        lambda: sum(len(emulator.bot_messages_for(u)) - 1 for u in crowd) >= 5, 10
+    )
     await emulator.tap_button(busy, question.message_id, question.buttons[0][1] or "")
     await emulator.wait_until(
         lambda: live_question(emulator, busy, {question.message_id}) is not None, 10

@@ -6,7 +6,6 @@ process-memory flavour of the Telegram state is exercised end to end here.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import socket
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient, TestServer
 
 from bot.adapters.telegram import TelegramChannel
-from bot.adapters.telegram_demo import TelegramDemo
+from bot.adapters.telegram_demo import DEMO_USER, TelegramDemo
 from bot.app import create_app
 from bot.cli import seed_demo
 from bot.runtime import Runtime
@@ -69,8 +68,15 @@ async def test_demo_citizen_answers_on_the_local_telegram(tmp_path: Path) -> Non
         async def chat() -> list[dict[str, Any]]:
             return list((await (await client.get("/demo/telegram/api/chat")).json())["messages"])
 
+        def transcript() -> list[tuple[int, str | None, Any]]:
+            """What the demo phone shows; a change is the event the next step waits for."""
+            return [
+                (m.message_id, m.text, m.keyboard) for m in demo.emulator.messages_for(DEMO_USER)
+            ]
+
         tapped: set[int] = set()
         for _ in range(100):
+            before = transcript()
             messages = await chat()
             if any(m["text"].startswith("Cảm ơn Ông/Bà đã đánh giá") for m in messages):
                 break
@@ -85,7 +91,7 @@ async def test_demo_citizen_answers_on_the_local_telegram(tmp_path: Path) -> Non
                         "/demo/telegram/api/tap", json={"message_id": live[-1]["id"], "data": data}
                     )
                     assert response.status == 202
-            await asyncio.sleep(0.1)
+            await demo.emulator.wait_until(lambda: transcript() != before, timeout=10)  # noqa: B023
         texts = [m["text"] for m in await chat()]
         assert texts[-1].startswith("Cảm ơn Ông/Bà đã đánh giá")
         bad = await client.post("/demo/telegram/api/tap", json={"message_id": 999, "data": "x"})

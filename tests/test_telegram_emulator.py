@@ -300,7 +300,7 @@ async def test_buttons_and_callback_answers(emulator: TelegramEmulator, bot: tel
 
 async def test_get_updates_long_poll(emulator: TelegramEmulator, bot: telegram.Bot) -> None:
     poll = asyncio.create_task(bot.get_updates(timeout=3))
-    await asyncio.sleep(0.1)
+    await emulator.wait_until(lambda: emulator.long_polling, timeout=2)
     assert not poll.done()
     uid = emulator.new_user_id()
     await emulator.open_deep_link(uid, "abc", username="lan_vn")
@@ -364,7 +364,7 @@ async def test_set_webhook_validation_and_poll_termination(
     with pytest.raises(BadRequest, match=r"(?i)secret token"):
         await bot.set_webhook("http://127.0.0.1:9/hook", secret_token="a" * 257)
     poll = asyncio.create_task(bot.get_updates(timeout=3))
-    await asyncio.sleep(0.1)
+    await emulator.wait_until(lambda: emulator.long_polling, timeout=2)
     await bot.set_webhook("http://127.0.0.1:9/hook")
     with pytest.raises(Conflict, match=r"(?i)terminated by setWebhook request"):
         await poll

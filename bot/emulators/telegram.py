@@ -771,6 +771,11 @@ class TelegramEmulator:
         """Updates not yet delivered (webhook) or not yet confirmed (getUpdates)."""
         return len(self._pending)
 
+    @property
+    def long_polling(self) -> bool:
+        """A ``getUpdates`` call is waiting for updates now (tests wait for this, not a while)."""
+        return self._poll_waiter is not None and not self._poll_waiter.done()
+
     # ---------------------------------------------------------------- fault injection & control
 
     def inject(
