@@ -48,15 +48,19 @@ async def rating_page(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     token = request.match_info["token"]
     bot = runtime.settings.telegram_bot_username
+    # Vietnamese (with an English line) unless the receipt's link asks for English: the page is
+    # read from paper by anyone, whatever the phone's language.
+    lang = normalise_language(request.query.get("lang"))
     html = (
         request.app[simulator.TEMPLATES]
         .get_template("rating.html")
         .render(
-            lang=normalise_language(request.headers.get("Accept-Language")),
+            lang=lang,
             telegram_url=f"https://t.me/{bot}?start={token}" if bot else None,
             zalo_url=f"https://zalo.me/{oa}" if (oa := runtime.settings.zalo_oa_id) else None,
             zalo_code=f"#{token}",
-            simulator_url=f"/simulator?token={token}",  # relative: right behind any proxy host
+            # relative: right behind any proxy host; the chat goes on in the page's language
+            simulator_url=f"/simulator?token={token}" + ("&lang=en" if lang == "en" else ""),
             qr_url=f"/r/{token}/qr.svg",
         )
     )

@@ -249,7 +249,17 @@ def openapi_document(max_batch_size: int = DEFAULT_MAX_BATCH_SIZE) -> dict[str, 
                     "summary": "The page the receipt's QR code opens: pick a chat app to rate in",
                     "description": "Viewing does not consume the token; binding a chat does.",
                     "security": [],
-                    "parameters": [_token_parameter()],
+                    "parameters": [
+                        _token_parameter(),
+                        {
+                            "name": "lang",
+                            "in": "query",
+                            "required": False,
+                            "description": "The page's language: Vietnamese (the default, with "
+                            "an English line) or English",
+                            "schema": {"type": "string", "enum": ["vi", "en"], "default": "vi"},
+                        },
+                    ],
                     "responses": {
                         "200": _page("The rating page (Vietnamese or English)"),
                         "404": _page("Not a rating token's shape: a polite HTML error page"),

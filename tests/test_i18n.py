@@ -19,6 +19,7 @@ from bot.app import make_templates
 from bot.dashboard import auth
 from bot.dashboard.i18n import number, percent
 from bot.runtime import Runtime
+from storage.limits import Decision
 from storage.models import Agency
 from tests.adminseed import Batch, release, seed
 from tests.test_dashboard import login
@@ -115,6 +116,15 @@ def test_plural_forms_in_english_and_vietnamese() -> None:
     assert i18n.ngettext("en", one, many, 1200) == "Erased: 1,200 responses."
 
 
+def test_the_login_lock_out_counts_its_minutes() -> None:
+    def locked(seconds: float) -> auth.Throttled:
+        return auth.Throttled("account", Decision(allowed=False, remaining=0, retry_after=seconds))
+
+    assert locked(30).message("en") == "Too many login attempts. Try again in 1 minute."
+    assert locked(600).message("en") == "Too many login attempts. Try again in 10 minutes."
+    assert locked(600).message("vi") == "Đăng nhập sai quá nhiều lần. Vui lòng thử lại sau 10 phút."
+
+
 def test_numbers_percentages_and_dates_follow_the_locale() -> None:
     assert number(1234.5, "vi") == "1.234,5" and number(1234.5, "en") == "1,234.5"
     assert number(1234567, "vi", 0) == "1.234.567" and number(1234567, "en") == "1,234,567"
@@ -185,3 +195,27 @@ async def test_dashboard_numbers_and_plurals_in_both_languages(
     assert re.search(r"Groups under \d+ responses are hidden", en)
     back = await client.get("/admin/?lang=vi")
     assert "Nhóm dưới" in await back.text()
+
+
+async def test_rating_and_simulator_pages_speak_the_catalog(
+    client: TestClient[Any, Any], api_key: str
+) -> None:
+    registered = await client.post(
+        "/api/v1/dossiers",
+        headers={"Authorization": f"Bearer {api_key}"},
+        json={"dossier_code": "HS-I18N"},
+    )
+    token = (await registered.json())["rating_token"]
+    # Whatever the phone says, the receipt's page is Vietnamese with an English line...
+    vi = await (await client.get(f"/r/{token}", headers={"Accept-Language": "en-US"})).text()
+    assert "<h1>Đánh giá việc giải quyết hồ sơ</h1>" in vi and 'lang="vi"' in vi
+    assert "Trò chuyện trên web (mô phỏng)" in vi and "Choose an app to receive" in vi
+    assert f'href="/simulator?token={token}"' in vi
+    # ...and English when its link asks, the chat following in English.
+    en = await (await client.get(f"/r/{token}?lang=en")).text()
+    assert "<h1>Rate how your dossier was handled</h1>" in en and 'lang="en"' in en
+    assert "Đánh giá" not in en and f'href="/simulator?token={token}&amp;lang=en"' in en
+    simulator_vi = await (await client.get("/simulator")).text()
+    assert "Thử phiếu" in simulator_vi and "<title>Mô phỏng trò chuyện</title>" in simulator_vi
+    simulator_en = await (await client.get("/simulator?lang=en")).text()
+    assert "Try the survey" in simulator_en and 'value="en" selected' in simulator_en
