@@ -15,7 +15,7 @@ come through here.
 Extract and compile (see ``babel.cfg``)::
 
     pybabel extract -F babel.cfg -o var/surveybot.pot .
-    pybabel update -i var/surveybot.pot -d bot/locale -D surveybot -l vi
+    pybabel update -i var/surveybot.pot -d bot/locale -D surveybot -l vi -w 100 --no-fuzzy-matching
     pybabel compile -d bot/locale -D surveybot
 """
 

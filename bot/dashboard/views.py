@@ -291,7 +291,8 @@ async def _figures(
 async def overview(ctx: Ctx) -> web.StreamResponse:
     view = await _release(ctx)
     classes = view.classes or {}
-    chart = {
+    chart = {  # machine-readable figures; Chart.js writes them in ``locale`` (Intl)
+        "locale": ctx.lang,
         "trend": {
             "labels": [c.key for c in view.trend],
             "rates": [None if c.rate is None else round(c.rate, 1) for c in view.trend],
