@@ -17,6 +17,7 @@ from aiohttp import web, web_server
 from aiohttp.web_protocol import RequestHandler
 from pydantic import ValidationError
 
+from bot.i18n import N_, gettext
 from bot.service import ServiceError
 
 log = logging.getLogger(__name__)
@@ -43,11 +44,13 @@ PAGE_PREFIXES = ("/admin", "/r/", "/demo/telegram")
 PAGE_EXACT = ("/simulator", "/demo/telegram")
 API_MARKERS = ("/api/", "/static/")
 
+#: Said in both languages: the error can come before anything knows the reader's language.
+ERROR_TEXT = N_("The request could not be completed. Please go back and try again.")
 ERROR_PAGE = """<!doctype html>
 <html lang="vi"><head><meta charset="utf-8"><title>{status} &middot; {title}</title></head>
 <body><h1>{status} &middot; {title}</h1>
-<p>Yêu cầu không thực hiện được. Vui lòng quay lại và thử lại.</p>
-<p lang="en">The request could not be completed. Please go back and try again.</p>
+<p>{vi}</p>
+<p lang="en">{en}</p>
 <p><code>{error}</code></p></body></html>
 """
 
@@ -62,7 +65,13 @@ def page_error(status: int, error: str, headers: dict[str, str] | None = None) -
     title = html.escape(
         HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else ""
     )
-    text = ERROR_PAGE.format(status=status, title=title, error=html.escape(error))
+    text = ERROR_PAGE.format(
+        status=status,
+        title=title,
+        error=html.escape(error),
+        vi=html.escape(gettext("vi", ERROR_TEXT)),
+        en=html.escape(ERROR_TEXT),
+    )
     return web.Response(text=text, status=status, content_type="text/html", headers=headers)
 
 

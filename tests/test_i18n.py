@@ -219,3 +219,16 @@ async def test_rating_and_simulator_pages_speak_the_catalog(
     assert "Thử phiếu" in simulator_vi and "<title>Mô phỏng trò chuyện</title>" in simulator_vi
     simulator_en = await (await client.get("/simulator?lang=en")).text()
     assert "Try the survey" in simulator_en and 'value="en" selected' in simulator_en
+
+
+async def test_the_error_page_says_both_languages_from_the_catalog(
+    client: TestClient[Any, Any],
+) -> None:
+    page = await client.get("/admin/nowhere")
+    text = await page.text()
+    assert (
+        page.status == 404 and "Yêu cầu không thực hiện được. Vui lòng quay lại và thử lại." in text
+    )
+    assert (
+        '<p lang="en">The request could not be completed. Please go back and try again.</p>' in text
+    )
