@@ -255,9 +255,9 @@ def openapi_document(max_batch_size: int = DEFAULT_MAX_BATCH_SIZE) -> dict[str, 
                             "name": "lang",
                             "in": "query",
                             "required": False,
-                            "description": "The page's language: Vietnamese (the default, with "
-                            "an English line) or English",
-                            "schema": {"type": "string", "enum": ["vi", "en"], "default": "vi"},
+                            "description": 'The page\'s language: "en" (or "en-US") for '
+                            "English; anything else, or nothing, is Vietnamese with an English line",
+                            "schema": {"type": "string", "examples": ["en"]},
                         },
                     ],
                     "responses": {
