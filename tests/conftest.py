@@ -21,6 +21,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from bot.app import create_app
 from bot.runtime import Runtime
@@ -135,11 +136,32 @@ def make_settings(tmp_path: Path, database_url: str, **overrides: Any) -> Settin
 
 
 async def _truncate(runtime: Runtime) -> None:
+    """Empty the session's PostgreSQL database for the next test.
+
+    TRUNCATE waits for every lock on every table, with no limit of its own: a connection an
+    earlier test left open inside a transaction (a task cancelled mid-query at teardown) would
+    stall the whole run here. It waits 60 s at most, then fails naming what holds the tables.
+    """
     if runtime.engine.dialect.name != "postgresql":
         return
     tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
-    async with runtime.engine.begin() as conn:
-        await conn.execute(text(f"TRUNCATE {tables} CASCADE"))
+    try:
+        async with runtime.engine.begin() as conn:
+            await conn.execute(text("SET LOCAL lock_timeout = '60s'"))
+            await conn.execute(text(f"TRUNCATE {tables} CASCADE"))
+    except DBAPIError as exc:
+        if "lock timeout" not in str(exc):
+            raise
+        async with runtime.engine.connect() as conn:
+            holders = (
+                await conn.execute(
+                    text(
+                        "SELECT pid, state, xact_start, left(query, 200) FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                )
+            ).all()
+        raise RuntimeError(f"the test tables stay locked by {holders}") from exc
 
 
 @pytest.fixture
