@@ -8,7 +8,6 @@ and the tests wait for the moment it has (never a fixed sleep).
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -17,6 +16,7 @@ from redis.asyncio import Redis
 
 from storage.leases import Leases, MemoryLeases, RedisLeases, hold
 from tests.conftest import REDIS_URL
+from tests.helpers import eventually
 
 
 class FakeClock:
@@ -34,13 +34,6 @@ class Store:
     make: Callable[[], Leases]
     run_out: Callable[[Leases, str], Awaitable[None]]
     ttl: float
-
-
-async def until(condition: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not await condition():
-        assert time.monotonic() < deadline, "the awaited event did not happen"
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -65,7 +58,7 @@ async def store(request: pytest.FixtureRequest, redis_prefix: str) -> AsyncItera
         async def gone() -> bool:
             return await leases.holder(name) is None
 
-        await until(gone)
+        await eventually(gone)
 
     yield Store(make, lapse, ttl=0.3)
     for client in clients:
@@ -150,7 +143,7 @@ async def test_hold_runs_the_work_in_one_process_at_a_time_and_hands_over_on_dea
         async def one_running() -> bool:
             return len(running) == 1
 
-        await until(one_running)
+        await eventually(one_running)
         first = next(iter(running))
         index = int(first[1:])
         holders[index].cancel()  # kill -9: no release, no more renewals
@@ -159,7 +152,7 @@ async def test_hold_runs_the_work_in_one_process_at_a_time_and_hands_over_on_dea
         async def taken_over() -> bool:
             return len(running) == 1 and first not in running
 
-        await until(taken_over)
+        await eventually(taken_over)
         assert not overlaps, overlaps
         assert started[0] == first and len(started) == 2
         second = int(next(iter(running))[1:])
@@ -170,7 +163,7 @@ async def test_hold_runs_the_work_in_one_process_at_a_time_and_hands_over_on_dea
         async def third_runs() -> bool:
             return running == {f"p{remaining}"}
 
-        await until(third_runs)
+        await eventually(third_runs)
         assert not overlaps
     finally:
         for stop in stops:
