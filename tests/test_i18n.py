@@ -195,6 +195,16 @@ async def test_dashboard_numbers_and_plurals_in_both_languages(
     assert re.search(r"Groups under \d+ responses are hidden", en)
     back = await client.get("/admin/?lang=vi")
     assert "Nhóm dưới" in await back.text()
+    # A storage error (technical English) is framed in the reader's language.
+    exports = await (await client.get("/admin/exports?lang=vi")).text()
+    csrf = re.search(r'name="csrf" value="([^"]+)"', exports)
+    assert csrf
+    refused = await client.post(
+        "/admin/exports/download?lang=vi",
+        data={"csrf": csrf.group(1), "level": "agency", "format": "csv", "release": "2099-01"},
+    )
+    assert refused.status == 400
+    assert "Không tạo được tệp xuất (no release &#39;2099-01&#39;" in await refused.text()
 
 
 async def test_rating_and_simulator_pages_speak_the_catalog(

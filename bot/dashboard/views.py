@@ -422,9 +422,14 @@ async def download(ctx: Ctx) -> web.StreamResponse:
             )
             first = await anext(chunks)
     except (export.ExportError, aggregates.AggregateError) as exc:
-        return render(ctx.request, "error.html", ctx.lang, status=400, message=str(exc), ctx=None)
+        # The storage's reason is technical English (shared with the CLI): framed in the reader's.
+        message = gettext(ctx.lang, "The export could not be made ({reason}).", reason=str(exc))
+        return render(ctx.request, "error.html", ctx.lang, status=400, message=message, ctx=None)
     except export.ChangedDuringExport as exc:
-        return render(ctx.request, "error.html", ctx.lang, status=409, message=str(exc), ctx=None)
+        message = gettext(
+            ctx.lang, "The data changed during the export ({reason}).", reason=str(exc)
+        )
+        return render(ctx.request, "error.html", ctx.lang, status=409, message=message, ctx=None)
     await ctx.runtime.audit.record(
         ctx.actor,
         "export",
