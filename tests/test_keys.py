@@ -33,7 +33,7 @@ from storage.pseudonym import (
     retire_document,
     rotate_document,
 )
-from tests.conftest import TEST_KEYS, make_settings, today
+from tests.conftest import REDIS_URL, TEST_KEYS, make_settings, today
 from tests.test_channel_pseudonyms import bind, install, report
 
 
@@ -227,6 +227,7 @@ def test_production_start_with_a_readable_key_file_is_one_clear_line(
     monkeypatch.delenv("SURVEYBOT_KEYS")
     monkeypatch.setenv("SURVEYBOT_KEYS_FILE", str(path))
     monkeypatch.setenv("SURVEYBOT_ENV", "production")
+    monkeypatch.setenv("SURVEYBOT_REDIS_URL", REDIS_URL)  # production needs it; not the point here
     result = CliRunner().invoke(main, ["apikey", "create", "x"])
     assert result.exit_code != 0 and "Traceback" not in result.output
     [line] = [x for x in result.output.splitlines() if x.strip()]
