@@ -17,8 +17,8 @@ import click
 from aiohttp import web
 from sqlalchemy import func, select
 
-from bot.adapters.base import Capabilities, render
 from bot.app import create_app
+from bot.channels import Capabilities, render
 from bot.dashboard import auth as dashboard_auth
 from bot.flows.definition import SurveyDefinitionError, builtin_catalog, load_definition
 from bot.flows.engine import Reply, Start, SurveyEngine

@@ -15,7 +15,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 
-from bot.adapters.base import Channel, DeliveryError, OutboundMessage
+from bot.channels import Channel, DeliveryError, OutboundMessage
 from storage import outbox
 from storage.db import Sessions
 from storage.pseudonym import KeyRing

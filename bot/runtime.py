@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.adapters.base import Channel
 from bot.adapters.web import WebChannel
+from bot.channels import Channel
 from bot.dispatch import Dispatcher
 from bot.flows.definition import SurveyCatalog, builtin_catalog
 from bot.service import SurveyService

@@ -20,7 +20,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.adapters.base import Capabilities, OutboundMessage, render
+from bot.channels import Capabilities, OutboundMessage, render
 from bot.flows.definition import SurveyCatalog, SurveyDefinition
 from bot.flows.engine import DONE, Choice, Input, Prompt, Start, Step, SurveyEngine
 from bot.i18n import N_, gettext, ngettext, normalise_language

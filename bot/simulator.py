@@ -14,9 +14,9 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
-from bot.adapters.base import render
 from bot.api import RUNTIME
 from bot.body import read_json
+from bot.channels import render
 from bot.flows.engine import Choice, Reply, Start, SurveyEngine, parse_payload
 from bot.http_errors import error_response
 from bot.i18n import normalise_language

@@ -7,7 +7,7 @@ from collections import defaultdict
 
 from sqlalchemy import func, select, update
 
-from bot.adapters.base import Capabilities, OutboundMessage
+from bot.channels import Capabilities, OutboundMessage
 from bot.flows.engine import Reply
 from bot.inbound import route_button, route_text
 from bot.runtime import Runtime

@@ -12,8 +12,8 @@ from collections import defaultdict
 
 from sqlalchemy import func, select
 
-from bot.adapters.base import Capabilities, OutboundMessage
 from bot.adapters.zalo_zns import Rating
+from bot.channels import Capabilities, OutboundMessage
 from bot.flows.engine import Reply
 from bot.runtime import Runtime
 from bot.schemas import DossierRegistration, ResultBatch, ResultReport

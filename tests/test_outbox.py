@@ -12,7 +12,7 @@ import pytest
 from redis.asyncio import Redis
 from sqlalchemy import select
 
-from bot.adapters.base import Capabilities, DeliveryError, OutboundMessage
+from bot.channels import Capabilities, DeliveryError, OutboundMessage
 from bot.dispatch import Dispatcher
 from bot.flows.engine import Choice, Reply
 from bot.runtime import Runtime

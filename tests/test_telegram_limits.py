@@ -20,12 +20,12 @@ from telegram.error import (
     TimedOut,
 )
 
-from bot.adapters.base import DeliveryError, OutboundMessage
 from bot.adapters.telegram import TelegramChannel, delivery_error, fit, keyboard
 from bot.adapters.telegram_state import (
     MemoryTelegramState,
     RateLimits,
 )
+from bot.channels import DeliveryError, OutboundMessage
 from settings import load_settings
 from storage.pseudonym import KeyRing
 from tests.conftest import TEST_KEYS

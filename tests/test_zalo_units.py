@@ -11,10 +11,10 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from bot.adapters.base import OutboundMessage, render
 from bot.adapters.zalo_http import ZaloHttp
 from bot.adapters.zalo_oa import ZaloOAChannel, capabilities
 from bot.adapters.zalo_zns import Rating, parse_rating
+from bot.channels import OutboundMessage, render
 from bot.flows.definition import builtin_catalog
 from bot.flows.engine import Prompt, PromptOption
 from bot.zalo_ratings import rating_answers

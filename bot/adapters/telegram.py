@@ -48,7 +48,6 @@ from telegram.error import (
 )
 from telegram.request import HTTPXRequest
 
-from bot.adapters.base import Capabilities, DeliveryError, OutboundMessage
 from bot.adapters.telegram_state import (
     MemoryTelegramState,
     QuestionRef,
@@ -56,6 +55,7 @@ from bot.adapters.telegram_state import (
     RedisTelegramState,
     TelegramState,
 )
+from bot.channels import Capabilities, DeliveryError, OutboundMessage
 from settings import Settings
 from storage.coordination import Coordinator, RedisCoordinator
 from storage.pseudonym import KeyRing

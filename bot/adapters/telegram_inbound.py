@@ -31,10 +31,10 @@ from telegram import CallbackQuery, Message, Update
 from telegram.constants import ChatType
 from telegram.error import Conflict, TelegramError
 
-from bot.adapters.base import DeliveryError
 from bot.adapters.telegram import TelegramChannel, fit
 from bot.api import RUNTIME
 from bot.body import parse_json, read_raw
+from bot.channels import DeliveryError
 from bot.flows.engine import parse_payload
 from bot.http_errors import error_response
 from bot.inbound import route_button, route_text

@@ -14,7 +14,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.adapters.base import Capabilities, DeliveryError, OutboundMessage
+from bot.channels import Capabilities, DeliveryError, OutboundMessage
 
 CAPABILITIES = Capabilities(buttons=True, max_text_chars=4096, max_buttons=12, edits=True)
 MAILBOX_TTL_SECONDS = 6 * 3600

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.adapters.base import Capabilities, DeliveryError, OutboundMessage
 from bot.adapters.zalo_http import ZaloHttp, ZaloTransportError
+from bot.channels import Capabilities, DeliveryError, OutboundMessage
 
 CAPABILITIES = Capabilities(buttons=False, max_text_chars=2000, max_buttons=0)
 POLL_TIMEOUT_SECONDS = 30

@@ -13,9 +13,9 @@ from __future__ import annotations
 import unicodedata
 from typing import Any
 
-from bot.adapters.base import Capabilities, DeliveryError, OutboundMessage
 from bot.adapters.zalo_http import ZaloHttp, ZaloTransportError, zalo_error
 from bot.adapters.zalo_tokens import TokenUnavailable, ZaloTokens
+from bot.channels import Capabilities, DeliveryError, OutboundMessage
 
 MAX_TEXT_CHARS = 2000
 MAX_TITLE_CHARS = 100

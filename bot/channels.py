@@ -1,4 +1,4 @@
-"""The channel interface: what a channel can render, and how it delivers one message.
+"""The outbound channel port: what a channel can render, and how it delivers one message.
 
 The survey engine speaks in ``Prompt``s; each channel declares its capabilities and
 ``render`` turns a prompt into what that channel can show (buttons, or a numbered list the
