@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -10,20 +11,31 @@ from pydantic import BaseModel, ValidationError
 from bot import limits
 from bot.body import ascii_or_none, read_json
 from bot.http_errors import error_response, validation_response
-from bot.runtime import Runtime
 from bot.schemas import DossierRegistration, ResultBatch, ResultReport
+from bot.service import SurveyService
+from settings import Settings
 from storage.models import Agency
 
-RUNTIME = web.AppKey("runtime", Runtime)
+
+@dataclass(frozen=True, slots=True)
+class AgencyApi:
+    """What the agency API needs: the reception use cases, the batch limit, the doors' limits."""
+
+    service: SurveyService
+    settings: Settings
+    doors: limits.Doors
+
+
+AGENCY_API = web.AppKey("agency_api", AgencyApi)
 
 
 async def _agency(request: web.Request) -> Agency | web.Response:
     """The calling agency, within its key's rate limit; else the 401 or 429 answer."""
-    runtime = request.app[RUNTIME]
+    doors = request.app[AGENCY_API].doors
     agency = await _authenticate(request)
     if isinstance(agency, web.Response):
-        return await limits.limit_bad_key(runtime, request) or agency
-    return await limits.limit_api_key(runtime, agency, request) or agency
+        return await limits.limit_bad_key(doors, request) or agency
+    return await limits.limit_api_key(doors, agency, request) or agency
 
 
 async def _authenticate(request: web.Request) -> Agency | web.Response:
@@ -35,7 +47,7 @@ async def _authenticate(request: web.Request) -> Agency | web.Response:
         return error_response(401, "missing_api_key", "send 'Authorization: Bearer <api key>'")
     if ascii_or_none(key.strip()) is None:  # API keys are printable ASCII; anything else is wrong
         return error_response(401, "invalid_api_key", "this API key is unknown or revoked")
-    agency = await request.app[RUNTIME].service.authenticate(key.strip())
+    agency = await request.app[AGENCY_API].service.authenticate(key.strip())
     if agency is None:
         return error_response(401, "invalid_api_key", "this API key is unknown or revoked")
     return agency
@@ -56,7 +68,7 @@ async def register_dossier(request: web.Request) -> web.Response:
         return agency
     body = await _json(request)
     registration = DossierRegistration.model_validate(body)
-    result = await request.app[RUNTIME].service.register_dossier(agency, registration)
+    result = await request.app[AGENCY_API].service.register_dossier(agency, registration)
     return _ok(result, 201 if result.created else 200)
 
 
@@ -66,11 +78,11 @@ async def report_results(request: web.Request) -> web.Response:
     if isinstance(agency, web.Response):
         return agency
     body = await _json(request)
-    runtime = request.app[RUNTIME]
+    api = request.app[AGENCY_API]
     if isinstance(body, dict) and "results" not in body:
         body = {"results": [body]}
     if isinstance(body, dict) and isinstance(body.get("results"), list):
-        limit = runtime.settings.max_batch_size
+        limit = api.settings.max_batch_size
         if len(body["results"]) > limit:
             return error_response(
                 413, "batch_too_large", f"at most {limit} results per request; split the batch"
@@ -79,7 +91,7 @@ async def report_results(request: web.Request) -> web.Response:
         batch = ResultBatch.model_validate(body)
     except ValidationError as exc:
         return validation_response(exc)
-    outcome = await runtime.service.report_results(agency, batch)
+    outcome = await api.service.report_results(agency, batch)
     return _ok(outcome, 200)
 
 
@@ -90,4 +102,4 @@ def routes() -> list[web.RouteDef]:
     ]
 
 
-__all__ = ["RUNTIME", "ResultReport", "routes"]
+__all__ = ["AGENCY_API", "AgencyApi", "ResultReport", "routes"]

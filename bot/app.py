@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import jinja2
 import segno
@@ -11,16 +14,19 @@ from aiohttp import web
 
 from bot import api, simulator, zalo_webhooks
 from bot.adapters import telegram_inbound
-from bot.api import RUNTIME
+from bot.adapters.telegram_inbound import TelegramInbound
+from bot.body import BODY_LIMITS, BodyLimits
 from bot.dashboard import views as dashboard
+from bot.dashboard.auth import DashboardServices
 from bot.forwarded import served_over_https
 from bot.http_errors import install_request_handler, json_errors
 from bot.i18n import install as install_i18n
 from bot.i18n import normalise_language
 from bot.openapi import openapi_document
-from bot.runtime import Runtime
+from bot.zalo_webhooks import ZaloInbound
 from settings import Settings
 
+SETTINGS = web.AppKey("settings", Settings)
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 STATIC_DIR = Path(__file__).parent / "static"  # page scripts: the CSP allows no inline script
 
@@ -40,14 +46,14 @@ async def health(request: web.Request) -> web.Response:
 
 async def openapi(request: web.Request) -> web.Response:
     """The document of the running configuration (its batch limit is a setting)."""
-    return web.json_response(openapi_document(request.app[RUNTIME].settings.max_batch_size))
+    return web.json_response(openapi_document(request.app[SETTINGS].max_batch_size))
 
 
 async def rating_page(request: web.Request) -> web.Response:
     """What the receipt's QR code opens: pick a chat app. Viewing does not consume the token."""
-    runtime = request.app[RUNTIME]
+    settings = request.app[SETTINGS]
     token = request.match_info["token"]
-    bot = runtime.settings.telegram_bot_username
+    bot = settings.telegram_bot_username
     # Vietnamese (with an English line) unless the receipt's link asks for English: the page is
     # read from paper by anyone, whatever the phone's language.
     lang = normalise_language(request.query.get("lang"))
@@ -57,7 +63,7 @@ async def rating_page(request: web.Request) -> web.Response:
         .render(
             lang=lang,
             telegram_url=f"https://t.me/{bot}?start={token}" if bot else None,
-            zalo_url=f"https://zalo.me/{oa}" if (oa := runtime.settings.zalo_oa_id) else None,
+            zalo_url=f"https://zalo.me/{oa}" if (oa := settings.zalo_oa_id) else None,
             zalo_code=f"#{token}",
             # relative: right behind any proxy host; the chat goes on in the page's language
             simulator_url=f"/simulator?token={token}" + ("&lang=en" if lang == "en" else ""),
@@ -70,15 +76,15 @@ async def rating_page(request: web.Request) -> web.Response:
 
 
 async def rating_qr(request: web.Request) -> web.Response:
-    runtime = request.app[RUNTIME]
+    settings = request.app[SETTINGS]
     token = request.match_info["token"]
     kind = request.match_info["kind"]
     target = request.query.get("target")
-    bot = runtime.settings.telegram_bot_username
+    bot = settings.telegram_bot_username
     if target == "telegram" and bot:
         data = f"https://t.me/{bot}?start={token}"
     else:
-        data = f"{runtime.settings.effective_public_base_url}/r/{token}"
+        data = f"{settings.effective_public_base_url}/r/{token}"
     qr = segno.make(data, error="m")
     buffer = io.BytesIO()
     if kind == "svg":
@@ -111,22 +117,45 @@ CSP = (
 )
 
 
-def create_app(runtime: Runtime, *, background: bool = True) -> web.Application:
+@dataclass(frozen=True, slots=True)
+class AppParts:
+    """What the HTTP app is assembled from: each route module's own narrow services, and the
+    lifecycle of what runs behind it (started and closed with the app unless told otherwise)."""
+
+    settings: Settings
+    api: api.AgencyApi
+    dashboard: DashboardServices
+    simulator: simulator.SimulatorServices
+    telegram: TelegramInbound | None
+    zalo: ZaloInbound
+    start: Callable[[], None]
+    close: Callable[[], Awaitable[None]]
+
+
+class Composed(Protocol):
+    """The composition root (``bot.runtime.Runtime``) as the app sees it: a source of parts."""
+
+    def app_parts(self) -> AppParts: ...
+
+
+def create_app(composed: Composed, *, background: bool = True) -> web.Application:
     install_request_handler()
-    app = web.Application(
-        middlewares=[json_errors], client_max_size=runtime.settings.max_body_bytes
-    )
-    headers = security_headers(runtime.settings)
+    parts = composed.app_parts()
+    settings = parts.settings
+    app = web.Application(middlewares=[json_errors], client_max_size=settings.max_body_bytes)
+    headers = security_headers(settings)
 
     async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
         # A signal, not a middleware: it also reaches streamed downloads and static files.
         for name, value in headers.items():
             response.headers.setdefault(name, value)
-        if served_over_https(request, runtime.settings):  # also behind a trusted TLS proxy
+        if served_over_https(request, settings):  # also behind a trusted TLS proxy
             response.headers.setdefault("Strict-Transport-Security", HSTS)
 
     app.on_response_prepare.append(add_security_headers)
-    app[RUNTIME] = runtime
+    app[SETTINGS] = settings
+    app[BODY_LIMITS] = BodyLimits.from_settings(settings)
+    app[api.AGENCY_API] = parts.api
     app.add_routes(api.routes())
     app.router.add_get("/api/v1/openapi.json", openapi, name="openapi")
     app.router.add_get("/healthz", health, name="health")
@@ -135,17 +164,17 @@ def create_app(runtime: Runtime, *, background: bool = True) -> web.Application:
         r"/r/{token:[A-Za-z0-9_-]{8,128}}/qr.{kind:svg|png}", rating_qr, name="rating_qr"
     )
     app.router.add_static("/static", STATIC_DIR, name="static")
-    simulator.setup(app, make_templates())
-    dashboard.setup(app, make_templates())
-    zalo_webhooks.setup(app)
-    telegram_inbound.setup(app)
+    simulator.setup(app, make_templates(), parts.simulator)
+    dashboard.setup(app, make_templates(), parts.dashboard)
+    zalo_webhooks.setup(app, parts.zalo)
+    telegram_inbound.setup(app, parts.telegram)
 
     if background:
 
         async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
-            runtime.start_background()
+            parts.start()
             yield
-            await runtime.close()
+            await parts.close()
 
         app.cleanup_ctx.append(lifecycle)
     return app

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import parse_qsl
 
@@ -27,6 +28,7 @@ from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 
 from bot.service import ServiceError
+from settings import Settings
 
 DEFAULT_MAX_DEPTH = 32
 DEFAULT_TIMEOUT = 10.0
@@ -39,14 +41,29 @@ class BodyError(ServiceError):
     """A body the server refuses to read (status 400, 408, 413 or 415)."""
 
 
-def _limits(request: web.Request) -> tuple[int, float, int]:
-    from bot.api import RUNTIME  # here: bot.api imports this module
+@dataclass(frozen=True, slots=True)
+class BodyLimits:
+    """The running bounds of a body; an app without them (a test's bare app) uses the defaults."""
 
-    runtime = request.app.get(RUNTIME)
-    if runtime is None:
+    max_bytes: int
+    timeout: float
+    max_depth: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BodyLimits:
+        return cls(
+            settings.max_body_bytes, settings.body_read_timeout_seconds, settings.max_json_depth
+        )
+
+
+BODY_LIMITS = web.AppKey("body_limits", BodyLimits)
+
+
+def _limits(request: web.Request) -> tuple[int, float, int]:
+    limits = request.app.get(BODY_LIMITS)
+    if limits is None:
         return request.app._client_max_size, DEFAULT_TIMEOUT, DEFAULT_MAX_DEPTH
-    settings = runtime.settings
-    return settings.max_body_bytes, settings.body_read_timeout_seconds, settings.max_json_depth
+    return limits.max_bytes, limits.timeout, limits.max_depth
 
 
 async def read_raw(request: web.Request) -> bytes:

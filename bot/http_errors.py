@@ -17,6 +17,7 @@ from aiohttp import web, web_server
 from aiohttp.web_protocol import RequestHandler
 from pydantic import ValidationError
 
+from bot.body import BodyError, read_raw
 from bot.i18n import N_, gettext
 from bot.service import ServiceError
 
@@ -101,8 +102,6 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 async def _drain(request: web.Request) -> None:
     """Read what is left of a refused request's body (bounded), so closing the connection does
     not reset it under the client before it has read our answer."""
-    from bot.body import BodyError, read_raw  # here: bot.body imports bot.service
-
     if request.body_exists and not request.content.is_eof():
         with contextlib.suppress(BodyError, OSError, web.HTTPException):
             await read_raw(request)

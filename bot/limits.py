@@ -1,6 +1,6 @@
 """Abuse limits at the HTTP doors: who is asking (client address, API key), and the 429 answer.
 
-The buckets themselves are ``storage/limits.py`` behind ``Runtime.coordinator.limiter``, so
+The buckets themselves are ``storage/limits.py`` behind the coordinator's ``limiter``, so
 every worker sharing Redis shares them. Bucket names are keyed hashes (the ``contact`` key over a
 namespaced value): no address, key or username is stored in Redis.
 
@@ -16,28 +16,42 @@ namespaced value): no address, key or username is stored in Redis.
 from __future__ import annotations
 
 import ipaddress
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Protocol
 
 from aiohttp import web
 
 from bot.forwarded import from_trusted_proxy
 from bot.http_errors import error_response
-from storage.limits import Decision
-from storage.pseudonym import token_digest
-
-if TYPE_CHECKING:
-    from bot.runtime import Runtime
-    from storage.models import Agency
+from settings import Settings
+from storage.limits import Decision, RateLimiter
+from storage.models import Agency
+from storage.pseudonym import KeyRing, token_digest
 
 
-def client_address(request: web.BaseRequest, runtime: Runtime) -> str:
+class HasSettings(Protocol):
+    @property
+    def settings(self) -> Settings: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Doors:
+    """What the HTTP doors need to count requests: the settings (rates, trusted proxies), the
+    key that names buckets, and the shared limiter. Nothing else of the runtime."""
+
+    settings: Settings
+    keyring: KeyRing
+    limiter: RateLimiter
+
+
+def client_address(request: web.BaseRequest, source: HasSettings) -> str:
     """The client's address (an IPv6 client's /64), as the limits count it."""
     remote = request.remote or ""
     try:
         peer = ipaddress.ip_address(remote)
     except ValueError:
         return remote[:64] or "unknown"
-    networks = runtime.settings.trusted_proxy_networks
+    networks = source.settings.trusted_proxy_networks
     if from_trusted_proxy(request, networks):
         forwarded = ",".join(request.headers.getall("X-Forwarded-For", []))
         for hop in reversed([h.strip() for h in forwarded.split(",")]):
@@ -53,10 +67,10 @@ def client_address(request: web.BaseRequest, runtime: Runtime) -> str:
     return str(peer.ipv4_mapped if isinstance(peer, ipaddress.IPv6Address) else peer)
 
 
-def bucket(runtime: Runtime, kind: str, *parts: str) -> str:
+def bucket(doors: Doors, kind: str, *parts: str) -> str:
     """A bucket name for ``kind`` that names nobody: a keyed hash of the parts."""
     value = "\x1f".join(parts)
-    return f"{kind}:{runtime.keyring.pseudonym('contact', f'limit:{kind}:{value}').digest[:32]}"
+    return f"{kind}:{doors.keyring.pseudonym('contact', f'limit:{kind}:{value}').digest[:32]}"
 
 
 def too_many(decision: Decision, error: str, detail: str) -> web.Response:
@@ -75,10 +89,10 @@ def presented_key(request: web.BaseRequest) -> str:
 
 
 async def limit_api_key(
-    runtime: Runtime, agency: Agency, request: web.BaseRequest
+    doors: Doors, agency: Agency, request: web.BaseRequest
 ) -> web.Response | None:
     """Take one request from the key's bucket: None when allowed, else the 429 answer."""
-    settings = runtime.settings
+    settings = doors.settings
     if not settings.rate_limits_enabled:
         return None
     rate, burst = settings.agency_rates.get(
@@ -86,7 +100,7 @@ async def limit_api_key(
     )
     # The key's stored hash (SHA-256), shortened: the bucket of this key, whatever its agency.
     name = f"api-key:{token_digest(presented_key(request))[:32]}"
-    decision = await runtime.coordinator.limiter.take(name, rate, burst)
+    decision = await doors.limiter.take(name, rate, burst)
     if decision.allowed:
         return None
     return too_many(
@@ -94,13 +108,13 @@ async def limit_api_key(
     )
 
 
-async def limit_bad_key(runtime: Runtime, request: web.BaseRequest) -> web.Response | None:
+async def limit_bad_key(doors: Doors, request: web.BaseRequest) -> web.Response | None:
     """A request without a valid key: count it against its address; the 429 once spent."""
-    settings = runtime.settings
+    settings = doors.settings
     if not settings.rate_limits_enabled:
         return None
-    name = bucket(runtime, "api-bad-key", client_address(request, runtime))
-    decision = await runtime.coordinator.limiter.take(
+    name = bucket(doors, "api-bad-key", client_address(request, doors))
+    decision = await doors.limiter.take(
         name, settings.api_bad_key_rate_per_second, settings.api_bad_key_burst
     )
     if decision.allowed:

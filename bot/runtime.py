@@ -11,12 +11,22 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot import simulator
+from bot.adapters import telegram_inbound
+from bot.adapters.telegram import TelegramChannel
+from bot.adapters.telegram_inbound import TelegramInbound
 from bot.adapters.web import WebChannel
+from bot.api import AgencyApi
+from bot.app import AppParts
 from bot.channels import Channel
+from bot.dashboard.auth import DashboardServices
 from bot.dispatch import Dispatcher
 from bot.flows.definition import SurveyCatalog, builtin_catalog
+from bot.limits import Doors
 from bot.service import SurveyService
 from bot.zalo import ZaloSuite, build_zalo
+from bot.zalo_ratings import reconcile
+from bot.zalo_webhooks import ZaloInbound, poll_bot
 from settings import Settings
 from storage import releases
 from storage.audit import AuditLog
@@ -78,8 +88,6 @@ class Runtime:
             **(extra_channels or {}),
         }
         if settings.telegram_token and "telegram" not in channels:
-            from bot.adapters.telegram import TelegramChannel
-
             channels["telegram"] = TelegramChannel.from_settings(settings, keyring, coordinator)
         catalog = builtin_catalog()
         service = SurveyService(
@@ -115,20 +123,47 @@ class Runtime:
             zalo,
         )
 
+    # ------------------------------------------------------------ narrow services
+    @property
+    def doors(self) -> Doors:
+        return Doors(self.settings, self.keyring, self.coordinator.limiter)
+
+    def telegram_inbound(self) -> TelegramInbound | None:
+        channel = self.channels.get("telegram")
+        if not isinstance(channel, TelegramChannel):
+            return None
+        return TelegramInbound(channel, self.service, self.coordinator)
+
+    def zalo_inbound(self) -> ZaloInbound:
+        return ZaloInbound(self.settings, self.zalo, self.service, self.coordinator, self.sessions)
+
+    def app_parts(self) -> AppParts:
+        """Each HTTP part gets only what it uses; the app never sees this object."""
+        return AppParts(
+            settings=self.settings,
+            api=AgencyApi(self.service, self.settings, self.doors),
+            dashboard=DashboardServices(
+                self.settings, self.sessions, self.audit, self.doors, self.coordinator
+            ),
+            simulator=simulator.SimulatorServices(
+                self.settings, self.service, self.web, self.catalog
+            ),
+            telegram=self.telegram_inbound(),
+            zalo=self.zalo_inbound(),
+            start=self.start_background,
+            close=self.close,
+        )
+
     def start_background(self) -> None:
         """The dispatcher loop and periodic maintenance (expiry, reminders, purge)."""
         self._stop.clear()
         self._tasks.append(asyncio.create_task(self.dispatcher.run_forever(self._stop)))
         self._tasks.append(asyncio.create_task(self._maintain()))
-        for channel in self.channels.values():
-            # Channels with inbound loops of their own (e.g. Telegram long polling).
-            start = getattr(channel, "start_background", None)
-            if start is not None:
-                self._tasks.extend(start(self, self._stop))
+        telegram = self.telegram_inbound()
+        if telegram is not None:  # long polling, or registering the webhook
+            self._tasks.extend(telegram_inbound.start_background(telegram, self._stop))
         if self.zalo is not None and self.zalo.bot is not None and self.settings.zalo_bot_polling:
-            from bot.zalo_webhooks import poll_bot
-
-            self._tasks.append(asyncio.create_task(poll_bot(self, self._stop)))
+            self._tasks.append(asyncio.create_task(poll_bot(self.zalo_inbound(), self._stop)))
 
     async def _maintain(self) -> None:
         """Every minute: close expired surveys, send due reminders, then forget what closed
@@ -143,9 +178,7 @@ class Runtime:
                              purged.outbox, purged.zns_tracking, purged.webhook_seen)  # fmt: skip
                 await self.publish_releases()
                 if self.zalo is not None and self.zalo.zns is not None:
-                    from bot.zalo_ratings import reconcile
-
-                    await reconcile(self)
+                    await reconcile(self.zalo, self.service)
             except Exception:
                 log.exception("maintenance round failed")
             with contextlib.suppress(TimeoutError):

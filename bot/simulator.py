@@ -14,13 +14,16 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
-from bot.api import RUNTIME
+from bot.adapters.web import WebChannel
 from bot.body import read_json
 from bot.channels import render
+from bot.flows.definition import SurveyCatalog
 from bot.flows.engine import Choice, Reply, Start, SurveyEngine, parse_payload
 from bot.http_errors import error_response
 from bot.i18n import normalise_language
 from bot.inbound import route_button, route_text
+from bot.service import SurveyService
+from settings import Settings
 
 MAX_TEXT = 2000
 MAX_PREVIEWS = 2000
@@ -36,8 +39,22 @@ class Preview:
 PREVIEWS = web.AppKey("previews", dict)
 
 
+@dataclass(frozen=True, slots=True)
+class SimulatorServices:
+    """What the simulator needs: the web channel's mailboxes, the inbound funnel's service, the
+    survey catalog (previews) and the settings (default survey, free-text bound)."""
+
+    settings: Settings
+    service: SurveyService
+    web: WebChannel
+    catalog: SurveyCatalog
+
+
+SIMULATOR = web.AppKey("simulator_services", SimulatorServices)
+
+
 async def page(request: web.Request) -> web.Response:
-    runtime = request.app[RUNTIME]
+    sim = request.app[SIMULATOR]
     token = request.query.get("token")
     html = (
         request.app[TEMPLATES]
@@ -45,7 +62,7 @@ async def page(request: web.Request) -> web.Response:
         .render(
             lang=normalise_language(request.query.get("lang")),
             token=token,
-            surveys=runtime.catalog.ids(),
+            surveys=sim.catalog.ids(),
         )
     )
     return web.Response(text=html, content_type="text/html")
@@ -62,41 +79,41 @@ def _text(value: Any) -> str | None:
 
 
 async def open_session(request: web.Request) -> web.Response:
-    runtime = request.app[RUNTIME]
+    sim = request.app[SIMULATOR]
     body = await _body(request)
     language = normalise_language(_text(body.get("lang")))
-    session = runtime.web.open_session()
+    session = sim.web.open_session()
     token = body.get("token")
     if isinstance(token, str) and token:
-        await runtime.service.bind(token[:128], "web", session, language)
+        await sim.service.bind(token[:128], "web", session, language)
         return web.json_response({"session": session, "mode": "survey"})
-    survey_id = body.get("survey") or runtime.settings.default_survey
-    if not isinstance(survey_id, str) or survey_id not in runtime.catalog:
+    survey_id = body.get("survey") or sim.settings.default_survey
+    if not isinstance(survey_id, str) or survey_id not in sim.catalog:
         return error_response(422, "unknown_survey", f"no survey named {str(survey_id)[:64]!r}")
     previews: dict[str, Preview] = request.app[PREVIEWS]
     while len(previews) >= MAX_PREVIEWS:
         previews.pop(next(iter(previews)))
-    engine = SurveyEngine(runtime.catalog.latest(survey_id), runtime.settings.max_free_text_chars)
+    engine = SurveyEngine(sim.catalog.latest(survey_id), sim.settings.max_free_text_chars)
     previews[session] = Preview(engine, engine.new_state(secrets.token_hex(3), language))
     await _preview_step(request, session, Start())
     return web.json_response({"session": session, "mode": "try"})
 
 
 async def _preview_step(request: web.Request, session: str, event: Start | Choice | Reply) -> None:
-    runtime = request.app[RUNTIME]
+    sim = request.app[SIMULATOR]
     preview: Preview = request.app[PREVIEWS][session]
     step = preview.engine.step(preview.state, event)
     preview.state = step.state
     language = step.state["lang"]
     for prompt in step.prompts:
-        await runtime.web.send(session, render(prompt, runtime.web.capabilities, language))
+        await sim.web.send(session, render(prompt, sim.web.capabilities, language))
 
 
 async def send(request: web.Request) -> web.Response:
-    runtime = request.app[RUNTIME]
+    sim = request.app[SIMULATOR]
     body = await _body(request)
     session = body.get("session")
-    if not isinstance(session, str) or not runtime.web.exists(session):
+    if not isinstance(session, str) or not sim.web.exists(session):
         return error_response(404, "unknown_session", "open a simulator session first")
     text, data = body.get("text"), body.get("payload")
     if isinstance(text, str) and len(text) > MAX_TEXT:
@@ -113,26 +130,27 @@ async def send(request: web.Request) -> web.Response:
             event = Reply(str(text))
         await _preview_step(request, session, event)
     elif isinstance(data, str) and data:
-        await route_button(runtime.service, "web", session, data[:128])
+        await route_button(sim.service, "web", session, data[:128])
     else:
-        await route_text(runtime.service, "web", session, str(text))
+        await route_text(sim.service, "web", session, str(text))
     return web.json_response({"ok": True}, status=202)
 
 
 async def messages(request: web.Request) -> web.Response:
-    runtime = request.app[RUNTIME]
+    sim = request.app[SIMULATOR]
     session = request.query.get("session", "")
     try:
         after = int(request.query.get("after", "0"))
     except ValueError:
         return error_response(400, "bad_after", "'after' must be an integer")
-    if not runtime.web.exists(session):
+    if not sim.web.exists(session):
         return error_response(404, "unknown_session", "open a simulator session first")
-    return web.json_response({"messages": runtime.web.poll(session, after)})
+    return web.json_response({"messages": sim.web.poll(session, after)})
 
 
-def setup(app: web.Application, templates: jinja2.Environment) -> None:
+def setup(app: web.Application, templates: jinja2.Environment, services: SimulatorServices) -> None:
     app[TEMPLATES] = templates
+    app[SIMULATOR] = services
     app[PREVIEWS] = {}
     app.router.add_get("/simulator", page, name="simulator")
     app.router.add_post("/simulator/api/session", open_session, name="simulator_session")

@@ -18,8 +18,8 @@ from bot.adapters.zalo_zns import Rating
 from bot.flows.definition import SurveyDefinition
 from bot.flows.engine import AnswerEvent
 from bot.flows.scrub import scrub
-from bot.runtime import Runtime
 from bot.service import ZNS_CHANNEL, ZNS_SURVEY, SurveyService
+from bot.zalo import ZaloSuite
 from storage.models import Invitation, SurveyLedger, ZnsTracking
 
 log = logging.getLogger(__name__)
@@ -115,19 +115,18 @@ async def record_delivery(service: SurveyService, tracking_id: str) -> bool:
     return True
 
 
-async def reconcile(runtime: Runtime) -> int:
+async def reconcile(suite: ZaloSuite | None, service: SurveyService) -> int:
     """Poll ``rating/get`` over the recent window; store what the webhook missed. Returns how
     many ratings were newly stored. (Old tracking and webhook-dedup rows are forgotten by
     ``storage.retention``, in the maintenance loop.)"""
-    suite = runtime.zalo
     if suite is None or suite.zns is None:
         return 0
     now_s = suite.now()
-    hours = runtime.settings.zalo_zns_reconcile_hours
+    hours = suite.settings.zalo_zns_reconcile_hours
     ratings = await suite.zns.fetch_ratings(int((now_s - hours * 3600) * 1000), int(now_s * 1000))
     stored = 0
     for rating in ratings:
-        stored += await record_rating(runtime.service, rating)
+        stored += await record_rating(service, rating)
     if stored:
         log.info("zns reconciliation stored %d rating(s) the webhook missed", stored)
     return stored

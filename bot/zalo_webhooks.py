@@ -21,19 +21,22 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 from sqlalchemy.exc import IntegrityError
 
 from bot.adapters.zalo_zns import parse_rating
-from bot.api import RUNTIME
 from bot.body import parse_json, read_raw
 from bot.http_errors import error_response
 from bot.inbound import route_button, route_text
-from bot.runtime import Runtime
 from bot.service import Outcome, SurveyService
+from bot.zalo import ZaloSuite
 from bot.zalo_ratings import record_delivery, record_rating
+from settings import Settings
+from storage.coordination import Coordinator
+from storage.db import Sessions
 from storage.models import WebhookSeen
 
 log = logging.getLogger(__name__)
@@ -42,6 +45,22 @@ BOT_CHANNEL = "zalo_bot"
 #: "/start <token>" like Telegram, or "#<token>" (easy to type or prefill from the receipt).
 TOKEN_TEXT = re.compile(r"^(?:/start\s+|#)([A-Za-z0-9_-]{16,128})$")
 MAX_INBOUND_TEXT = 4000
+
+
+@dataclass(frozen=True, slots=True)
+class ZaloInbound:
+    """What the Zalo webhooks and the Bot poller need: the settings (secrets, windows), the
+    configured Zalo channels (None when Zalo is off), the inbound funnel's service, the
+    coordinator (one event at a time) and the database (de-duplication marks)."""
+
+    settings: Settings
+    zalo: ZaloSuite | None
+    service: SurveyService
+    coordinator: Coordinator
+    sessions: Sessions
+
+
+ZALO_INBOUND = web.AppKey("zalo_inbound", ZaloInbound)
 
 
 # ------------------------------------------------------------------------ shared routing
@@ -82,12 +101,12 @@ def event_identity(channel: str, body: dict[str, Any]) -> str:
 
 
 async def _once(
-    runtime: Runtime, identity: str, work: Callable[[], Awaitable[Any]]
+    inbound: ZaloInbound, identity: str, work: Callable[[], Awaitable[Any]]
 ) -> web.Response:
     """Run ``work`` unless this event was already processed; mark it after the commit."""
     event_hash = hashlib.sha256(identity.encode("utf-8", "surrogatepass")).hexdigest()
-    async with runtime.coordinator.lock(f"webhook:{event_hash}"):
-        async with runtime.sessions() as session:
+    async with inbound.coordinator.lock(f"webhook:{event_hash}"):
+        async with inbound.sessions() as session:
             if await session.get(WebhookSeen, event_hash) is not None:
                 return web.json_response({"ok": True, "duplicate": True})
         try:
@@ -95,7 +114,7 @@ async def _once(
         except Exception as exc:
             log.error("zalo webhook processing failed: %s", exc.__class__.__name__)
             return error_response(503, "retry_later", "the event could not be stored; retry")
-        async with runtime.sessions() as session:
+        async with inbound.sessions() as session:
             session.add(WebhookSeen(event_hash=event_hash))
             with contextlib.suppress(IntegrityError):
                 await session.commit()
@@ -125,9 +144,9 @@ def _signed_timestamp(header: str | None, raw: bytes, app_id: str, secret: str) 
 
 
 async def oa_webhook(request: web.Request) -> web.Response:
-    runtime = request.app[RUNTIME]
-    settings = runtime.settings
-    suite = runtime.zalo
+    inbound = request.app[ZALO_INBOUND]
+    settings = inbound.settings
+    suite = inbound.zalo
     if suite is None or not settings.zalo_oa_configured:
         return error_response(404, "not_configured", "the Zalo OA channel is not configured")
     raw = await read_raw(request)
@@ -155,11 +174,11 @@ async def oa_webhook(request: web.Request) -> web.Response:
         return error_response(401, "stale_timestamp", "the event is too old or from the future")
     event = str(body.get("event_name", ""))
     identity = event_identity(OA_CHANNEL, body)
-    return await _once(runtime, identity, lambda: _oa_event(runtime, event, body))
+    return await _once(inbound, identity, lambda: _oa_event(inbound, event, body))
 
 
-async def _oa_event(runtime: Runtime, event: str, body: dict[str, Any]) -> None:
-    service = runtime.service
+async def _oa_event(inbound: ZaloInbound, event: str, body: dict[str, Any]) -> None:
+    service = inbound.service
     message = body.get("message") if isinstance(body.get("message"), dict) else {}
     assert isinstance(message, dict)
     if event == "user_send_text":
@@ -190,33 +209,33 @@ async def _oa_event(runtime: Runtime, event: str, body: dict[str, Any]) -> None:
 
 # ------------------------------------------------------------------------ Zalo Bot
 async def bot_webhook(request: web.Request) -> web.Response:
-    runtime = request.app[RUNTIME]
-    secret = runtime.settings.zalo_bot_webhook_secret
-    if runtime.zalo is None or runtime.zalo.bot is None or not secret:
+    inbound = request.app[ZALO_INBOUND]
+    secret = inbound.settings.zalo_bot_webhook_secret
+    if inbound.zalo is None or inbound.zalo.bot is None or not secret:
         return error_response(404, "not_configured", "the Zalo Bot webhook is not configured")
     given = request.headers.get("X-Bot-Api-Secret-Token", "")
     if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), secret.encode()):
         log.warning("zalo bot webhook with a bad secret refused")
         return error_response(401, "invalid_secret", "X-Bot-Api-Secret-Token does not match")
     raw = await read_raw(request)
-    body = parse_json(raw, max_depth=runtime.settings.max_json_depth, nul="strip")
+    body = parse_json(raw, max_depth=inbound.settings.max_json_depth, nul="strip")
     if not isinstance(body, dict):
         return error_response(400, "malformed_json", "the body must be a JSON object")
     update = body.get("result") if isinstance(body.get("result"), dict) else body
     assert isinstance(update, dict)
     message = update.get("message")
     sent_ms = message.get("date") if isinstance(message, dict) else None
-    if isinstance(sent_ms, int) and not isinstance(sent_ms, bool) and runtime.zalo is not None:
-        age_ms = runtime.zalo.now() * 1000 - sent_ms
-        if age_ms > runtime.settings.zalo_webhook_max_age_seconds * 1000:
+    if isinstance(sent_ms, int) and not isinstance(sent_ms, bool) and inbound.zalo is not None:
+        age_ms = inbound.zalo.now() * 1000 - sent_ms
+        if age_ms > inbound.settings.zalo_webhook_max_age_seconds * 1000:
             # Older than its redelivery window: its mark may be gone, so it could be a replay.
             log.warning("zalo bot event older than the redelivery window ignored")
             return web.json_response({"ok": True, "ignored": "stale"})
     identity = event_identity(BOT_CHANNEL, update)
-    return await _once(runtime, identity, lambda: bot_update(runtime, update))
+    return await _once(inbound, identity, lambda: bot_update(inbound, update))
 
 
-async def bot_update(runtime: Runtime, update: dict[str, Any]) -> None:
+async def bot_update(inbound: ZaloInbound, update: dict[str, Any]) -> None:
     """One Bot API update (webhook or polling)."""
     message = update.get("message")
     if not isinstance(message, dict):
@@ -228,21 +247,21 @@ async def bot_update(runtime: Runtime, update: dict[str, Any]) -> None:
     text = message.get("text")
     event = str(update.get("event_name", ""))
     if event == "message.text.received" and isinstance(text, str):
-        await route_zalo_text(runtime.service, BOT_CHANNEL, str(chat_id), text)
+        await route_zalo_text(inbound.service, BOT_CHANNEL, str(chat_id), text)
     elif event.startswith("message."):
-        await route_text(runtime.service, BOT_CHANNEL, str(chat_id), "")
+        await route_text(inbound.service, BOT_CHANNEL, str(chat_id), "")
 
 
-async def poll_bot(runtime: Runtime, stop: asyncio.Event) -> None:
+async def poll_bot(inbound: ZaloInbound, stop: asyncio.Event) -> None:
     """Long-poll the Bot API when no webhook is used (mutually exclusive on Zalo's side)."""
-    suite = runtime.zalo
+    suite = inbound.zalo
     if suite is None or suite.bot is None:
         return
     while not stop.is_set():
         try:
             update = await suite.bot.poll_once()
             if update is not None:
-                await bot_update(runtime, update)
+                await bot_update(inbound, update)
         except Exception as exc:
             log.warning("zalo bot poll failed: %s", exc.__class__.__name__)
             with contextlib.suppress(TimeoutError):
@@ -250,7 +269,8 @@ async def poll_bot(runtime: Runtime, stop: asyncio.Event) -> None:
                     await stop.wait()
 
 
-def setup(app: web.Application) -> None:
+def setup(app: web.Application, inbound: ZaloInbound) -> None:
+    app[ZALO_INBOUND] = inbound
     app.router.add_post("/webhooks/zalo/oa", oa_webhook, name="zalo_oa_webhook")
     app.router.add_post("/webhooks/zalo/bot", bot_webhook, name="zalo_bot_webhook")
 

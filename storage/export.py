@@ -41,7 +41,7 @@ from typing import IO, Any, Literal
 
 from sqlalchemy import Integer, Text, cast, select
 
-from storage import export_package
+from storage import aggregates, export_package
 from storage.cells import clean
 from storage.db import Sessions
 from storage.export_formats import (
@@ -125,8 +125,6 @@ async def aggregate_rows(
     sessions: Sessions, spec: ExportSpec, thresholds: Thresholds
 ) -> tuple[list[str], list[list[Any]]]:
     """Aggregates from the latest release (``storage.aggregates``), every cell neutralised."""
-    from storage import aggregates
-
     wanted = aggregates.AggregateSpec(spec.level, None, spec.agency_id)
     header, rows = await aggregates.aggregate_table(sessions, wanted, thresholds)
     return header, [[neutralise(v) for v in row] for row in rows]

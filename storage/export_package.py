@@ -22,7 +22,7 @@ import os
 import zipfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any, Protocol
 
 from storage import anonymise, export_pass, export_rows
 from storage.anonymise import AnonymityError, Plan, Rule
@@ -30,8 +30,22 @@ from storage.db import Sessions
 from storage.export_formats import Batches, csv_header, write_file
 from storage.stats import Thresholds
 
-if TYPE_CHECKING:
-    from storage.export import ExportSpec
+
+class ExportSpec(Protocol):
+    """What a package is cut by: ``storage.export.ExportSpec`` (which imports this module), read
+    here through this protocol so the two modules do not import each other."""
+
+    @property
+    def level(self) -> str: ...
+    @property
+    def fmt(self) -> str: ...
+    @property
+    def period(self) -> str: ...
+    @property
+    def agency_id(self) -> str | None: ...
+    @property
+    def until(self) -> dt.date | None: ...
+
 
 CHUNK = 1 << 20
 REPORT = "report.json"

@@ -199,8 +199,8 @@ async def test_oa_zns_and_fallback_citizens_all_pseudonymised(
     await emu.zns_rate(lost.msg_id, 2)
     await zalo.settle()
     assert await count(zalo.rt, Response) == 2
-    assert await reconcile(zalo.rt) == 1
-    assert await reconcile(zalo.rt) == 0  # idempotent
+    assert await reconcile(zalo.rt.zalo, zalo.rt.service) == 1
+    assert await reconcile(zalo.rt.zalo, zalo.rt.service) == 0  # idempotent
 
     # 4. A citizen outside the OA window is reached by the ZNS fallback; one survey only.
     token = await zalo.register(codes[3], phone=phones["fallback"])
@@ -402,7 +402,7 @@ async def test_zalo_bot_polling_delivers_updates(zalo: Zalo) -> None:
     chat = await zalo.emu.bot_user_send_text(None, "/help")
     update = await bot.poll_once()
     assert update is not None
-    await bot_update(zalo.rt, update)
+    await bot_update(zalo.rt.zalo_inbound(), update)
     await zalo.settle()
     assert "/privacy" in zalo.emu.bot_messages(chat)[-1].text
     assert await bot.poll_once() is None  # an empty long poll (408) is not an error

@@ -32,7 +32,7 @@ import datetime as dt
 import logging
 import warnings
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 import telegram
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
@@ -59,9 +59,6 @@ from bot.channels import Capabilities, DeliveryError, OutboundMessage
 from settings import Settings
 from storage.coordination import Coordinator, RedisCoordinator
 from storage.pseudonym import KeyRing
-
-if TYPE_CHECKING:
-    from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -249,23 +246,7 @@ class TelegramChannel:
             await self.bot.shutdown()
         self._ready = False
 
-    def start_background(self, runtime: Runtime, stop: asyncio.Event) -> list[asyncio.Task[None]]:
-        """Long polling when configured, else (with a secret) register our webhook once."""
-        from bot.adapters.telegram_inbound import TelegramInbound, TelegramPoller
-
-        if self.settings.telegram_polling:
-            inbound = TelegramInbound(self, runtime.service, runtime.coordinator)
-            poller = TelegramPoller(self, inbound, self.settings.telegram_poll_timeout_seconds)
-            return [asyncio.create_task(poller.run(stop))]
-        if self.settings.telegram_webhook_secret and self.settings.telegram_register_webhook:
-            url = f"{self.settings.effective_public_base_url}/telegram/webhook"
-            return [asyncio.create_task(self._register_quietly(url))]
-        return [asyncio.create_task(self._ready_quietly())]
-
-    async def _register_quietly(self, url: str) -> None:
-        await self.register_webhook(url)
-
-    async def _ready_quietly(self) -> None:
+    async def ready_quietly(self) -> None:
         """At start-up, so the bot's username (for deep links) is known before the first send."""
         try:
             await self.ready()

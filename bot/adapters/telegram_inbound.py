@@ -32,7 +32,6 @@ from telegram.constants import ChatType
 from telegram.error import Conflict, TelegramError
 
 from bot.adapters.telegram import TelegramChannel, fit
-from bot.api import RUNTIME
 from bot.body import parse_json, read_raw
 from bot.channels import DeliveryError
 from bot.flows.engine import parse_payload
@@ -164,11 +163,11 @@ INBOUND = web.AppKey("telegram_inbound", TelegramInbound)
 # ==================================================================================== webhook
 async def webhook(request: web.Request) -> web.Response:
     """POST /telegram/webhook: 200 only once the update's effect is committed."""
-    runtime = request.app[RUNTIME]
     inbound = _inbound(request.app)
     if inbound is None:
         return error_response(404, "telegram_disabled", "the Telegram channel is not configured")
-    secret = runtime.settings.telegram_webhook_secret
+    settings = inbound.channel.settings
+    secret = settings.telegram_webhook_secret
     if not secret:
         return error_response(
             403, "webhook_disabled", "set SURVEYBOT_TELEGRAM_WEBHOOK_SECRET to accept webhooks"
@@ -178,9 +177,7 @@ async def webhook(request: web.Request) -> web.Response:
         return error_response(401, "missing_secret_token", f"send the {SECRET_HEADER} header")
     if not hmac.compare_digest(given.encode("utf-8", "replace"), secret.encode("utf-8")):
         return error_response(403, "invalid_secret_token", "the secret token does not match")
-    data = parse_json(
-        await read_raw(request), max_depth=runtime.settings.max_json_depth, nul="strip"
-    )
+    data = parse_json(await read_raw(request), max_depth=settings.max_json_depth, nul="strip")
     if not isinstance(data, dict) or not isinstance(data.get("update_id"), int):
         return error_response(400, "not_an_update", "the body must be a Telegram Update object")
     update = inbound.parse(data)
@@ -215,13 +212,28 @@ def _inbound(app: web.Application) -> TelegramInbound | None:
     return app.get(INBOUND)
 
 
-def setup(app: web.Application) -> None:
+def setup(app: web.Application, inbound: TelegramInbound | None) -> None:
     """Register POST /telegram/webhook (answers 404 while no bot token is configured)."""
-    runtime = app[RUNTIME]
-    channel = runtime.channels.get("telegram")
-    if isinstance(channel, TelegramChannel):
-        app[INBOUND] = TelegramInbound(channel, runtime.service, runtime.coordinator)
+    if inbound is not None:
+        app[INBOUND] = inbound
     app.router.add_post("/telegram/webhook", webhook, name="telegram_webhook")
+
+
+def start_background(inbound: TelegramInbound, stop: asyncio.Event) -> list[asyncio.Task[None]]:
+    """Long polling when configured, else (with a secret) register our webhook once, else just
+    learn the bot's username (for deep links) before the first send."""
+    channel, settings = inbound.channel, inbound.channel.settings
+    if settings.telegram_polling:
+        poller = TelegramPoller(channel, inbound, settings.telegram_poll_timeout_seconds)
+        return [asyncio.create_task(poller.run(stop))]
+    if settings.telegram_webhook_secret and settings.telegram_register_webhook:
+        url = f"{settings.effective_public_base_url}/telegram/webhook"
+        return [asyncio.create_task(_register(channel, url))]
+    return [asyncio.create_task(channel.ready_quietly())]
+
+
+async def _register(channel: TelegramChannel, url: str) -> None:
+    await channel.register_webhook(url)
 
 
 def _kind(exc: BaseException) -> str:

@@ -19,20 +19,32 @@ import hashlib
 import math
 import secrets
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, select
 
 from bot.i18n import ngettext
-from bot.limits import bucket
+from bot.limits import Doors, bucket
+from settings import Settings
+from storage.audit import AuditLog
+from storage.coordination import Coordinator
 from storage.db import Sessions
 from storage.limits import Decision
 from storage.models import AdminSession, AdminUser, Agency, utcnow
 
-if TYPE_CHECKING:
-    from bot.runtime import Runtime
+
+@dataclass(frozen=True, slots=True)
+class DashboardServices:
+    """What the dashboard needs: settings, the database, the audit log, the doors' limits and
+    the coordinator's once-per-window marks (one lockout entry per window). Never the services."""
+
+    settings: Settings
+    sessions: Sessions
+    audit: AuditLog
+    doors: Doors
+    coordinator: Coordinator
+
 
 ROLES = ("admin", "viewer")
 HASHER = PasswordHasher()
@@ -130,20 +142,20 @@ class Throttled:
 
 
 async def login_attempt(
-    runtime: Runtime, username: str, password: str, client: str
+    services: DashboardServices, username: str, password: str, client: str
 ) -> AdminUser | Throttled | None:
     """``authenticate`` within the login limits: the user, None (wrong), or ``Throttled``."""
-    settings = runtime.settings
+    settings = services.settings
     if not settings.rate_limits_enabled:
-        return await authenticate(runtime.sessions, username, password)
-    limiter = runtime.coordinator.limiter
+        return await authenticate(services.sessions, username, password)
+    limiter = services.doors.limiter
     account = username.casefold()
     buckets = {
-        "pair": (bucket(runtime, "login-pair", account, client), settings.login_pair_attempts,
+        "pair": (bucket(services.doors, "login-pair", account, client), settings.login_pair_attempts,
                  settings.login_pair_refill_seconds),
-        "client": (bucket(runtime, "login-client", client), settings.login_client_attempts,
+        "client": (bucket(services.doors, "login-client", client), settings.login_client_attempts,
                    settings.login_client_refill_seconds),
-        "account": (bucket(runtime, "login-account", account), settings.login_account_attempts,
+        "account": (bucket(services.doors, "login-account", account), settings.login_account_attempts,
                     settings.login_account_refill_seconds),
     }  # fmt: skip
     # The pair first: a client locked out of one account spends nothing else.
@@ -153,10 +165,10 @@ async def login_attempt(
         # A spent account bucket still lets through a client whose pair was full (no failure).
         fresh = scope == "account" and taken["pair"].remaining >= buckets["pair"][1] - 1.001
         if not decision.allowed and not fresh:
-            await _audit_lockout(runtime, scope, name, account, decision)
+            await _audit_lockout(services, scope, name, account, decision)
             return Throttled(scope, decision)
         taken[scope] = decision
-    user = await authenticate(runtime.sessions, username, password)
+    user = await authenticate(services.sessions, username, password)
     if user is not None:  # a success gives back what it took, and clears its pair's failures
         await limiter.reset(buckets["pair"][0])
         for scope in ("client", "account"):
@@ -167,12 +179,12 @@ async def login_attempt(
 
 
 async def _audit_lockout(
-    runtime: Runtime, scope: str, name: str, account: str, decision: Decision
+    services: DashboardServices, scope: str, name: str, account: str, decision: Decision
 ) -> None:
     """One audit entry per lockout window, however many requests meet it."""
     window = max(1, math.ceil(decision.retry_after))
-    if await runtime.coordinator.first_time(f"audit:{name}", window):
-        await runtime.audit.record(
+    if await services.coordinator.first_time(f"audit:{name}", window):
+        await services.audit.record(
             "anonymous",
             "login.throttled",
             {"username": account[:64], "limit": scope, "retry_after": window},

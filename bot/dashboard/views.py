@@ -17,7 +17,6 @@ import jinja2
 from aiohttp import web
 from sqlalchemy import select
 
-from bot.api import RUNTIME
 from bot.body import read_form
 from bot.dashboard import auth
 from bot.dashboard.i18n import language, t
@@ -33,6 +32,7 @@ LOGIN_CSRF_COOKIE = "sb_login_csrf"
 LANG_COOKIE = "sb_lang"
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 TEMPLATES = web.AppKey("dashboard_templates", jinja2.Environment)
+DASHBOARD = web.AppKey("dashboard_services", auth.DashboardServices)
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
@@ -56,12 +56,12 @@ class Ctx:
     agencies: list[Agency]
 
     @property
-    def runtime(self) -> Any:
-        return self.request.app[RUNTIME]
+    def services(self) -> auth.DashboardServices:
+        return self.request.app[DASHBOARD]
 
     @property
     def thresholds(self) -> stats.Thresholds:
-        return stats.Thresholds.from_settings(self.runtime.settings)
+        return stats.Thresholds.from_settings(self.services.settings)
 
     @property
     def agency_id(self) -> str | None:
@@ -109,19 +109,19 @@ def page(
 
     def wrap(handler: Page) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def run(request: web.Request) -> web.StreamResponse:
-            runtime = request.app[RUNTIME]
+            services = request.app[DASHBOARD]
             lang = _lang(request)
-            user = await auth.load_session(runtime.sessions, request.cookies.get(COOKIE))
+            user = await auth.load_session(services.sessions, request.cookies.get(COOKIE))
             if user is None:
                 raise web.HTTPSeeOther(f"{PREFIX}/login")
             if admin_only and not user.is_admin:
-                await runtime.audit.record(
+                await services.audit.record(
                     f"admin:{user.username}",
                     "access.denied",
                     {"path": request.path},
                 )
                 return error_page(request, lang, 403, "forbidden")
-            async with runtime.sessions() as session:
+            async with services.sessions() as session:
                 agencies = list(
                     (await session.execute(select(Agency).order_by(Agency.code))).scalars()
                 )
@@ -135,7 +135,7 @@ def page(
             else:
                 own = next((a for a in agencies if a.id == user.agency_id), None)
                 if own is None or (wanted and wanted != own.code):
-                    await runtime.audit.record(
+                    await services.audit.record(
                         f"admin:{user.username}",
                         "access.denied",
                         {"path": request.path, "agency": wanted[:64]},
@@ -184,7 +184,7 @@ async def login_form(request: web.Request) -> web.Response:
 
 
 async def login(request: web.Request) -> web.Response:
-    runtime = request.app[RUNTIME]
+    services = request.app[DASHBOARD]
     lang = _lang(request)
     form = await read_form(request)
     expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
@@ -192,7 +192,8 @@ async def login(request: web.Request) -> web.Response:
         return error_page(request, lang, 403, "bad_request")
     username = str(form.get("username", ""))[:64]
     password = str(form.get("password", ""))[:1024]
-    user = await auth.login_attempt(runtime, username, password, client_address(request, runtime))
+    client = client_address(request, services.doors)
+    user = await auth.login_attempt(services, username, password, client)
     if isinstance(user, auth.Throttled):  # locked out: 429, the password was not even checked
         response = render(
             request, "error.html", lang, status=429, message=user.message(lang), ctx=None
@@ -200,15 +201,15 @@ async def login(request: web.Request) -> web.Response:
         response.headers["Retry-After"] = user.retry_after
         return response
     if user is None:
-        await runtime.audit.record("anonymous", "login.failed", {"username": username})
+        await services.audit.record("anonymous", "login.failed", {"username": username})
         token = secrets.token_urlsafe(24)
         response = render(
             request, "login.html", lang, status=401, ctx=None, csrf=token, failed=True
         )
         _set_cookie(request, response, LOGIN_CSRF_COOKIE, token, max_age=3600)
         return response
-    token = await auth.open_session(runtime.sessions, user, runtime.settings.admin_session_hours)
-    await runtime.audit.record(f"admin:{user.username}", "login", {"role": user.role})
+    token = await auth.open_session(services.sessions, user, services.settings.admin_session_hours)
+    await services.audit.record(f"admin:{user.username}", "login", {"role": user.role})
     response = redirect(f"{PREFIX}/")
     _set_cookie(request, response, COOKIE, token)
     response.del_cookie(LOGIN_CSRF_COOKIE, path=PREFIX)
@@ -232,15 +233,15 @@ def _set_cookie(
         path=PREFIX,
         httponly=True,
         samesite="Strict",
-        secure=served_over_https(request, request.app[RUNTIME].settings),
+        secure=served_over_https(request, request.app[DASHBOARD].settings),
         max_age=max_age,
     )
 
 
 @page()
 async def logout(ctx: Ctx) -> web.StreamResponse:
-    await auth.close_session(ctx.runtime.sessions, ctx.request.cookies.get(COOKIE))
-    await ctx.runtime.audit.record(ctx.actor, "logout", {})
+    await auth.close_session(ctx.services.sessions, ctx.request.cookies.get(COOKIE))
+    await ctx.services.audit.record(ctx.actor, "logout", {})
     response = redirect(f"{PREFIX}/login")
     response.del_cookie(COOKIE, path=PREFIX)
     return response
@@ -262,7 +263,7 @@ async def switch_language(request: web.Request) -> web.StreamResponse:
 async def _release(ctx: Ctx) -> releases.Published:
     """The figures this page may show: a frozen release (the latest, or ``?release=``)."""
     wanted = ctx.request.query.get("release", "")[:16] or None
-    return await releases.published(ctx.runtime.sessions, ctx.thresholds, ctx.agency_id, wanted)
+    return await releases.published(ctx.services.sessions, ctx.thresholds, ctx.agency_id, wanted)
 
 
 async def _figures(
@@ -270,7 +271,7 @@ async def _figures(
 ) -> web.Response:
     """A page of figures, with the release they come from and when the next one is due."""
     view = view or await _release(ctx)
-    settings = ctx.runtime.settings
+    settings = ctx.services.settings
     history = view.history
     period, due = releases.next_release(
         history, settings.release_period, settings.effective_release_delay_hours, utcnow().date()
@@ -316,7 +317,7 @@ async def ranking(ctx: Ctx) -> web.StreamResponse:
     if ctx.agency is not None:
         # An agency's own total is the same figure its province document ranks.
         label = view.release.label if view.release else None
-        province = await releases.published(ctx.runtime.sessions, ctx.thresholds, None, label)
+        province = await releases.published(ctx.services.sessions, ctx.thresholds, None, label)
         cells = [c for c in province.agencies if c.key == ctx.agency.code]
     else:
         cells = view.agencies
@@ -328,7 +329,7 @@ async def ranking(ctx: Ctx) -> web.StreamResponse:
 
 async def _units(ctx: Ctx, level: str) -> web.StreamResponse:
     if level == "official":
-        await ctx.runtime.audit.record(
+        await ctx.services.audit.record(
             ctx.actor,
             "view.officials",
             {"agency": ctx.agency.code if ctx.agency else "*"},
@@ -371,7 +372,7 @@ def _export_levels(ctx: Ctx) -> tuple[str, ...]:
 
 @page()
 async def exports_page(ctx: Ctx) -> web.StreamResponse:
-    history = await releases.list_releases(ctx.runtime.sessions)
+    history = await releases.list_releases(ctx.services.sessions)
     return _view(
         ctx,
         "exports.html",
@@ -388,7 +389,7 @@ async def download(ctx: Ctx) -> web.StreamResponse:
     level = str(form.get("level", "agency"))
     fmt = str(form.get("format", "csv"))
     if level not in _export_levels(ctx):
-        await ctx.runtime.audit.record(
+        await ctx.services.audit.record(
             ctx.actor, "access.denied", {"path": ctx.request.path, "level": level[:32]}
         )
         return error_page(ctx.request, ctx.lang, 403, "rows_admin_only")
@@ -403,9 +404,9 @@ async def download(ctx: Ctx) -> web.StreamResponse:
                 fmt=fmt,
                 period=period,
                 agency_id=ctx.agency_id,
-                until=await releases.released_until(ctx.runtime.sessions),
+                until=await releases.released_until(ctx.services.sessions),
             )
-            chunks = export.stream_export(ctx.runtime.sessions, spec, ctx.thresholds)
+            chunks = export.stream_export(ctx.services.sessions, spec, ctx.thresholds)
             filename, content_type = spec.filename, spec.content_type
             # The files are built and checked before the first chunk: an erasure meanwhile
             # becomes an error page, not a broken download.
@@ -413,7 +414,7 @@ async def download(ctx: Ctx) -> web.StreamResponse:
         else:
             wanted = aggregates.AggregateSpec(level, release, ctx.agency_id)
             header, rows = await aggregates.aggregate_table(
-                ctx.runtime.sessions, wanted, ctx.thresholds
+                ctx.services.sessions, wanted, ctx.thresholds
             )
             chunks = aggregates.stream_table(header, rows, fmt)
             filename, content_type = (
@@ -430,7 +431,7 @@ async def download(ctx: Ctx) -> web.StreamResponse:
             ctx.lang, "The data changed during the export ({reason}).", reason=str(exc)
         )
         return render(ctx.request, "error.html", ctx.lang, status=409, message=message, ctx=None)
-    await ctx.runtime.audit.record(
+    await ctx.services.audit.record(
         ctx.actor,
         "export",
         {
@@ -462,8 +463,8 @@ async def audit_page(ctx: Ctx) -> web.StreamResponse:
         offset = min(max(0, int(ctx.request.query.get("offset", "0")[:12])), 10**9)
     except ValueError:
         return error_page(ctx.request, ctx.lang, 400, "bad_request")
-    entries = await ctx.runtime.audit.recent(limit=200, offset=offset)
-    check = await ctx.runtime.audit.verify()
+    entries = await ctx.services.audit.recent(limit=200, offset=offset)
+    check = await ctx.services.audit.verify()
     return _view(
         ctx,
         "audit.html",
@@ -473,8 +474,11 @@ async def audit_page(ctx: Ctx) -> web.StreamResponse:
     )
 
 
-def setup(app: web.Application, templates: jinja2.Environment) -> None:
+def setup(
+    app: web.Application, templates: jinja2.Environment, services: auth.DashboardServices
+) -> None:
     app[TEMPLATES] = templates
+    app[DASHBOARD] = services
     app.router.add_get(f"{PREFIX}/login", login_form, name="admin_login_form")
     app.router.add_post(f"{PREFIX}/login", login, name="admin_login")
     app.router.add_post(f"{PREFIX}/logout", logout, name="admin_logout")
