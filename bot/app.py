@@ -12,9 +12,12 @@ import jinja2
 import segno
 from aiohttp import web
 
-from bot import api, simulator, zalo_webhooks
-from bot.adapters import telegram_inbound
-from bot.adapters.telegram_inbound import TelegramInbound
+from bot import api
+from bot.adapters.telegram import inbound as telegram_inbound
+from bot.adapters.telegram.inbound import TelegramInbound
+from bot.adapters.web import simulator
+from bot.adapters.zalo import webhooks as zalo_webhooks
+from bot.adapters.zalo.webhooks import ZaloInbound
 from bot.body import BODY_LIMITS, BodyLimits
 from bot.dashboard import views as dashboard
 from bot.dashboard.auth import DashboardServices
@@ -23,7 +26,6 @@ from bot.http_errors import install_request_handler, json_errors
 from bot.i18n import install as install_i18n
 from bot.i18n import normalise_language
 from bot.openapi import openapi_document
-from bot.zalo_webhooks import ZaloInbound
 from settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)

@@ -109,7 +109,7 @@ def _serve(
         current = settings
         demo_telegram = None
         if telegram_demo is not None and not settings.telegram_token:
-            from bot.adapters.telegram_demo import TelegramDemo
+            from bot.adapters.telegram.demo import TelegramDemo
 
             demo_telegram = await TelegramDemo.start(settings)
             if demo_telegram is not None:

@@ -11,11 +11,14 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot import simulator
-from bot.adapters import telegram_inbound
-from bot.adapters.telegram import TelegramChannel
-from bot.adapters.telegram_inbound import TelegramInbound
-from bot.adapters.web import WebChannel
+from bot.adapters.telegram import inbound as telegram_inbound
+from bot.adapters.telegram.channel import TelegramChannel
+from bot.adapters.telegram.inbound import TelegramInbound
+from bot.adapters.web import simulator
+from bot.adapters.web.channel import WebChannel
+from bot.adapters.zalo.ratings import reconcile
+from bot.adapters.zalo.suite import ZaloSuite, build_zalo
+from bot.adapters.zalo.webhooks import ZaloInbound, poll_bot
 from bot.api import AgencyApi
 from bot.app import AppParts
 from bot.channels import Channel
@@ -24,9 +27,6 @@ from bot.dispatch import Dispatcher
 from bot.flows.definition import SurveyCatalog, builtin_catalog
 from bot.limits import Doors
 from bot.service import SurveyService
-from bot.zalo import ZaloSuite, build_zalo
-from bot.zalo_ratings import reconcile
-from bot.zalo_webhooks import ZaloInbound, poll_bot
 from settings import Settings
 from storage import releases
 from storage.audit import AuditLog

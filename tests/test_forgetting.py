@@ -12,12 +12,12 @@ from collections import defaultdict
 
 from sqlalchemy import func, select
 
-from bot.adapters.zalo_zns import Rating
+from bot.adapters.zalo.ratings import record_rating
+from bot.adapters.zalo.zns import Rating
 from bot.channels import Capabilities, OutboundMessage
 from bot.flows.engine import Reply
 from bot.runtime import Runtime
 from bot.schemas import DossierRegistration, ResultBatch, ResultReport
-from bot.zalo_ratings import record_rating
 from storage.models import (
     Agency,
     Invitation,

@@ -24,7 +24,7 @@ import segno
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import func, select
 
-from bot.adapters.telegram import TelegramChannel
+from bot.adapters.telegram.channel import TelegramChannel
 from bot.app import create_app
 from bot.emulators.telegram import ChatMessage, TelegramEmulator
 from bot.http_errors import RouteAccessLogger

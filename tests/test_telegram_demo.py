@@ -13,8 +13,8 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from bot.adapters.telegram import TelegramChannel
-from bot.adapters.telegram_demo import DEMO_USER, TelegramDemo
+from bot.adapters.telegram.channel import TelegramChannel
+from bot.adapters.telegram.demo import DEMO_USER, TelegramDemo
 from bot.app import create_app
 from bot.cli import seed_demo
 from bot.runtime import Runtime

@@ -12,7 +12,7 @@ import json
 
 from sqlalchemy import select
 
-from bot.adapters.telegram import TelegramChannel
+from bot.adapters.telegram.channel import TelegramChannel
 from bot.emulators.telegram import ChatMessage, TelegramEmulator
 from bot.runtime import Runtime
 from storage.models import Response

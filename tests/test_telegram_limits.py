@@ -20,8 +20,8 @@ from telegram.error import (
     TimedOut,
 )
 
-from bot.adapters.telegram import TelegramChannel, delivery_error, fit, keyboard
-from bot.adapters.telegram_state import (
+from bot.adapters.telegram.channel import TelegramChannel, delivery_error, fit, keyboard
+from bot.adapters.telegram.state import (
     MemoryTelegramState,
     RateLimits,
 )

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from bot.adapters.telegram_state import (
+from bot.adapters.telegram.state import (
     MemoryTelegramState,
     QuestionRef,
     RateLimits,

@@ -21,10 +21,10 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import func, select
 
+from bot.adapters.zalo.ratings import reconcile
 from bot.app import create_app
 from bot.emulators.zalo import CS_WINDOW_MS, ZaloEmulator, sign_event
 from bot.runtime import Runtime
-from bot.zalo_ratings import reconcile
 from storage import export
 from storage.models import (
     AuditEntry,
@@ -394,7 +394,7 @@ async def test_zalo_bot_text_only_survey_by_webhook(zalo: Zalo) -> None:
 
 
 async def test_zalo_bot_polling_delivers_updates(zalo: Zalo) -> None:
-    from bot.zalo_webhooks import bot_update
+    from bot.adapters.zalo.webhooks import bot_update
 
     assert zalo.rt.zalo is not None and zalo.rt.zalo.bot is not None
     bot = zalo.rt.zalo.bot

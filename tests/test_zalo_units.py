@@ -11,14 +11,14 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from bot.adapters.zalo_http import ZaloHttp
-from bot.adapters.zalo_oa import ZaloOAChannel, capabilities
-from bot.adapters.zalo_zns import Rating, parse_rating
+from bot.adapters.zalo.http import ZaloHttp
+from bot.adapters.zalo.oa import ZaloOAChannel, capabilities
+from bot.adapters.zalo.ratings import rating_answers
+from bot.adapters.zalo.webhooks import TOKEN_TEXT, verify_signature
+from bot.adapters.zalo.zns import Rating, parse_rating
 from bot.channels import OutboundMessage, render
 from bot.flows.definition import builtin_catalog
 from bot.flows.engine import Prompt, PromptOption
-from bot.zalo_ratings import rating_answers
-from bot.zalo_webhooks import TOKEN_TEXT, verify_signature
 
 
 def test_signature_with_or_without_prefix_and_nothing_else() -> None:

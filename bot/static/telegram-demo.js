@@ -1,4 +1,4 @@
-// The demo's Telegram emulator page (bot/adapters/telegram_demo.py); a file for the CSP.
+// The demo's Telegram emulator page (bot/adapters/telegram/demo.py); a file for the CSP.
 const log = document.getElementById('log');
 const api = log.dataset.api;
 let shown = '';

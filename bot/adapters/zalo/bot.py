@@ -3,14 +3,14 @@
 Surveys arrive as numbered text (``render`` does it from ``buttons=False``) and answers are typed
 digits, which the survey parser already understands. Command buttons (e.g. /delete's
 confirmation) are shown as the command to type. Updates come by webhook (secret header checked in
-``bot.zalo_webhooks``) or by long polling (``poll_once``), never both: Zalo refuses that.
+``bot.adapters.zalo.webhooks``) or by long polling (``poll_once``), never both: Zalo refuses that.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from bot.adapters.zalo_http import ZaloHttp, ZaloTransportError
+from bot.adapters.zalo.http import ZaloHttp, ZaloTransportError
 from bot.channels import Capabilities, DeliveryError, OutboundMessage
 
 CAPABILITIES = Capabilities(buttons=False, max_text_chars=2000, max_buttons=0)

@@ -27,13 +27,13 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy.exc import IntegrityError
 
-from bot.adapters.zalo_zns import parse_rating
+from bot.adapters.zalo.ratings import record_delivery, record_rating
+from bot.adapters.zalo.suite import ZaloSuite
+from bot.adapters.zalo.zns import parse_rating
 from bot.body import parse_json, read_raw
 from bot.http_errors import error_response
 from bot.inbound import route_button, route_text
 from bot.service import Outcome, SurveyService
-from bot.zalo import ZaloSuite
-from bot.zalo_ratings import record_delivery, record_rating
 from settings import Settings
 from storage.coordination import Coordinator
 from storage.db import Sessions

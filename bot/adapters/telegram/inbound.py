@@ -31,7 +31,7 @@ from telegram import CallbackQuery, Message, Update
 from telegram.constants import ChatType
 from telegram.error import Conflict, TelegramError
 
-from bot.adapters.telegram import TelegramChannel, fit
+from bot.adapters.telegram.channel import TelegramChannel, fit
 from bot.body import parse_json, read_raw
 from bot.channels import DeliveryError
 from bot.flows.engine import parse_payload

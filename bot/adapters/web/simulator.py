@@ -14,7 +14,7 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
-from bot.adapters.web import WebChannel
+from bot.adapters.web.channel import WebChannel
 from bot.body import read_json
 from bot.channels import render
 from bot.flows.definition import SurveyCatalog

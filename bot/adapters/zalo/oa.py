@@ -13,8 +13,8 @@ from __future__ import annotations
 import unicodedata
 from typing import Any
 
-from bot.adapters.zalo_http import ZaloHttp, ZaloTransportError, zalo_error
-from bot.adapters.zalo_tokens import TokenUnavailable, ZaloTokens
+from bot.adapters.zalo.http import ZaloHttp, ZaloTransportError, zalo_error
+from bot.adapters.zalo.tokens import TokenUnavailable, ZaloTokens
 from bot.channels import Capabilities, DeliveryError, OutboundMessage
 
 MAX_TEXT_CHARS = 2000

@@ -11,11 +11,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bot.adapters.zalo_bot import ZaloBotChannel
-from bot.adapters.zalo_http import ZaloHttp
-from bot.adapters.zalo_oa import ZaloOAChannel
-from bot.adapters.zalo_tokens import ZaloTokens
-from bot.adapters.zalo_zns import ZnsChannel
+from bot.adapters.zalo.bot import ZaloBotChannel
+from bot.adapters.zalo.http import ZaloHttp
+from bot.adapters.zalo.oa import ZaloOAChannel
+from bot.adapters.zalo.tokens import ZaloTokens
+from bot.adapters.zalo.zns import ZnsChannel
 from bot.channels import Channel
 from settings import Settings
 from storage.audit import AuditLog

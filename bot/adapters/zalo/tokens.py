@@ -15,7 +15,7 @@ import datetime as dt
 import logging
 from collections.abc import Callable
 
-from bot.adapters.zalo_http import ZaloHttp, ZaloTransportError, zalo_error
+from bot.adapters.zalo.http import ZaloHttp, ZaloTransportError, zalo_error
 from storage.audit import AuditLog
 from storage.coordination import Coordinator
 from storage.db import Sessions

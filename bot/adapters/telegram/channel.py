@@ -48,7 +48,7 @@ from telegram.error import (
 )
 from telegram.request import HTTPXRequest
 
-from bot.adapters.telegram_state import (
+from bot.adapters.telegram.state import (
     MemoryTelegramState,
     QuestionRef,
     RateLimits,

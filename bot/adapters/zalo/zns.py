@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.adapters.zalo_http import ZaloHttp, ZaloTransportError, zalo_error
-from bot.adapters.zalo_oa import TOKEN_ERRORS
-from bot.adapters.zalo_tokens import TokenUnavailable, ZaloTokens
+from bot.adapters.zalo.http import ZaloHttp, ZaloTransportError, zalo_error
+from bot.adapters.zalo.oa import TOKEN_ERRORS
+from bot.adapters.zalo.tokens import TokenUnavailable, ZaloTokens
 from bot.channels import Capabilities, DeliveryError, OutboundMessage
 
 CAPABILITIES = Capabilities(buttons=False, max_text_chars=2000, max_buttons=0)

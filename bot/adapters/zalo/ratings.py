@@ -14,12 +14,12 @@ import hashlib
 import logging
 import unicodedata
 
-from bot.adapters.zalo_zns import Rating
+from bot.adapters.zalo.suite import ZaloSuite
+from bot.adapters.zalo.zns import Rating
 from bot.flows.definition import SurveyDefinition
 from bot.flows.engine import AnswerEvent
 from bot.flows.scrub import scrub
 from bot.service import ZNS_CHANNEL, ZNS_SURVEY, SurveyService
-from bot.zalo import ZaloSuite
 from storage.models import Invitation, SurveyLedger, ZnsTracking
 
 log = logging.getLogger(__name__)
