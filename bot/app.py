@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 import jinja2
@@ -13,33 +12,18 @@ import segno
 from aiohttp import web
 
 from bot import api
-from bot.adapters.telegram import inbound as telegram_inbound
-from bot.adapters.telegram.inbound import TelegramInbound
-from bot.adapters.web import simulator
-from bot.adapters.zalo import webhooks as zalo_webhooks
-from bot.adapters.zalo.webhooks import ZaloInbound
 from bot.body import BODY_LIMITS, BodyLimits
 from bot.dashboard import views as dashboard
 from bot.dashboard.auth import DashboardServices
 from bot.forwarded import served_over_https
 from bot.http_errors import install_request_handler, json_errors
-from bot.i18n import install as install_i18n
 from bot.i18n import normalise_language
 from bot.openapi import openapi_document
+from bot.pages import STATIC_DIR, make_templates
 from settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
-TEMPLATE_DIR = Path(__file__).parent / "templates"
-STATIC_DIR = Path(__file__).parent / "static"  # page scripts: the CSP allows no inline script
-
-
-def make_templates() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-    )
-    return install_i18n(env)  # the one catalog, in each render's ``lang``
+TEMPLATES = web.AppKey("templates", jinja2.Environment)
 
 
 async def health(request: web.Request) -> web.Response:
@@ -60,7 +44,7 @@ async def rating_page(request: web.Request) -> web.Response:
     # read from paper by anyone, whatever the phone's language.
     lang = normalise_language(request.query.get("lang"))
     html = (
-        request.app[simulator.TEMPLATES]
+        request.app[TEMPLATES]
         .get_template("rating.html")
         .render(
             lang=lang,
@@ -127,9 +111,8 @@ class AppParts:
     settings: Settings
     api: api.AgencyApi
     dashboard: DashboardServices
-    simulator: simulator.SimulatorServices
-    telegram: TelegramInbound | None
-    zalo: ZaloInbound
+    #: Every channel package's inbound routes (webhooks, the simulator).
+    channel_routes: Sequence[web.RouteDef]
     start: Callable[[], None]
     close: Callable[[], Awaitable[None]]
 
@@ -166,10 +149,9 @@ def create_app(composed: Composed, *, background: bool = True) -> web.Applicatio
         r"/r/{token:[A-Za-z0-9_-]{8,128}}/qr.{kind:svg|png}", rating_qr, name="rating_qr"
     )
     app.router.add_static("/static", STATIC_DIR, name="static")
-    simulator.setup(app, make_templates(), parts.simulator)
+    app[TEMPLATES] = make_templates()
     dashboard.setup(app, make_templates(), parts.dashboard)
-    zalo_webhooks.setup(app, parts.zalo)
-    telegram_inbound.setup(app, parts.telegram)
+    app.add_routes(parts.channel_routes)
 
     if background:
 

@@ -17,6 +17,7 @@ import click
 from aiohttp import web
 from sqlalchemy import func, select
 
+from bot.adapters.telegram.demo import TelegramDemo
 from bot.app import create_app
 from bot.channels import Capabilities, render
 from bot.dashboard import auth as dashboard_auth
@@ -109,8 +110,6 @@ def _serve(
         current = settings
         demo_telegram = None
         if telegram_demo is not None and not settings.telegram_token:
-            from bot.adapters.telegram.demo import TelegramDemo
-
             demo_telegram = await TelegramDemo.start(settings)
             if demo_telegram is not None:
                 current = demo_telegram.settings

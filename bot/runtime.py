@@ -1,4 +1,9 @@
-"""Wiring: one object that owns the database, keys, coordination, service and channels."""
+"""Wiring: one object that owns the database, keys, coordination, service and channels.
+
+The composition root: the only module that sees every part. It builds each registered channel
+package (``bot.adapters.REGISTRY``) from one ``ChannelServices``, hands the HTTP app its parts
+(``app_parts``), and runs the background loops and the maintenance round.
+"""
 
 from __future__ import annotations
 
@@ -6,25 +11,24 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.adapters.telegram import inbound as telegram_inbound
-from bot.adapters.telegram.channel import TelegramChannel
-from bot.adapters.telegram.inbound import TelegramInbound
-from bot.adapters.web import simulator
+from bot.adapters import REGISTRY
+from bot.adapters.base import ChannelPackage, ChannelPlugin, ChannelServices
 from bot.adapters.web.channel import WebChannel
-from bot.adapters.zalo.ratings import reconcile
-from bot.adapters.zalo.suite import ZaloSuite, build_zalo
-from bot.adapters.zalo.webhooks import ZaloInbound, poll_bot
+from bot.adapters.zalo import ZaloPlugin
+from bot.adapters.zalo.suite import ZaloSuite
 from bot.api import AgencyApi
 from bot.app import AppParts
-from bot.channels import Channel
+from bot.channels import Capabilities, Channel
 from bot.dashboard.auth import DashboardServices
 from bot.dispatch import Dispatcher
 from bot.flows.definition import SurveyCatalog, builtin_catalog
+from bot.inbound import Funnel
 from bot.limits import Doors
 from bot.service import SurveyService
 from settings import Settings
@@ -50,10 +54,10 @@ class Runtime:
     coordinator: Coordinator
     service: SurveyService
     dispatcher: Dispatcher
-    web: WebChannel
     channels: dict[str, Channel]
     audit: AuditLog
-    zalo: ZaloSuite | None = None
+    #: The built channel packages, by package name.
+    plugins: dict[str, ChannelPlugin] = field(default_factory=dict)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -65,6 +69,7 @@ class Runtime:
         migrate: bool = True,
         extra_channels: Mapping[str, Channel] | None = None,
         keyring: KeyRing | None = None,
+        packages: Sequence[ChannelPackage] = REGISTRY,
     ) -> Runtime:
         keyring = keyring or load_keyring(
             settings.keys, settings.keys_file, settings.var_dir, settings.is_production
@@ -79,25 +84,20 @@ class Runtime:
             if settings.redis_url
             else LocalCoordinator()
         )
-        web = WebChannel()
         audit = AuditLog(sessions, settings.effective_audit_anchor_file)
-        zalo = build_zalo(settings, make_sessions(engine), keyring, coordinator, audit)
-        channels: dict[str, Channel] = {
-            "web": web,
-            **(zalo.channels() if zalo else {}),
-            **(extra_channels or {}),
-        }
-        if settings.telegram_token and "telegram" not in channels:
-            channels["telegram"] = TelegramChannel.from_settings(settings, keyring, coordinator)
         catalog = builtin_catalog()
-        service = SurveyService(
-            sessions,
-            keyring,
-            settings,
-            catalog,
-            coordinator,
-            {name: ch.capabilities for name, ch in channels.items()},
+        # Filled below, once the packages said which channels they configured.
+        capabilities: dict[str, Capabilities] = {}
+        service = SurveyService(sessions, keyring, settings, catalog, coordinator, capabilities)
+        services = ChannelServices(
+            settings, keyring, coordinator, sessions, audit, catalog, Funnel(service), service
         )
+        plugins = {package.name: package.build(services) for package in packages}
+        channels: dict[str, Channel] = {}
+        for plugin in plugins.values():
+            channels.update(plugin.channels)
+        channels.update(extra_channels or {})
+        capabilities.update({name: ch.capabilities for name, ch in channels.items()})
         dispatcher = Dispatcher(
             sessions,
             keyring,
@@ -117,53 +117,55 @@ class Runtime:
             coordinator,
             service,
             dispatcher,
-            web,
             channels,
             audit,
-            zalo,
+            plugins,
         )
+
+    # ------------------------------------------------------------ shortcuts (tests, the CLI)
+    @property
+    def web(self) -> WebChannel:
+        """The simulator's mailboxes."""
+        channel = self.channels["web"]
+        assert isinstance(channel, WebChannel)
+        return channel
+
+    @property
+    def zalo(self) -> ZaloSuite | None:
+        """The configured Zalo channels, or None."""
+        plugin = self.plugins.get("zalo")
+        return plugin.suite if isinstance(plugin, ZaloPlugin) else None
 
     # ------------------------------------------------------------ narrow services
     @property
     def doors(self) -> Doors:
         return Doors(self.settings, self.keyring, self.coordinator.limiter)
 
-    def telegram_inbound(self) -> TelegramInbound | None:
-        channel = self.channels.get("telegram")
-        if not isinstance(channel, TelegramChannel):
-            return None
-        return TelegramInbound(channel, self.service, self.coordinator)
-
-    def zalo_inbound(self) -> ZaloInbound:
-        return ZaloInbound(self.settings, self.zalo, self.service, self.coordinator, self.sessions)
-
     def app_parts(self) -> AppParts:
         """Each HTTP part gets only what it uses; the app never sees this object."""
+        routes: list[web.RouteDef] = []
+        for plugin in self.plugins.values():
+            routes.extend(plugin.routes())
         return AppParts(
             settings=self.settings,
             api=AgencyApi(self.service, self.settings, self.doors),
             dashboard=DashboardServices(
                 self.settings, self.sessions, self.audit, self.doors, self.coordinator
             ),
-            simulator=simulator.SimulatorServices(
-                self.settings, self.service, self.web, self.catalog
-            ),
-            telegram=self.telegram_inbound(),
-            zalo=self.zalo_inbound(),
+            channel_routes=routes,
             start=self.start_background,
             close=self.close,
         )
 
     def start_background(self) -> None:
-        """The dispatcher loop and periodic maintenance (expiry, reminders, purge)."""
+        """The dispatcher loop, periodic maintenance (expiry, reminders, purge, releases, each
+        channel's round) and each channel's own loops (long polling, webhook registration)."""
         self._stop.clear()
         self._tasks.append(asyncio.create_task(self.dispatcher.run_forever(self._stop)))
         self._tasks.append(asyncio.create_task(self._maintain()))
-        telegram = self.telegram_inbound()
-        if telegram is not None:  # long polling, or registering the webhook
-            self._tasks.extend(telegram_inbound.start_background(telegram, self._stop))
-        if self.zalo is not None and self.zalo.bot is not None and self.settings.zalo_bot_polling:
-            self._tasks.append(asyncio.create_task(poll_bot(self.zalo_inbound(), self._stop)))
+        for plugin in self.plugins.values():
+            for loop in plugin.loops():
+                self._tasks.append(asyncio.create_task(loop(self._stop)))
 
     async def _maintain(self) -> None:
         """Every minute: close expired surveys, send due reminders, then forget what closed
@@ -177,8 +179,8 @@ class Runtime:
                     log.info("forgot %d outbox, %d ZNS tracking and %d webhook mark row(s)",
                              purged.outbox, purged.zns_tracking, purged.webhook_seen)  # fmt: skip
                 await self.publish_releases()
-                if self.zalo is not None and self.zalo.zns is not None:
-                    await reconcile(self.zalo, self.service)
+                for plugin in self.plugins.values():
+                    await plugin.maintain()
             except Exception:
                 log.exception("maintenance round failed")
             with contextlib.suppress(TimeoutError):
@@ -212,7 +214,8 @@ class Runtime:
             if closer is not None:
                 with contextlib.suppress(Exception):
                     await closer()
+        for plugin in self.plugins.values():
+            with contextlib.suppress(Exception):
+                await plugin.close()
         await self.coordinator.close()
-        if self.zalo is not None:
-            await self.zalo.close()
         await self.engine.dispose()

@@ -10,6 +10,7 @@ hashed or sealed; none is stored, logged or returned.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import secrets
 from collections.abc import Callable, Mapping, Sequence
@@ -22,7 +23,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.channels import Capabilities, OutboundMessage, render
 from bot.flows.definition import SurveyCatalog, SurveyDefinition
-from bot.flows.engine import DONE, Choice, Input, Prompt, Start, Step, SurveyEngine
+from bot.flows.engine import (
+    DONE,
+    AnswerEvent,
+    Choice,
+    Input,
+    Prompt,
+    Start,
+    Step,
+    SurveyEngine,
+)
 from bot.i18n import N_, gettext, ngettext, normalise_language
 from bot.responses import ResponseRecorder
 from bot.schemas import (
@@ -641,6 +651,56 @@ class SurveyService:
             if ledger is not None and not ledger.delivered:
                 ledger.delivered = True
                 await session.commit()
+
+    async def record_rating(
+        self,
+        channel: str,
+        tracking_id: str,
+        rater: str,
+        answers: Callable[[SurveyDefinition], Sequence[AnswerEvent]],
+    ) -> bool:
+        """A rating the platform collected (the ZNS template): the invitation's completed
+        response, stored once. False when the tracking id is unknown, already rated, or its
+        survey closed or moved to another channel."""
+        key = hashlib.sha256(tracking_id.encode()).hexdigest()
+        async with self.coordinator.lock(f"zns:{key}"), self.sessions() as session:
+            tracking = await session.get(ZnsTracking, tracking_id)
+            if tracking is None or tracking.status == "rated":
+                return False
+            invitation = (
+                await session.get(Invitation, tracking.invitation_id)
+                if tracking.invitation_id
+                else None
+            )
+            if invitation is None or invitation.channel != channel:
+                log.info("tracked rating for a closed survey ignored")
+                return False
+            definition = self.catalog.get(invitation.survey_id, invitation.survey_version)
+            await self.responses.store(session, invitation, channel, rater, answers(definition))
+            ledger = await session.get(SurveyLedger, invitation.ledger_id)
+            if ledger is not None:
+                ledger.delivered = True
+            # Closing deletes the tracking row too: the same rating seen again (webhook and
+            # reconciliation) then finds no tracking id and is not stored twice.
+            await self.finalize(session, invitation, "completed")
+            await session.commit()
+        return True
+
+    async def record_receipt(self, tracking_id: str) -> bool:
+        """The platform's delivery receipt: the ledger records that the invitation arrived."""
+        async with self.sessions() as session:
+            tracking = await session.get(ZnsTracking, tracking_id)
+            if tracking is None or tracking.invitation_id is None:
+                return False
+            invitation = await session.get(Invitation, tracking.invitation_id)
+            ledger = await session.get(SurveyLedger, invitation.ledger_id) if invitation else None
+            if ledger is None:
+                return False
+            ledger.delivered = True
+            if tracking.status == "pending":
+                tracking.status = "delivered"
+            await session.commit()
+        return True
 
     async def _stop(
         self, session: AsyncSession, contacts: Sequence[str], invitation: Invitation | None

@@ -394,15 +394,18 @@ async def test_zalo_bot_text_only_survey_by_webhook(zalo: Zalo) -> None:
 
 
 async def test_zalo_bot_polling_delivers_updates(zalo: Zalo) -> None:
+    from bot.adapters.zalo import ZaloPlugin
     from bot.adapters.zalo.webhooks import bot_update
 
+    plugin = zalo.rt.plugins["zalo"]
+    assert isinstance(plugin, ZaloPlugin)
     assert zalo.rt.zalo is not None and zalo.rt.zalo.bot is not None
     bot = zalo.rt.zalo.bot
     zalo.emu.bot_poll_time_scale = 0.01
     chat = await zalo.emu.bot_user_send_text(None, "/help")
     update = await bot.poll_once()
     assert update is not None
-    await bot_update(zalo.rt.zalo_inbound(), update)
+    await bot_update(plugin.inbound, update)
     await zalo.settle()
     assert "/privacy" in zalo.emu.bot_messages(chat)[-1].text
     assert await bot.poll_once() is None  # an empty long poll (408) is not an error

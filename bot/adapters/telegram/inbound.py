@@ -4,7 +4,8 @@ The handler is the only place a Telegram update is read. It
 
 * parses the update with ``telegram.Update.de_json`` (PTB as a typed client, no Application);
 * skips an update whose ``update_id`` was already processed, and marks it processed only AFTER the
-  service committed, so a failure answers non-2xx and Telegram redelivers it;
+  service committed, so a failure answers non-2xx and Telegram redelivers it (the shared door,
+  ``bot/adapters/gate.py``, with the marks kept in the chat state store);
 * turns a message into ``route_text`` (``/start <token>`` binds the chat; commands; answers) and a
   button tap into ``answerCallbackQuery`` at once, then ``route_button``.
 
@@ -21,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import hmac
+import functools
 import logging
 from collections import defaultdict
 from typing import Any
@@ -31,13 +32,13 @@ from telegram import CallbackQuery, Message, Update
 from telegram.constants import ChatType
 from telegram.error import Conflict, TelegramError
 
+from bot.adapters import gate
 from bot.adapters.telegram.channel import TelegramChannel, fit
-from bot.body import parse_json, read_raw
+from bot.adapters.telegram.state import TelegramState
 from bot.channels import DeliveryError
 from bot.flows.engine import parse_payload
 from bot.http_errors import error_response
-from bot.inbound import route_button, route_text
-from bot.service import SurveyService
+from bot.inbound import Funnel
 from storage.coordination import Coordinator
 
 log = logging.getLogger(__name__)
@@ -53,11 +54,9 @@ TELEGRAM_REDELIVERY_WINDOW = dt.timedelta(hours=24, minutes=10)
 class TelegramInbound:
     """Processes one Telegram update at a time; raises when the update must be redelivered."""
 
-    def __init__(
-        self, channel: TelegramChannel, service: SurveyService, coordinator: Coordinator
-    ) -> None:
+    def __init__(self, channel: TelegramChannel, funnel: Funnel, coordinator: Coordinator) -> None:
         self.channel = channel
-        self.service = service
+        self.funnel = funnel
         self.coordinator = coordinator
 
     def parse(self, data: dict[str, Any]) -> Update | None:
@@ -70,14 +69,15 @@ class TelegramInbound:
     async def process(self, update: Update) -> str:
         """Handle ``update`` exactly once; the returned word says what happened (for tests)."""
         key = f"{update.update_id}"
-        state = self.channel.state
-        async with self.coordinator.lock(f"tg-update:{self.channel.bot_key}:{key}"):
-            if await state.is_done(key):
-                return "duplicate"
-            outcome = await self._dispatch(update)
-            await state.mark_done(key)
+        lock = f"tg-update:{self.channel.bot_key}:{key}"
+        marks = UpdateMarks(self.channel.state)
+        outcome = await gate.once(
+            self.coordinator, marks, lock, key, lambda: self._dispatch(update)
+        )
+        if outcome is gate.DUPLICATE:
+            return "duplicate"
         log.debug("telegram update handled: %s", outcome)
-        return outcome
+        return str(outcome)
 
     async def _dispatch(self, update: Update) -> str:
         if not well_formed(update):
@@ -92,7 +92,7 @@ class TelegramInbound:
         address = str(message.chat.id)
         text = message.text or message.caption or ""
         language = message.from_user.language_code if message.from_user else None
-        await route_text(self.service, self.channel.name, address, text[:MAX_TEXT], language)
+        await self.funnel.text(self.channel.name, address, text[:MAX_TEXT], language)
         return "message"
 
     async def _callback(self, query: CallbackQuery) -> str:
@@ -120,8 +120,21 @@ class TelegramInbound:
             # edit made, instead of racing it.
             contact = self.channel.contact(address)
             await self.channel.strip_buttons(chat.id, contact, message.message_id)
-        await route_button(self.service, self.channel.name, address, data)
+        await self.funnel.button(self.channel.name, address, data)
         return "callback"
+
+
+class UpdateMarks:
+    """Processed ``update_id`` marks, kept in the chat state store (Redis or memory)."""
+
+    def __init__(self, state: TelegramState) -> None:
+        self._state = state
+
+    async def seen(self, key: str) -> bool:
+        return await self._state.is_done(key)
+
+    async def mark(self, key: str) -> None:
+        await self._state.mark_done(key)
 
 
 def well_formed(update: Update) -> bool:
@@ -157,13 +170,9 @@ def _label_of(message: Message, data: str) -> str | None:
     return None
 
 
-INBOUND = web.AppKey("telegram_inbound", TelegramInbound)
-
-
 # ==================================================================================== webhook
-async def webhook(request: web.Request) -> web.Response:
+async def webhook(inbound: TelegramInbound | None, request: web.Request) -> web.Response:
     """POST /telegram/webhook: 200 only once the update's effect is committed."""
-    inbound = _inbound(request.app)
     if inbound is None:
         return error_response(404, "telegram_disabled", "the Telegram channel is not configured")
     settings = inbound.channel.settings
@@ -175,9 +184,9 @@ async def webhook(request: web.Request) -> web.Response:
     given = request.headers.get(SECRET_HEADER)
     if given is None:
         return error_response(401, "missing_secret_token", f"send the {SECRET_HEADER} header")
-    if not hmac.compare_digest(given.encode("utf-8", "replace"), secret.encode("utf-8")):
+    if not gate.secret_matches(given, secret):
         return error_response(403, "invalid_secret_token", "the secret token does not match")
-    data = parse_json(await read_raw(request), max_depth=settings.max_json_depth, nul="strip")
+    data = await gate.read_event(request, settings.max_json_depth)
     if not isinstance(data, dict) or not isinstance(data.get("update_id"), int):
         return error_response(400, "not_an_update", "the body must be a Telegram Update object")
     update = inbound.parse(data)
@@ -187,13 +196,13 @@ async def webhook(request: web.Request) -> web.Response:
         # Telegram keeps an update 24 hours: an older one is a replay, whose mark may be gone.
         log.warning("telegram update older than Telegram's redelivery window ignored")
         return web.json_response({"ok": True, "ignored": "stale"})
-    try:
-        outcome = await inbound.process(update)
-    except Exception as exc:
-        # Not committed: a non-2xx answer makes Telegram deliver this update again later.
-        log.warning("telegram update not processed (%s); Telegram will redeliver", _kind(exc))
-        return error_response(503, "retry_later", "the update could not be processed now")
-    return web.json_response({"ok": True, "outcome": outcome})
+    # Not committed: a non-2xx answer makes Telegram deliver this update again later.
+    return await gate.acknowledge(
+        "telegram update",
+        lambda: inbound.process(update),
+        lambda outcome: {"ok": True, "outcome": outcome},
+        detail="the update could not be processed now",
+    )
 
 
 def _older_than_redelivery(update: Update) -> bool:
@@ -208,36 +217,10 @@ def _older_than_redelivery(update: Update) -> bool:
     return dt.datetime.now(dt.UTC) - message.date > TELEGRAM_REDELIVERY_WINDOW
 
 
-def _inbound(app: web.Application) -> TelegramInbound | None:
-    return app.get(INBOUND)
-
-
-def setup(app: web.Application, inbound: TelegramInbound | None) -> None:
-    """Register POST /telegram/webhook (answers 404 while no bot token is configured)."""
-    if inbound is not None:
-        app[INBOUND] = inbound
-    app.router.add_post("/telegram/webhook", webhook, name="telegram_webhook")
-
-
-def start_background(inbound: TelegramInbound, stop: asyncio.Event) -> list[asyncio.Task[None]]:
-    """Long polling when configured, else (with a secret) register our webhook once, else just
-    learn the bot's username (for deep links) before the first send."""
-    channel, settings = inbound.channel, inbound.channel.settings
-    if settings.telegram_polling:
-        poller = TelegramPoller(channel, inbound, settings.telegram_poll_timeout_seconds)
-        return [asyncio.create_task(poller.run(stop))]
-    if settings.telegram_webhook_secret and settings.telegram_register_webhook:
-        url = f"{settings.effective_public_base_url}/telegram/webhook"
-        return [asyncio.create_task(_register(channel, url))]
-    return [asyncio.create_task(channel.ready_quietly())]
-
-
-async def _register(channel: TelegramChannel, url: str) -> None:
-    await channel.register_webhook(url)
-
-
-def _kind(exc: BaseException) -> str:
-    return exc.reason if isinstance(exc, DeliveryError) else exc.__class__.__name__
+def routes(inbound: TelegramInbound | None) -> list[web.RouteDef]:
+    """POST /telegram/webhook (answers 404 while no bot token is configured)."""
+    handler = functools.partial(webhook, inbound)
+    return [web.post("/telegram/webhook", handler, name="telegram_webhook")]
 
 
 # ==================================================================================== polling
@@ -270,7 +253,7 @@ class TelegramPoller:
                 await self.channel.bot.delete_webhook(drop_pending_updates=False)
                 break
             except (TelegramError, DeliveryError) as exc:
-                log.warning("Telegram polling cannot start yet (%s)", _kind(exc))
+                log.warning("Telegram polling cannot start yet (%s)", gate.kind(exc))
                 await self._pause(stop)
         log.info("Telegram long polling started")
         while not stop.is_set():
@@ -281,7 +264,7 @@ class TelegramPoller:
                 await self._pause(stop)
                 continue
             except Exception as exc:
-                log.warning("getUpdates failed (%s)", _kind(exc))
+                log.warning("getUpdates failed (%s)", gate.kind(exc))
                 await self._pause(stop)
                 continue
             if handled is False:
@@ -313,7 +296,7 @@ class TelegramPoller:
             try:
                 await self.inbound.process(update)
             except Exception as exc:
-                log.warning("telegram update not processed (%s); will retry", _kind(exc))
+                log.warning("telegram update not processed (%s); will retry", gate.kind(exc))
                 return update.update_id
         return None
 

@@ -1,1 +1,36 @@
-"""The web channel package."""
+"""The web chat: the simulator's page (``simulator``) and its in-memory mailboxes (``channel``),
+so anyone can try a survey, or answer a real one from a receipt link, with no chat account."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from aiohttp import web
+
+from bot.adapters.base import ChannelPackage, ChannelServices, NoLoops
+from bot.adapters.web import simulator
+from bot.adapters.web.channel import WebChannel
+from bot.channels import Channel
+from bot.pages import make_templates
+
+SETTINGS = ("default_survey", "max_free_text_chars")
+
+
+class WebPlugin(NoLoops):
+    """Always on: the simulator is how a survey is tried before any chat app is configured."""
+
+    def __init__(self, services: ChannelServices) -> None:
+        self.channel = WebChannel()
+        self.simulator = simulator.Simulator(
+            services.settings, services.funnel, self.channel, services.catalog, make_templates()
+        )
+
+    @property
+    def channels(self) -> Mapping[str, Channel]:
+        return {self.channel.name: self.channel}
+
+    def routes(self) -> Sequence[web.RouteDef]:
+        return simulator.routes(self.simulator)
+
+
+PACKAGE = ChannelPackage("web", SETTINGS, WebPlugin)

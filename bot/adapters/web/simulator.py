@@ -7,8 +7,9 @@ through the real service, exactly as a chat channel does.
 
 from __future__ import annotations
 
+import functools
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jinja2
@@ -21,13 +22,11 @@ from bot.flows.definition import SurveyCatalog
 from bot.flows.engine import Choice, Reply, Start, SurveyEngine, parse_payload
 from bot.http_errors import error_response
 from bot.i18n import normalise_language
-from bot.inbound import route_button, route_text
-from bot.service import SurveyService
+from bot.inbound import Funnel
 from settings import Settings
 
 MAX_TEXT = 2000
 MAX_PREVIEWS = 2000
-TEMPLATES = web.AppKey("templates", jinja2.Environment)
 
 
 @dataclass
@@ -36,34 +35,26 @@ class Preview:
     state: dict[str, Any]
 
 
-PREVIEWS = web.AppKey("previews", dict)
-
-
-@dataclass(frozen=True, slots=True)
-class SimulatorServices:
-    """What the simulator needs: the web channel's mailboxes, the inbound funnel's service, the
-    survey catalog (previews) and the settings (default survey, free-text bound)."""
+@dataclass(slots=True)
+class Simulator:
+    """What the simulator needs: the web channel's mailboxes, the one funnel, the survey catalog
+    and the settings (previews: default survey, free-text bound), its page template, and the
+    "try" conversations it holds in memory."""
 
     settings: Settings
-    service: SurveyService
+    funnel: Funnel
     web: WebChannel
     catalog: SurveyCatalog
+    templates: jinja2.Environment
+    previews: dict[str, Preview] = field(default_factory=dict)
 
 
-SIMULATOR = web.AppKey("simulator_services", SimulatorServices)
-
-
-async def page(request: web.Request) -> web.Response:
-    sim = request.app[SIMULATOR]
+async def page(sim: Simulator, request: web.Request) -> web.Response:
     token = request.query.get("token")
-    html = (
-        request.app[TEMPLATES]
-        .get_template("simulator.html")
-        .render(
-            lang=normalise_language(request.query.get("lang")),
-            token=token,
-            surveys=sim.catalog.ids(),
-        )
+    html = sim.templates.get_template("simulator.html").render(
+        lang=normalise_language(request.query.get("lang")),
+        token=token,
+        surveys=sim.catalog.ids(),
     )
     return web.Response(text=html, content_type="text/html")
 
@@ -78,30 +69,28 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-async def open_session(request: web.Request) -> web.Response:
-    sim = request.app[SIMULATOR]
+async def open_session(sim: Simulator, request: web.Request) -> web.Response:
     body = await _body(request)
     language = normalise_language(_text(body.get("lang")))
     session = sim.web.open_session()
     token = body.get("token")
     if isinstance(token, str) and token:
-        await sim.service.bind(token[:128], "web", session, language)
+        await sim.funnel.bind(token[:128], "web", session, language)
         return web.json_response({"session": session, "mode": "survey"})
     survey_id = body.get("survey") or sim.settings.default_survey
     if not isinstance(survey_id, str) or survey_id not in sim.catalog:
         return error_response(422, "unknown_survey", f"no survey named {str(survey_id)[:64]!r}")
-    previews: dict[str, Preview] = request.app[PREVIEWS]
+    previews = sim.previews
     while len(previews) >= MAX_PREVIEWS:
         previews.pop(next(iter(previews)))
     engine = SurveyEngine(sim.catalog.latest(survey_id), sim.settings.max_free_text_chars)
     previews[session] = Preview(engine, engine.new_state(secrets.token_hex(3), language))
-    await _preview_step(request, session, Start())
+    await _preview_step(sim, session, Start())
     return web.json_response({"session": session, "mode": "try"})
 
 
-async def _preview_step(request: web.Request, session: str, event: Start | Choice | Reply) -> None:
-    sim = request.app[SIMULATOR]
-    preview: Preview = request.app[PREVIEWS][session]
+async def _preview_step(sim: Simulator, session: str, event: Start | Choice | Reply) -> None:
+    preview = sim.previews[session]
     step = preview.engine.step(preview.state, event)
     preview.state = step.state
     language = step.state["lang"]
@@ -109,8 +98,7 @@ async def _preview_step(request: web.Request, session: str, event: Start | Choic
         await sim.web.send(session, render(prompt, sim.web.capabilities, language))
 
 
-async def send(request: web.Request) -> web.Response:
-    sim = request.app[SIMULATOR]
+async def send(sim: Simulator, request: web.Request) -> web.Response:
     body = await _body(request)
     session = body.get("session")
     if not isinstance(session, str) or not sim.web.exists(session):
@@ -122,22 +110,21 @@ async def send(request: web.Request) -> web.Response:
         )
     if not (isinstance(text, str) and text.strip()) and not (isinstance(data, str) and data):
         return error_response(422, "empty_message", "send a non-empty 'text' or a button 'payload'")
-    if session in request.app[PREVIEWS]:
+    if session in sim.previews:
         event: Start | Choice | Reply
         if isinstance(data, str) and data:
             event = parse_payload(data) or Choice("-", "-", "-")
         else:
             event = Reply(str(text))
-        await _preview_step(request, session, event)
+        await _preview_step(sim, session, event)
     elif isinstance(data, str) and data:
-        await route_button(sim.service, "web", session, data[:128])
+        await sim.funnel.button("web", session, data[:128])
     else:
-        await route_text(sim.service, "web", session, str(text))
+        await sim.funnel.text("web", session, str(text))
     return web.json_response({"ok": True}, status=202)
 
 
-async def messages(request: web.Request) -> web.Response:
-    sim = request.app[SIMULATOR]
+async def messages(sim: Simulator, request: web.Request) -> web.Response:
     session = request.query.get("session", "")
     try:
         after = int(request.query.get("after", "0"))
@@ -148,11 +135,12 @@ async def messages(request: web.Request) -> web.Response:
     return web.json_response({"messages": sim.web.poll(session, after)})
 
 
-def setup(app: web.Application, templates: jinja2.Environment, services: SimulatorServices) -> None:
-    app[TEMPLATES] = templates
-    app[SIMULATOR] = services
-    app[PREVIEWS] = {}
-    app.router.add_get("/simulator", page, name="simulator")
-    app.router.add_post("/simulator/api/session", open_session, name="simulator_session")
-    app.router.add_post("/simulator/api/send", send, name="simulator_send")
-    app.router.add_get("/simulator/api/messages", messages, name="simulator_messages")
+def routes(sim: Simulator) -> list[web.RouteDef]:
+    """The page, and the JSON endpoints it polls and posts to (the web channel's inbound)."""
+    bound = functools.partial
+    return [
+        web.get("/simulator", bound(page, sim), name="simulator"),
+        web.post("/simulator/api/session", bound(open_session, sim), name="simulator_session"),
+        web.post("/simulator/api/send", bound(send, sim), name="simulator_send"),
+        web.get("/simulator/api/messages", bound(messages, sim), name="simulator_messages"),
+    ]

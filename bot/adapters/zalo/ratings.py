@@ -10,7 +10,6 @@ note is scrubbed of phone numbers, ids and codes before it is stored.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import unicodedata
 
@@ -19,8 +18,8 @@ from bot.adapters.zalo.zns import Rating
 from bot.flows.definition import SurveyDefinition
 from bot.flows.engine import AnswerEvent
 from bot.flows.scrub import scrub
-from bot.service import ZNS_CHANNEL, ZNS_SURVEY, SurveyService
-from storage.models import Invitation, SurveyLedger, ZnsTracking
+from bot.inbound import TrackedRatings
+from bot.service import ZNS_CHANNEL, ZNS_SURVEY
 
 log = logging.getLogger(__name__)
 
@@ -68,54 +67,22 @@ def rating_answers(
     return answers
 
 
-async def record_rating(service: SurveyService, rating: Rating) -> bool:
+async def record_rating(tracked: TrackedRatings, rating: Rating, max_text: int = 1000) -> bool:
     """Store one rating as a completed response; False when unknown or already stored."""
-    key = hashlib.sha256(rating.tracking_id.encode()).hexdigest()
-    async with service.coordinator.lock(f"zns:{key}"), service.sessions() as session:
-        tracking = await session.get(ZnsTracking, rating.tracking_id)
-        if tracking is None or tracking.status == "rated":
-            return False
-        invitation = (
-            await session.get(Invitation, tracking.invitation_id)
-            if tracking.invitation_id
-            else None
-        )
-        if invitation is None or invitation.channel != ZNS_CHANNEL:
-            log.info("zns rating for a closed survey ignored")
-            return False
-        definition = service.catalog.get(invitation.survey_id, invitation.survey_version)
-        answers = rating_answers(definition, rating, service.settings.max_free_text_chars)
-        await service.responses.store(
-            session, invitation, ZNS_CHANNEL, f"zns:{rating.tracking_id}", answers
-        )
-        ledger = await session.get(SurveyLedger, invitation.ledger_id)
-        if ledger is not None:
-            ledger.delivered = True
-        # Closing deletes the tracking row too: the same rating seen again (webhook and
-        # reconciliation) then finds no tracking id and is not stored twice.
-        await service.finalize(session, invitation, "completed")
-        await session.commit()
-    return True
+    return await tracked.record_rating(
+        ZNS_CHANNEL,
+        rating.tracking_id,
+        f"zns:{rating.tracking_id}",
+        lambda definition: rating_answers(definition, rating, max_text),
+    )
 
 
-async def record_delivery(service: SurveyService, tracking_id: str) -> bool:
+async def record_delivery(tracked: TrackedRatings, tracking_id: str) -> bool:
     """Zalo's ZNS delivery receipt: the ledger records that the template reached the phone."""
-    async with service.sessions() as session:
-        tracking = await session.get(ZnsTracking, tracking_id)
-        if tracking is None or tracking.invitation_id is None:
-            return False
-        invitation = await session.get(Invitation, tracking.invitation_id)
-        ledger = await session.get(SurveyLedger, invitation.ledger_id) if invitation else None
-        if ledger is None:
-            return False
-        ledger.delivered = True
-        if tracking.status == "pending":
-            tracking.status = "delivered"
-        await session.commit()
-    return True
+    return await tracked.record_receipt(tracking_id)
 
 
-async def reconcile(suite: ZaloSuite | None, service: SurveyService) -> int:
+async def reconcile(suite: ZaloSuite | None, tracked: TrackedRatings) -> int:
     """Poll ``rating/get`` over the recent window; store what the webhook missed. Returns how
     many ratings were newly stored. (Old tracking and webhook-dedup rows are forgotten by
     ``storage.retention``, in the maintenance loop.)"""
@@ -126,7 +93,7 @@ async def reconcile(suite: ZaloSuite | None, service: SurveyService) -> int:
     ratings = await suite.zns.fetch_ratings(int((now_s - hours * 3600) * 1000), int(now_s * 1000))
     stored = 0
     for rating in ratings:
-        stored += await record_rating(service, rating)
+        stored += await record_rating(tracked, rating, suite.settings.max_free_text_chars)
     if stored:
         log.info("zns reconciliation stored %d rating(s) the webhook missed", stored)
     return stored

@@ -6,15 +6,18 @@ in constant time); then a timestamp too far from now is refused, so a captured r
 replayed later (a Zalo Bot message older than the same window is ignored); then an event already
 processed (same message id, or the same content however spaced or ordered: Zalo's retries and
 replays alike) is acknowledged without effect. A 2xx is returned only after the service
-committed, so an event we acknowledged is durable, and a failure answers 503 so Zalo retries. A
-body that cannot be stored (a lone surrogate) is refused with 400: a retry could not fix it.
-Nothing identifying is logged: only event names and outcomes.
+committed, so an event we acknowledged is durable, and a failure answers 503 so Zalo retries
+(the shared door, ``bot/adapters/gate.py``; marks in ``webhook_seen``). A body that cannot be
+stored (a lone surrogate) is refused with 400: a retry could not fix it. Nothing identifying is
+logged: only event names and outcomes. Texts, taps and follows go to the one funnel; ZNS ratings
+and receipts to the tracked-ratings use case.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import hmac
 import json
@@ -25,19 +28,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy.exc import IntegrityError
 
+from bot.adapters import gate
 from bot.adapters.zalo.ratings import record_delivery, record_rating
 from bot.adapters.zalo.suite import ZaloSuite
 from bot.adapters.zalo.zns import parse_rating
 from bot.body import parse_json, read_raw
 from bot.http_errors import error_response
-from bot.inbound import route_button, route_text
-from bot.service import Outcome, SurveyService
+from bot.inbound import Funnel, TrackedRatings
+from bot.service import Outcome
 from settings import Settings
 from storage.coordination import Coordinator
-from storage.db import Sessions
-from storage.models import WebhookSeen
 
 log = logging.getLogger(__name__)
 OA_CHANNEL = "zalo_oa"
@@ -50,29 +51,27 @@ MAX_INBOUND_TEXT = 4000
 @dataclass(frozen=True, slots=True)
 class ZaloInbound:
     """What the Zalo webhooks and the Bot poller need: the settings (secrets, windows), the
-    configured Zalo channels (None when Zalo is off), the inbound funnel's service, the
-    coordinator (one event at a time) and the database (de-duplication marks)."""
+    configured Zalo channels (None when Zalo is off), the one funnel, the tracked-ratings use
+    case (ZNS), the coordinator (one event at a time) and the de-duplication marks."""
 
     settings: Settings
     zalo: ZaloSuite | None
-    service: SurveyService
+    funnel: Funnel
+    tracked: TrackedRatings
     coordinator: Coordinator
-    sessions: Sessions
-
-
-ZALO_INBOUND = web.AppKey("zalo_inbound", ZaloInbound)
+    marks: gate.Marks
 
 
 # ------------------------------------------------------------------------ shared routing
-async def route_zalo_text(service: SurveyService, channel: str, address: str, text: str) -> Outcome:
+async def route_zalo_text(funnel: Funnel, channel: str, address: str, text: str) -> Outcome:
     """A Zalo text is a tapped query button when it carries one of our payloads."""
     stripped = text.strip()[:MAX_INBOUND_TEXT]
     if re.fullmatch(r"(a|cmd):[A-Za-z0-9_:.\-]{1,120}", stripped):
-        return await route_button(service, channel, address, stripped)
+        return await funnel.button(channel, address, stripped)
     match = TOKEN_TEXT.match(stripped)
     if match:
-        return await route_text(service, channel, address, f"/start {match.group(1)}")
-    return await route_text(service, channel, address, stripped)
+        return await funnel.text(channel, address, f"/start {match.group(1)}")
+    return await funnel.text(channel, address, stripped)
 
 
 def verify_signature(
@@ -105,20 +104,16 @@ async def _once(
 ) -> web.Response:
     """Run ``work`` unless this event was already processed; mark it after the commit."""
     event_hash = hashlib.sha256(identity.encode("utf-8", "surrogatepass")).hexdigest()
-    async with inbound.coordinator.lock(f"webhook:{event_hash}"):
-        async with inbound.sessions() as session:
-            if await session.get(WebhookSeen, event_hash) is not None:
-                return web.json_response({"ok": True, "duplicate": True})
-        try:
-            await work()
-        except Exception as exc:
-            log.error("zalo webhook processing failed: %s", exc.__class__.__name__)
-            return error_response(503, "retry_later", "the event could not be stored; retry")
-        async with inbound.sessions() as session:
-            session.add(WebhookSeen(event_hash=event_hash))
-            with contextlib.suppress(IntegrityError):
-                await session.commit()
-    return web.json_response({"ok": True})
+
+    async def run() -> object:
+        return await gate.once(
+            inbound.coordinator, inbound.marks, f"webhook:{event_hash}", event_hash, work
+        )
+
+    def answer(result: object) -> dict[str, Any]:
+        return {"ok": True, "duplicate": True} if result is gate.DUPLICATE else {"ok": True}
+
+    return await gate.acknowledge("zalo webhook", run, answer)
 
 
 def _id(value: Any) -> str | None:
@@ -143,8 +138,7 @@ def _signed_timestamp(header: str | None, raw: bytes, app_id: str, secret: str) 
     return None
 
 
-async def oa_webhook(request: web.Request) -> web.Response:
-    inbound = request.app[ZALO_INBOUND]
+async def oa_webhook(inbound: ZaloInbound, request: web.Request) -> web.Response:
     settings = inbound.settings
     suite = inbound.zalo
     if suite is None or not settings.zalo_oa_configured:
@@ -178,7 +172,7 @@ async def oa_webhook(request: web.Request) -> web.Response:
 
 
 async def _oa_event(inbound: ZaloInbound, event: str, body: dict[str, Any]) -> None:
-    service = inbound.service
+    funnel = inbound.funnel
     message = body.get("message") if isinstance(body.get("message"), dict) else {}
     assert isinstance(message, dict)
     if event == "user_send_text":
@@ -186,39 +180,36 @@ async def _oa_event(inbound: ZaloInbound, event: str, body: dict[str, Any]) -> N
         user = _id(sender.get("id")) if isinstance(sender, dict) else None
         text = message.get("text")
         if user and isinstance(text, str):
-            await route_zalo_text(service, OA_CHANNEL, user, text)
+            await route_zalo_text(funnel, OA_CHANNEL, user, text)
     elif event.startswith("user_send_"):  # a sticker, an image...: a polite re-ask
         sender = body.get("sender")
         user = _id(sender.get("id")) if isinstance(sender, dict) else None
         if user:
-            await route_text(service, OA_CHANNEL, user, "")
+            await funnel.text(OA_CHANNEL, user, "")
     elif event == "follow":
         follower = body.get("follower")
         user = _id(follower.get("id")) if isinstance(follower, dict) else None
         if user:
-            await service.command(OA_CHANNEL, user, "help")
+            await funnel.command(OA_CHANNEL, user, "help")
     elif event == "user_received_message" and isinstance(message.get("tracking_id"), str):
-        await record_delivery(service, message["tracking_id"])
+        await record_delivery(inbound.tracked, message["tracking_id"])
     elif event == "user_feedback":
         rating = parse_rating(message)
         if rating is not None:
-            await record_rating(service, rating)
+            await record_rating(inbound.tracked, rating, inbound.settings.max_free_text_chars)
     # unfollow, OA echoes, seen receipts, OA delivery receipts: nothing to store.
     log.debug("zalo event %s handled", event[:40])
 
 
 # ------------------------------------------------------------------------ Zalo Bot
-async def bot_webhook(request: web.Request) -> web.Response:
-    inbound = request.app[ZALO_INBOUND]
+async def bot_webhook(inbound: ZaloInbound, request: web.Request) -> web.Response:
     secret = inbound.settings.zalo_bot_webhook_secret
     if inbound.zalo is None or inbound.zalo.bot is None or not secret:
         return error_response(404, "not_configured", "the Zalo Bot webhook is not configured")
-    given = request.headers.get("X-Bot-Api-Secret-Token", "")
-    if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), secret.encode()):
+    if not gate.secret_matches(request.headers.get("X-Bot-Api-Secret-Token", ""), secret):
         log.warning("zalo bot webhook with a bad secret refused")
         return error_response(401, "invalid_secret", "X-Bot-Api-Secret-Token does not match")
-    raw = await read_raw(request)
-    body = parse_json(raw, max_depth=inbound.settings.max_json_depth, nul="strip")
+    body = await gate.read_event(request, inbound.settings.max_json_depth)
     if not isinstance(body, dict):
         return error_response(400, "malformed_json", "the body must be a JSON object")
     update = body.get("result") if isinstance(body.get("result"), dict) else body
@@ -247,9 +238,9 @@ async def bot_update(inbound: ZaloInbound, update: dict[str, Any]) -> None:
     text = message.get("text")
     event = str(update.get("event_name", ""))
     if event == "message.text.received" and isinstance(text, str):
-        await route_zalo_text(inbound.service, BOT_CHANNEL, str(chat_id), text)
+        await route_zalo_text(inbound.funnel, BOT_CHANNEL, str(chat_id), text)
     elif event.startswith("message."):
-        await route_text(inbound.service, BOT_CHANNEL, str(chat_id), "")
+        await inbound.funnel.text(BOT_CHANNEL, str(chat_id), "")
 
 
 async def poll_bot(inbound: ZaloInbound, stop: asyncio.Event) -> None:
@@ -269,10 +260,16 @@ async def poll_bot(inbound: ZaloInbound, stop: asyncio.Event) -> None:
                     await stop.wait()
 
 
-def setup(app: web.Application, inbound: ZaloInbound) -> None:
-    app[ZALO_INBOUND] = inbound
-    app.router.add_post("/webhooks/zalo/oa", oa_webhook, name="zalo_oa_webhook")
-    app.router.add_post("/webhooks/zalo/bot", bot_webhook, name="zalo_bot_webhook")
+def routes(inbound: ZaloInbound) -> list[web.RouteDef]:
+    """The OA/ZNS events endpoint and the Bot endpoint (404 while not configured)."""
+    return [
+        web.post(
+            "/webhooks/zalo/oa", functools.partial(oa_webhook, inbound), name="zalo_oa_webhook"
+        ),
+        web.post(
+            "/webhooks/zalo/bot", functools.partial(bot_webhook, inbound), name="zalo_bot_webhook"
+        ),
+    ]
 
 
-__all__ = ["poll_bot", "route_zalo_text", "setup", "verify_signature"]
+__all__ = ["ZaloInbound", "bot_update", "poll_bot", "route_zalo_text", "routes", "verify_signature"]
