@@ -22,6 +22,14 @@ class Capabilities:
     max_button_data_bytes: int = 64
     #: The channel can edit a sent question to show the chosen answer with no live buttons.
     edits: bool = False
+    #: The channel asks a survey of its own instead of ours (a platform template the citizen
+    #: rates in the app, e.g. the ZNS stars): a start there switches the invitation to that
+    #: survey and sends one templated message carrying a tracking id (``TRACKING_ID``) and
+    #: ``TEMPLATE_PARAMS``; no reminder follows; the answer comes back as a tracked rating.
+    template_survey: str | None = None
+    #: The address is only needed to send: it is deleted once the channel accepted the message,
+    #: and ``delivered`` waits for the platform's receipt (or the rating).
+    forget_address_once_sent: bool = False
 
 
 @dataclass(slots=True)
@@ -53,6 +61,12 @@ class OutboundMessage:
             update=bool(data.get("update")),
             extra=dict(data.get("extra") or {}),
         )
+
+
+#: Keys of ``OutboundMessage.extra`` on a templated invitation (their historical names: the
+#: outbox may hold such messages across an upgrade).
+TRACKING_ID = "zns_tracking_id"
+TEMPLATE_PARAMS = "zns_params"
 
 
 class DeliveryError(Exception):

@@ -88,7 +88,10 @@ class Runtime:
         catalog = builtin_catalog()
         # Filled below, once the packages said which channels they configured.
         capabilities: dict[str, Capabilities] = {}
-        service = SurveyService(sessions, keyring, settings, catalog, coordinator, capabilities)
+        phones = [channel for package in packages for channel in package.phone_channels]
+        service = SurveyService(
+            sessions, keyring, settings, catalog, coordinator, capabilities, phone_channels=phones
+        )
         services = ChannelServices(
             settings, keyring, coordinator, sessions, audit, catalog, Funnel(service), service
         )

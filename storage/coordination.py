@@ -116,3 +116,12 @@ class RedisCoordinator:
 
     async def close(self) -> None:
         await self.redis.aclose()
+
+
+def invitation_lock(
+    coordinator: Coordinator, invitation_id: str, timeout: float = 30.0
+) -> contextlib.AbstractAsyncContextManager[None]:
+    """The one lock of an invitation: every path that reads an invitation and changes it (an
+    answer, a command, a binding, expiry, a reminder, a delivery mark, a fallback, a platform's
+    rating) holds it, so none of them acts on a state another has already changed."""
+    return coordinator.lock(f"invitation:{invitation_id}", timeout)

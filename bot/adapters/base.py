@@ -83,6 +83,9 @@ class ChannelPackage:
     #: The ``Settings`` fields the package reads (a test checks that each exists).
     settings: tuple[str, ...]
     build: Callable[[ChannelServices], ChannelPlugin]
+    #: Channels of this package whose addresses are phone numbers an agency gives at reception
+    #: (a registration's ``phone`` becomes a contact on each, configured or not yet).
+    phone_channels: tuple[str, ...] = ()
 
 
 class NoLoops:

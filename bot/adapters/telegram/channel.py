@@ -2,7 +2,7 @@
 
 No ``Application``, no ConversationHandler and no PTB persistence: survey state is ours (SQL plus
 short-lived Redis marks), so any number of processes can serve one bot. This module sends; the
-inbound side (webhook and long polling) is in ``telegram_inbound``.
+inbound side (webhook and long polling) is in ``inbound``.
 
 Sending one outbox message:
 

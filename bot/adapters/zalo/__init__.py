@@ -20,6 +20,7 @@ from bot.adapters.gate import SqlMarks
 from bot.adapters.zalo import webhooks
 from bot.adapters.zalo.ratings import reconcile
 from bot.adapters.zalo.suite import ZaloSuite, build_zalo
+from bot.adapters.zalo.zns import ZnsChannel
 from bot.channels import Channel
 
 SETTINGS = (
@@ -78,4 +79,4 @@ class ZaloPlugin:
             await self.suite.close()
 
 
-PACKAGE = ChannelPackage("zalo", SETTINGS, ZaloPlugin)
+PACKAGE = ChannelPackage("zalo", SETTINGS, ZaloPlugin, phone_channels=(ZnsChannel.name,))

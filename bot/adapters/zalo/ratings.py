@@ -14,12 +14,12 @@ import logging
 import unicodedata
 
 from bot.adapters.zalo.suite import ZaloSuite
-from bot.adapters.zalo.zns import Rating
+from bot.adapters.zalo.zns import SURVEY as ZNS_SURVEY
+from bot.adapters.zalo.zns import Rating, ZnsChannel
 from bot.flows.definition import SurveyDefinition
 from bot.flows.engine import AnswerEvent
 from bot.flows.scrub import scrub
 from bot.inbound import TrackedRatings
-from bot.service import ZNS_CHANNEL, ZNS_SURVEY
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def rating_answers(
 async def record_rating(tracked: TrackedRatings, rating: Rating, max_text: int = 1000) -> bool:
     """Store one rating as a completed response; False when unknown or already stored."""
     return await tracked.record_rating(
-        ZNS_CHANNEL,
+        ZnsChannel.name,
         rating.tracking_id,
         f"zns:{rating.tracking_id}",
         lambda definition: rating_answers(definition, rating, max_text),

@@ -19,7 +19,15 @@ from bot.adapters.zalo.oa import TOKEN_ERRORS
 from bot.adapters.zalo.tokens import TokenUnavailable, ZaloTokens
 from bot.channels import Capabilities, DeliveryError, OutboundMessage
 
-CAPABILITIES = Capabilities(buttons=False, max_text_chars=2000, max_buttons=0)
+#: The rating template is its own survey, answered in the Zalo app (``bot/adapters/zalo/ratings``).
+SURVEY = "zns-5-star"
+CAPABILITIES = Capabilities(
+    buttons=False,
+    max_text_chars=2000,
+    max_buttons=0,
+    template_survey=SURVEY,
+    forget_address_once_sent=True,
+)
 #: Refusals about the recipient or our configuration: retrying cannot help.
 PERMANENT = frozenset(
     {-108, -109, -111, -112, -113, -1121, -1122, -1124, -114, -117, -118, -119, -131,

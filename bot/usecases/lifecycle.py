@@ -1,0 +1,101 @@
+"""Lifecycle: what the maintenance loop does every minute. Close the surveys past their expiry
+(partial answers stay, scored; addresses are deleted), send the one reminder that is due, forget
+what closed surveys left for delivery and de-duplication (``storage.retention``).
+
+Expiry and reminders look the due invitations up, then take each one's lock and re-read it, so
+an answer being stored at that moment finishes first (and is counted) or finds the survey closed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import ColumnElement, delete, select
+
+from bot.flows.engine import Prompt, Step
+from bot.i18n import N_, gettext
+from bot.usecases.context import ACTIVE, Context
+from bot.usecases.outbound import enqueue_step
+from bot.usecases.surveys import engine_for, finalize
+from storage import outbox, retention
+from storage.models import Dossier, Invitation
+
+#: Webhook dedup marks are kept this many replay windows (SURVEYBOT_ZALO_WEBHOOK_MAX_AGE_SECONDS):
+#: an older event is refused by its timestamp anyway.
+WEBHOOK_WINDOWS = 3
+REMINDER = N_("A reminder: your short survey is still open. It takes under a minute.")
+
+
+class Lifecycle:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    async def close_expired(self) -> int:
+        """Close surveys past their expiry: partial answers stay, addresses are deleted."""
+        ctx = self.ctx
+        now = ctx.clock()
+        closed = 0
+        for invitation_id in await self._due(Invitation.expires_at <= now):
+            async with ctx.hold(invitation_id), ctx.sessions() as session:
+                invitation = await session.get(Invitation, invitation_id)
+                if invitation is None or invitation.expires_at > now:
+                    continue  # closed (completed, stopped, erased) while we waited
+                await finalize(ctx, session, invitation, "expired")
+                await session.commit()
+                closed += 1
+        async with ctx.sessions() as session:
+            # Dossiers never reported whose link expired long ago: nothing left to keep.
+            stale = now - dt.timedelta(days=ctx.settings.rating_token_ttl_days)
+            orphan_ids = select(Invitation.dossier_id)
+            await session.execute(
+                delete(Dossier).where(Dossier.created_at < stale, Dossier.id.not_in(orphan_ids))
+            )
+            await session.commit()
+        return closed
+
+    async def send_reminders(self) -> int:
+        """The one reminder of an open survey, with its current question again."""
+        ctx = self.ctx
+        now = ctx.clock()
+        sent = 0
+        due = Invitation.status.in_(ACTIVE) & (Invitation.reminder_due_at <= now)
+        for invitation_id in await self._due(due):
+            async with ctx.hold(invitation_id), ctx.sessions() as session:
+                invitation = await session.get(Invitation, invitation_id)
+                if (
+                    invitation is None
+                    or invitation.status not in ACTIVE
+                    or invitation.reminder_due_at is None
+                    or invitation.reminder_due_at > now
+                ):
+                    continue
+                invitation.reminder_due_at = None
+                prompt = engine_for(ctx, invitation).current_prompt(invitation.state)
+                prompts = [Prompt(gettext(invitation.language, REMINDER))]
+                prompts += [prompt] if prompt else []
+                step = Step(invitation.state, prompts)
+                enqueue_step(ctx, session, invitation, step, outbox.PRIORITY_INVITATION, "reminder")
+                await session.commit()
+                sent += 1
+        if sent:
+            ctx.notify()
+        return sent
+
+    async def purge_closed(self) -> retention.Purged:
+        """Forget what closed surveys left for delivery and de-duplication (maintenance loop)."""
+        async with self.ctx.sessions() as session:
+            purged = await retention.purge(
+                session,
+                now=self.ctx.clock(),
+                outbox_retention=dt.timedelta(hours=self.ctx.settings.outbox_retention_hours),
+                webhook_window=dt.timedelta(
+                    seconds=WEBHOOK_WINDOWS * self.ctx.settings.zalo_webhook_max_age_seconds
+                ),
+            )
+            await session.commit()
+        return purged
+
+    async def _due(self, condition: ColumnElement[bool]) -> list[str]:
+        async with self.ctx.sessions() as session:
+            found = await session.execute(select(Invitation.id).where(condition))
+            return list(found.scalars())

@@ -1,0 +1,93 @@
+"""What a use case says to a chat: a step's prompts rendered for its channel, a plain reply, the
+one "please slow down". Everything is queued in the caller's transaction (``storage.outbox``), so
+a message is sent if and only if the state change that caused it committed."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.channels import OutboundMessage, render
+from bot.flows.engine import Step
+from bot.i18n import N_, gettext, normalise_language
+from bot.usecases.context import FORGET, Context
+from storage import outbox
+from storage.models import Invitation
+
+SLOW_DOWN = N_(
+    "You are sending messages faster than I can read them. Please wait a moment, then send your "
+    "answer again."
+)
+
+
+def enqueue_step(
+    ctx: Context,
+    session: AsyncSession,
+    invitation: Invitation,
+    step: Step,
+    priority: int,
+    dedup: str,
+    closing: bool = False,
+) -> None:
+    """Queue a step's acknowledgements and prompts; ``closing`` marks the last message as the
+    end of the conversation, after which the channel drops its chat state (``FORGET``)."""
+    assert invitation.address_sealed and invitation.contact_hash and invitation.channel
+    capabilities = ctx.capabilities[invitation.channel]
+    language = step.state["lang"]
+    messages: list[OutboundMessage] = []
+    if capabilities.edits:
+        for answer in step.answers:
+            label = gettext(language, "Answer: {answer}", answer=answer.label)
+            messages.append(OutboundMessage(label, question_id=answer.question_id,
+                                            extra={"ack": True}))  # fmt: skip
+    messages += [render(p, capabilities, language) for p in step.prompts]
+    if closing and messages:
+        messages[-1].extra[FORGET] = ctx.question_ids(invitation)
+    for order, message in enumerate(messages):
+        outbox.enqueue(
+            session,
+            ctx.keys,
+            channel=invitation.channel,
+            address_sealed=invitation.address_sealed,
+            conversation=invitation.contact_hash,
+            payload=message.to_dict(),
+            priority=priority,
+            dedup_key=f"{invitation.id}:{dedup}:{order}",
+            invitation_id=invitation.id,
+            order=order,
+            now=ctx.clock(),
+        )
+
+
+def reply(
+    ctx: Context, session: AsyncSession, channel: str, address: str, conversation: str,
+    language: str | None, message: str,
+) -> None:  # fmt: skip
+    text = gettext(normalise_language(language or ctx.settings.default_language), message)
+    outbox.enqueue(session, ctx.keys, channel=channel,
+                   address_sealed=ctx.keys.seal(f"{channel}:{address}"),
+                   conversation=conversation, payload=OutboundMessage(text).to_dict(),
+                   priority=outbox.PRIORITY_REPLY, now=ctx.clock())  # fmt: skip
+
+
+async def flooded(
+    ctx: Context, session: AsyncSession, channel: str, address: str, conversation: str,
+    language: str | None,
+) -> bool:  # fmt: skip
+    """Take one event from the chat's bucket; when it is spent, True, and the first time in
+    a notice window one polite reply (committed here) asks the citizen to slow down."""
+    settings = ctx.settings
+    if not settings.rate_limits_enabled:
+        return False
+    decision = await ctx.coordinator.limiter.take(
+        ctx.limit_name("chat", conversation),
+        settings.chat_rate_per_second,
+        settings.chat_burst,
+    )
+    if decision.allowed:
+        return False
+    window = settings.chat_slowdown_notice_seconds
+    if await ctx.coordinator.first_time(ctx.limit_name("slowdown", conversation), window):
+        reply(ctx, session, channel, address, conversation, language, SLOW_DOWN)
+        await session.commit()
+        ctx.notify()
+    return True
