@@ -13,6 +13,7 @@ from collections import defaultdict
 from sqlalchemy import func, select
 
 from bot.adapters.zalo.ratings import record_rating
+from bot.adapters.zalo.zns import SURVEY as ZNS_SURVEY
 from bot.adapters.zalo.zns import Rating
 from bot.channels import Capabilities, OutboundMessage
 from bot.flows.engine import Reply
@@ -95,7 +96,14 @@ class ZnsStub:
     """Stands in for the ZNS channel: records which template messages went out."""
 
     name = "zns"
-    capabilities = Capabilities(buttons=False, max_text_chars=400)
+    #: What makes a channel ZNS-like to the application: its own templated survey, and an
+    #: address (the phone) forgotten once sent.
+    capabilities = Capabilities(
+        buttons=False,
+        max_text_chars=400,
+        template_survey=ZNS_SURVEY,
+        forget_address_once_sent=True,
+    )
 
     def __init__(self) -> None:
         self.sent: dict[str, list[OutboundMessage]] = defaultdict(list)
