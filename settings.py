@@ -45,6 +45,9 @@ class Settings(BaseSettings):
 
     default_language: Literal["vi", "en"] = "vi"
     default_survey: str = "mot-cua"
+    #: A folder of survey definitions (*.yaml) added to the package's; every version used is
+    #: also kept in the database (storage/surveys.py), so a file may be removed once replaced.
+    surveys_dir: Path | None = None
     survey_ttl_hours: int = Field(7 * 24, ge=1)
     reminder_after_hours: int = Field(24, ge=1)
     rating_token_ttl_days: int = Field(60, ge=1)
@@ -73,12 +76,14 @@ class Settings(BaseSettings):
     #: Put it on storage the database's users cannot write, or ship it off the machine.
     audit_anchor_file: Path | None = None
 
-    # Circular 01/2018 classification of a total out of 18: minimum score for each band.
+    # Bands of each scoring scheme (bot/flows/scoring.py SCHEMES), named by the scheme's
+    # ``band_prefix``: the minimum of each band. Circular 01/2018 ("circular-01-2018") bands a
+    # total out of 18; `surveybot scores recompute` re-bands stored responses after a change.
     band_mot_cua_xuat_sac: float = 15.0
     band_mot_cua_tot: float = 12.0
     band_mot_cua_kha: float = 9.0
     band_mot_cua_trung_binh: float = 6.0
-    # Decision 766 satisfaction-rate bands, in percent.
+    # Decision 766 ("decision-766") bands a unit's satisfaction rate, in percent.
     band_766_xuat_sac: float = 90.0
     band_766_tot: float = 80.0
     band_766_kha: float = 70.0

@@ -97,7 +97,7 @@ def generate(path: Path, rows: int, seed: int = 5) -> None:
         conn.executemany(
             "INSERT INTO response (id, agency_id, official_id, procedure_id, survey_id, "
             "survey_version, channel, language, answered_on, rater_hash, rater_key_id, complete, "
-            "satisfaction, criteria, score18, classification, answers) "
+            "satisfaction, criteria, score_total, score_band, answers) "
             "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             responses,
         )
@@ -129,7 +129,7 @@ def step_plain(db: Path, out: Path) -> int:
     cells = ", ".join(f"json_extract(r.answers, '$.{q}')" for q in QUESTIONS)
     cursor = conn.execute(
         "SELECT r.id, g.code, p.code, o.code, r.survey_id, r.survey_version, r.answered_on, "
-        "r.channel, r.language, r.complete, r.satisfaction, r.score18, r.classification, "
+        "r.channel, r.language, r.complete, r.satisfaction, r.score_total, r.score_band, "
         f"{cells} FROM response r LEFT JOIN agency g ON g.id = r.agency_id "
         "LEFT JOIN procedure p ON p.id = r.procedure_id LEFT JOIN official o ON o.id = r.official_id"
     )

@@ -23,8 +23,9 @@ from bot.channels import Capabilities, render
 from bot.dashboard import auth as dashboard_auth
 from bot.flows.definition import SurveyDefinitionError, builtin_catalog, load_definition
 from bot.flows.engine import Reply, Start, SurveyEngine
-from bot.flows.scoring import score_mot_cua
+from bot.flows.scoring import AGENCY_CRITERIA, MAX_PER_CRITERION, dossier_inputs
 from bot.http_errors import RouteAccessLogger
+from bot.responses import apply_score, rescore_all
 from bot.runtime import Runtime
 from bot.service import ServiceError
 from settings import Settings, SettingsError, load_settings
@@ -289,20 +290,11 @@ async def _seed_history(runtime: Runtime, session: Any, agency: Agency, count: i
             if option.satisfaction:
                 response.satisfaction = option.satisfaction
         returned = today - dt.timedelta(days=rng.randrange(1, 90))
-        score = score_mot_cua(
-            points,
-            returned + dt.timedelta(days=rng.choice([-1, 0, 1, 2])),
-            returned,
-            None,
-            None,
-            bands,
-        )
-        if score:
-            response.criteria, response.score18, response.classification = (
-                score.criteria,
-                score.total18,
-                score.classification,
-            )
+        response.score_scheme = definition.scoring
+        response.score_inputs = dossier_inputs(
+            points, returned + dt.timedelta(days=rng.choice([-1, 0, 1, 2])), returned
+        ).to_json()
+        apply_score(response, bands)
 
 
 # ---------------------------------------------------------------------------------- database
@@ -346,6 +338,58 @@ def agency_add(code: str, name: str, survey: str | None) -> None:
 
     _run(lambda: _with_runtime(settings, action))
     click.echo(f"agency {code} added")
+
+
+@agency.command("criteria")
+@click.argument("code")
+@click.option(
+    "--c5",
+    type=click.IntRange(0, MAX_PER_CRITERION),
+    default=None,
+    help="Criterion 5: receiving and returning at the one-stop desk (0-2).",
+)
+@click.option(
+    "--c8",
+    type=click.IntRange(0, MAX_PER_CRITERION),
+    default=None,
+    help="Criterion 8: complaints and petitions handled on time (0-2).",
+)
+@click.option(
+    "--c9",
+    type=click.IntRange(0, MAX_PER_CRITERION),
+    default=None,
+    help="Criterion 9: progress and quality of online public services (0-2).",
+)
+@click.option("--clear", is_flag=True, help="Forget every agency-level criterion first.")
+def agency_criteria(code: str, c5: int | None, c8: int | None, c9: int | None,
+                    clear: bool) -> None:  # fmt: skip
+    """Set the agency-level criteria 5, 8 and 9 (Circular 01/2018), scored 2/1/0 by an admin.
+
+    They count for surveys that close from now on; ``surveybot scores recompute`` does not
+    change the values kept with responses already scored (those were the agency's then).
+    """
+    settings = _settings()
+    given = {c: v for c, v in zip(AGENCY_CRITERIA, (c5, c8, c9), strict=True) if v is not None}
+    if not given and not clear:
+        raise click.ClickException("give at least one of --c5, --c8, --c9 (or --clear)")
+
+    async def action(runtime: Runtime) -> dict[str, int]:
+        async with runtime.sessions() as session:
+            found = (
+                await session.execute(select(Agency).where(Agency.code == code))
+            ).scalar_one_or_none()
+            if found is None:
+                raise click.ClickException(f"no agency {code!r}")
+            kept = {} if clear else {k: int(v) for k, v in (found.agency_criteria or {}).items()}
+            criteria = {**kept, **given}
+            found.agency_criteria = criteria or None
+            await session.commit()
+        await runtime.audit.record("cli", "agency.criteria", {"agency": code, **criteria})
+        return criteria
+
+    criteria = _run(lambda: _with_runtime(settings, action))
+    shown = ", ".join(f"{k}={v}" for k, v in sorted(criteria.items())) or "none"
+    click.echo(f"agency {code} criteria: {shown}")
 
 
 @main.command("official")
@@ -522,6 +566,32 @@ def keys_retire(key_id: str, file_: Path | None, force: bool) -> None:
     purposes = _rewrite(path, lambda text: retire_document(text, key_id))
     log.info("key file %s: retired key id %s", path, key_id)
     click.echo(f"retired {key_id} ({', '.join(purposes)}); wrote {path} (mode 0600)")
+
+
+# ---------------------------------------------------------------------------------- scores
+@main.group()
+def scores() -> None:
+    """Scores of stored responses."""
+
+
+@scores.command("recompute")
+def scores_recompute() -> None:
+    """Score every stored response again from its kept inputs, under today's bands.
+
+    Run after changing a scheme's bands (SURVEYBOT_BAND_*) or its rules: the tally follows
+    each changed response; releases already published stay as they were (they are frozen).
+    """
+    settings = _settings()
+
+    async def action(runtime: Runtime) -> tuple[int, int]:
+        done = await rescore_all(runtime.sessions, Thresholds.from_settings(settings).bands)
+        await runtime.audit.record(
+            "cli", "scores.recompute", {"responses": done.responses, "changed": done.changed}
+        )
+        return done.responses, done.changed
+
+    seen, changed = _run(lambda: _with_runtime(settings, action))
+    click.echo(f"re-scored {seen} responses, {changed} changed")
 
 
 # ---------------------------------------------------------------------------------- surveys

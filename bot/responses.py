@@ -8,7 +8,8 @@ answer rows and the response's export cells are written together (``Response.rec
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -16,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.flows.definition import SurveyCatalog
 from bot.flows.engine import AnswerEvent
-from bot.flows.scoring import Bands, score_mot_cua
+from bot.flows.scoring import Bands, ScoreInputs, dossier_inputs, scheme
+from storage.db import Sessions
 from storage.models import Agency, Answer, Dossier, Invitation, Response, new_id
 from storage.pseudonym import KeyRing
 
@@ -28,7 +30,7 @@ class ResponseRecorder:
         self,
         keys: KeyRing,
         catalog: SurveyCatalog,
-        bands: Bands,
+        bands: Mapping[str, Bands],
         clock: Callable[[], dt.datetime],
     ) -> None:
         self.keys = keys
@@ -89,15 +91,18 @@ class ResponseRecorder:
                 response.satisfaction = answer.satisfaction
 
     async def score(self, session: AsyncSession, invitation: Invitation, complete: bool) -> None:
-        """Score on closing, while the invitation still holds the dossier's dates (criteria 1-2
-        come from them); after this they are deleted and only the score remains."""
+        """Score on closing, while the invitation still holds the dossier's dates.
+
+        The dates are reduced to the classes criteria 1-2 define ("early", "on_time", "late")
+        and kept with the answer points and the agency-level criteria as the response's
+        ``score_inputs``; the dates themselves are deleted with the invitation, so the store
+        never holds when a dossier was served, yet the response can be scored again.
+        """
         response = await session.get(Response, invitation.response_id)
         if response is None:
             return
         response.complete = complete
         definition = self.catalog.get(invitation.survey_id, invitation.survey_version)
-        if definition.scoring != "mot-cua":
-            return
         rows = (
             await session.execute(select(Answer).where(Answer.response_id == response.id))
         ).scalars()
@@ -111,18 +116,76 @@ class ResponseRecorder:
             {"due": dt.date.fromisoformat(s["due"]), "done": dt.date.fromisoformat(s["done"])}
             for s in timing.get("steps", [])
         ]
-        score = score_mot_cua(
+        inputs = dossier_inputs(
             points,
             _date(timing.get("due")),
             _date(timing.get("returned")),
             steps,
             {k: int(v) for k, v in (agency.agency_criteria or {}).items()} if agency else None,
-            self.bands,
+            response.satisfaction,
         )
-        if score is not None:
-            response.criteria = score.criteria
-            response.score18 = score.total18
-            response.classification = score.classification
+        response.score_scheme = definition.scoring
+        response.score_inputs = inputs.to_json()
+        apply_score(response, self.bands)
+
+
+def apply_score(response: Response, bands: Mapping[str, Bands]) -> bool:
+    """Score ``response`` from its stored inputs under its scheme; whether anything changed.
+
+    The one place a response's score columns are written, at close and when re-scoring.
+    """
+    if response.score_scheme is None or response.score_inputs is None:
+        return False
+    found = scheme(response.score_scheme)
+    score = found.score(ScoreInputs.from_json(response.score_inputs), bands[found.id])
+    before = (response.criteria, response.score_total, response.score_maximum, response.score_band)
+    if score is None:
+        after: tuple[Any, ...] = (response.criteria, None, None, None)
+    else:
+        after = (score.criteria, score.total, score.maximum, score.band)
+    if after == before:
+        return False
+    response.criteria, response.score_total, response.score_maximum, response.score_band = after
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class Rescored:
+    responses: int
+    changed: int
+
+
+async def rescore_all(
+    sessions: Sessions, bands: Mapping[str, Bands], batch: int = 1000
+) -> Rescored:
+    """Score every response with kept inputs again, under today's schemes and bands.
+
+    For when a regulation's bands (settings) or a scheme's rules (code) change. Each batch
+    commits on its own; the tally triggers move every changed response between its cells.
+    """
+    seen = changed = 0
+    last = ""
+    while True:
+        async with sessions() as session:
+            found = (
+                (
+                    await session.execute(
+                        select(Response)
+                        .where(Response.score_inputs.is_not(None), Response.id > last)
+                        .order_by(Response.id)
+                        .limit(batch)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            if not found:
+                return Rescored(seen, changed)
+            for response in found:
+                seen += 1
+                changed += apply_score(response, bands)
+            last = found[-1].id
+            await session.commit()
 
 
 def _date(value: Any) -> dt.date | None:

@@ -27,7 +27,7 @@ from bot.app import AppParts
 from bot.channels import Capabilities, Channel
 from bot.dashboard.auth import DashboardServices
 from bot.dispatch import Dispatcher
-from bot.flows.definition import SurveyCatalog, builtin_catalog
+from bot.flows.definition import SurveyCatalog
 from bot.inbound import Funnel
 from bot.limits import Doors
 from bot.service import SurveyService
@@ -39,6 +39,7 @@ from storage.db import Sessions, make_engine, make_sessions
 from storage.disclosure import Rule
 from storage.migrate import upgrade_async
 from storage.pseudonym import KeyRing, load_keyring
+from storage.surveys import load_catalog
 
 log = logging.getLogger(__name__)
 MAINTENANCE_INTERVAL_SECONDS = 60.0
@@ -79,13 +80,17 @@ class Runtime:
             await upgrade_async(url)
         engine = make_engine(url)
         sessions = make_sessions(engine)
+        try:  # every survey version in use, or every problem of the files, before anything runs
+            catalog = await load_catalog(sessions, settings.surveys_dir)
+        except BaseException:
+            await engine.dispose()
+            raise
         coordinator: Coordinator = (
             RedisCoordinator.from_url(settings.redis_url, settings.redis_prefix)
             if settings.redis_url
             else LocalCoordinator()
         )
         audit = AuditLog(sessions, settings.effective_audit_anchor_file)
-        catalog = builtin_catalog()
         # Filled below, once the packages said which channels they configured.
         capabilities: dict[str, Capabilities] = {}
         phones = [channel for package in packages for channel in package.phone_channels]

@@ -32,7 +32,8 @@ UNIT_COLUMNS = [
     "wilson_high_pct",
     "band",
     "rank",
-    "avg_score18",
+    "avg_score",
+    "avg_maximum",
     "status",
 ]
 CRITERION_COLUMNS = [
@@ -135,7 +136,8 @@ def _unit_row(label: str, c: Cell, level: str) -> list[Any]:
         _pct(c.high),
         c.band,
         c.rank or "",
-        _blank(c.avg_score18),
+        _blank(c.avg_score),
+        _blank(c.avg_maximum),
         "" if c.shown else f"{NOT_ENOUGH} ({c.suppressed})",
     ]
 

@@ -11,7 +11,7 @@ Row level (``level="responses"``): one ZIP (``storage.export_package``) holding
   it with its counts (values generalised per column, rows suppressed and dropped, the k, the
   coarsest period). It is planned on one GROUP BY of the combination counts, then the rows
   stream through in-memory recoding dicts, in parallel parts for a large CSV.
-* ``ratings`` has no free-text column, no score out of 18 and no classification (criteria 1-2
+* ``ratings`` has no free-text column, no score and no band (criteria 1-2
   come from the dossier's dates, which the agency knows). Pseudonyms are keyed hashes under a
   fresh key per export, rows come in a fresh random order: two exports cannot be joined.
 * ``comments`` holds the free-text answers with agency and quarter only, shuffled, for the
@@ -73,7 +73,7 @@ FORMATS: tuple[str, ...] = ("csv", "xlsx", "jsonl")
 LEVELS: tuple[str, ...] = ("responses", "agency", "official", "procedure", "criterion", "period")
 PERIODS: tuple[str, ...] = ("day", "week", "month", "quarter", "year")
 #: The columns of the unprotected one-table dump (``response_rows``, tests only).
-BASE_COLUMNS = [*RATING_COLUMNS, "score18", "classification"]
+BASE_COLUMNS = [*RATING_COLUMNS, "score_total", "score_maximum", "score_band"]
 BATCH = 5000
 #: Every cell's last step (illegal characters, then formulas); the aggregates call it by this name.
 neutralise = clean
@@ -230,8 +230,9 @@ async def response_rows(
         Response.language,
         cast(Response.complete, Integer),  # PostgreSQL's driver gives a bool for a coerced one
         Response.satisfaction,
-        Response.score18,
-        Response.classification,
+        Response.score_total,
+        Response.score_maximum,
+        Response.score_band,
         cast(Response.answers, Text),
     )
     async with sessions() as session:

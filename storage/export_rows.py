@@ -49,7 +49,7 @@ COMMENT_COLUMNS = ["agency", "quarter", "text"]
 #: Kept in the store and in the aggregates, never in a ratings row: the score out of 18 and its
 #: class include criteria 1 and 2, computed from the dossier's dates, which the agency knows;
 #: with the answers beside them they give each row's dates back, a quasi-identifier.
-WITHHELD_COLUMNS = ("score18", "classification")
+WITHHELD_COLUMNS = ("score_total", "score_maximum", "score_band")
 
 
 # ------------------------------------------------------------------------------ reference data

@@ -222,10 +222,18 @@ class Response(Base):
     complete: Mapped[bool] = mapped_column(Boolean, default=False)
     #: 1..5 on the common scale (5 Rất hài lòng … 1 Rất không hài lòng); ≤ 2 is "Không hài lòng".
     satisfaction: Mapped[int | None] = mapped_column(Integer)
-    #: Circular 01/2018 criteria points {"1": 2, "3": 1, ...} and the total out of 18.
+    #: Criteria points {"1": 2, "3": 1, ...} of the scheme that scored it, when it has criteria.
     criteria: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    score18: Mapped[float | None] = mapped_column()
-    classification: Mapped[str | None] = mapped_column(String(24))
+    #: The score of ``score_scheme`` (a ``bot.flows.scoring.SCHEMES`` id): its total out of its
+    #: maximum, and the band of the total under the bands in force when it was (re)scored.
+    score_total: Mapped[float | None] = mapped_column()
+    score_maximum: Mapped[float | None] = mapped_column()
+    score_band: Mapped[str | None] = mapped_column(String(24))
+    score_scheme: Mapped[str | None] = mapped_column(String(32))
+    #: What the scheme was given (``ScoreInputs``), so the response can be scored again when the
+    #: rules change: answer points, the on-time classes of criteria 1-2 (never the dossier's
+    #: dates), the agency-level criteria. Never exported row-level nor shown.
+    score_inputs: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     #: Each answer as the one cell an export shows ({question id: text}), kept beside the answer
     #: rows by ``record_answer``: a row-level export then reads this table alone, with no pivot
     #: of the answer table (which cost most of a million-row export; docs/benchmarks.md).
@@ -253,16 +261,18 @@ class ResponseTally(Base):
     """
 
     __tablename__ = "response_tally"
-    #: official, procedure, day, class (classification) or criteria (the criteria JSON)
+    #: official, procedure, day, class (score band) or criteria (the criteria JSON)
     dimension: Mapped[str] = mapped_column(String(16), primary_key=True)
     agency_id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    #: The unit's id, day, classification or criteria text; '' when the response has none.
+    #: The unit's id, day, score band or criteria text; '' when the response has none.
     unit: Mapped[str] = mapped_column(Text, primary_key=True)
     #: 1..5, or 0 when not rated.
     satisfaction: Mapped[int] = mapped_column(Integer, primary_key=True)
     responses: Mapped[int] = mapped_column(Integer, default=0)
     scored: Mapped[int] = mapped_column(Integer, default=0)
     score_tenths: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: The sum of the scored responses' maxima, in tenths: a mean reads "total / maximum".
+    maximum_tenths: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 def answer_cell(value: Any, text: str | None) -> str:
@@ -286,6 +296,23 @@ class Answer(Base):
     value: Mapped[Any] = mapped_column(JSON)
     points: Mapped[int | None] = mapped_column(Integer)
     text: Mapped[str | None] = mapped_column(Text)
+
+
+class SurveyVersion(Base):
+    """A survey definition as it was first used, kept for as long as anything refers to it.
+
+    Written at start-up for every version the package and the surveys folder hold (so before
+    any invitation can use it): an invitation begun on version N keeps running on N after the
+    YAML of N is gone, and a version's text can never change under it.
+    """
+
+    __tablename__ = "survey_version"
+    survey_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: The YAML as read; re-validated on every load.
+    definition: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(255))
+    stored_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
 # --- releases (issue 10) --------------------------------------------------------------------

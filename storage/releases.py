@@ -145,6 +145,7 @@ class _Group:
     satisfied: int = 0
     scored: int = 0
     score_sum: float = 0.0
+    score_max_sum: float = 0.0
     officials: set[str | None] = field(default_factory=set)
     levels: dict[int, int] = field(default_factory=lambda: defaultdict(int))
     classes: dict[str, int] = field(default_factory=lambda: defaultdict(int))
@@ -157,6 +158,7 @@ class _Group:
         self.responses += n
         self.scored += int(row.scored)
         self.score_sum += float(row.score_sum or 0.0)
+        self.score_max_sum += float(row.score_max_sum or 0.0)
         self.officials.add(row.official_id)
         level = int(row.satisfaction or 0)
         if level > 0:
@@ -165,8 +167,8 @@ class _Group:
             self.rated_by_survey[str(row.survey_id)] += n
             if level > DISSATISFIED_MAX_LEVEL:
                 self.satisfied += n
-        if row.classification:
-            self.classes[str(row.classification)] += n
+        if row.score_band:
+            self.classes[str(row.score_band)] += n
 
     def counts(self) -> dict[str, int]:
         return {"responses": self.responses, "rated": self.rated, "scored": self.scored}
@@ -192,6 +194,7 @@ class _Unit:
             "satisfied": g.satisfied if shown else None,
             "scored": g.scored if shown else None,
             "score_sum": round(g.score_sum, 1) if shown else None,
+            "score_max_sum": round(g.score_max_sum, 1) if shown else None,
             "suppressed": self.figure.suppressed,
         }
 
@@ -203,7 +206,7 @@ GROUP_COLUMNS = (
     Response.procedure_id,
     Response.survey_id,
     Response.satisfaction,
-    Response.classification,
+    Response.score_band,
 )
 
 
@@ -212,8 +215,12 @@ async def _response_groups(session: AsyncSession, period: Period) -> list[Any]:
         select(
             *GROUP_COLUMNS,
             func.count().label("n"),
-            func.count(Response.score18).label("scored"),
-            func.sum(Response.score18).label("score_sum"),
+            func.count(Response.score_total).label("scored"),
+            func.sum(Response.score_total).label("score_sum"),
+            # A maximum counts only beside a total: the mean is "mean total / mean maximum".
+            func.sum(case((Response.score_total.is_not(None), Response.score_maximum))).label(
+                "score_max_sum"
+            ),
         )
         .where(*period.covers(Response.answered_on))
         .group_by(*GROUP_COLUMNS)
@@ -579,6 +586,7 @@ def cell(doc: dict[str, Any], thresholds: Thresholds) -> Cell:
     result.satisfied = doc["satisfied"] or 0
     result.scored = doc["scored"] or 0
     result.score_sum = doc["score_sum"] or 0.0
+    result.maximum_sum = doc.get("score_max_sum") or 0.0
     result.suppressed = doc["suppressed"]
     result.bands = thresholds.bands_766
     return result

@@ -19,7 +19,7 @@ from typing import Any, Literal
 from sqlalchemy import func, select
 from sqlalchemy.sql.elements import ColumnElement
 
-from bot.flows.scoring import Bands, five_bands
+from bot.flows.scoring import CIRCULAR_01_2018, DECISION_766, Bands, bands_from, five_bands
 from storage.db import Sessions
 from storage.models import ResponseTally
 
@@ -45,19 +45,14 @@ class Thresholds:
         return cls(
             k_group=settings.k_min_group,
             k_official=settings.k_min_official,
-            bands_766=five_bands(
-                settings.band_766_xuat_sac,
-                settings.band_766_tot,
-                settings.band_766_kha,
-                settings.band_766_trung_binh,
-            ),
-            bands_mot_cua=five_bands(
-                settings.band_mot_cua_xuat_sac,
-                settings.band_mot_cua_tot,
-                settings.band_mot_cua_kha,
-                settings.band_mot_cua_trung_binh,
-            ),
+            bands_766=bands_from(settings, DECISION_766.band_prefix),
+            bands_mot_cua=bands_from(settings, CIRCULAR_01_2018.band_prefix),
         )
+
+    @property
+    def bands(self) -> dict[str, Bands]:
+        """Each registered scheme's bands, by scheme id."""
+        return {CIRCULAR_01_2018.id: self.bands_mot_cua, DECISION_766.id: self.bands_766}
 
     def k_for(self, level: str) -> int:
         return self.k_official if level == "official" else self.k_group
@@ -86,6 +81,8 @@ class Cell:
     satisfied: int = 0
     score_sum: float = 0.0
     scored: int = 0
+    #: The sum of the scored responses' maxima (each scheme's own, e.g. 18).
+    maximum_sum: float = 0.0
     suppressed: str | None = None  # "small", "complementary" or "parent"
     rank: int | None = None
     bands: Bands | None = None
@@ -117,8 +114,16 @@ class Cell:
         return self.bands.classify(self.rate)
 
     @property
-    def avg_score18(self) -> float | None:
+    def avg_score(self) -> float | None:
+        """The mean total of the scored responses (out of ``avg_maximum``)."""
         return round(self.score_sum / self.scored, 1) if self.shown and self.scored else None
+
+    @property
+    def avg_maximum(self) -> float | None:
+        """The mean maximum of the scored responses: 18 when Circular 01/2018 scored them all."""
+        if not (self.shown and self.scored and self.maximum_sum):
+            return None
+        return round(self.maximum_sum / self.scored, 1)
 
 
 def rank(cells: Sequence[Cell], k: int) -> list[Cell]:

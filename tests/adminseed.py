@@ -69,8 +69,9 @@ async def seed(runtime: Runtime, agency_code: str, batches: Sequence[Batch]) -> 
                     complete=True,
                     satisfaction=level,
                     criteria={"1": 2, "3": points, "7": points} if scored else None,
-                    score18=round((2 + 2 * points) * 18 / 6, 1) if scored else None,
-                    classification=("Xuất sắc" if points == 2 else "Yếu") if scored else None,
+                    score_total=round((2 + 2 * points) * 18 / 6, 1) if scored else None,
+                    score_maximum=18.0 if scored else None,
+                    score_band=("Xuất sắc" if points == 2 else "Yếu") if scored else None,
                 )
                 session.add(response)
                 await session.flush()

@@ -30,7 +30,7 @@ from typing import Any
 
 from sqlalchemy import delete, select
 
-from bot.flows.scoring import DISSATISFIED_MAX_LEVEL, score_mot_cua
+from bot.flows.scoring import CIRCULAR_01_2018, DISSATISFIED_MAX_LEVEL, dossier_inputs
 from bot.runtime import Runtime
 from storage.models import (
     Agency,
@@ -172,8 +172,8 @@ class Citizen:
     satisfaction: int
     answers: tuple[tuple[str, Any, int | None, str | None], ...]
     criteria: dict[str, int] | None
-    score18: float | None
-    classification: str | None
+    score_total: float | None
+    score_band: str | None
 
     @property
     def id(self) -> int:
@@ -330,7 +330,9 @@ def _citizen(
     if rng.random() < 0.25:
         answers.append(("comment", None, None, rng.choice(POSITIVE if satisfied else NEGATIVE)))
     due = returned + dt.timedelta(days=rng.choice((-2, -1, 0, 1, 2, 3, 5)))
-    score = score_mot_cua(points, due, returned, None, None, Thresholds().bands_mot_cua)
+    score = CIRCULAR_01_2018.score(
+        dossier_inputs(points, due, returned), Thresholds().bands_mot_cua
+    )
     assert score is not None
     return Citizen(
         known,
@@ -338,8 +340,8 @@ def _citizen(
         level,
         tuple(answers),
         score.criteria,
-        score.total18,
-        score.classification,
+        score.total,
+        score.band,
     )
 
 
@@ -395,8 +397,10 @@ async def write(
                 complete=True,
                 satisfaction=citizen.satisfaction,
                 criteria=citizen.criteria,
-                score18=citizen.score18,
-                classification=citizen.classification,
+                score_total=citizen.score_total,
+                score_maximum=CIRCULAR_01_2018.maximum,
+                score_band=citizen.score_band,
+                score_scheme=CIRCULAR_01_2018.id,
             )
             session.add(response)
             answers += [response.record_answer(q, v, p, t) for q, v, p, t in citizen.answers]
@@ -873,7 +877,10 @@ def _row_equations(
     return [Equation(m, members, value, cell, attack) for m, value in counts.items()]
 
 
-NOT_ANSWERS = {"response", "agency", "survey", "survey_version", "complete", *QUASI}
+#: ``score_maximum`` is the scheme's constant beside every total: it tells nothing the total does not.
+NOT_ANSWERS = {
+    "response", "agency", "survey", "survey_version", "complete", "score_maximum", *QUASI
+}  # fmt: skip
 
 
 def _row_measure(column: str, value: str) -> str | None:
@@ -881,7 +888,7 @@ def _row_measure(column: str, value: str) -> str | None:
         return None
     if column == "satisfaction":
         return f"level={value}" if value else None
-    if column == "classification":
+    if column == "score_band":
         return f"class={value}" if value else None
     return f"{column}={value}"
 
@@ -1099,15 +1106,15 @@ def truth(citizen: Citizen, measure: str) -> int:
     if name == "level":
         return int(str(citizen.satisfaction) == value)
     if name == "class":
-        return int(citizen.classification == value)
+        return int(citizen.score_band == value)
     if name.startswith("dis&crit"):
         return int(not citizen.satisfied and (citizen.criteria or {}).get(name[8:]) == 0)
     if name.startswith("crit"):
         return int((citizen.criteria or {}).get(name[4:]) == 0)
     if name == "comment":
         return int(value in citizen.texts)
-    if name == "score18":
-        return int(citizen.score18 == (float(value) if value else None))
+    if name == "score_total":
+        return int(citizen.score_total == (float(value) if value else None))
     if name.startswith("q_"):
         return int(citizen.cells.get(name[2:], "") == value)
     raise AssertionError(f"unknown measure {measure}")

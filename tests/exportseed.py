@@ -122,8 +122,10 @@ async def store(runtime: Runtime, truths: Sequence[Truth]) -> None:
                 complete=True,
                 satisfaction=t.satisfaction,
                 criteria=None if zns else {"1": 2, "3": 2, "7": 1},
-                score18=None if zns else 15.0,
-                classification=None if zns else "Xuất sắc",
+                score_total=None if zns else 15.0,
+                score_maximum=None if zns else 18.0,
+                score_band=None if zns else "Xuất sắc",
+                score_scheme="decision-766" if zns else "circular-01-2018",
             )
             session.add(response)
             await session.flush()

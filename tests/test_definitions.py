@@ -35,7 +35,7 @@ def test_builtin_surveys_load_with_versions() -> None:
     catalog = builtin_catalog()
     assert catalog.ids() == ["hanoi-4", "mot-cua", "zns-5-star"]
     mot_cua = catalog.latest("mot-cua")
-    assert mot_cua.scoring == "mot-cua"
+    assert mot_cua.scoring == "circular-01-2018"
     assert {q.criterion for q in mot_cua.questions if q.criterion} == {"3", "4", "6", "7"}
     assert all(q.text.en for q in mot_cua.questions)
 

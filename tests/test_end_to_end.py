@@ -62,5 +62,6 @@ async def test_agency_triggers_and_citizen_completes_mot_cua(
     assert len(rows) == 1
     row = rows[0]
     assert row["official"] == "CB01" and row["q_c3"] == "0" and row["q_overall"] == "rat_hai_long"
-    assert row["classification"] == "Xuất sắc" and float(row["score18"]) == 18.0
+    assert row["score_band"] == "Xuất sắc" and float(row["score_total"]) == 18.0
+    assert float(row["score_maximum"]) == 18.0
     assert "0912" not in row["q_comment"] and "[số]" in row["q_comment"]

@@ -216,13 +216,14 @@ async def test_ratings_carry_no_free_text_and_comments_only_agency_quarter_text(
 ) -> None:
     package = await _export(runtime)
     header = list(package.ratings[0])
-    assert not {"q_comment", "q_note", "q_c7_detail", "score18", "classification"} & set(header)
+    assert not {"q_comment", "q_note", "q_c7_detail", "score_total", "score_band"} & set(header)
     assert {"q_c3", "q_overall", "q_stars"} <= set(header)
     stored = " ".join(str(v) for row in package.ratings for v in row.values())
     assert "nhiệt tình" not in stored and "HYPERLINK" not in stored
     assert package.report["ratings"]["columns_withheld"] == [
-        "score18",
-        "classification",
+        "score_total",
+        "score_maximum",
+        "score_band",
         "q_comment",
         "q_note",
     ]

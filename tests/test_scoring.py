@@ -7,15 +7,26 @@ import datetime as dt
 import pytest
 
 from bot.flows.scoring import (
+    CIRCULAR_01_2018,
+    SCHEMES,
+    Score,
+    ScoreInputs,
     criterion_2,
+    dossier_inputs,
     five_bands,
     satisfaction_rate,
-    score_mot_cua,
+    scheme,
     timeliness_points,
 )
 
 BANDS = five_bands(15, 12, 9, 6)
 D = dt.date
+
+
+def score_mot_cua(*args: object) -> Score | None:
+    """The Circular 01/2018 entry on a dossier's answers, dates and agency criteria."""
+    *inputs, bands = args
+    return CIRCULAR_01_2018.score(dossier_inputs(*inputs), bands)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -47,7 +58,7 @@ def test_all_nine_criteria_at_full_marks_is_18_xuat_sac() -> None:
         BANDS,
     )
     assert score is not None
-    assert score.total18 == 18 and score.classification == "Xuất sắc"
+    assert score.total == 18 and score.band == "Xuất sắc"
     assert set(score.criteria) == {"1", "2", "3", "4", "5", "6", "7", "8", "9"}
 
 
@@ -62,7 +73,7 @@ def test_worked_example_mixed_answers_with_agency_criteria() -> None:
         {"5": 2, "8": 1, "9": 1},
         BANDS,
     )
-    assert score is not None and score.total18 == 11 and score.classification == "Khá"
+    assert score is not None and score.total == 11 and score.band == "Khá"
 
 
 def test_without_agency_criteria_the_measured_ones_are_scaled_to_18() -> None:
@@ -70,7 +81,7 @@ def test_without_agency_criteria_the_measured_ones_are_scaled_to_18() -> None:
     score = score_mot_cua(
         {"3": 2, "4": 2, "6": 2, "7": 2}, D(2026, 11, 20), D(2026, 11, 20), None, None, BANDS
     )
-    assert score is not None and score.total18 == 15.0 and score.classification == "Xuất sắc"
+    assert score is not None and score.total == 15.0 and score.band == "Xuất sắc"
     assert "5" not in score.criteria
 
 
@@ -94,3 +105,30 @@ def test_766_rate_counts_only_dissatisfied_against() -> None:
     rate_766 = five_bands(90, 80, 70, 50)
     assert rate_766.classify(satisfaction_rate([5] * 9 + [2]) or 0) == "Xuất sắc"
     assert rate_766.classify(85) == "Tốt" and rate_766.classify(49.9) == "Yếu"
+
+
+def test_the_registry_holds_both_regulations_and_the_legacy_ids() -> None:
+    assert set(SCHEMES) == {"circular-01-2018", "decision-766"}
+    assert scheme("mot-cua") is CIRCULAR_01_2018
+    assert scheme("satisfaction").id == "decision-766"
+    assert scheme("decision-766").score(ScoreInputs(satisfaction=5), BANDS) is None
+
+
+def test_inputs_keep_the_classes_not_the_dates() -> None:
+    inputs = dossier_inputs({"3": 2, "4": None}, D(2026, 11, 20), D(2026, 11, 19), None, None, 4)
+    stored = inputs.to_json()
+    assert stored == {
+        "answered": {"3": 2},
+        "timeliness": {"1": "early", "2": "early"},
+        "agency": {},
+        "satisfaction": 4,
+    }
+    assert "2026" not in repr(stored)
+    assert ScoreInputs.from_json(stored) == inputs
+    score = CIRCULAR_01_2018.score(inputs, BANDS)
+    assert score is not None and (score.total, score.maximum, score.band) == (
+        18.0,
+        18.0,
+        "Xuất sắc",
+    )
+    assert CIRCULAR_01_2018.score(inputs, five_bands(19, 18.5, 18.2, 18.1)).band == "Yếu"  # type: ignore[union-attr]

@@ -21,6 +21,14 @@ from storage.migrate import upgrade_async
 BEFORE = "0005_response_answers"
 INSERT = (
     "INSERT INTO response (id, agency_id, official_id, procedure_id, survey_id, survey_version, "
+    "channel, language, answered_on, rater_hash, rater_key_id, complete, satisfaction, "
+    "score_total, score_maximum, score_band, criteria) VALUES (:id, :agency, :official, "
+    ":procedure, 'mot-cua', 1, 'telegram', 'vi', :day, 'h', 'k', true, :sat, :score, "
+    ":maximum, :cls, :criteria)"
+)
+#: The same response before migration 0008 (a Circular 01/2018 score out of 18, its class).
+INSERT_BEFORE = (
+    "INSERT INTO response (id, agency_id, official_id, procedure_id, survey_id, survey_version, "
     "channel, language, answered_on, rater_hash, rater_key_id, complete, satisfaction, score18, "
     "classification, criteria) VALUES (:id, :agency, :official, :procedure, 'mot-cua', 1, "
     "'telegram', 'vi', :day, 'h', 'k', true, :sat, :score, :cls, :criteria)"
@@ -57,31 +65,38 @@ def _response(n: int, **changes: Any) -> dict[str, Any]:
         "cls": ("Xuất sắc", "Tốt", None, "Xuất sắc")[n % 4],
         "criteria": (json.dumps({"1": 2, "3": n % 3}), None)[n % 2],
     }
+    row["maximum"] = None if row["score"] is None else 18.0
     return {**row, **changes}
 
 
-async def _tally(engine: AsyncEngine) -> dict[tuple[str, str, str, int], tuple[int, int, int]]:
+async def _tally(engine: AsyncEngine) -> dict[tuple[str, str, str, int], tuple[int, int, int, int]]:
     async with engine.connect() as conn:
         rows = await conn.execute(
             text(
-                "SELECT dimension, agency_id, unit, satisfaction, responses, scored, score_tenths "
-                "FROM response_tally"
+                "SELECT dimension, agency_id, unit, satisfaction, responses, scored, score_tenths, "
+                "maximum_tenths FROM response_tally"
             )
         )
-        return {(d, a, u, s): (n, k, t) for d, a, u, s, n, k, t in rows if (n, k, t) != (0, 0, 0)}
+        return {
+            (d, a, u, s): (n, k, t, m)
+            for d, a, u, s, n, k, t, m in rows
+            if (n, k, t, m) != (0, 0, 0, 0)
+        }
 
 
-async def _recount(engine: AsyncEngine) -> dict[tuple[str, str, str, int], tuple[int, int, int]]:
+async def _recount(
+    engine: AsyncEngine,
+) -> dict[tuple[str, str, str, int], tuple[int, int, int, int]]:
     """The tally computed in Python from the responses as they are now."""
     counts: Counter[tuple[str, str, str, int, str]] = Counter()
     async with engine.connect() as conn:
         rows = await conn.execute(
             text(
-                "SELECT agency_id, official_id, procedure_id, answered_on, satisfaction, score18, "
-                "classification, CAST(criteria AS TEXT) FROM response"
+                "SELECT agency_id, official_id, procedure_id, answered_on, satisfaction, "
+                "score_total, score_maximum, score_band, CAST(criteria AS TEXT) FROM response"
             )
         )
-        for agency, official, procedure, day, sat, score, cls, criteria in rows:
+        for agency, official, procedure, day, sat, score, maximum, cls, criteria in rows:
             units = {
                 "official": official or "",
                 "procedure": procedure or "",
@@ -95,9 +110,16 @@ async def _recount(engine: AsyncEngine) -> dict[tuple[str, str, str, int], tuple
                 if score is not None:
                     counts[(*key, "scored")] += 1
                     counts[(*key, "tenths")] += round(score * 10)
+                    counts[(*key, "maximum")] += round(maximum * 10)
     keys = {k[:4] for k in counts}
     return {
-        k: (counts[(*k, "responses")], counts[(*k, "scored")], counts[(*k, "tenths")]) for k in keys
+        k: (
+            counts[(*k, "responses")],
+            counts[(*k, "scored")],
+            counts[(*k, "tenths")],
+            counts[(*k, "maximum")],
+        )
+        for k in keys
     }
 
 
@@ -115,7 +137,10 @@ async def test_tally_follows_inserts_updates_and_deletes(empty_database: str) ->
                 text("UPDATE response SET satisfaction = 5 WHERE satisfaction IS NULL")
             )
             await conn.execute(
-                text("UPDATE response SET score18 = 9.3, classification = 'Khá' WHERE id = 'r2'")
+                text(
+                    "UPDATE response SET score_total = 9.3, score_maximum = 18, "
+                    "score_band = 'Khá' WHERE id = 'r2'"
+                )
             )
             await conn.execute(text("UPDATE response SET official_id = 'o2' WHERE id = 'r5'"))
             await conn.execute(
@@ -142,11 +167,11 @@ async def test_migration_counts_the_responses_already_stored(empty_database: str
     try:
         await _seed(engine)
         async with engine.begin() as conn:
-            await conn.execute(text(INSERT), [_response(n) for n in range(25)])
+            await conn.execute(text(INSERT_BEFORE), [_response(n) for n in range(25)])
         await upgrade_async(empty_database)
         tally = await _tally(engine)
         assert tally == await _recount(engine)
-        assert sum(n for (d, *_), (n, _, _) in tally.items() if d == "official") == 25
+        assert sum(n for (d, *_), (n, *_) in tally.items() if d == "official") == 25
         async with engine.begin() as conn:  # and the triggers run from then on
             await conn.execute(text(INSERT), [_response(100)])
         assert await _tally(engine) == await _recount(engine)

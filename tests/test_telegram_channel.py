@@ -312,7 +312,7 @@ async def test_citizen_answers_the_survey_by_taps_and_the_export_has_it(
     [row] = await export_rows(runtime)
     assert row["channel"] == "telegram" and row["official"] == "CB01"
     assert row["q_c3"] == "0" and row["q_overall"] == "rat_hai_long"
-    assert row["classification"] == "Xuất sắc" and float(row["score18"]) == 18.0
+    assert row["score_band"] == "Xuất sắc" and float(row["score_total"]) == 18.0
     assert "0912" not in row["q_comment"] and "[số]" in row["q_comment"]
     # Nothing was refused by the strict emulator on the way.
     assert [c for c in emulator.calls if not c.ok] == []

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import functools
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bot.flows.scoring import DECISION_766, SCHEMES, scheme
 
 BUILTIN_DIR = Path(__file__).parent / "surveys"
 LANGUAGES = ("vi", "en")
@@ -126,9 +129,21 @@ class SurveyDefinition(BaseModel):
     title: Text
     intro: Text
     outro: Text
-    #: Which scoring applies at completion: Circular 01/2018 criteria, or satisfaction only.
-    scoring: Literal["mot-cua", "satisfaction"] = "satisfaction"
+    #: The scoring scheme applied at completion, an id of ``bot.flows.scoring.SCHEMES``
+    #: ("circular-01-2018", "decision-766"); the ids of old definitions ("mot-cua",
+    #: "satisfaction") are read as the scheme they always meant.
+    scoring: str = DECISION_766.id
     questions: list[Question] = Field(min_length=1)
+
+    @field_validator("scoring")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        try:
+            return scheme(value).id
+        except KeyError:
+            raise ValueError(
+                f"unknown scoring scheme {value!r}; use one of {', '.join(sorted(SCHEMES))}"
+            ) from None
 
     @model_validator(mode="after")
     def _graph_is_sound(self) -> SurveyDefinition:
@@ -188,7 +203,11 @@ def load_definition(path: Path) -> SurveyDefinition:
 
 
 class SurveyCatalog:
-    """The surveys this deployment knows, by id and version (old versions stay readable)."""
+    """The surveys this deployment knows, by id and version (old versions stay readable).
+
+    Built at start-up from the package, the surveys folder and every version kept in the
+    database (``storage.surveys.load_catalog``), so a version still referred to is never lost.
+    """
 
     def __init__(self, definitions: list[SurveyDefinition]) -> None:
         self._by_key = {(d.id, d.version): d for d in definitions}
@@ -207,6 +226,84 @@ class SurveyCatalog:
 
     def __contains__(self, survey_id: object) -> bool:
         return any(sid == survey_id for sid, _ in self._by_key)
+
+
+@dataclass(frozen=True, slots=True)
+class DefinitionSource:
+    """A validated definition with the text it was read from and where (a file, the database)."""
+
+    definition: SurveyDefinition
+    text: str
+    source: str
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.definition.id, self.definition.version
+
+
+def same_definition(a: SurveyDefinition, b: SurveyDefinition) -> bool:
+    """Equal once validated: comments, layout and legacy scheme ids do not count as a change."""
+    return a.model_dump(mode="json") == b.model_dump(mode="json")
+
+
+def read_sources(folder: Path, pattern: str = "*.y*ml") -> list[DefinitionSource]:
+    """Every definition file in ``folder``, validated; every problem of every file named at once.
+
+    Also refused: one id and version defined by two files with different content.
+    """
+    problems: list[str] = []
+    found: dict[tuple[str, int], DefinitionSource] = {}
+    for path in sorted(folder.glob(pattern)):
+        if path.suffix not in (".yaml", ".yml") or not path.is_file():
+            continue
+        text = path.read_text(encoding="utf-8")
+        try:
+            definition = parse_definition(text, str(path))
+        except SurveyDefinitionError as exc:
+            problems.append(str(exc))
+            continue
+        read = DefinitionSource(definition, text, str(path))
+        earlier = found.get(read.key)
+        if earlier is not None and not same_definition(earlier.definition, definition):
+            problems.append(
+                f"{path}: {definition.id} v{definition.version} is also defined, differently, "
+                f"by {earlier.source}: give the new one the next version"
+            )
+            continue
+        found.setdefault(read.key, read)
+    if problems:
+        raise SurveyDefinitionError("\n".join(problems))
+    return list(found.values())
+
+
+def merge_sources(*groups: list[DefinitionSource]) -> list[DefinitionSource]:
+    """The union of several groups (the package's, a folder's): a version defined twice must be
+    the same definition, or every such clash is named in one error."""
+    problems: list[str] = []
+    found: dict[tuple[str, int], DefinitionSource] = {}
+    for group in groups:
+        for read in group:
+            earlier = found.get(read.key)
+            if earlier is None:
+                found[read.key] = read
+            elif not same_definition(earlier.definition, read.definition):
+                problems.append(
+                    f"{read.source}: {read.key[0]} v{read.key[1]} is already defined, differently, "
+                    f"by {earlier.source}: give the new one the next version"
+                )
+    if problems:
+        raise SurveyDefinitionError("\n".join(problems))
+    return list(found.values())
+
+
+def file_sources(folder: Path | None = None) -> list[DefinitionSource]:
+    """The package's surveys and, when configured, those of the deployment's surveys folder."""
+    groups = [read_sources(BUILTIN_DIR)]
+    if folder is not None:
+        if not folder.is_dir():
+            raise SurveyDefinitionError(f"{folder}: the surveys folder does not exist")
+        groups.append(read_sources(folder))
+    return merge_sources(*groups)
 
 
 @functools.cache

@@ -71,7 +71,7 @@ class Context:
         self.responses = ResponseRecorder(
             self.keys,
             self.catalog,
-            Thresholds.from_settings(self.settings).bands_mot_cua,
+            Thresholds.from_settings(self.settings).bands,
             lambda: self.clock(),
         )
 

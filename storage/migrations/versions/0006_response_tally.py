@@ -23,6 +23,8 @@ STATS_INDEXES = {
     "ix_response_stats_period": ["agency_id", "answered_on", "satisfaction", "score18"],
     "ix_response_stats_class": ["agency_id", "satisfaction", "classification", "score18"],
 }
+#: The score columns of this revision's day (0008 renamed them and added the maximum).
+LAYOUT = tally.Layout(total="score18", band="classification", maximum=None)
 
 
 def upgrade() -> None:
@@ -39,9 +41,9 @@ def upgrade() -> None:
     )
     dialect = op.get_bind().dialect.name
     # Counted before the triggers exist, in the same transaction: nothing is counted twice.
-    for statement in tally.backfill_statements(dialect):
+    for statement in tally.backfill_statements(dialect, LAYOUT):
         op.execute(statement)
-    for statement in tally.trigger_statements(dialect):
+    for statement in tally.trigger_statements(dialect, LAYOUT):
         op.execute(statement)
     for name in STATS_INDEXES:
         op.drop_index(name, table_name="response")
