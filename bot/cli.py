@@ -21,7 +21,12 @@ from bot.adapters.telegram.demo import TelegramDemo
 from bot.app import create_app
 from bot.channels import Capabilities, render
 from bot.dashboard import auth as dashboard_auth
-from bot.flows.definition import SurveyDefinitionError, builtin_catalog, load_definition
+from bot.flows.definition import (
+    SurveyCatalog,
+    SurveyDefinitionError,
+    file_sources,
+    load_definition,
+)
 from bot.flows.engine import Reply, Start, SurveyEngine
 from bot.flows.scoring import AGENCY_CRITERIA, MAX_PER_CRITERION, dossier_inputs
 from bot.http_errors import RouteAccessLogger
@@ -81,7 +86,7 @@ def _run(coro_factory: Callable[[], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(wrapper())
-    except (ServiceError, KeyError_) as exc:
+    except (ServiceError, KeyError_, SurveyDefinitionError) as exc:
         raise click.ClickException(str(exc)) from None
 
 
@@ -323,10 +328,10 @@ def agency() -> None:
 @click.option("--survey", default=None, help="Default survey for this agency's dossiers.")
 def agency_add(code: str, name: str, survey: str | None) -> None:
     settings = _settings()
-    if survey and survey not in builtin_catalog():
-        raise click.ClickException(f"no survey named {survey!r}")
 
     async def action(runtime: Runtime) -> None:
+        if survey and survey not in runtime.catalog:
+            raise click.ClickException(f"no survey named {survey!r}")
         async with runtime.sessions() as session:
             if (
                 await session.execute(select(Agency).where(Agency.code == code))
@@ -615,10 +620,19 @@ def survey_check(path: Path) -> None:
 
 @survey.command("list")
 def survey_list() -> None:
-    catalog = builtin_catalog()
+    """The surveys of the package and of SURVEYBOT_SURVEYS_DIR, latest version of each."""
+    catalog = _file_catalog()
     for survey_id in catalog.ids():
         latest = catalog.latest(survey_id)
         click.echo(f"{survey_id} v{latest.version}  {latest.title.vi}")
+
+
+def _file_catalog() -> SurveyCatalog:
+    """The package's and the surveys folder's definitions, read without a database."""
+    try:
+        return SurveyCatalog([s.definition for s in file_sources(_settings().surveys_dir)])
+    except SurveyDefinitionError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 # ---------------------------------------------------------------------------------- exports
@@ -807,7 +821,7 @@ def stats() -> None:
 @click.option("--lang", type=click.Choice(["vi", "en"]), default="vi")
 def chat(survey_id: str, lang: str) -> None:
     """Try a survey in the terminal: numbered options, typed replies; nothing is stored."""
-    catalog = builtin_catalog()
+    catalog = _file_catalog()
     if survey_id not in catalog:
         raise click.ClickException(
             f"no survey named {survey_id!r}; try: {', '.join(catalog.ids())}"

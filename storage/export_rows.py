@@ -24,13 +24,13 @@ from sqlalchemy import String, func, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
-from bot.flows.definition import builtin_catalog
+from bot.flows.definition import SurveyDefinitionError, builtin_catalog, parse_definition
 from bot.flows.scrub import scrub
 from storage.anonymise import MARKERS, Key, Plan, period_label
 from storage.cells import clean
 from storage.db import Sessions, make_engine, make_sessions
 from storage.export_pass import BATCH, KEY_COLUMNS, Codes, Head, _Memo, month_of, scoped
-from storage.models import Answer, Response
+from storage.models import Answer, Response, SurveyVersion
 
 RATING_COLUMNS = [
     "response",
@@ -73,27 +73,17 @@ async def questions(
         )
     found = {q for (q,) in await conn.execute(every)}
     with_text = {q for (q,) in await conn.execute(texts)}
-    catalog = builtin_catalog()
-    defined = {
-        q.id
-        for survey in catalog.ids()
-        for version in _versions(catalog, survey)
-        for q in version.questions
-        if q.type == "text"
-    }
+    # The package's definitions and every version kept in the database (folder surveys, old
+    # versions whose file is gone): a text question is free text whichever version asked it.
+    definitions = builtin_catalog().all()
+    for (text,) in await conn.execute(select(SurveyVersion.definition)):
+        try:
+            definitions.append(parse_definition(text))
+        except SurveyDefinitionError:  # refused at start-up; nothing can have used it since
+            continue
+    defined = {q.id for d in definitions for q in d.questions if q.type == "text"}
     free = with_text | (defined & set(found))
     return sorted(found), free, bool(with_text)
-
-
-def _versions(catalog: Any, survey: str) -> list[Any]:
-    latest = catalog.latest(survey)
-    versions = []
-    for number in range(1, latest.version + 1):
-        try:
-            versions.append(catalog.get(survey, number))
-        except KeyError:
-            continue
-    return versions
 
 
 # ------------------------------------------------------------------------------ the plan's counts

@@ -23,7 +23,8 @@ from bot.app import create_app
 from bot.flows.definition import BUILTIN_DIR, SurveyDefinitionError
 from bot.runtime import Runtime
 from storage.models import Response, SurveyVersion
-from tests.conftest import REDIS_URL, add_test_agency, make_settings, today
+from storage.surveys import load_catalog
+from tests.conftest import REDIS_URL, _truncate, add_test_agency, make_settings, today
 from tests.helpers import answer_with_first_buttons
 
 HANOI = (BUILTIN_DIR / "hanoi-4.yaml").read_text(encoding="utf-8")
@@ -45,12 +46,16 @@ def survey_text(survey_id: str, version: int, intro: str = V1_INTRO) -> str:
 
 @asynccontextmanager
 async def serving(
-    tmp_path: Path, database_url: str, folder: Path, redis_prefix: str
+    tmp_path: Path, database_url: str, folder: Path, redis_prefix: str, *, fresh: bool = False
 ) -> AsyncIterator[tuple[Runtime, TestClient[Any, Any]]]:
+    """The app on the survey folder; ``fresh`` empties the (shared PostgreSQL) database first."""
     settings = make_settings(
         tmp_path, database_url, redis_url=REDIS_URL, redis_prefix=redis_prefix, surveys_dir=folder
     )
     runtime = await Runtime.create(settings)
+    if fresh:
+        await _truncate(runtime)
+        await load_catalog(runtime.sessions, folder)  # the emptied survey_version table again
     try:
         async with TestClient(TestServer(create_app(runtime, background=False))) as client:
             yield runtime, client
@@ -97,7 +102,10 @@ async def test_a_folder_survey_is_used_and_its_old_version_outlives_its_file(
     folder = tmp_path / "surveys"
     folder.mkdir()
     (folder / f"{survey_id}.yaml").write_text(survey_text(survey_id, 1), encoding="utf-8")
-    async with serving(tmp_path, database_url, folder, redis_prefix) as (runtime, client):
+    async with serving(tmp_path, database_url, folder, redis_prefix, fresh=True) as (
+        runtime,
+        client,
+    ):
         assert runtime.catalog.latest(survey_id).version == 1
         await add_test_agency(runtime)
         key = await runtime.service.create_api_key("ubnd-test", "tests")

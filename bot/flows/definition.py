@@ -224,6 +224,10 @@ class SurveyCatalog:
     def ids(self) -> list[str]:
         return sorted({sid for sid, _ in self._by_key})
 
+    def all(self) -> list[SurveyDefinition]:
+        """Every version of every survey, by id then version."""
+        return [self._by_key[key] for key in sorted(self._by_key)]
+
     def __contains__(self, survey_id: object) -> bool:
         return any(sid == survey_id for sid, _ in self._by_key)
 
