@@ -61,3 +61,19 @@ async def test_login_roles_scope_and_audit(
         assert (await client.get(path)).status == 403, path
     english = await client.get("/admin/coverage?lang=en")
     assert "Survey coverage" in await english.text()
+
+
+async def test_mean_scores_read_total_out_of_the_maximum_the_data_holds(
+    client: TestClient[Any, Any], runtime: Runtime, agency: Agency
+) -> None:
+    # satisfaction 5 → points 2 → 18 of 18; satisfaction 1 → points 0 → 6 of 18 (tests/adminseed).
+    await seed(runtime, "ubnd-test", [Batch(12, "CB01"), Batch(12, "CB02", satisfaction=1)])
+    assert await release(runtime) == ["2026-10"]
+    await auth.create_user(runtime.sessions, "lan", "mat-khau-dai", "admin")
+    assert (await login(client, "lan", "mat-khau-dai")).status == 303
+    overview = await (await client.get("/admin/?agency=ubnd-test")).text()
+    score = re.search(r'data-testid="total-score">([^<]*)<', overview)
+    assert score and score.group(1) == "12,0 / 18", score
+    assert "/18" not in overview
+    officials = await (await client.get("/admin/officials?agency=ubnd-test")).text()
+    assert "18,0 / 18" in officials and "6,0 / 18" in officials
