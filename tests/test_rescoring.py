@@ -18,6 +18,7 @@ from bot.flows.scoring import CIRCULAR_01_2018, dossier_inputs, five_bands
 from bot.responses import apply_score, rescore_all
 from bot.runtime import Runtime
 from settings import load_settings
+from storage import export
 from storage.models import Agency, Response, ResponseTally
 from storage.stats import Thresholds
 from tests.conftest import today
@@ -77,6 +78,10 @@ async def test_a_closed_survey_keeps_its_inputs_and_is_rescored_under_new_bands(
     kept = json.dumps(inputs)
     assert str(today().year) not in kept and DOSSIER not in kept
     assert await _class_tally(runtime) == {"Xuất sắc": 1}
+    # Kept in the confidential store only: not even the unprotected one-table dump carries them.
+    header, rows = await export.response_rows(runtime.sessions)
+    assert not {"score_inputs", "score_scheme"} & set(header)
+    assert not any(word in str(rows) for word in ("early", "on_time", "timeliness"))
 
     stricter = five_bands(19.0, 18.5, 17.0, 10.0)  # 18 of 18 is now "Khá"
     bands = {**Thresholds().bands, CIRCULAR_01_2018.id: stricter}
