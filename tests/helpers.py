@@ -74,10 +74,19 @@ def assert_absent(identifiers: Mapping[str, str], places: Mapping[str, str]) -> 
             assert value not in text, f"{name} found in {where}"
 
 
+#: Survey definitions as published (storage/surveys.py keeps each version used): the same text
+#: as the package's YAML, every option label and value in it, and never written from a chat.
+DEFINITION_TABLES = frozenset({"survey_version"})
+
+
 async def dump_database(runtime: Runtime) -> str:
+    """Every row of every table that can hold what a citizen did (not the survey definitions,
+    which hold every answer's label because they are the questionnaire)."""
     parts: list[str] = []
     async with runtime.sessions() as session:
         for table in Base.metadata.sorted_tables:
+            if table.name in DEFINITION_TABLES:
+                continue
             for row in (await session.execute(select(table))).all():
                 parts.append(f"{table.name}: {tuple(row)!r}")
     return "\n".join(parts)
