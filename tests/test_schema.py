@@ -77,3 +77,9 @@ async def test_three_processes_starting_at_once_migrate_once(
             assert await conn.run_sync(_differences) == []
     finally:
         await engine.dispose()
+
+
+def test_the_migrations_have_one_head() -> None:
+    """Two migrations written at once on the same parent would fork the history again."""
+    heads = ScriptDirectory.from_config(alembic_config("sqlite+aiosqlite://")).get_heads()
+    assert len(heads) == 1, heads
