@@ -37,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from storage.models import InboxEvent, new_id, utcnow
+from storage.outbox import to_the_hour
 from storage.pseudonym import KeyRing
 
 PENDING, DONE, DEAD = "pending", "done", "dead"
@@ -85,10 +86,6 @@ class Receipt:
 
 def _dialect(session: AsyncSession) -> str:
     return session.get_bind().dialect.name
-
-
-def to_the_hour(at: dt.datetime) -> dt.datetime:
-    return at.replace(minute=0, second=0, microsecond=0)
 
 
 async def accept(
