@@ -584,7 +584,18 @@ async def test_webhook_redelivery_with_num_retry(emu: ZaloEmulator, receiver: Re
     receiver.delays.extend([0.0, 0.5])  # second attempt is slower than webhook_timeout (0.3 s)
     uid = await emu.follow()
     await emu.wait_idle()
-    assert len(receiver.requests) == 3
+    assert len(receiver.requests) == 1  # the ladder runs on the virtual clock: nothing yet
+    [pending] = emu.pending_redeliveries
+    assert pending.due_ms == emu.now_ms() + 30_000
+    emu.advance(29)
+    await emu.wait_idle()
+    assert len(receiver.requests) == 1
+    emu.advance(1)  # 30 s: the first rung
+    await emu.wait_idle()
+    assert len(receiver.requests) == 2
+    emu.advance(300)  # 5 min later: the second rung
+    await emu.wait_idle()
+    assert len(receiver.requests) == 3 and not emu.pending_redeliveries
     assert [h.get("num_retry") for h, _ in receiver.requests] == [None, "1", "2"]
     assert len({raw for _, raw in receiver.requests}) == 1  # identical body on redelivery
     record = emu.webhooks_named("follow")[0]
@@ -597,3 +608,51 @@ async def test_ids_are_long_decimal_strings(emu: ZaloEmulator) -> None:
     assert all(i.isdigit() and 18 <= len(i) <= 19 and int(i) > 2**53 for i in ids)
     assert len(ids) == 200
     assert sign_event("1", b"{}", "2", "s") == sign_event("1", b"{}", "2", "s")
+
+
+@pytest.mark.parametrize("retry_on", ["connect", "non_200"])
+async def test_retry_trigger_readings(receiver: Receiver, retry_on: str) -> None:
+    """A 503 is redelivered only under the "any non-200" reading; a timeout under both."""
+    emu = ZaloEmulator(
+        webhook_url=receiver.url,
+        start_time_ms=START_MS,
+        clock_runs=False,
+        webhook_timeout=0.3,
+        retry_on=retry_on,
+    )
+    await emu.start()
+    try:
+        receiver.statuses.extend([503])
+        await emu.follow()
+        await emu.wait_idle()
+        assert len(emu.pending_redeliveries) == (1 if retry_on == "non_200" else 0)
+        await emu.run_ladder()
+        assert len(receiver.requests) == (2 if retry_on == "non_200" else 1)
+        receiver.delays.extend([0.5])  # slower than the deadline: retried in both readings
+        await emu.follow()
+        await emu.wait_idle()
+        [late] = emu.pending_redeliveries
+        assert late.statuses == ["timeout"]
+        await emu.run_ladder()
+        assert late.delivered and late.attempts == 2
+    finally:
+        await emu.stop()
+
+
+async def test_the_ladder_gives_up_after_its_last_rung(receiver: Receiver) -> None:
+    emu = ZaloEmulator(
+        webhook_url=receiver.url, start_time_ms=START_MS, clock_runs=False, retry_on="non_200"
+    )
+    await emu.start()
+    try:
+        receiver.statuses.extend([500] * 10)
+        await emu.follow()
+        start = emu.now_ms()
+        await emu.run_ladder()
+        [record] = emu.webhooks
+        assert record.gave_up and record.attempts == 6
+        assert emu.now_ms() - start == 6_630_000  # 30 s + 5 + 15 + 30 min + 1 h
+        assert [h.get("num_retry") for h, _ in receiver.requests] == [None, "1", "2", "3", "4", "5"]
+        assert len({raw for _, raw in receiver.requests}) == 1  # the same body and timestamp
+    finally:
+        await emu.stop()
