@@ -8,8 +8,11 @@ acknowledgement loses nothing: the row is still pending and its lease runs out.
 
 * **Exactly once per event id.** The row is unique per (channel, event key), so a redelivery
   finds it and is acknowledged as a duplicate; and ``done`` is written *in the transaction that
-  processes the event* (the worker hands the handler a ``Receipt``), so an event's effects and
-  its "processed" mark commit together or not at all.
+  processes the event* (the worker runs the handler under a ``Receipt``), so an event's effects and
+  its "processed" mark commit together or not at all: while a handler runs, its first
+  transaction that writes anything also writes ``done`` (session hooks below, fenced by the
+  claim's attempt number), so a worker that was overtaken after its lease ran out fails its
+  commit instead of applying the event a second time.
 * **One chat at a time, in order.** Only the oldest pending event of a conversation can be
   claimed, so two workers never process one citizen's answers concurrently or out of order.
 * **Claims in one statement.** ``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED)`` on
@@ -23,6 +26,8 @@ acknowledgement loses nothing: the row is still pending and its lease runs out.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import datetime as dt
 import json
 import random
@@ -30,11 +35,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, func, or_, select, update
+from sqlalchemy import and_, delete, event, exists, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, aliased
 
 from storage.models import InboxEvent, new_id, utcnow
 from storage.outbox import to_the_hour
@@ -69,19 +74,96 @@ class DeadLetter:
     received_hour: dt.datetime
 
 
-@dataclass(slots=True)
-class Receipt:
-    """Marks one claimed event processed, inside the handler's own transaction.
+class AlreadyProcessed(RuntimeError):
+    """The event was claimed again (this worker's lease ran out) or finished elsewhere: the
+    transaction that would have applied it a second time is refused."""
 
-    A handler that changes state calls ``await receipt(session)`` before it commits; one that
-    changes nothing need not (the worker marks the event afterwards)."""
+
+@dataclass(eq=False, slots=True)
+class Receipt:
+    """One claimed event being processed: whose first writing commit also marks it done.
+
+    ``attempt`` is the claim's fencing token (a later claim raised it); ``task`` is the
+    handler's own task, so a background task it spawns (which inherits the context) never
+    marks the event with a commit of its own."""
 
     event_id: str
+    attempt: int
+    now: dt.datetime
+    task: asyncio.Task[Any] | None = None
     used: bool = field(default=False)
+    _staged: Session | None = field(default=None, repr=False)
 
-    async def __call__(self, session: AsyncSession, now: dt.datetime | None = None) -> None:
-        await done(session, self.event_id, now=now)
-        self.used = True
+    def applies_to(self, session: Session) -> bool:
+        return not self.used and self._staged is None and bool(session.info.get(_WROTE))
+
+
+_PROCESSING: contextvars.ContextVar[Receipt | None] = contextvars.ContextVar(
+    "inbox_processing", default=None
+)
+_WROTE = "inbox_wrote"
+
+
+def processing(receipt: Receipt) -> contextvars.Token[Receipt | None]:
+    """From here on, in this task, the first writing commit marks ``receipt``'s event done."""
+    receipt.task = asyncio.current_task()
+    return _PROCESSING.set(receipt)
+
+
+def finished(token: contextvars.Token[Receipt | None]) -> None:
+    _PROCESSING.reset(token)
+
+
+def _in_handler() -> Receipt | None:
+    receipt = _PROCESSING.get()
+    if receipt is None or receipt.task is None or asyncio.current_task() is not receipt.task:
+        return None
+    return receipt
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _note_statement(state: ORMExecuteState) -> None:
+    if _in_handler() is not None and (state.is_insert or state.is_update or state.is_delete):
+        state.session.info[_WROTE] = True
+
+
+@event.listens_for(Session, "after_flush")
+def _note_flush(session: Session, _context: UOWTransaction) -> None:
+    if _in_handler() is not None:
+        session.info[_WROTE] = True
+
+
+@event.listens_for(Session, "before_commit")
+def _mark_in_the_same_transaction(session: Session) -> None:
+    receipt = _in_handler()
+    if receipt is None or not receipt.applies_to(session):
+        return
+    result = session.execute(_done_statement(receipt.event_id, receipt.now, receipt.attempt))
+    if int(getattr(result, "rowcount", 0) or 0) != 1:
+        raise AlreadyProcessed("the inbox event was claimed again or is already processed")
+    receipt._staged = session
+
+
+@event.listens_for(Session, "after_commit")
+def _confirm(session: Session) -> None:
+    session.info.pop(_WROTE, None)
+    receipt = _PROCESSING.get()
+    if receipt is not None and receipt._staged is session:
+        receipt.used, receipt._staged = True, None
+
+
+@event.listens_for(Session, "after_rollback")
+def _unstage(session: Session) -> None:
+    session.info.pop(_WROTE, None)
+    receipt = _PROCESSING.get()
+    if receipt is not None and receipt._staged is session:
+        receipt._staged = None
+
+
+def keyed(keys: KeyRing, kind: str, channel: str, value: str) -> str:
+    """A platform's event id or chat id as stored: a keyed hash, so the table names no one (a
+    plain hash of a chat id is reversible by enumerating ids)."""
+    return keys.pseudonym("contact", f"inbox-{kind}\x1f{channel}\x1f{value}").digest
 
 
 def _dialect(session: AsyncSession) -> str:
@@ -97,14 +179,17 @@ async def accept(
     conversation: str,
     body: dict[str, Any],
     now: dt.datetime | None = None,
-) -> bool:
-    """Store a verified event unless it is already here: True when new (the caller commits)."""
+) -> str | None:
+    """Store a verified event unless it is already here: its id when new, None for a
+    redelivery (the caller commits). ``event_key`` and ``conversation`` are the platform's own
+    values; only their keyed hashes are stored."""
     now = now or utcnow()
+    event_id = new_id()
     values = {
-        "id": new_id(),
+        "id": event_id,
         "channel": channel,
-        "event_key": event_key,
-        "conversation": conversation,
+        "event_key": keyed(keys, "event", channel, event_key),
+        "conversation": keyed(keys, "chat", channel, conversation),
         "body_sealed": keys.seal(json.dumps(body, ensure_ascii=False), BODY_PURPOSE),
         "status": PENDING,
         "attempts": 0,
@@ -118,7 +203,7 @@ async def accept(
         .on_conflict_do_nothing(index_elements=["channel", "event_key"])
     )
     result = await session.execute(statement)
-    return int(result.rowcount or 0) == 1  # type: ignore[attr-defined]
+    return event_id if int(result.rowcount or 0) == 1 else None  # type: ignore[attr-defined]
 
 
 def _claimable(now: dt.datetime) -> Any:
@@ -145,12 +230,16 @@ async def claim(
     limit: int = 20,
     lease: dt.timedelta = LEASE,
     now: dt.datetime | None = None,
+    only: str | None = None,
 ) -> list[Claimed]:
-    """Lease up to ``limit`` events, at most one per conversation, oldest first; commits."""
+    """Lease up to ``limit`` events, at most one per conversation, oldest first; commits.
+    ``only`` claims that one event, if it is claimable (the webhook processing what it just
+    accepted)."""
     now = now or utcnow()
-    candidates = (
-        select(InboxEvent.id).where(_claimable(now)).order_by(InboxEvent.received_at).limit(limit)
-    )
+    candidates = select(InboxEvent.id).where(_claimable(now))
+    if only is not None:
+        candidates = candidates.where(InboxEvent.id == only)
+    candidates = candidates.order_by(InboxEvent.received_at).limit(limit)
     if _dialect(session) == "postgresql":
         candidates = candidates.with_for_update(skip_locked=True)
     statement = (
@@ -180,12 +269,14 @@ def _opened(keys: KeyRing, sealed: str) -> dict[str, Any]:
     return body
 
 
-async def done(session: AsyncSession, event_id: str, *, now: dt.datetime | None = None) -> None:
-    """Processed: the body and the conversation key go, the event key stays as the replay mark."""
-    hour = to_the_hour(now or utcnow())
-    await session.execute(
+def _done_statement(event_id: str, now: dt.datetime, attempt: int | None = None) -> Any:
+    hour = to_the_hour(now)
+    guard = [InboxEvent.id == event_id, InboxEvent.status == PENDING]
+    if attempt is not None:
+        guard.append(InboxEvent.attempts == attempt)
+    return (
         update(InboxEvent)
-        .where(InboxEvent.id == event_id)
+        .where(*guard)
         .values(
             status=DONE,
             body_sealed=None,
@@ -197,6 +288,20 @@ async def done(session: AsyncSession, event_id: str, *, now: dt.datetime | None 
         )
         .execution_options(synchronize_session=False)
     )
+
+
+async def done(
+    session: AsyncSession,
+    event_id: str,
+    *,
+    now: dt.datetime | None = None,
+    attempt: int | None = None,
+) -> bool:
+    """Processed: the body and the conversation key go, the event key stays as the replay mark.
+    With ``attempt`` (the claim's), only if no later claim took the event over. True when this
+    call marked it (the caller commits)."""
+    result = await session.execute(_done_statement(event_id, now or utcnow(), attempt))
+    return int(result.rowcount or 0) == 1  # type: ignore[attr-defined]
 
 
 def backoff(attempts: int) -> dt.timedelta:
@@ -213,20 +318,22 @@ async def failed(
     *,
     max_attempts: int = MAX_ATTEMPTS,
     now: dt.datetime | None = None,
+    attempt: int | None = None,
 ) -> str:
     """Back off and retry later, or, past ``max_attempts``, keep it as a dead letter; commits.
+    With ``attempt`` (the claim's), nothing changes when a later claim took the event over.
 
-    Returns the event's new status."""
+    Returns the event's new status (DONE when it was processed, or is no longer ours)."""
     now = now or utcnow()
     attempts = await session.scalar(
         select(InboxEvent.attempts).where(InboxEvent.id == event_id, InboxEvent.status == PENDING)
     )
-    if attempts is None:
+    if attempts is None or (attempt is not None and attempts != attempt):
         return DONE
     status = DEAD if attempts >= max_attempts else PENDING
     await session.execute(
         update(InboxEvent)
-        .where(InboxEvent.id == event_id)
+        .where(InboxEvent.id == event_id, InboxEvent.attempts == attempts)
         .values(
             status=status,
             available_at=now + backoff(attempts) if status == PENDING else to_the_hour(now),

@@ -1,11 +1,14 @@
 """The loop that processes the durable inbox (``storage/inbox.py``), in any number of processes.
 
 Each round claims a batch (at most one event per conversation, so a batch runs concurrently
-without two answers of one citizen racing), hands every event to its channel's handler with a
-``Receipt``, and keeps the leases alive while handlers run. A handler that raises leaves its
-event for a later round (exponential backoff with jitter, then a dead letter); a process that
-dies mid-round leaves leases that run out, and another process takes the events over. Nothing
-here knows a channel: handlers are registered by channel name.
+without two answers of one citizen racing), runs every event's channel handler under a
+``Receipt`` (its first writing commit marks the event done), and keeps the leases alive while
+handlers run. A handler that raises leaves its event for a later round (exponential backoff with
+jitter, then a dead letter); a process that dies mid-round leaves leases that run out, and
+another process takes the events over. A webhook that just accepted an event asks for it at
+once (``process_now``) so the citizen's next question does not wait for a round.
+
+Nothing here knows a channel: handlers are registered by channel name.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
+from typing import Final
 
 from storage import inbox
 from storage.db import Sessions
@@ -23,7 +27,21 @@ from storage.pseudonym import KeyRing
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[inbox.Claimed, inbox.Receipt], Awaitable[None]]
+#: A channel's handler: applies one event; what it returns is shown to the webhook's caller.
+Handler = Callable[[inbox.Claimed], Awaitable[object]]
+
+
+class _Later:
+    def __repr__(self) -> str:
+        return "LATER"
+
+
+#: ``process_now``'s answer when the event will be (or is being) processed in the background.
+LATER: Final = _Later()
+
+
+class NoHandler(LookupError):
+    """An event of a channel no handler is registered for (kept, then a dead letter)."""
 
 
 class InboxWorker:
@@ -31,7 +49,6 @@ class InboxWorker:
         self,
         sessions: Sessions,
         keys: KeyRing,
-        handlers: Mapping[str, Handler],
         *,
         batch: int = 20,
         lease: dt.timedelta = inbox.LEASE,
@@ -41,17 +58,41 @@ class InboxWorker:
     ) -> None:
         self.sessions = sessions
         self.keys = keys
-        self.handlers = dict(handlers)
+        self.handlers: dict[str, Handler] = {}
         self.batch = batch
         self.lease = lease
         self.max_attempts = max_attempts
         self.idle_seconds = idle_seconds
         self.clock = clock
         self._wake = asyncio.Event()
+        self._running: set[asyncio.Task[object]] = set()
+
+    def register(self, channel: str, handler: Handler) -> None:
+        self.handlers[channel] = handler
 
     def notify(self) -> None:
-        """An event was just accepted in this process: process it now, not at the next poll."""
+        """An event was accepted in this process: the next round starts now, not at the poll."""
         self._wake.set()
+
+    async def process_now(self, event_id: str, deadline: float) -> object:
+        """Claim ``event_id`` and process it, waiting at most ``deadline`` seconds: the handler's
+        outcome, or ``LATER`` when it is not claimable now (an earlier event of the same chat
+        comes first) or still running (it goes on in the background, the webhook answers)."""
+        async with self.sessions() as session:
+            claimed = await inbox.claim(
+                session, self.keys, limit=1, lease=self.lease, now=self.clock(), only=event_id
+            )
+        if not claimed:
+            self.notify()
+            return LATER
+        task = asyncio.create_task(self._with_lease(claimed))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+        try:
+            async with asyncio.timeout(deadline):
+                return await asyncio.shield(task)
+        except TimeoutError:
+            return LATER
 
     async def run_once(self) -> int:
         """One round: claim a batch and process it; the number of events claimed."""
@@ -59,15 +100,8 @@ class InboxWorker:
             claimed = await inbox.claim(
                 session, self.keys, limit=self.batch, lease=self.lease, now=self.clock()
             )
-        if not claimed:
-            return 0
-        keeper = asyncio.create_task(self._keep_leases([event.id for event in claimed]))
-        try:
-            await asyncio.gather(*(self._process(event) for event in claimed))
-        finally:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
+        if claimed:
+            await self._with_lease(claimed)
         return len(claimed)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -83,29 +117,58 @@ class InboxWorker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.idle_seconds)
 
-    async def _process(self, event: inbox.Claimed) -> None:
-        handler = self.handlers.get(event.channel)
-        receipt = inbox.Receipt(event.id)
+    async def drain(self, timeout: float) -> None:
+        """Let events being processed in the background finish (a graceful stop)."""
+        if self._running:
+            await asyncio.wait(set(self._running), timeout=timeout)
+
+    async def _with_lease(self, claimed: list[inbox.Claimed]) -> object:
+        """Process a batch while renewing its leases; the first event's outcome."""
+        keeper = asyncio.create_task(self._keep_leases([event.id for event in claimed]))
         try:
-            if handler is None:
-                raise LookupError(f"no handler for channel {event.channel!r}")
-            await handler(event, receipt)
-            if not receipt.used:  # the handler changed nothing: mark it on its own
+            outcomes = await asyncio.gather(*(self._process(event) for event in claimed))
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+        return outcomes[0]
+
+    async def _process(self, event: inbox.Claimed) -> object:
+        try:
+            receipt, outcome = await asyncio.create_task(self._handle(event))
+            if not receipt.used:  # the handler wrote nothing: mark it on its own
                 async with self.sessions() as session:
-                    await inbox.done(session, event.id, now=self.clock())
+                    await inbox.done(session, event.id, now=self.clock(), attempt=event.attempts)
                     await session.commit()
+            return outcome
         except Exception as exc:
-            reason = f"{exc.__class__.__name__}: {str(exc)[:200]}"
-            log.warning("inbox event of %s failed (attempt %d): %s", event.channel,
-                        event.attempts, exc.__class__.__name__)  # fmt: skip
+            # Only the error's class: a message may quote the event (a citizen's text).
+            reason = exc.__class__.__name__
+            log.warning("inbox event of %s failed (attempt %d): %s",
+                        event.channel, event.attempts, reason)  # fmt: skip
             with contextlib.suppress(Exception):  # if this fails too, the lease runs out
                 async with self.sessions() as session:
                     status = await inbox.failed(
                         session, event.id, reason, max_attempts=self.max_attempts,
-                        now=self.clock(),
+                        now=self.clock(), attempt=event.attempts,
                     )  # fmt: skip
                 if status == inbox.DEAD:
                     log.error("inbox event of %s is a dead letter", event.channel)
+            return LATER
+
+    async def _handle(self, event: inbox.Claimed) -> tuple[inbox.Receipt, object]:
+        """The handler in a task of its own, under the event's receipt (only this task's
+        commits mark the event; the worker's own commits happen outside it)."""
+        handler = self.handlers.get(event.channel)
+        if handler is None:
+            raise NoHandler(event.channel)
+        receipt = inbox.Receipt(event.id, event.attempts, self.clock())
+        token = inbox.processing(receipt)
+        try:
+            outcome = await handler(event)
+        finally:
+            inbox.finished(token)
+        return receipt, outcome
 
     async def _keep_leases(self, event_ids: list[str]) -> None:
         """Renew the batch's leases at a third of their length until the round ends."""

@@ -19,7 +19,7 @@ from sqlalchemy import func, select, text
 
 from storage import inbox
 from storage.db import Sessions, make_engine, make_sessions
-from storage.inbox_worker import InboxWorker
+from storage.inbox_worker import LATER, InboxWorker
 from storage.migrate import upgrade_async
 from storage.models import InboxEvent, WebhookSeen
 from storage.pseudonym import KeyRing
@@ -48,7 +48,7 @@ async def put(
             body={"key": key, **body}, now=at,
         )  # fmt: skip
         await session.commit()
-    return new
+    return new is not None
 
 
 async def claim(sessions: Sessions, keyring: KeyRing, at: dt.datetime = T0, **kw: Any) -> list[str]:
@@ -58,7 +58,8 @@ async def claim(sessions: Sessions, keyring: KeyRing, at: dt.datetime = T0, **kw
 
 async def mark_done(sessions: Sessions, keyring: KeyRing, key: str) -> None:
     async with sessions() as session:
-        event_id = await session.scalar(select(InboxEvent.id).where(InboxEvent.event_key == key))
+        hashed = inbox.keyed(keyring, "event", "zalo_oa", key)
+        event_id = await session.scalar(select(InboxEvent.id).where(InboxEvent.event_key == hashed))
         assert event_id is not None
         await inbox.done(session, event_id, now=T0)
         await session.commit()
@@ -74,6 +75,7 @@ async def test_an_event_is_accepted_once_and_stored_sealed(
     assert len(rows) == 1
     stored = " ".join(str(value) for value in rows[0])
     assert "hài lòng" not in stored and "8841234567" not in stored  # sealed, not readable
+    assert "m-1" not in stored and "c1" not in stored.split()  # event and chat ids keyed
     assert await claim(sessions, keyring) == ["m-1"]  # and it opens with the keys
 
 
@@ -201,34 +203,96 @@ async def test_claimers_at_the_same_time_never_share_an_event_or_a_conversation(
 
 async def effects(sessions: Sessions) -> list[str]:
     async with sessions() as session:
-        return list((await session.execute(select(WebhookSeen.event_hash))).scalars())
+        return sorted((await session.execute(select(WebhookSeen.event_hash))).scalars())
+
+
+def writer(sessions: Sessions, calls: list[str], fail: Any = None) -> Any:
+    """A handler whose effect is one row, committed like the service commits its answers."""
+
+    async def handler(event: inbox.Claimed) -> str:
+        key = event.body["key"]
+        calls.append(key)
+        async with sessions() as session:
+            session.add(WebhookSeen(event_hash=f"effect-{key}-{len(calls)}"))
+            await session.flush()
+            if fail is not None:
+                await fail(session, len(calls))
+            await session.commit()
+        return "stored"
+
+    return handler
 
 
 async def test_the_worker_processes_each_event_once_even_when_a_commit_fails(
     sessions: Sessions, keyring: KeyRing
 ) -> None:
-    """The handler's effect and the receipt commit together: a failure before the commit
+    """The handler's effect and the done mark commit together: a failure before the commit
     rolls both back, the retry applies the effect once."""
     calls: list[str] = []
     clock = [T0]
 
-    async def handler(event: inbox.Claimed, receipt: inbox.Receipt) -> None:
-        calls.append(event.body["key"])
-        async with sessions() as session:
-            session.add(WebhookSeen(event_hash=f"effect-{event.body['key']}"))
-            await receipt(session, clock[0])
-            if len(calls) == 1:
-                raise ConnectionError("the database went away before the commit")
-            await session.commit()
+    async def fail_first(session: Any, call: int) -> None:
+        if call == 1:
+            raise ConnectionError("the database went away before the commit")
 
-    worker = InboxWorker(sessions, keyring, {"zalo_oa": handler}, clock=lambda: clock[0])
+    worker = InboxWorker(sessions, keyring, clock=lambda: clock[0])
+    worker.register("zalo_oa", writer(sessions, calls, fail_first))
     await put(sessions, keyring, "m-1", "c1")
     assert await worker.run_once() == 1
     assert await effects(sessions) == []  # rolled back with its receipt
     clock[0] = T0 + dt.timedelta(minutes=5)  # past the backoff
     assert await worker.run_once() == 1
     assert await worker.run_once() == 0
-    assert await effects(sessions) == ["effect-m-1"]
+    assert await effects(sessions) == ["effect-m-1-2"]
+    assert calls == ["m-1", "m-1"]
+
+
+async def test_an_effect_committed_before_a_later_failure_is_never_applied_again(
+    sessions: Sessions, keyring: KeyRing
+) -> None:
+    """The first writing commit also marks the event done: a handler that fails after it
+    (a send, a second step) leaves nothing to retry, so the answer is not stored twice."""
+    calls: list[str] = []
+
+    async def handler(event: inbox.Claimed) -> None:
+        await writer(sessions, calls)(event)
+        raise ConnectionError("the step after the commit failed")
+
+    clock = [T0]
+    worker = InboxWorker(sessions, keyring, clock=lambda: clock[0])
+    worker.register("zalo_oa", handler)
+    await put(sessions, keyring, "m-1", "c1")
+    assert await worker.run_once() == 1
+    clock[0] = T0 + dt.timedelta(hours=1)
+    assert await worker.run_once() == 0
+    assert await effects(sessions) == ["effect-m-1-1"]
+    async with sessions() as session:
+        assert await inbox.pending_count(session) == 0
+
+
+async def test_a_task_the_handler_spawns_does_not_mark_the_event(
+    sessions: Sessions, keyring: KeyRing
+) -> None:
+    """A background task started by the handler (a dispatcher kick) inherits its context: its
+    commit must not mark the event, or the handler's own failure would lose the answer."""
+    calls: list[str] = []
+    clock = [T0]
+
+    async def handler(event: inbox.Claimed) -> None:
+        calls.append(event.body["key"])
+        if len(calls) == 1:
+            spawned = asyncio.create_task(writer(sessions, [])(event))
+            await spawned
+            raise ConnectionError("the handler's own transaction failed")
+
+    worker = InboxWorker(sessions, keyring, clock=lambda: clock[0])
+    worker.register("zalo_oa", handler)
+    await put(sessions, keyring, "m-1", "c1")
+    assert await worker.run_once() == 1
+    async with sessions() as session:
+        assert await inbox.pending_count(session) == 1  # still to be processed
+    clock[0] = T0 + dt.timedelta(minutes=5)
+    assert await worker.run_once() == 1
     assert calls == ["m-1", "m-1"]
 
 
@@ -239,19 +303,86 @@ async def test_an_event_acknowledged_then_abandoned_by_a_dead_worker_is_processe
     another worker processes it once, and the channel's redelivery is a duplicate."""
     await put(sessions, keyring, "m-1", "c1")
     assert await claim(sessions, keyring) == ["m-1"]  # the worker that dies here
-
-    async def handler(event: inbox.Claimed, receipt: inbox.Receipt) -> None:
-        async with sessions() as session:
-            session.add(WebhookSeen(event_hash=f"effect-{event.body['key']}"))
-            await receipt(session)
-            await session.commit()
-
+    calls: list[str] = []
     later = T0 + inbox.LEASE + dt.timedelta(seconds=1)
-    worker = InboxWorker(sessions, keyring, {"zalo_oa": handler}, clock=lambda: later)
+    worker = InboxWorker(sessions, keyring, clock=lambda: later)
+    worker.register("zalo_oa", writer(sessions, calls))
     assert await worker.run_once() == 1
     assert not await put(sessions, keyring, "m-1", "c1")  # Zalo redelivers: a duplicate
     assert await worker.run_once() == 0
-    assert await effects(sessions) == ["effect-m-1"]
+    assert await effects(sessions) == ["effect-m-1-1"]
+
+
+async def test_a_slow_worker_overtaken_after_its_lease_cannot_apply_the_event_again(
+    database_url: str, sessions: Sessions, keyring: KeyRing
+) -> None:
+    """Two workers at once on one event: the first stalls past its lease, the second takes the
+    event over and stores it; the first's commit is then refused, so the effect exists once.
+    Fails when the done mark written with the effect is not guarded."""
+    await put(sessions, keyring, "m-1", "c1")
+    lease = dt.timedelta(seconds=10)
+    stalled, overtaken = asyncio.Event(), asyncio.Event()
+    calls: list[str] = []
+
+    async def slow_then_store(event: inbox.Claimed) -> None:
+        stalled.set()
+        await overtaken.wait()  # before any write: SQLite's one writer stays free
+        await writer(sessions, calls)(event)
+
+    engine = make_engine(database_url)
+    other = make_sessions(engine)
+    first = InboxWorker(sessions, keyring, lease=lease, clock=lambda: T0)
+    first.register("zalo_oa", slow_then_store)
+    second = InboxWorker(other, keyring, lease=lease, clock=lambda: T0 + 2 * lease)
+    second.register("zalo_oa", writer(other, calls))
+
+    async def take_over() -> int:
+        await stalled.wait()
+        try:
+            return await second.run_once()
+        finally:
+            overtaken.set()
+
+    try:
+        results = await asyncio.gather(first.run_once(), take_over())
+    finally:
+        await engine.dispose()
+    assert results == [1, 1]
+    assert calls == ["m-1", "m-1"]  # both ran the handler...
+    assert len(await effects(sessions)) == 1, "the event was applied twice"  # ...once stored
+    async with sessions() as session:
+        assert await inbox.pending_count(session) == 0
+
+
+async def test_process_now_answers_with_the_outcome_or_later(
+    sessions: Sessions, keyring: KeyRing
+) -> None:
+    release = asyncio.Event()
+
+    async def handler(event: inbox.Claimed) -> str:
+        if event.body["key"] == "slow":
+            await release.wait()
+        return f"handled {event.body['key']}"
+
+    worker = InboxWorker(sessions, keyring)
+    worker.register("zalo_oa", handler)
+    async with sessions() as session:
+        fast = await inbox.accept(
+            session, keyring, channel="zalo_oa", event_key="fast", conversation="c1",
+            body={"key": "fast"},
+        )  # fmt: skip
+        slow = await inbox.accept(
+            session, keyring, channel="zalo_oa", event_key="slow", conversation="c2",
+            body={"key": "slow"},
+        )  # fmt: skip
+        await session.commit()
+    assert fast is not None and slow is not None
+    assert await worker.process_now(fast, 5) == "handled fast"
+    assert await worker.process_now(slow, 0.05) is LATER  # still running in the background
+    release.set()
+    await worker.drain(5)
+    async with sessions() as session:
+        assert await inbox.pending_count(session) == 0
 
 
 async def test_an_event_of_an_unknown_channel_is_kept_for_an_admin(
@@ -259,14 +390,14 @@ async def test_an_event_of_an_unknown_channel_is_kept_for_an_admin(
 ) -> None:
     """A channel switched off after its events were accepted: they end as dead letters."""
     now = [T0]
-    worker = InboxWorker(sessions, keyring, {}, max_attempts=2, clock=lambda: now[0])
+    worker = InboxWorker(sessions, keyring, max_attempts=2, clock=lambda: now[0])
     await put(sessions, keyring, "m-1", "c1")
     for _ in range(2):
         assert await worker.run_once() == 1
         now[0] += dt.timedelta(hours=1)
     async with sessions() as session:
         [dead] = await inbox.dead_letters(session)
-        assert dead.channel == "zalo_oa" and "no handler" in (dead.last_error or "")
+        assert dead.channel == "zalo_oa" and dead.last_error == "NoHandler"
         assert await inbox.pending_count(session) == 0
         count = await session.scalar(select(func.count()).select_from(InboxEvent))
     assert count == 1
