@@ -94,6 +94,16 @@ class Settings(BaseSettings):
     #: Hours a retired outbox row (already without payload, address or contact pseudonym) is
     #: kept before it is deleted, once its survey has closed (brief invariant 6).
     outbox_retention_hours: int = Field(6, ge=1)
+    #: How long a webhook waits for the event it just stored to be processed before answering
+    #: 200 anyway (it goes on in the background); Zalo wants its answer within 2 s.
+    inbox_inline_seconds: float = Field(1.5, gt=0, le=10)
+    #: Attempts before an inbound event becomes a dead letter an admin can requeue.
+    inbox_max_attempts: int = Field(8, ge=1)
+    #: A worker's claim on an event; renewed while the handler runs, taken over once it lapses.
+    inbox_lease_seconds: int = Field(60, ge=1)
+    #: A processed event's replay mark (its keyed event id) is kept this long: longer than
+    #: every channel's redelivery window (Telegram keeps an update 24 h).
+    inbox_replay_mark_hours: int = Field(48, ge=25)
 
     telegram_token: str | None = None
     telegram_bot_username: str | None = None

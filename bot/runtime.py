@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.adapters import REGISTRY
 from bot.adapters.base import ChannelPackage, ChannelPlugin, ChannelServices
+from bot.adapters.gate import Inbox
 from bot.adapters.web.channel import WebChannel
 from bot.adapters.zalo import ZaloPlugin
 from bot.adapters.zalo.suite import ZaloSuite
@@ -37,12 +38,16 @@ from storage.audit import AuditLog
 from storage.coordination import Coordinator, LocalCoordinator, RedisCoordinator
 from storage.db import Sessions, make_engine, make_sessions
 from storage.disclosure import Rule
+from storage.inbox_worker import InboxWorker
 from storage.migrate import upgrade_async
 from storage.pseudonym import KeyRing, load_keyring
 from storage.surveys import load_catalog
 
 log = logging.getLogger(__name__)
 MAINTENANCE_INTERVAL_SECONDS = 60.0
+#: How long a stop waits for inbound events being processed to finish (their leases would
+#: otherwise have to run out before another process takes them over).
+CLOSE_DRAIN_SECONDS = 10.0
 
 
 @dataclass
@@ -57,6 +62,8 @@ class Runtime:
     dispatcher: Dispatcher
     channels: dict[str, Channel]
     audit: AuditLog
+    #: Processes the durable inbox (every channel's stored inbound events).
+    inbox: InboxWorker
     #: The built channel packages, by package name.
     plugins: dict[str, ChannelPlugin] = field(default_factory=dict)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -97,8 +104,15 @@ class Runtime:
         service = SurveyService(
             sessions, keyring, settings, catalog, coordinator, capabilities, phone_channels=phones
         )
+        inbox = InboxWorker(
+            sessions,
+            keyring,
+            lease=dt.timedelta(seconds=settings.inbox_lease_seconds),
+            max_attempts=settings.inbox_max_attempts,
+        )
+        door = Inbox(sessions, keyring, inbox, settings.inbox_inline_seconds)
         services = ChannelServices(
-            settings, keyring, coordinator, sessions, audit, catalog, Funnel(service), service
+            settings, keyring, coordinator, sessions, audit, catalog, Funnel(service), service, door
         )
         plugins = {package.name: package.build(services) for package in packages}
         channels: dict[str, Channel] = {}
@@ -127,6 +141,7 @@ class Runtime:
             dispatcher,
             channels,
             audit,
+            inbox,
             plugins,
         )
 
@@ -166,10 +181,12 @@ class Runtime:
         )
 
     def start_background(self) -> None:
-        """The dispatcher loop, periodic maintenance (expiry, reminders, purge, releases, each
-        channel's round) and each channel's own loops (long polling, webhook registration)."""
+        """The dispatcher loop, the inbox worker, periodic maintenance (expiry, reminders, purge,
+        releases, each channel's round) and each channel's own loops (long polling, webhook
+        registration)."""
         self._stop.clear()
         self._tasks.append(asyncio.create_task(self.dispatcher.run_forever(self._stop)))
+        self._tasks.append(asyncio.create_task(self.inbox.run(self._stop)))
         self._tasks.append(asyncio.create_task(self._maintain()))
         for plugin in self.plugins.values():
             for loop in plugin.loops():
@@ -184,8 +201,9 @@ class Runtime:
                 await self.service.send_reminders()
                 purged = await self.service.purge_closed()
                 if purged.total:
-                    log.info("forgot %d outbox, %d ZNS tracking and %d webhook mark row(s)",
-                             purged.outbox, purged.zns_tracking, purged.webhook_seen)  # fmt: skip
+                    log.info("forgot %d outbox, %d ZNS tracking, %d webhook mark and %d inbox "
+                             "row(s)", purged.outbox, purged.zns_tracking, purged.webhook_seen,
+                             purged.inbox)  # fmt: skip
                 await self.publish_releases()
                 for plugin in self.plugins.values():
                     await plugin.maintain()
@@ -211,6 +229,7 @@ class Runtime:
 
     async def close(self) -> None:
         self._stop.set()
+        await self.inbox.drain(CLOSE_DRAIN_SECONDS)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

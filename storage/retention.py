@@ -13,7 +13,7 @@ for a few minutes. Each table keeps its rows only while something still needs th
 * ``webhook_seen``: a replay older than the webhook window is refused by its timestamp, so the
   mark that would refuse it is no longer needed.
 * ``inbox_event``: a processed event (already emptied of its body) is the same kind of replay
-  mark and goes after the same window; a dead letter keeps its sealed body for an admin to
+  mark and goes after ``inbox_window``, longer than every channel's redelivery window; a dead letter keeps its sealed body for an admin to
   requeue for ``DEAD_LETTER_RETENTION``, then goes.
 
 Run by the maintenance loop (``SurveyService.purge_closed``); every call is idempotent.
@@ -53,6 +53,7 @@ async def purge(
     now: dt.datetime,
     outbox_retention: dt.timedelta,
     webhook_window: dt.timedelta,
+    inbox_window: dt.timedelta | None = None,
     dead_letter_retention: dt.timedelta = DEAD_LETTER_RETENTION,
 ) -> Purged:
     """One round, in the caller's transaction (the caller commits)."""
@@ -73,7 +74,10 @@ async def purge(
         .execution_options(synchronize_session=False)
     )
     events = await inbox.purge(
-        session, now=now, done_after=webhook_window, dead_after=dead_letter_retention
+        session,
+        now=now,
+        done_after=inbox_window or webhook_window,
+        dead_after=dead_letter_retention,
     )
     return Purged(
         messages,

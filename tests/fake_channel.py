@@ -41,8 +41,8 @@ class FakePlugin(NoLoops):
     def __init__(self, services: ChannelServices) -> None:
         self.channel = FakeChat()
         self.funnel = services.funnel
-        self.coordinator = services.coordinator
-        self.marks = gate.SqlMarks(services.sessions)
+        self.inbox = services.inbox
+        self.inbox.handle(NAME, self.process)
         self.max_depth = services.settings.max_json_depth
         self.processed = 0
 
@@ -59,22 +59,20 @@ class FakePlugin(NoLoops):
         event = await gate.read_event(request, self.max_depth)
         if not isinstance(event, dict) or not isinstance(event.get("id"), str):
             return error_response(400, "not_an_event", "an event has an id")
-        chat, text = str(event.get("chat", "")), str(event.get("text", ""))
+        chat = str(event.get("chat", ""))
 
-        async def work() -> str:
-            self.processed += 1
-            return (await self.funnel.text(NAME, chat, text)).kind
-
-        async def run() -> Any:
-            key = f"{NAME}:{event['id']}"
-            return await gate.once(self.coordinator, self.marks, f"inbound:{key}", key, work)
-
-        def answer(result: Any) -> dict[str, Any]:
+        def answer(result: object) -> dict[str, Any]:
             if result is gate.DUPLICATE:
                 return {"ok": True, "duplicate": True}
-            return {"ok": True, "outcome": result}
+            return {"ok": True, "outcome": str(result)}
 
-        return await gate.acknowledge(NAME, run, answer)
+        return await self.inbox.take(NAME, NAME, event["id"], chat, event, answer)
+
+    async def process(self, event: dict[str, Any]) -> str:
+        """One stored event, from the inbox."""
+        self.processed += 1
+        chat, text = str(event.get("chat", "")), str(event.get("text", ""))
+        return (await self.funnel.text(NAME, chat, text)).kind
 
 
 PACKAGE = ChannelPackage(NAME, ("max_json_depth",), FakePlugin)

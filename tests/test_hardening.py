@@ -24,7 +24,7 @@ from bot.app import create_app
 from bot.dashboard import auth
 from bot.emulators.zalo import sign_event
 from bot.runtime import Runtime
-from storage.models import WebhookSeen
+from storage.models import InboxEvent
 from storage.pseudonym import KeyRing
 from tests.conftest import REDIS_URL, _truncate, add_test_agency, make_settings
 
@@ -178,7 +178,7 @@ async def test_zalo_oa_checks_the_signature_before_parsing(
         error = await json_error(response, 401)
         assert error["error"] == "invalid_signature"
     async with hardened.sessions() as session:
-        assert await session.scalar(select(func.count()).select_from(WebhookSeen)) == 0
+        assert await session.scalar(select(func.count()).select_from(InboxEvent)) == 0
 
 
 # ================================================================== headers and secrets
@@ -246,7 +246,7 @@ async def test_a_lone_surrogate_in_a_signed_zalo_event_is_400_and_nothing_is_kep
     )
     await json_error(bot, 400)
     async with hardened.sessions() as session:
-        assert await session.scalar(select(func.count()).select_from(WebhookSeen)) == 0
+        assert await session.scalar(select(func.count()).select_from(InboxEvent)) == 0
 
 
 # ================================================================== dashboard forms
@@ -555,7 +555,7 @@ async def test_a_refused_large_body_is_read_before_the_answer(web: Client) -> No
 # ================================================================== de-duplication by event id
 async def seen(rt: Runtime) -> int:
     async with rt.sessions() as session:
-        return int(await session.scalar(select(func.count()).select_from(WebhookSeen)) or 0)
+        return int(await session.scalar(select(func.count()).select_from(InboxEvent)) or 0)
 
 
 async def test_a_zalo_bot_event_resent_with_other_bytes_is_processed_once(

@@ -136,20 +136,14 @@ async def test_racers_at_the_same_time_share_exactly_the_limits(states: States) 
     assert {scope for wait, scope in many_chats if wait} == {"bot"}
 
 
-async def test_question_refs_are_shared_and_expire_but_update_marks_outlive_them(
-    states: States,
-) -> None:
+async def test_question_refs_are_shared_between_processes_and_expire(states: States) -> None:
     one, other = states.make(ref_ttl=1), states.make(ref_ttl=1)
     await one.put_ref("c0ffee", "c3", QuestionRef("Câu 3?", [5, 7], None))
     ref = await other.get_ref("c0ffee", "c3")
     assert ref is not None and ref.live == [5, 7] and ref.text == "Câu 3?" and ref.done is None
     assert await other.get_ref("c0ffee", "c4") is None
-    assert not await one.is_done("777")
-    await one.mark_done("777")
-    assert await other.is_done("777") and not await other.is_done("778")
     await states.advance(1.1)
     assert await other.get_ref("c0ffee", "c3") is None
-    assert await other.is_done("777")  # update marks outlive Telegram's 24 h retention
 
 
 async def test_forget_drops_a_chats_window_and_notes_under_each_pseudonym(
@@ -159,28 +153,24 @@ async def test_forget_drops_a_chats_window_and_notes_under_each_pseudonym(
     for contact in ("p1", "p2", "p3"):
         assert await one.acquire(contact) == (0.0, "")
         await one.put_ref(contact, "q1", QuestionRef("Câu 1?", [1]))
-    await one.mark_done("42")
     await other.forget(["p1", "p2"], ["q1"])
     assert await one.acquire("p1") == (0.0, "") and await one.acquire("p2") == (0.0, "")
     assert await one.get_ref("p1", "q1") is None and await one.get_ref("p2", "q1") is None
     assert (await one.acquire("p3"))[1] == "chat"  # another chat keeps its state
     assert await one.get_ref("p3", "q1") is not None
-    assert await one.is_done("42")  # update marks are not a chat's own state
 
 
 # ============================================================================ Redis's layout
-async def test_redis_refs_and_marks_are_keyed_by_pseudonym(redis_prefix: str) -> None:
+async def test_redis_refs_are_keyed_by_pseudonym_and_expire(redis_prefix: str) -> None:
     client = Redis.from_url(REDIS_URL)
     try:
         state = RedisTelegramState(client, redis_prefix, "123", RateLimits(2, 0.5, 4, 0.5), 60)
         await state.put_ref("c0ffee", "c3", QuestionRef("Câu 3?", [9]))
         ref = await state.get_ref("c0ffee", "c3")
         assert ref is not None and ref.live == [9]
-        await state.mark_done("777")
-        assert await state.is_done("777") and not await state.is_done("778")
         keys = sorted([k.decode() async for k in client.scan_iter(match=f"{redis_prefix}*")])
         ttls = [await client.ttl(k) for k in keys]
     finally:
         await client.aclose()
-    assert keys == [f"{redis_prefix}tg:123:q:c0ffee:c3", f"{redis_prefix}tg:123:update:777"]
+    assert keys == [f"{redis_prefix}tg:123:q:c0ffee:c3"]
     assert all(t > 0 for t in ttls)

@@ -29,10 +29,10 @@ from storage import export
 from storage.models import (
     AuditEntry,
     DossierContact,
+    InboxEvent,
     OutboxMessage,
     Response,
     SurveyLedger,
-    WebhookSeen,
     ZaloToken,
     utcnow,
 )
@@ -280,7 +280,7 @@ async def test_forged_stale_and_replayed_webhooks_refused(zalo: Zalo) -> None:
 
     async def stored() -> tuple[int, int, int]:
         return (await count(zalo.rt, Response), await count(zalo.rt, OutboxMessage),
-                await count(zalo.rt, WebhookSeen))  # fmt: skip
+                await count(zalo.rt, InboxEvent))  # fmt: skip
 
     before = await stored()
     now = emu.now_ms()

@@ -6,12 +6,13 @@ A channel is one package under ``bot/adapters/<channel>/`` whose ``__init__`` ex
 
 Why this shape: the composition root (``bot/runtime.py``) builds every package the same way, from
 one :class:`ChannelServices`, and a package keeps only the services it reads (its settings, the
-inbound funnel, the coordinator for its locks and marks, ...), never the runtime. What comes back
+inbound funnel, the coordinator for its locks, the inbox door, ...), never the runtime. What comes back
 is a :class:`ChannelPlugin`: the delivery ports it configured (``bot.channels.Channel``, possibly
 none when its settings are absent), its inbound routes (webhooks), its background loops (polling),
 what it does in each maintenance round (e.g. ZNS rating reconciliation) and how it closes. The
-inbound checks every webhook shares (constant-time secrets, de-duplication by event id, a 2xx
-only after the commit, 503 so the platform retries) are in ``bot/adapters/gate.py``.
+inbound door every webhook and poller shares (constant-time secrets, the event stored sealed in
+the durable inbox before the 2xx, de-duplication by event id, processing exactly once from the
+inbox) is ``bot/adapters/gate.py``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from bot.adapters.gate import Inbox
 from bot.channels import Channel
 from bot.flows.definition import SurveyCatalog
 from bot.inbound import Funnel, TrackedRatings
@@ -52,6 +54,8 @@ class ChannelServices:
     funnel: Funnel
     #: Ratings a platform collects itself (the ZNS template's stars), stored as responses.
     tracked: TrackedRatings
+    #: The durable inbox: every verified inbound event is stored here before its 200.
+    inbox: Inbox
 
 
 class ChannelPlugin(Protocol):

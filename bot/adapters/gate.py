@@ -1,71 +1,126 @@
-"""The inbound door every channel's webhook goes through, written once.
+"""The inbound door every channel's webhook and poller goes through, written once.
 
 * **Secret or signature first**: a channel's check runs on the headers and the raw bytes before
   anything is parsed; shared secrets are compared in constant time (:func:`secret_matches`).
-* **Once per event**: under a lock on the event, an event whose mark is already set is
-  acknowledged without effect; the mark is set only AFTER the work committed (:func:`once`), so a
-  crash between the two redelivers the event rather than losing it.
-* **2xx only after the commit**: :func:`acknowledge` answers 200 once the work returned, and 503
-  when it raised, so the platform retries; nothing identifying is logged, only the error's kind.
+* **Stored, then acknowledged**: a verified event becomes a sealed row of the durable inbox
+  (``storage/inbox.py``) in one short transaction, and only then is the platform answered 200;
+  when the row cannot be written the answer is 503, so the platform may redeliver, and nothing
+  was acknowledged. A redelivery of an event already stored is a duplicate (by its event id).
+* **Processed from the inbox, exactly once**: the channel's handler runs from the inbox worker
+  (``storage/inbox_worker.py``), at once for the event just stored when it finishes inside
+  ``inline_seconds`` (the citizen's next question goes out before the platform's deadline),
+  else in the background, with retries of our own. A crash after the 200 loses nothing.
 
-Where the marks live is the channel's choice (:class:`Marks`): Zalo keeps them in the database
-(:class:`SqlMarks`, ``webhook_seen``), Telegram next to its chat state in Redis, keyed by
-``update_id``. Routing the event to the one funnel is the channel's own parsing.
+Nothing identifying is logged, only the door and the error's kind. Routing the event to the one
+funnel is the channel's own handler.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final
 
 from aiohttp import web
-from sqlalchemy.exc import IntegrityError
 
 from bot.body import parse_json, read_raw
 from bot.channels import DeliveryError
 from bot.http_errors import error_response
-from storage.coordination import Coordinator
+from storage import inbox
 from storage.db import Sessions
-from storage.models import WebhookSeen
+from storage.inbox_worker import LATER, InboxWorker
+from storage.pseudonym import KeyRing
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
+
+#: A channel's handler of one stored event's body.
+EventHandler = Callable[[dict[str, Any]], Awaitable[object]]
 
 
-class _Duplicate:
+class _Word:
+    """An outcome that is not the handler's: shown to the platform (and tests) as a word."""
+
+    def __init__(self, word: str) -> None:
+        self.word = word
+
     def __repr__(self) -> str:
-        return "DUPLICATE"
+        return self.word.upper()
+
+    def __str__(self) -> str:
+        return self.word
 
 
-#: What :func:`once` returns for an event already processed.
-DUPLICATE: Final = _Duplicate()
+#: The event was stored before: acknowledged without effect.
+DUPLICATE: Final = _Word("duplicate")
+#: Stored and acknowledged; processed in the background (an earlier event of the chat first).
+QUEUED: Final = _Word("queued")
 
 
-class Marks(Protocol):
-    """De-duplication marks of processed events."""
+class Inbox:
+    """The door to the durable inbox for the channel packages."""
 
-    async def seen(self, key: str) -> bool: ...
-    async def mark(self, key: str) -> None: ...
-
-
-class SqlMarks:
-    """Marks as ``webhook_seen`` rows (purged after the replay window by ``storage.retention``)."""
-
-    def __init__(self, sessions: Sessions) -> None:
+    def __init__(
+        self, sessions: Sessions, keys: KeyRing, worker: InboxWorker, inline_seconds: float
+    ) -> None:
         self._sessions = sessions
+        self._keys = keys
+        self._worker = worker
+        self.inline_seconds = inline_seconds
 
-    async def seen(self, key: str) -> bool:
-        async with self._sessions() as session:
-            return await session.get(WebhookSeen, key) is not None
+    def handle(self, channel: str, handler: EventHandler) -> None:
+        """Register how ``channel``'s stored events are processed."""
 
-    async def mark(self, key: str) -> None:
+        async def run(event: inbox.Claimed) -> object:
+            return await handler(event.body)
+
+        self._worker.register(channel, run)
+
+    async def accept(
+        self, channel: str, event_key: str, conversation: str, body: dict[str, Any]
+    ) -> object:
+        """Store one verified event and try to process it now. Raises only when it could not be
+        stored; otherwise the handler's outcome, ``DUPLICATE`` or ``QUEUED``."""
         async with self._sessions() as session:
-            session.add(WebhookSeen(event_hash=key))
-            with contextlib.suppress(IntegrityError):  # a concurrent worker marked it first
-                await session.commit()
+            event_id = await inbox.accept(
+                session,
+                self._keys,
+                channel=channel,
+                event_key=event_key,
+                conversation=conversation,
+                body=body,
+            )
+            await session.commit()
+        if event_id is None:
+            return DUPLICATE
+        outcome = await self._worker.process_now(event_id, self.inline_seconds)
+        return QUEUED if outcome is LATER else outcome
+
+    async def take(
+        self,
+        source: str,
+        channel: str,
+        event_key: str,
+        conversation: str,
+        body: dict[str, Any],
+        answer: Callable[[object], dict[str, Any]] | None = None,
+    ) -> web.Response:
+        """A webhook's answer: 200 once the event is stored (``answer`` shapes the body), 503
+        when it could not be (the platform may redeliver; nothing was acknowledged)."""
+        try:
+            outcome = await self.accept(channel, event_key, conversation, body)
+        except Exception as exc:
+            log.warning("%s not stored (%s); it may be redelivered", source, kind(exc))
+            return error_response(503, "retry_later", "the event could not be stored; retry")
+        return web.json_response((answer or default_answer)(outcome))
+
+
+def default_answer(outcome: object) -> dict[str, Any]:
+    if outcome is DUPLICATE:
+        return {"ok": True, "duplicate": True}
+    if outcome is QUEUED:
+        return {"ok": True, "queued": True}
+    return {"ok": True}
 
 
 def secret_matches(given: str | None, expected: str) -> bool:
@@ -83,40 +138,6 @@ async def read_event(request: web.Request, max_depth: int) -> Any:
     """The body as JSON, bounded (``bot/body.py``); NUL characters stripped, since the platform
     would only retry an event we refused for one."""
     return parse_json(await read_raw(request), max_depth=max_depth, nul="strip")
-
-
-async def once(
-    coordinator: Coordinator,
-    marks: Marks,
-    lock: str,
-    key: str,
-    work: Callable[[], Awaitable[T]],
-) -> T | _Duplicate:
-    """Run ``work`` unless the event ``key`` was processed; mark it only after ``work`` returned
-    (its transaction committed). Concurrent deliveries of one event wait on ``lock``."""
-    async with coordinator.lock(lock):
-        if await marks.seen(key):
-            return DUPLICATE
-        result = await work()
-        await marks.mark(key)
-    return result
-
-
-async def acknowledge(
-    source: str,
-    run: Callable[[], Awaitable[T]],
-    answer: Callable[[T], dict[str, Any]],
-    *,
-    detail: str = "the event could not be stored; retry",
-) -> web.Response:
-    """200 with ``answer(result)`` once ``run`` returned; 503 (the platform redelivers) when it
-    raised. ``source`` names the door in the log line, which carries only the error's kind."""
-    try:
-        result = await run()
-    except Exception as exc:
-        log.warning("%s not processed (%s); it will be redelivered", source, kind(exc))
-        return error_response(503, "retry_later", detail)
-    return web.json_response(answer(result))
 
 
 def kind(exc: BaseException) -> str:

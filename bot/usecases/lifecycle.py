@@ -91,6 +91,7 @@ class Lifecycle:
                 webhook_window=dt.timedelta(
                     seconds=WEBHOOK_WINDOWS * self.ctx.settings.zalo_webhook_max_age_seconds
                 ),
+                inbox_window=dt.timedelta(hours=self.ctx.settings.inbox_replay_mark_hours),
             )
             await session.commit()
         return purged

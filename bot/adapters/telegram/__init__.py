@@ -34,9 +34,7 @@ class TelegramPlugin:
             self.channel = TelegramChannel.from_settings(
                 settings, services.keyring, services.coordinator
             )
-            self.inbound = inbound.TelegramInbound(
-                self.channel, services.funnel, services.coordinator
-            )
+            self.inbound = inbound.TelegramInbound(self.channel, services.funnel, services.inbox)
 
     @property
     def channels(self) -> Mapping[str, Channel]:

@@ -2,15 +2,16 @@
 
 The handler is the only place a Telegram update is read. It
 
-* parses the update with ``telegram.Update.de_json`` (PTB as a typed client, no Application);
-* skips an update whose ``update_id`` was already processed, and marks it processed only AFTER the
-  service committed, so a failure answers non-2xx and Telegram redelivers it (the shared door,
-  ``bot/adapters/gate.py``, with the marks kept in the chat state store);
-* turns a message into ``route_text`` (``/start <token>`` binds the chat; commands; answers) and a
-  button tap into ``answerCallbackQuery`` at once, then ``route_button``.
+* stores the verified update in the durable inbox first (the shared door,
+  ``bot/adapters/gate.py``), keyed by the bot and its ``update_id``, so a redelivery is a
+  duplicate and a crash after the 200 loses nothing; the webhook answers 200 once it is stored;
+* processes it from the inbox, once: parses it with ``telegram.Update.de_json`` (PTB as a typed
+  client, no Application), turns a message into ``route_text`` (``/start <token>`` binds the
+  chat; commands; answers) and a button tap into ``answerCallbackQuery`` at once, then
+  ``route_button``.
 
-Per-chat order: Telegram delivers a chat's updates one at a time (the next only after a 2xx), the
-poller processes each chat's updates in order, and the service locks per contact.
+Per-chat order: the inbox processes one chat's updates one at a time, oldest first (its
+conversation key is the chat), whether they came by webhook or by polling.
 
 The webhook checks ``X-Telegram-Bot-Api-Secret-Token`` in constant time before reading anything:
 missing → 401, wrong → 403, and nothing is stored. Nothing here logs an identifier: not the chat
@@ -34,12 +35,10 @@ from telegram.error import Conflict, TelegramError
 
 from bot.adapters import gate
 from bot.adapters.telegram.channel import TelegramChannel, fit
-from bot.adapters.telegram.state import TelegramState
 from bot.channels import DeliveryError
 from bot.flows.engine import parse_payload
 from bot.http_errors import error_response
 from bot.inbound import Funnel
-from storage.coordination import Coordinator
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +51,13 @@ TELEGRAM_REDELIVERY_WINDOW = dt.timedelta(hours=24, minutes=10)
 
 
 class TelegramInbound:
-    """Processes one Telegram update at a time; raises when the update must be redelivered."""
+    """Stores Telegram updates in the inbox and processes them from it, one chat at a time."""
 
-    def __init__(self, channel: TelegramChannel, funnel: Funnel, coordinator: Coordinator) -> None:
+    def __init__(self, channel: TelegramChannel, funnel: Funnel, inbox: gate.Inbox) -> None:
         self.channel = channel
         self.funnel = funnel
-        self.coordinator = coordinator
+        self.inbox = inbox
+        inbox.handle(channel.name, self.process)
 
     def parse(self, data: dict[str, Any]) -> Update | None:
         try:
@@ -66,18 +66,25 @@ class TelegramInbound:
             log.warning("unreadable Telegram update ignored (%s)", exc.__class__.__name__)
             return None
 
-    async def process(self, update: Update) -> str:
-        """Handle ``update`` exactly once; the returned word says what happened (for tests)."""
-        key = f"{update.update_id}"
-        lock = f"tg-update:{self.channel.bot_key}:{key}"
-        marks = UpdateMarks(self.channel.state)
-        outcome = await gate.once(
-            self.coordinator, marks, lock, key, lambda: self._dispatch(update)
-        )
-        if outcome is gate.DUPLICATE:
-            return "duplicate"
+    def keys(self, update: Update) -> tuple[str, str]:
+        """The event key (this bot's ``update_id``) and the conversation (the chat)."""
+        chat = update.effective_chat
+        conversation = f"chat:{chat.id}" if chat is not None else f"update:{update.update_id}"
+        return f"{self.channel.bot_key}:{update.update_id}", conversation
+
+    async def accept(self, update: Update, data: dict[str, Any]) -> object:
+        """Store one update and try to process it now (``gate.Inbox.accept``)."""
+        event_key, conversation = self.keys(update)
+        return await self.inbox.accept(self.channel.name, event_key, conversation, data)
+
+    async def process(self, data: dict[str, Any]) -> str:
+        """One stored update, from the inbox; the word says what happened (for tests)."""
+        update = self.parse(data)
+        if update is None:
+            return "ignored"
+        outcome = await self._dispatch(update)
         log.debug("telegram update handled: %s", outcome)
-        return str(outcome)
+        return outcome
 
     async def _dispatch(self, update: Update) -> str:
         if not well_formed(update):
@@ -124,19 +131,6 @@ class TelegramInbound:
         return "callback"
 
 
-class UpdateMarks:
-    """Processed ``update_id`` marks, kept in the chat state store (Redis or memory)."""
-
-    def __init__(self, state: TelegramState) -> None:
-        self._state = state
-
-    async def seen(self, key: str) -> bool:
-        return await self._state.is_done(key)
-
-    async def mark(self, key: str) -> None:
-        await self._state.mark_done(key)
-
-
 def well_formed(update: Update) -> bool:
     """PTB's ``de_json`` does not check types: a text, a chat id or a button's data of the wrong
     type is refused here, before anything slices or stores it."""
@@ -172,7 +166,7 @@ def _label_of(message: Message, data: str) -> str | None:
 
 # ==================================================================================== webhook
 async def webhook(inbound: TelegramInbound | None, request: web.Request) -> web.Response:
-    """POST /telegram/webhook: 200 only once the update's effect is committed."""
+    """POST /telegram/webhook: 200 once the update is stored in the inbox."""
     if inbound is None:
         return error_response(404, "telegram_disabled", "the Telegram channel is not configured")
     settings = inbound.channel.settings
@@ -196,13 +190,14 @@ async def webhook(inbound: TelegramInbound | None, request: web.Request) -> web.
         # Telegram keeps an update 24 hours: an older one is a replay, whose mark may be gone.
         log.warning("telegram update older than Telegram's redelivery window ignored")
         return web.json_response({"ok": True, "ignored": "stale"})
-    # Not committed: a non-2xx answer makes Telegram deliver this update again later.
-    return await gate.acknowledge(
-        "telegram update",
-        lambda: inbound.process(update),
-        lambda outcome: {"ok": True, "outcome": outcome},
-        detail="the update could not be processed now",
+    event_key, conversation = inbound.keys(update)
+    return await inbound.inbox.take(
+        "telegram update", inbound.channel.name, event_key, conversation, data, _answer
     )
+
+
+def _answer(outcome: object) -> dict[str, Any]:
+    return {"ok": True, "outcome": str(outcome)}
 
 
 def _older_than_redelivery(update: Update) -> bool:
@@ -227,8 +222,9 @@ def routes(inbound: TelegramInbound | None) -> list[web.RouteDef]:
 class TelegramPoller:
     """getUpdates with an offset, for deployments without public HTTPS.
 
-    The offset only moves past an update once it is processed; when one fails, the batch is
-    fetched again after a pause, and the updates already processed are skipped by their marks.
+    The offset only moves past an update once it is stored in the inbox; when one cannot be
+    stored, the batch is fetched again after a pause, and the updates already stored are
+    duplicates. Processing is the inbox's, as for the webhook.
     """
 
     def __init__(
@@ -291,12 +287,12 @@ class TelegramPoller:
         return first_failed is None
 
     async def _chat_in_order(self, updates: list[Update]) -> int | None:
-        """Process one chat's updates in order; the id of the first that failed, if any."""
+        """Store one chat's updates in order; the id of the first that could not be, if any."""
         for update in updates:
             try:
-                await self.inbound.process(update)
+                await self.inbound.accept(update, update.to_dict())
             except Exception as exc:
-                log.warning("telegram update not processed (%s); will retry", gate.kind(exc))
+                log.warning("telegram update not stored (%s); will retry", gate.kind(exc))
                 return update.update_id
         return None
 

@@ -1,9 +1,8 @@
-"""Shared, short-lived Telegram state: outbound rate limits, question message ids, update marks.
+"""Shared, short-lived Telegram state: outbound rate limits and question message ids.
 
 Everything here is keyed by the contact pseudonym (an HMAC), never by a raw chat id, and expires
 on its own: it is coordination, not a source of truth. Losing it (a Redis flush) costs at most a
-question message that is not edited in place, one resent polite reply to a redelivered update,
-or a brief burst above the flood limits that Telegram answers with ``retry_after``. When a
+question message that is not edited in place or a brief burst above the flood limits that Telegram answers with ``retry_after``. When a
 conversation ends (survey completed, /stop, /delete) the chat's own keys are deleted at once
 (``forget``) rather than left to expire.
 
@@ -23,9 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
-
-#: How long an update id is remembered as processed; Telegram keeps updates at most 24 hours.
-UPDATE_MARK_TTL_SECONDS = 48 * 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,10 +70,6 @@ class TelegramState(Protocol):
 
     async def put_ref(self, contact: str, question_id: str, ref: QuestionRef) -> None: ...
 
-    async def is_done(self, update_key: str) -> bool: ...
-
-    async def mark_done(self, update_key: str) -> None: ...
-
     async def forget(self, contacts: list[str], question_ids: list[str]) -> None:
         """Drop a chat's own state (its send window, its question message notes) under each of
         its pseudonyms: its conversation is over, or its citizen erased it."""
@@ -94,7 +86,6 @@ class MemoryTelegramState:
         self._bot: deque[float] = deque()
         self._paused_until = 0.0
         self._refs: dict[tuple[str, str], tuple[float, str]] = {}
-        self._done: dict[str, float] = {}
         self._lock = asyncio.Lock()
 
     async def acquire(self, contact: str | None) -> tuple[float, str]:
@@ -144,16 +135,6 @@ class MemoryTelegramState:
         if len(self._refs) > 100_000:
             self._refs = {k: v for k, v in self._refs.items() if v[0] > now}
         self._refs[(contact, question_id)] = (now + self.ref_ttl, ref.dumps())
-
-    async def is_done(self, update_key: str) -> bool:
-        expiry = self._done.get(update_key)
-        return expiry is not None and expiry > self.clock()
-
-    async def mark_done(self, update_key: str) -> None:
-        now = self.clock()
-        if len(self._done) > 200_000:
-            self._done = {k: v for k, v in self._done.items() if v > now}
-        self._done[update_key] = now + UPDATE_MARK_TTL_SECONDS
 
     async def forget(self, contacts: list[str], question_ids: list[str]) -> None:
         async with self._lock:
@@ -259,12 +240,6 @@ class RedisTelegramState:
 
     async def put_ref(self, contact: str, question_id: str, ref: QuestionRef) -> None:
         await self.redis.set(self._ref_key(contact, question_id), ref.dumps(), ex=self.ref_ttl)
-
-    async def is_done(self, update_key: str) -> bool:
-        return bool(await self.redis.exists(f"{self.base}update:{update_key}"))
-
-    async def mark_done(self, update_key: str) -> None:
-        await self.redis.set(f"{self.base}update:{update_key}", b"1", ex=UPDATE_MARK_TTL_SECONDS)
 
     async def forget(self, contacts: list[str], question_ids: list[str]) -> None:
         keys = [f"{self.base}rate:chat:{contact}" for contact in contacts]

@@ -16,7 +16,6 @@ from collections.abc import Mapping, Sequence
 from aiohttp import web
 
 from bot.adapters.base import ChannelPackage, ChannelServices, Loop
-from bot.adapters.gate import SqlMarks
 from bot.adapters.zalo import webhooks
 from bot.adapters.zalo.ratings import reconcile
 from bot.adapters.zalo.suite import ZaloSuite, build_zalo
@@ -52,9 +51,9 @@ class ZaloPlugin:
             self.suite,
             services.funnel,
             services.tracked,
-            services.coordinator,
-            SqlMarks(services.sessions),
+            services.inbox,
         )
+        self.inbound.register()
 
     @property
     def channels(self) -> Mapping[str, Channel]:

@@ -3,14 +3,16 @@
 Why this order of checks: the ``X-ZEvent-Signature`` is verified on the raw bytes before anything
 is trusted (``sha256(app_id + body + timestamp + OA secret)``, with or without ``mac=``, compared
 in constant time); then a timestamp too far from now is refused, so a captured request cannot be
-replayed later (a Zalo Bot message older than the same window is ignored); then an event already
-processed (same message id, or the same content however spaced or ordered: Zalo's retries and
-replays alike) is acknowledged without effect. A 2xx is returned only after the service
-committed, so an event we acknowledged is durable, and a failure answers 503 so Zalo retries
-(the shared door, ``bot/adapters/gate.py``; marks in ``webhook_seen``). A body that cannot be
-stored (a lone surrogate) is refused with 400: a retry could not fix it. Nothing identifying is
-logged: only event names and outcomes. Texts, taps and follows go to the one funnel; ZNS ratings
-and receipts to the tracked-ratings use case.
+replayed later (a Zalo Bot message older than the same window is ignored). The window is Zalo's
+whole redelivery ladder, so a redelivery is never refused as stale. Then the event is stored in
+the durable inbox (the shared door, ``bot/adapters/gate.py``) and answered 200 inside Zalo's 2 s:
+an event already stored (same message id, or the same content however spaced or ordered: Zalo's
+retries and replays alike) is acknowledged without effect; processing happens from the inbox,
+once, with our own retries, so nothing depends on Zalo choosing to redeliver (it may retry only
+when it cannot connect). A 503 means the event could not be stored. A body that cannot be stored
+(a lone surrogate) is refused with 400: a retry could not fix it. Nothing identifying is logged:
+only event names and outcomes. Texts, taps and follows go to the one funnel; ZNS ratings and
+receipts to the tracked-ratings use case.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ import hmac
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +39,6 @@ from bot.http_errors import error_response
 from bot.inbound import Funnel, TrackedRatings
 from bot.service import Outcome
 from settings import Settings
-from storage.coordination import Coordinator
 
 log = logging.getLogger(__name__)
 OA_CHANNEL = "zalo_oa"
@@ -52,14 +52,25 @@ MAX_INBOUND_TEXT = 4000
 class ZaloInbound:
     """What the Zalo webhooks and the Bot poller need: the settings (secrets, windows), the
     configured Zalo channels (None when Zalo is off), the one funnel, the tracked-ratings use
-    case (ZNS), the coordinator (one event at a time) and the de-duplication marks."""
+    case (ZNS) and the durable inbox the events go through."""
 
     settings: Settings
     zalo: ZaloSuite | None
     funnel: Funnel
     tracked: TrackedRatings
-    coordinator: Coordinator
-    marks: gate.Marks
+    inbox: gate.Inbox
+
+    def register(self) -> None:
+        """How the inbox processes each channel's stored events."""
+
+        async def oa(body: dict[str, Any]) -> None:
+            await _oa_event(self, body)
+
+        async def bot(body: dict[str, Any]) -> None:
+            await bot_update(self, body)
+
+        self.inbox.handle(OA_CHANNEL, oa)
+        self.inbox.handle(BOT_CHANNEL, bot)
 
 
 # ------------------------------------------------------------------------ shared routing
@@ -99,21 +110,27 @@ def event_identity(channel: str, body: dict[str, Any]) -> str:
     return f"{channel}:body:{canonical}"
 
 
-async def _once(
-    inbound: ZaloInbound, identity: str, work: Callable[[], Awaitable[Any]]
-) -> web.Response:
-    """Run ``work`` unless this event was already processed; mark it after the commit."""
-    event_hash = hashlib.sha256(identity.encode("utf-8", "surrogatepass")).hexdigest()
+def _conversation(body: dict[str, Any], identity: str) -> str:
+    """Whose event it is: one citizen's events are processed one at a time, in order. Events
+    about no chat (ZNS ratings and receipts) stand alone."""
+    for holder in ("sender", "follower"):
+        person = body.get(holder)
+        user = _id(person.get("id")) if isinstance(person, dict) else None
+        if user:
+            return f"user:{user}"
+    message = body.get("message")
+    chat = message.get("chat") if isinstance(message, dict) else None
+    chat_id = chat.get("id") if isinstance(chat, dict) else None
+    if isinstance(chat_id, str | int) and not isinstance(chat_id, bool) and str(chat_id).strip():
+        return f"chat:{str(chat_id)[:64]}"
+    return f"event:{identity}"
 
-    async def run() -> object:
-        return await gate.once(
-            inbound.coordinator, inbound.marks, f"webhook:{event_hash}", event_hash, work
-        )
 
-    def answer(result: object) -> dict[str, Any]:
-        return {"ok": True, "duplicate": True} if result is gate.DUPLICATE else {"ok": True}
-
-    return await gate.acknowledge("zalo webhook", run, answer)
+async def _take(inbound: ZaloInbound, channel: str, body: dict[str, Any]) -> web.Response:
+    identity = event_identity(channel, body)
+    return await inbound.inbox.take(
+        "zalo webhook", channel, identity, _conversation(body, identity), body
+    )
 
 
 def _id(value: Any) -> str | None:
@@ -166,13 +183,13 @@ async def oa_webhook(inbound: ZaloInbound, request: web.Request) -> web.Response
     ):
         log.warning("zalo webhook with a stale timestamp refused")
         return error_response(401, "stale_timestamp", "the event is too old or from the future")
-    event = str(body.get("event_name", ""))
-    identity = event_identity(OA_CHANNEL, body)
-    return await _once(inbound, identity, lambda: _oa_event(inbound, event, body))
+    return await _take(inbound, OA_CHANNEL, body)
 
 
-async def _oa_event(inbound: ZaloInbound, event: str, body: dict[str, Any]) -> None:
+async def _oa_event(inbound: ZaloInbound, body: dict[str, Any]) -> None:
+    """One stored OA/ZNS event, from the inbox."""
     funnel = inbound.funnel
+    event = str(body.get("event_name", ""))
     message = body.get("message") if isinstance(body.get("message"), dict) else {}
     assert isinstance(message, dict)
     if event == "user_send_text":
@@ -222,12 +239,11 @@ async def bot_webhook(inbound: ZaloInbound, request: web.Request) -> web.Respons
             # Older than its redelivery window: its mark may be gone, so it could be a replay.
             log.warning("zalo bot event older than the redelivery window ignored")
             return web.json_response({"ok": True, "ignored": "stale"})
-    identity = event_identity(BOT_CHANNEL, update)
-    return await _once(inbound, identity, lambda: bot_update(inbound, update))
+    return await _take(inbound, BOT_CHANNEL, update)
 
 
 async def bot_update(inbound: ZaloInbound, update: dict[str, Any]) -> None:
-    """One Bot API update (webhook or polling)."""
+    """One stored Bot API update (webhook or polling), from the inbox."""
     message = update.get("message")
     if not isinstance(message, dict):
         return
@@ -244,7 +260,8 @@ async def bot_update(inbound: ZaloInbound, update: dict[str, Any]) -> None:
 
 
 async def poll_bot(inbound: ZaloInbound, stop: asyncio.Event) -> None:
-    """Long-poll the Bot API when no webhook is used (mutually exclusive on Zalo's side)."""
+    """Long-poll the Bot API when no webhook is used (mutually exclusive on Zalo's side). A
+    polled update goes through the same inbox as a webhook's: stored, then processed once."""
     suite = inbound.zalo
     if suite is None or suite.bot is None:
         return
@@ -252,7 +269,10 @@ async def poll_bot(inbound: ZaloInbound, stop: asyncio.Event) -> None:
         try:
             update = await suite.bot.poll_once()
             if update is not None:
-                await bot_update(inbound, update)
+                identity = event_identity(BOT_CHANNEL, update)
+                await inbound.inbox.accept(
+                    BOT_CHANNEL, identity, _conversation(update, identity), update
+                )
         except Exception as exc:
             log.warning("zalo bot poll failed: %s", exc.__class__.__name__)
             with contextlib.suppress(TimeoutError):
