@@ -13,6 +13,7 @@ import math
 import re
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -114,6 +115,9 @@ class Settings(BaseSettings):
     telegram_poll_timeout_seconds: int = Field(25, ge=0, le=50)
     #: In webhook mode, call setWebhook for ``<public base URL>/telegram/webhook`` at start-up.
     telegram_register_webhook: bool = True
+    #: The Bot API at ``telegram_api_base_url`` is a local ``telegram-bot-api --local`` server,
+    #: which accepts a plain-HTTP webhook on any port (the public one does not).
+    telegram_local_bot_api: bool = False
     #: Outbound flood limits: about 1 message/s per chat with short bursts, about 30/s per bot.
     telegram_per_chat_limit: int = Field(3, ge=0)
     telegram_per_chat_window_seconds: float = Field(3.0, gt=0)
@@ -205,6 +209,28 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _telegram_can_reach_us(self) -> Settings:
+        # The public Bot API refuses a webhook that is not HTTPS on 443, 80, 88 or 8443: the
+        # client only logs a warning and no update ever arrives. In production that is a start
+        # that runs blind, so it is refused here, saying why and what to set.
+        if not self.is_production or not self.telegram_token or self.telegram_polling:
+            return self
+        if not self.telegram_webhook_secret:
+            raise ValueError(
+                "SURVEYBOT_TELEGRAM_WEBHOOK_SECRET is required in production for Telegram's "
+                "webhook (or set SURVEYBOT_TELEGRAM_POLLING=true to use long polling)"
+            )
+        if self.telegram_register_webhook and not self.telegram_local_bot_api:
+            problem = telegram_webhook_problem(self.telegram_webhook_url)
+            if problem:
+                raise ValueError(
+                    f"the Telegram webhook {self.telegram_webhook_url} would be refused by the "
+                    f"Bot API: {problem}. Set SURVEYBOT_PUBLIC_BASE_URL to this service's public "
+                    "HTTPS address, or use SURVEYBOT_TELEGRAM_POLLING=true"
+                )
+        return self
+
     @field_validator("database_url")
     @classmethod
     def _known_driver(cls, value: str) -> str:
@@ -254,6 +280,11 @@ class Settings(BaseSettings):
         return (self.public_base_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     @property
+    def telegram_webhook_url(self) -> str:
+        """Where Telegram is asked to deliver updates."""
+        return f"{self.effective_public_base_url}/telegram/webhook"
+
+    @property
     def effective_release_delay_hours(self) -> int:
         return (
             self.survey_ttl_hours if self.release_delay_hours is None else self.release_delay_hours
@@ -296,6 +327,26 @@ def _parse_networks(value: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Ne
         ]
     except ValueError as exc:
         raise ValueError(f"expected IP addresses or networks: {exc}") from None
+
+
+#: The ports the public Bot API delivers webhooks to (../shared/reference/telegram.md §1.1).
+TELEGRAM_WEBHOOK_PORTS = frozenset({443, 80, 88, 8443})
+
+
+def telegram_webhook_problem(url: str) -> str | None:
+    """Why the public Bot API would refuse ``url`` as a webhook, or None."""
+    parts = urlsplit(url)
+    if parts.scheme != "https":
+        return "it accepts only https:// URLs"
+    if not parts.hostname:
+        return "the URL has no host"
+    try:
+        port = parts.port or 443
+    except ValueError:
+        return "the URL's port is not a number"
+    if port not in TELEGRAM_WEBHOOK_PORTS:
+        return f"it delivers only to ports 443, 80, 88 or 8443, not {port}"
+    return None
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from bot.cli import main
+from settings import SettingsError, load_settings
 
 
 def test_agency_key_and_empty_export(cli_env: Path) -> None:
@@ -73,6 +74,50 @@ def test_production_without_redis_refuses_to_start(
         assert result.exit_code != 0, result.output
         assert "SURVEYBOT_REDIS_URL is required in production" in result.output
         assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("public_url", "why"),
+    [
+        ("", "accepts only https:// URLs"),  # the default http://127.0.0.1:8080
+        ("http://rating.example.vn", "accepts only https:// URLs"),
+        ("https://rating.example.vn:8080", "only to ports 443, 80, 88 or 8443, not 8080"),
+    ],
+)
+def test_production_refuses_a_telegram_webhook_the_bot_api_would_refuse(
+    cli_env: Path, monkeypatch: pytest.MonkeyPatch, public_url: str, why: str
+) -> None:
+    """Otherwise setWebhook fails with a logged warning and no update ever arrives."""
+    monkeypatch.setenv("SURVEYBOT_ENV", "production")
+    monkeypatch.setenv("SURVEYBOT_REDIS_URL", "redis://127.0.0.1:6379/0")
+    monkeypatch.setenv("SURVEYBOT_TELEGRAM_TOKEN", "123456:ABC")
+    monkeypatch.setenv("SURVEYBOT_TELEGRAM_WEBHOOK_SECRET", "s3cret")
+    monkeypatch.setenv("SURVEYBOT_PUBLIC_BASE_URL", public_url)
+    result = CliRunner().invoke(main, ["serve"])
+    assert result.exit_code != 0, result.output
+    assert "would be refused by the Bot API" in result.output and why in result.output
+    assert "SURVEYBOT_PUBLIC_BASE_URL" in result.output and "Traceback" not in result.output
+
+
+def test_production_takes_an_https_webhook_polling_or_a_local_bot_api(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    base = {
+        "env": "production",
+        "redis_url": "redis://127.0.0.1:6379/0",
+        "telegram_token": "123456:ABC",
+        "telegram_webhook_secret": "s3cret",
+    }
+    for fine in (
+        {"public_base_url": "https://rating.example.vn"},
+        {"public_base_url": "https://rating.example.vn:8443/"},
+        {"telegram_polling": True},
+        {"telegram_local_bot_api": True},
+        {"telegram_register_webhook": False},
+    ):
+        assert load_settings(**base, **fine).telegram_token
+    with pytest.raises(SettingsError, match="TELEGRAM_WEBHOOK_SECRET is required"):
+        load_settings(**{**base, "telegram_webhook_secret": None})
 
 
 def test_terminal_chat_runs_a_survey_to_the_end() -> None:

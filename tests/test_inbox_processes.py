@@ -52,7 +52,7 @@ def free_port() -> int:
 
 @pytest.fixture
 async def emulator() -> AsyncIterator[TelegramEmulator]:
-    async with TelegramEmulator(webhook_backoff=(0.2,), webhook_timeout=20) as emu:
+    async with TelegramEmulator(webhook_backoff=(0.2,), webhook_timeout=20, local_mode=True) as emu:
         yield emu
 
 

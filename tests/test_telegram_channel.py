@@ -75,7 +75,7 @@ async def emulator(emulator_options: dict[str, Any]) -> AsyncIterator[TelegramEm
         "timeout_delay": 1.0,
         **emulator_options,
     }
-    emu = TelegramEmulator(TOKEN, **options)
+    emu = TelegramEmulator(TOKEN, local_mode=True, **options)
     await emu.start()
     try:
         yield emu

@@ -49,6 +49,7 @@ async def emulator() -> AsyncIterator[TelegramEmulator]:
         global_limit=None,
         webhook_backoff=(0.02, 0.05),
         timeout_delay=0.6,
+        local_mode=True,  # webhooks to this test's plain-HTTP receivers
     )
     await emu.start()
     try:
@@ -370,6 +371,40 @@ async def test_set_webhook_validation_and_poll_termination(
         await poll
     assert await bot.delete_webhook()
     assert await bot.get_updates() == ()
+
+
+async def test_the_public_server_refuses_a_webhook_it_could_not_deliver() -> None:
+    """Off local mode the emulator holds the public Bot API's rule: HTTPS, port 443/80/88/8443."""
+    async with TelegramEmulator(TOKEN) as emu:
+        bot = telegram.Bot(TOKEN, base_url=emu.base_url)
+        with pytest.raises(BadRequest, match=r"(?i)an https url must be provided"):
+            await bot.set_webhook("http://127.0.0.1:8080/telegram/webhook")
+        with pytest.raises(BadRequest, match=r"(?i)only on ports 80, 88, 443 or 8443"):
+            await bot.set_webhook("https://rating.example.vn:8080/telegram/webhook")
+        assert emu.webhook_url is None
+        for url in ("https://rating.example.vn/tg", "https://rating.example.vn:8443/tg"):
+            assert await bot.set_webhook(url)
+            assert emu.webhook_url == url
+        await bot.delete_webhook()
+        await bot.shutdown()
+
+
+async def test_a_callback_answered_after_ten_seconds_is_too_old() -> None:
+    now = [1000.0]
+    async with TelegramEmulator(TOKEN, clock=lambda: now[0]) as emu:
+        bot = telegram.Bot(TOKEN, base_url=emu.base_url)
+        uid = emu.new_user_id()
+        await emu.open_deep_link(uid, None)
+        msg = await bot.send_message(uid, "Rate", reply_markup=keyboard(("5", "r:5")))
+        in_time = Update.de_json(await emu.tap_button(uid, msg.message_id, "r:5"), bot)
+        late = Update.de_json(await emu.tap_button(uid, msg.message_id, "r:5"), bot)
+        assert in_time.callback_query is not None and late.callback_query is not None
+        now[0] += 9.5
+        assert await bot.answer_callback_query(in_time.callback_query.id)
+        now[0] += 1.0
+        with pytest.raises(BadRequest, match=r"(?i)query is too old"):
+            await bot.answer_callback_query(late.callback_query.id)
+        await bot.shutdown()
 
 
 async def test_send_photo_upload(emulator: TelegramEmulator, bot: telegram.Bot) -> None:

@@ -10,7 +10,7 @@ real ``{"ok": false, "error_code", "description", "parameters"}`` bodies, real u
 It is a single aiohttp server speaking ``/bot<token>/<method>``, so it is used with an
 unmodified client::
 
-    emulator = TelegramEmulator(token="123456789:TEST")
+    emulator = TelegramEmulator(token="123456789:TEST", local_mode=True)
     await emulator.start()
     bot = telegram.Bot(emulator.token, base_url=emulator.base_url)
 
@@ -112,6 +112,10 @@ _DEFAULT_EXCLUDED_UPDATES = frozenset({"chat_member", "message_reaction", "messa
 DEFAULT_RATE_LIMITED_METHODS = frozenset(
     {"sendmessage", "sendphoto", "editmessagetext", "editmessagereplymarkup"}
 )
+
+
+#: The ports the public Bot API server delivers webhooks to (reference/telegram.md §1.1).
+PUBLIC_WEBHOOK_PORTS = frozenset({443, 80, 88, 8443})
 
 
 class TelegramApiError(Exception):
@@ -604,7 +608,8 @@ class TelegramEmulator:
         webhook_backoff: Sequence[float] = (0.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0),
         webhook_max_attempts: int | None = None,
         webhook_timeout: float = 60.0,
-        callback_answer_window: float = 15.0,
+        callback_answer_window: float = 10.0,
+        local_mode: bool = False,
         max_buttons_per_row: int = 8,
         max_buttons: int = 100,
         clock: Callable[[], float] = time.monotonic,
@@ -624,7 +629,13 @@ class TelegramEmulator:
                 repeats).  Telegram retries at once, then 2, 4, 8 ... s.
             webhook_max_attempts: drop an update after this many failed POSTs (None = never).
             webhook_timeout: seconds to wait for the webhook's answer (Telegram: 60).
-            callback_answer_window: seconds during which answerCallbackQuery is accepted.
+            callback_answer_window: seconds during which answerCallbackQuery is accepted. Not
+                documented; reports say 10-15 s (../shared/reference/telegram.md §1.4), so the
+                default is the short end: a client that answers later fails here first.
+            local_mode: behave as a local Bot API server (``telegram-bot-api --local``), which
+                accepts a plain-HTTP webhook on any port. Off, ``setWebhook`` holds the public
+                server's rule: HTTPS on port 443, 80, 88 or 8443 (reference §1.1, TBAS
+                ``WebhookActor``), so a URL production would refuse is refused here too.
             clock: monotonic time source for limits and windows (injectable for tests).
         """
         self.token = token
@@ -641,6 +652,7 @@ class TelegramEmulator:
         self.webhook_max_attempts = webhook_max_attempts
         self.webhook_timeout = webhook_timeout
         self.callback_answer_window = callback_answer_window
+        self.local_mode = local_mode
         self.max_buttons_per_row = max_buttons_per_row
         self.max_buttons = max_buttons
         self.clock = clock
@@ -1436,6 +1448,15 @@ class TelegramEmulator:
         parsed = URL(url)
         if parsed.scheme not in ("http", "https") or not parsed.host:
             raise bad_request("Bad Request: bad webhook: invalid webhook URL specified")
+        if not self.local_mode:  # the public server's rule (reference/telegram.md §1.1)
+            if parsed.scheme != "https":
+                raise bad_request(
+                    "Bad Request: bad webhook: An HTTPS URL must be provided for webhook"
+                )
+            if parsed.port not in PUBLIC_WEBHOOK_PORTS:
+                raise bad_request(
+                    "Bad Request: bad webhook: Webhook can be set up only on ports 80, 88, 443 or 8443"
+                )
         secret = params.get_str("secret_token")
         if secret is not None and secret != "":
             if len(secret) > 256:

@@ -55,7 +55,7 @@ class TelegramPlugin:
             )
             return (poller.run,)
         if settings.telegram_webhook_secret and settings.telegram_register_webhook:
-            url = f"{settings.effective_public_base_url}/telegram/webhook"
+            url = settings.telegram_webhook_url
 
             async def register(stop: asyncio.Event) -> None:
                 await channel.register_webhook(url)

@@ -35,7 +35,7 @@ class TelegramDemo:
 
     @classmethod
     async def start(cls, settings: Settings) -> TelegramDemo:
-        emulator = TelegramEmulator(DEMO_TOKEN, bot_username="SurveyDemoBot")
+        emulator = TelegramEmulator(DEMO_TOKEN, bot_username="SurveyDemoBot", local_mode=True)
         await emulator.start("127.0.0.1", 0)
         local = f"http://127.0.0.1:{settings.port}"
         demo_settings = settings.model_copy(
