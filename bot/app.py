@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import jinja2
 import segno
@@ -24,10 +24,21 @@ from settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
 TEMPLATES = web.AppKey("templates", jinja2.Environment)
+Readiness = Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]
+READINESS: web.AppKey[Readiness] = web.AppKey("readiness")
 
 
 async def health(request: web.Request) -> web.Response:
+    """Alive: the process answers (a load balancer restarts it otherwise)."""
     return web.json_response({"status": "ok"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    """Ready: the database, Redis, the schema at head and every channel (503 otherwise, so a
+    load balancer sends no traffic here). The report names states, never a secret."""
+    ok, report = await request.app[READINESS]()
+    return web.json_response({"status": "ready" if ok else "not_ready", **report},
+                             status=200 if ok else 503)  # fmt: skip
 
 
 async def openapi(request: web.Request) -> web.Response:
@@ -115,6 +126,8 @@ class AppParts:
     channel_routes: Sequence[web.RouteDef]
     start: Callable[[], None]
     close: Callable[[], Awaitable[None]]
+    #: ``/readyz``: whether this process can serve now, and the report behind it.
+    readiness: Readiness
 
 
 class Composed(Protocol):
@@ -144,6 +157,8 @@ def create_app(composed: Composed, *, background: bool = True) -> web.Applicatio
     app.add_routes(api.routes())
     app.router.add_get("/api/v1/openapi.json", openapi, name="openapi")
     app.router.add_get("/healthz", health, name="health")
+    app[READINESS] = parts.readiness
+    app.router.add_get("/readyz", ready, name="ready")
     app.router.add_get(r"/r/{token:[A-Za-z0-9_-]{8,128}}", rating_page, name="rating_page")
     app.router.add_get(
         r"/r/{token:[A-Za-z0-9_-]{8,128}}/qr.{kind:svg|png}", rating_qr, name="rating_qr"

@@ -13,12 +13,13 @@ import datetime as dt
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.adapters import REGISTRY
-from bot.adapters.base import ChannelPackage, ChannelPlugin, ChannelServices
+from bot.adapters.base import ChannelPackage, ChannelPlugin, ChannelServices, Readiness
 from bot.adapters.gate import Inbox
 from bot.adapters.web.channel import WebChannel
 from bot.adapters.zalo import ZaloPlugin
@@ -33,13 +34,13 @@ from bot.inbound import Funnel
 from bot.limits import Doors
 from bot.service import SurveyService
 from settings import Settings
-from storage import releases
+from storage import inbox, releases
 from storage.audit import AuditLog
 from storage.coordination import Coordinator, LocalCoordinator, RedisCoordinator
 from storage.db import Sessions, make_engine, make_sessions
 from storage.disclosure import Rule
 from storage.inbox_worker import InboxWorker
-from storage.migrate import upgrade_async
+from storage.migrate import at_head, upgrade_async
 from storage.pseudonym import KeyRing, load_keyring
 from storage.surveys import load_catalog
 
@@ -104,13 +105,13 @@ class Runtime:
         service = SurveyService(
             sessions, keyring, settings, catalog, coordinator, capabilities, phone_channels=phones
         )
-        inbox = InboxWorker(
+        worker = InboxWorker(
             sessions,
             keyring,
             lease=dt.timedelta(seconds=settings.inbox_lease_seconds),
             max_attempts=settings.inbox_max_attempts,
         )
-        door = Inbox(sessions, keyring, inbox, settings.inbox_inline_seconds)
+        door = Inbox(sessions, keyring, worker, settings.inbox_inline_seconds)
         services = ChannelServices(
             settings, keyring, coordinator, sessions, audit, catalog, Funnel(service), service, door
         )
@@ -141,7 +142,7 @@ class Runtime:
             dispatcher,
             channels,
             audit,
-            inbox,
+            worker,
             plugins,
         )
 
@@ -178,7 +179,49 @@ class Runtime:
             channel_routes=routes,
             start=self.start_background,
             close=self.close,
+            readiness=self.readiness,
         )
+
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """What ``/readyz`` reports: each dependency's state and every channel's."""
+        checks: dict[str, Any] = {}
+        try:
+            checks["migrations"] = (
+                "at head"
+                if await at_head(self.engine, self.settings.effective_database_url)
+                else "behind"
+            )
+            checks["database"] = "ok"
+            async with self.sessions() as session:
+                checks["inbox"] = {
+                    "pending": await inbox.pending_count(session),
+                    "dead_letters": len(await inbox.dead_letters(session)),
+                }
+        except Exception as exc:
+            checks["database"] = f"unreachable ({exc.__class__.__name__})"
+        try:
+            await self.coordinator.ping()
+            checks["redis"] = "ok" if self.settings.redis_url else "not used"
+        except Exception as exc:
+            checks["redis"] = f"unreachable ({exc.__class__.__name__})"
+        channels: dict[str, Any] = {name: {"ok": True} for name in self.channels}
+        for plugin in self.plugins.values():
+            try:
+                reports = await plugin.readiness()
+            except Exception as exc:
+                reports = {
+                    name: Readiness(False, {"error": exc.__class__.__name__})
+                    for name in plugin.channels
+                }
+            channels.update({name: report.as_json() for name, report in reports.items()})
+        checks["channels"] = channels
+        ok = (
+            checks["database"] == "ok"
+            and checks.get("migrations") == "at head"
+            and checks["redis"] in ("ok", "not used")
+            and all(report["ok"] for report in channels.values())
+        )
+        return ok, checks
 
     def start_background(self) -> None:
         """The dispatcher loop, the inbox worker, periodic maintenance (expiry, reminders, purge,

@@ -36,6 +36,9 @@ class Coordinator(Protocol):
     async def forget(self, key: str) -> None:
         """Drop the mark on ``key`` (the work it guarded failed): the next caller is first."""
 
+    async def ping(self) -> None:
+        """Raise when the shared store cannot be reached (``/readyz``)."""
+
     async def close(self) -> None: ...
 
 
@@ -78,6 +81,9 @@ class LocalCoordinator:
     async def forget(self, key: str) -> None:
         self._seen.pop(key, None)
 
+    async def ping(self) -> None:
+        return None  # in this process: always there
+
     async def close(self) -> None:
         return None
 
@@ -113,6 +119,9 @@ class RedisCoordinator:
 
     async def forget(self, key: str) -> None:
         await self.redis.delete(f"{self.prefix}seen:{key}")
+
+    async def ping(self) -> None:
+        await self.redis.ping()
 
     async def close(self) -> None:
         await self.redis.aclose()

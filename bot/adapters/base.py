@@ -39,6 +39,17 @@ Loop = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 
 @dataclass(frozen=True, slots=True)
+class Readiness:
+    """One channel's state as an operator reads it: ``ok``, and words (never a secret)."""
+
+    ok: bool
+    details: Mapping[str, str | int | bool | None]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, **self.details}
+
+
+@dataclass(frozen=True, slots=True)
 class ChannelServices:
     """Every service a channel package may ask for. Each is narrow: the funnel, not the
     conversation service; the coordinator, not the runtime."""
@@ -75,6 +86,10 @@ class ChannelPlugin(Protocol):
     async def maintain(self) -> None:
         """One maintenance round (every minute); a failure is logged and the round goes on."""
 
+    async def readiness(self) -> Mapping[str, Readiness]:
+        """Per configured channel, whether it can receive and send now (``/readyz``): its
+        webhook registration, its token. A channel not listed is taken as ready."""
+
     async def close(self) -> None:
         """Release what the package holds (HTTP pools, clients)."""
 
@@ -100,6 +115,9 @@ class NoLoops:
 
     async def maintain(self) -> None:
         return None
+
+    async def readiness(self) -> Mapping[str, Readiness]:
+        return {}
 
     async def close(self) -> None:
         return None

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 
 from aiohttp import web
 
-from bot.adapters.base import ChannelPackage, ChannelServices, Loop
+from bot.adapters.base import ChannelPackage, ChannelServices, Loop, Readiness
 from bot.adapters.telegram import inbound
 from bot.adapters.telegram.channel import TelegramChannel
 from bot.channels import Channel
@@ -30,6 +30,7 @@ class TelegramPlugin:
         settings = services.settings
         self.channel: TelegramChannel | None = None
         self.inbound: inbound.TelegramInbound | None = None
+        self.poller: inbound.TelegramPoller | None = None
         if settings.telegram_token:
             self.channel = TelegramChannel.from_settings(
                 settings, services.keyring, services.coordinator
@@ -50,10 +51,10 @@ class TelegramPlugin:
             return ()
         channel, settings = self.channel, self.channel.settings
         if settings.telegram_polling:
-            poller = inbound.TelegramPoller(
+            self.poller = inbound.TelegramPoller(
                 channel, self.inbound, settings.telegram_poll_timeout_seconds
             )
-            return (poller.run,)
+            return (self.poller.run,)
         if settings.telegram_webhook_secret and settings.telegram_register_webhook:
             url = settings.telegram_webhook_url
 
@@ -69,6 +70,22 @@ class TelegramPlugin:
 
     async def maintain(self) -> None:
         return None
+
+    async def readiness(self) -> Mapping[str, Readiness]:
+        """Polling: whether getUpdates answers. Webhook: whether this process registered it
+        (or that registration is left to the operator)."""
+        channel = self.channel
+        if channel is None:
+            return {}
+        settings = channel.settings
+        if settings.telegram_polling:
+            polling = self.poller is not None and self.poller.polling
+            return {channel.name: Readiness(polling, {"mode": "polling", "polling": polling})}
+        if not (settings.telegram_webhook_secret and settings.telegram_register_webhook):
+            return {channel.name: Readiness(True, {"mode": "webhook", "webhook": "external"})}
+        registered = channel.webhook_state == "registered"
+        return {channel.name: Readiness(registered, {"mode": "webhook",
+                                                     "webhook": channel.webhook_state})}  # fmt: skip
 
     async def close(self) -> None:
         if self.channel is not None:

@@ -212,6 +212,9 @@ class TelegramChannel:
         self._sleep = sleep
         self._ready_lock = asyncio.Lock()
         self._ready = False
+        #: The webhook as last registered by this process: "not registered", "registered",
+        #: or "refused: <the Bot API's reason>" (``/readyz``).
+        self.webhook_state = "not registered"
 
     @classmethod
     def from_settings(
@@ -262,8 +265,11 @@ class TelegramChannel:
                 allowed_updates=["message", "callback_query"],
             )
         except (TelegramError, DeliveryError) as exc:
-            log.warning("could not register the Telegram webhook: %s", exc.__class__.__name__)
+            reason = exc.message if isinstance(exc, TelegramError) else exc.reason
+            self.webhook_state = f"refused: {reason[:200]}"
+            log.warning("could not register the Telegram webhook: %s", reason[:200])
             return False
+        self.webhook_state = "registered"
         log.info("Telegram webhook registered at the public base URL")
         return True
 

@@ -241,6 +241,8 @@ class TelegramPoller:
         self.backoff = backoff
         self.offset: int | None = None
         self._failures = 0
+        #: True while getUpdates answers (``/readyz``).
+        self.polling = False
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -255,11 +257,14 @@ class TelegramPoller:
         while not stop.is_set():
             try:
                 handled = await self.poll_once()
+                self.polling = True
             except Conflict:
+                self.polling = False
                 log.warning("another getUpdates or a webhook is active for this bot; waiting")
                 await self._pause(stop)
                 continue
             except Exception as exc:
+                self.polling = False
                 log.warning("getUpdates failed (%s)", gate.kind(exc))
                 await self._pause(stop)
                 continue

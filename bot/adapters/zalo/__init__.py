@@ -14,13 +14,15 @@ import functools
 from collections.abc import Mapping, Sequence
 
 from aiohttp import web
+from sqlalchemy import select
 
-from bot.adapters.base import ChannelPackage, ChannelServices, Loop
+from bot.adapters.base import ChannelPackage, ChannelServices, Loop, Readiness
 from bot.adapters.zalo import webhooks
 from bot.adapters.zalo.ratings import reconcile
 from bot.adapters.zalo.suite import ZaloSuite, build_zalo
 from bot.adapters.zalo.zns import ZnsChannel
 from bot.channels import Channel
+from storage.models import ZaloToken
 
 SETTINGS = (
     "zalo_app_id", "zalo_app_secret", "zalo_oa_id", "zalo_oa_secret", "zalo_refresh_token",
@@ -39,6 +41,7 @@ class ZaloPlugin:
 
     def __init__(self, services: ChannelServices) -> None:
         self.settings = services.settings
+        self.sessions = services.sessions
         self.suite: ZaloSuite | None = build_zalo(
             services.settings,
             services.sessions,
@@ -72,6 +75,30 @@ class ZaloPlugin:
         """Store the ZNS ratings whose webhook was lost (``rating/get`` over the recent window)."""
         if self.suite is not None and self.suite.zns is not None:
             await reconcile(self.suite, self.inbound.tracked)
+
+    async def readiness(self) -> Mapping[str, Readiness]:
+        """The OA and ZNS share one OAuth grant: "ok", "failed" (a person must consent again)
+        or "missing" (never stored); the access token's remaining life. The Bot: its mode."""
+        suite = self.suite
+        if suite is None:
+            return {}
+        report: dict[str, Readiness] = {}
+        if suite.oa is not None or suite.zns is not None:
+            async with self.sessions() as session:
+                row = await session.scalar(
+                    select(ZaloToken).where(ZaloToken.app_id == (self.settings.zalo_app_id or ""))
+                )
+            grant = "missing" if row is None or not row.refresh_sealed else row.status
+            expires = row.access_expires_at if row is not None else None
+            left = int(expires.timestamp() - suite.now()) if expires is not None else None
+            details = {"grant": grant, "access_token_seconds_left": left}
+            for channel in (suite.oa, suite.zns):
+                if channel is not None:
+                    report[channel.name] = Readiness(grant == "ok", details)
+        if suite.bot is not None:
+            mode = "polling" if self.settings.zalo_bot_polling else "webhook"
+            report[suite.bot.name] = Readiness(True, {"mode": mode})
+        return report
 
     async def close(self) -> None:
         if self.suite is not None:
