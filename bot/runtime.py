@@ -244,9 +244,8 @@ class Runtime:
                 await self.service.send_reminders()
                 purged = await self.service.purge_closed()
                 if purged.total:
-                    log.info("forgot %d outbox, %d ZNS tracking, %d webhook mark and %d inbox "
-                             "row(s)", purged.outbox, purged.zns_tracking, purged.webhook_seen,
-                             purged.inbox)  # fmt: skip
+                    log.info("forgot %d outbox, %d ZNS tracking and %d inbox row(s)",
+                             purged.outbox, purged.zns_tracking, purged.inbox)  # fmt: skip
                 await self.publish_releases()
                 for plugin in self.plugins.values():
                     await plugin.maintain()

@@ -410,14 +410,6 @@ class ZnsTracking(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
-class WebhookSeen(Base):
-    """Webhook events already processed, by a hash of their identity: replays are refused."""
-
-    __tablename__ = "webhook_seen"
-    event_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
-    seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
-
-
 class InboxEvent(Base):
     """A verified inbound channel event, stored before it is acknowledged (``storage.inbox``).
 

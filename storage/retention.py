@@ -10,10 +10,9 @@ for a few minutes. Each table keeps its rows only while something still needs th
 * ``zns_tracking``: a tracking id only matches a ZNS rating to an open invitation; once the
   invitation is gone (rated, expired, erased, undeliverable) a late rating is ignored anyway, so
   the row (and the tracking id Zalo could map back to a phone) goes.
-* ``webhook_seen``: a replay older than the webhook window is refused by its timestamp, so the
-  mark that would refuse it is no longer needed.
-* ``inbox_event``: a processed event (already emptied of its body) is the same kind of replay
-  mark and goes after ``inbox_window``, longer than every channel's redelivery window; a dead letter keeps its sealed body for an admin to
+* ``inbox_event``: a processed event (already emptied of its body) is a replay mark; it goes
+  after ``inbox_window``, longer than every channel's redelivery window (an older redelivery is
+  refused by its timestamp, so the mark that would refuse it is no longer needed); a dead letter keeps its sealed body for an admin to
   requeue for ``DEAD_LETTER_RETENTION``, then goes.
 
 Run by the maintenance loop (``SurveyService.purge_closed``); every call is idempotent.
@@ -28,7 +27,7 @@ from sqlalchemy import delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage import inbox, outbox
-from storage.models import Invitation, WebhookSeen, ZnsTracking
+from storage.models import Invitation, ZnsTracking
 
 DEAD_LETTER_RETENTION = dt.timedelta(hours=72)
 
@@ -39,12 +38,11 @@ class Purged:
 
     outbox: int = 0
     zns_tracking: int = 0
-    webhook_seen: int = 0
     inbox: int = 0
 
     @property
     def total(self) -> int:
-        return self.outbox + self.zns_tracking + self.webhook_seen + self.inbox
+        return self.outbox + self.zns_tracking + self.inbox
 
 
 async def purge(
@@ -52,8 +50,7 @@ async def purge(
     *,
     now: dt.datetime,
     outbox_retention: dt.timedelta,
-    webhook_window: dt.timedelta,
-    inbox_window: dt.timedelta | None = None,
+    inbox_window: dt.timedelta,
     dead_letter_retention: dt.timedelta = DEAD_LETTER_RETENTION,
 ) -> Purged:
     """One round, in the caller's transaction (the caller commits)."""
@@ -68,20 +65,14 @@ async def purge(
         )
         .execution_options(synchronize_session=False)
     )
-    seen = await session.execute(
-        delete(WebhookSeen)
-        .where(WebhookSeen.seen_at < now - webhook_window)
-        .execution_options(synchronize_session=False)
-    )
     events = await inbox.purge(
         session,
         now=now,
-        done_after=inbox_window or webhook_window,
+        done_after=inbox_window,
         dead_after=dead_letter_retention,
     )
     return Purged(
         messages,
         int(tracking.rowcount or 0),  # type: ignore[attr-defined]
-        int(seen.rowcount or 0),  # type: ignore[attr-defined]
         events,
     )

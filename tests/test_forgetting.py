@@ -21,10 +21,10 @@ from bot.runtime import Runtime
 from bot.schemas import DossierRegistration, ResultBatch, ResultReport
 from storage.models import (
     Agency,
+    InboxEvent,
     Invitation,
     OutboxMessage,
     Response,
-    WebhookSeen,
     ZnsTracking,
     utcnow,
 )
@@ -136,18 +136,22 @@ async def test_a_closed_zns_survey_leaves_no_tracking_id_and_old_webhook_marks_g
         # ...and what an orphan row (written before this rule) is purged on the next round.
         session.add(ZnsTracking(tracking_id="orphan", invitation_id="gone"))
         now = utcnow()
-        # A mark outlives three replay windows (Zalo's whole ladder each), then goes.
-        window = dt.timedelta(seconds=runtime.settings.zalo_webhook_max_age_seconds)
-        session.add(WebhookSeen(event_hash="old", seen_at=now - 3 * window - dt.timedelta(hours=1)))
-        session.add(WebhookSeen(event_hash="inside", seen_at=now - 2 * window))
-        session.add(WebhookSeen(event_hash="fresh", seen_at=now))
+        # A processed event's replay mark outlives every channel's redelivery window, then goes.
+        window = dt.timedelta(hours=runtime.settings.inbox_replay_mark_hours)
+        for key, hour in (
+            ("old", now - window - dt.timedelta(hours=1)),
+            ("inside", now - window + dt.timedelta(hours=1)),
+            ("fresh", now),
+        ):
+            session.add(InboxEvent(channel="zalo_oa", event_key=key, conversation="",
+                                   status="done", received_at=hour, available_at=hour))  # fmt: skip
         await session.commit()
     # A late rating of the closed survey is not stored.
     assert not await record_rating(runtime.service, Rating("m1", tracking_id, 5))
     purged = await runtime.service.purge_closed()
-    assert (purged.zns_tracking, purged.webhook_seen) == (1, 1)
+    assert (purged.zns_tracking, purged.inbox) == (1, 1)
     async with runtime.sessions() as session:
         assert await session.scalar(select(func.count()).select_from(ZnsTracking)) == 0
-        marks = (await session.execute(select(WebhookSeen))).scalars()
-        assert sorted(w.event_hash for w in marks) == ["fresh", "inside"]  # replays still refused
+        marks = (await session.execute(select(InboxEvent))).scalars()
+        assert sorted(w.event_key for w in marks) == ["fresh", "inside"]  # replays still refused
         assert await session.scalar(select(func.count()).select_from(Response)) == 0

@@ -15,26 +15,40 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import String, func, select, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from storage import inbox
 from storage.db import Sessions, make_engine, make_sessions
 from storage.inbox_worker import LATER, InboxWorker
 from storage.migrate import upgrade_async
-from storage.models import InboxEvent, WebhookSeen
+from storage.models import InboxEvent
 from storage.pseudonym import KeyRing
 
 T0 = dt.datetime(2026, 12, 2, 8, 0, tzinfo=dt.UTC)
+
+
+class Effects(DeclarativeBase):
+    """A table of this test's own: what a handler "did", one row per application."""
+
+
+class Effect(Effects):
+    __tablename__ = "inbox_test_effect"
+    key: Mapped[str] = mapped_column(String(80), primary_key=True)
 
 
 @pytest.fixture
 async def sessions(database_url: str, tmp_path: Path) -> AsyncIterator[Sessions]:
     await upgrade_async(database_url)
     engine = make_engine(database_url)
-    if engine.dialect.name == "postgresql":  # the session's shared database: start empty
-        async with engine.begin() as conn:
-            await conn.execute(text("TRUNCATE inbox_event, webhook_seen"))
+    async with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":  # the session's shared database: start empty
+            await conn.execute(text("TRUNCATE inbox_event"))
+        await conn.run_sync(Effects.metadata.drop_all)
+        await conn.run_sync(Effects.metadata.create_all)
     yield make_sessions(engine)
+    async with engine.begin() as conn:
+        await conn.run_sync(Effects.metadata.drop_all)
     await engine.dispose()
 
 
@@ -203,7 +217,7 @@ async def test_claimers_at_the_same_time_never_share_an_event_or_a_conversation(
 
 async def effects(sessions: Sessions) -> list[str]:
     async with sessions() as session:
-        return sorted((await session.execute(select(WebhookSeen.event_hash))).scalars())
+        return sorted((await session.execute(select(Effect.key))).scalars())
 
 
 def writer(sessions: Sessions, calls: list[str], fail: Any = None) -> Any:
@@ -213,7 +227,7 @@ def writer(sessions: Sessions, calls: list[str], fail: Any = None) -> Any:
         key = event.body["key"]
         calls.append(key)
         async with sessions() as session:
-            session.add(WebhookSeen(event_hash=f"effect-{key}-{len(calls)}"))
+            session.add(Effect(key=f"effect-{key}-{len(calls)}"))
             await session.flush()
             if fail is not None:
                 await fail(session, len(calls))

@@ -20,9 +20,6 @@ from bot.usecases.surveys import engine_for, finalize
 from storage import outbox, retention
 from storage.models import Dossier, Invitation
 
-#: Webhook dedup marks are kept this many replay windows (SURVEYBOT_ZALO_WEBHOOK_MAX_AGE_SECONDS):
-#: an older event is refused by its timestamp anyway.
-WEBHOOK_WINDOWS = 3
 REMINDER = N_("A reminder: your short survey is still open. It takes under a minute.")
 
 
@@ -88,9 +85,6 @@ class Lifecycle:
                 session,
                 now=self.ctx.clock(),
                 outbox_retention=dt.timedelta(hours=self.ctx.settings.outbox_retention_hours),
-                webhook_window=dt.timedelta(
-                    seconds=WEBHOOK_WINDOWS * self.ctx.settings.zalo_webhook_max_age_seconds
-                ),
                 inbox_window=dt.timedelta(hours=self.ctx.settings.inbox_replay_mark_hours),
             )
             await session.commit()
