@@ -1,9 +1,12 @@
 """The dispatcher: drains the outbox to the channels, at least once, in order per conversation.
 
 A message is claimed, sent, then marked sent; a crash between send and mark means a resend after
-the lease, which channels deduplicate where they can (at-least-once). Failures back off
-exponentially or by the channel's ``retry_after``; a permanent refusal closes the invitation as
-undeliverable instead of retrying forever.
+the lease, which channels deduplicate where they can (at-least-once). While a send runs its lease
+is renewed (a slow channel is not a dead dispatcher), and marking it sent also claims the
+conversation's next message, in one transaction. Two lanes, each with its own slots: replies
+inside a running conversation, and invitations and reminders, so a backlog of one never holds up
+the other. Failures back off exponentially with jitter or by the channel's ``retry_after``; a
+permanent refusal closes the invitation as undeliverable instead of retrying forever.
 
 Addresses and payloads are sealed in the outbox; they are opened here, in memory, just before the
 send, and the row forgets both once it is marked sent (``outbox.mark_sent``).
@@ -12,8 +15,10 @@ send, and the row forgets both once it is marked sent (``outbox.mark_sent``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import datetime as dt
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 from bot.channels import Channel, DeliveryError, OutboundMessage
 from storage import outbox
@@ -23,6 +28,9 @@ from storage.pseudonym import KeyRing
 log = logging.getLogger(__name__)
 #: How many messages of one conversation a task sends back to back before yielding its slot.
 FOLLOW_ON_LIMIT = 10
+LANES = (outbox.PRIORITY_REPLY, outbox.PRIORITY_INVITATION)
+#: Remember this many invitations already reported delivered (each is reported once).
+DELIVERED_MEMORY = 50_000
 
 
 class Dispatcher:
@@ -38,6 +46,8 @@ class Dispatcher:
         on_delivered: Callable[[str], Awaitable[None]],
         batch_size: int = 50,
         concurrency: int = 16,
+        reply_concurrency: int = 8,
+        lease: dt.timedelta = outbox.LEASE,
     ) -> None:
         self.sessions = sessions
         self.keys = keyring
@@ -47,17 +57,24 @@ class Dispatcher:
         self.on_undeliverable = on_undeliverable
         self.on_delivered = on_delivered
         self.batch_size = batch_size
-        self._semaphore = asyncio.Semaphore(concurrency)
-        self._wake = asyncio.Event()
+        self.lease = lease
+        self._slots = {
+            outbox.PRIORITY_REPLY: asyncio.Semaphore(reply_concurrency),
+            outbox.PRIORITY_INVITATION: asyncio.Semaphore(concurrency),
+        }
+        self._wake = {lane: asyncio.Event() for lane in LANES}
+        self._in_flight: set[str] = set()
+        self._delivered: set[str] = set()
 
     def kick(self) -> None:
-        """Wake the loop now: a citizen waiting for the next question should not wait a tick."""
-        self._wake.set()
+        """Wake the loops now: a citizen waiting for the next question should not wait a tick."""
+        for event in self._wake.values():
+            event.set()
 
     async def run_once(self) -> int:
-        async with self.sessions() as session:
-            claimed = await outbox.claim(session, self.batch_size)
-        results = await asyncio.gather(*(self._deliver(m) for m in claimed))
+        """One round of every lane, at once; the number of messages sent."""
+        async with self._leases_kept():
+            results = await asyncio.gather(*(self._round(lane) for lane in LANES))
         return sum(results)
 
     async def drain(self, rounds: int = 100) -> None:
@@ -67,35 +84,84 @@ class Dispatcher:
                 return
 
     async def run_forever(self, stop: asyncio.Event) -> None:
+        """One loop per lane, and the lease keeper, until ``stop``."""
+        async with self._leases_kept():
+            await asyncio.gather(*(self._lane_loop(lane, stop) for lane in LANES))
+
+    async def _lane_loop(self, lane: int, stop: asyncio.Event) -> None:
+        wake = self._wake[lane]
         while not stop.is_set():
             try:
-                sent = await self.run_once()
+                sent = await self._round(lane)
             except Exception:
                 log.exception("dispatcher round failed; retrying")
                 sent = 0
             if sent:
                 continue
-            self._wake.clear()
-            try:
+            wake.clear()
+            with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.interval):
-                    await self._wake.wait()
-            except TimeoutError:
-                pass
+                    await wake.wait()
 
-    async def _deliver(self, message: outbox.Claimed) -> int:
+    async def _round(self, lane: int) -> int:
+        async with self.sessions() as session:
+            claimed = await outbox.claim(session, self.batch_size, lane=lane, lease=self.lease)
+        self._in_flight.update(m.id for m in claimed)
+        results = await asyncio.gather(*(self._deliver(m, self._slots[lane]) for m in claimed))
+        return sum(results)
+
+    @contextlib.asynccontextmanager
+    async def _leases_kept(self) -> AsyncIterator[None]:
+        """Renew the lease of every message this dispatcher holds, at a third of its length."""
+        keeper = asyncio.create_task(self._keep_leases())
+        try:
+            yield
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+
+    async def _keep_leases(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease.total_seconds() / 3)
+            with contextlib.suppress(Exception):  # the database is down: the sends wait too
+                async with self.sessions() as session:
+                    await outbox.extend(session, list(self._in_flight), lease=self.lease)
+
+    async def _deliver(self, message: outbox.Claimed, slots: asyncio.Semaphore) -> int:
         """Send a conversation's head, then its next due messages, in order, in one task."""
         sent = 0
-        async with self._semaphore:
-            current: outbox.Claimed | None = message
-            while current is not None and sent < FOLLOW_ON_LIMIT:
-                if not await self._deliver_one(current):
-                    break
-                sent += 1
-                async with self.sessions() as session:
-                    current = await outbox.claim_next(session, current.conversation)
-            if current is not None and sent >= FOLLOW_ON_LIMIT:
-                await self._release(current)
+        current: outbox.Claimed | None = message
+        try:
+            async with slots:
+                while current is not None and sent < FOLLOW_ON_LIMIT:
+                    if not await self._send(current):
+                        current = None
+                        break
+                    sent += 1
+                    async with self.sessions() as session:
+                        following = await outbox.sent_then_next(session, current, lease=self.lease)
+                    await self._report_delivered(current)
+                    self._in_flight.discard(current.id)
+                    current = following
+                    if current is not None:
+                        self._in_flight.add(current.id)
+                if current is not None:  # fairness cap reached: give it back unsent
+                    await self._release(current)
+        finally:
+            self._in_flight.discard(message.id)
+            if current is not None:
+                self._in_flight.discard(current.id)
         return sent
+
+    async def _report_delivered(self, message: outbox.Claimed) -> None:
+        invitation = message.invitation_id
+        if not invitation or invitation in self._delivered:
+            return
+        await self.on_delivered(invitation)
+        if len(self._delivered) >= DELIVERED_MEMORY:
+            self._delivered.clear()
+        self._delivered.add(invitation)
 
     async def _release(self, message: outbox.Claimed) -> None:
         """Give back a claimed message this task will not send (fairness cap reached)."""
@@ -103,7 +169,9 @@ class Dispatcher:
             await outbox.release(session, message)
             await session.commit()
 
-    async def _deliver_one(self, message: outbox.Claimed) -> bool:
+    async def _send(self, message: outbox.Claimed) -> bool:
+        """Open the sealed address and payload in memory and send; False when it failed (the
+        failure is recorded: a retry later, or a dead letter)."""
         channel = self.channels.get(message.channel)
         try:
             if channel is None:
@@ -121,11 +189,6 @@ class Dispatcher:
             log.warning("send failed on %s: %s", message.channel, exc.__class__.__name__)
             await self._failed(message, exc.__class__.__name__, None, False)
             return False
-        async with self.sessions() as session:
-            await outbox.mark_sent(session, message.id)
-            await session.commit()
-        if message.invitation_id:
-            await self.on_delivered(message.invitation_id)
         return True
 
     async def _failed(

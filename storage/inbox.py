@@ -30,7 +30,6 @@ import asyncio
 import contextvars
 import datetime as dt
 import json
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +40,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, aliased
 
+from storage.backoff import backoff as retry_delay
 from storage.models import InboxEvent, new_id, utcnow
 from storage.outbox import to_the_hour
 from storage.pseudonym import KeyRing
@@ -305,10 +305,7 @@ async def done(
 
 
 def backoff(attempts: int) -> dt.timedelta:
-    """Exponential with jitter: half the step fixed, half random, so retries of many events that
-    failed together (the database was down) spread out instead of returning at once."""
-    step = min(MAX_BACKOFF_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(attempts - 1, 0))
-    return dt.timedelta(seconds=step / 2 + random.uniform(0, step / 2))
+    return retry_delay(attempts, base=BACKOFF_BASE_SECONDS, cap=MAX_BACKOFF_SECONDS)
 
 
 async def failed(

@@ -1,10 +1,14 @@
 """The durable outbox: every outbound message is a row before it is a network call.
 
 Rows are written in the same transaction as the state change that caused them, so an answer and
-its acknowledgement are durable together. Claiming is optimistic (a conditional UPDATE whose row
-count says who won), which works the same on SQLite and on several PostgreSQL clients. Only the
-oldest unsent message of a conversation is eligible, so a citizen never sees question 3 before
-question 2, even after a retry.
+its acknowledgement are durable together. A claim is one statement (``UPDATE … WHERE id IN
+(SELECT … FOR UPDATE SKIP LOCKED) RETURNING``; under SQLite's single writer the same statement
+without the lock clause), whose outer WHERE re-checks the row, so two dispatchers never take
+one message. Only the oldest unsent message of a conversation is eligible, so a citizen never
+sees question 3 before question 2, even after a retry; a claimed message is leased, and the
+lease is renewed while its send runs (``extend``), so a slow send is not taken over and sent
+twice. Claims are per lane: replies inside a running conversation (``PRIORITY_REPLY``) have
+their own, so a backlog of invitations never holds one up.
 
 What a row keeps is only what delivery needs, and only while it needs it (brief invariant 6):
 
@@ -25,16 +29,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, exists, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
+from storage.backoff import backoff
 from storage.models import Invitation, OutboxMessage, new_id, utcnow
 from storage.pseudonym import KeyRing
 
 PRIORITY_REPLY = 0
 PRIORITY_INVITATION = 1
 LEASE = dt.timedelta(seconds=60)
+BACKOFF_BASE_SECONDS = 2.0
 MAX_BACKOFF_SECONDS = 300.0
 UNSENT = ("pending", "sending")
 RETIRED = ("sent", "dead", "cancelled")
@@ -140,97 +147,119 @@ async def enqueue_once(session: AsyncSession, keys: KeyRing, **kwargs: Any) -> b
     return True
 
 
-async def claim(session: AsyncSession, limit: int, now: dt.datetime | None = None) -> list[Claimed]:
-    """Claim up to ``limit`` messages: the head of each conversation, replies first.
+def _heads(now: dt.datetime) -> ColumnElement[bool]:
+    """Due, sendable, not leased, and the oldest unsent message of its conversation."""
+    older = aliased(OutboxMessage)
+    earlier = or_(
+        older.created_at < OutboxMessage.created_at,
+        and_(older.created_at == OutboxMessage.created_at, older.id < OutboxMessage.id),
+    )
+    return and_(
+        OutboxMessage.status.in_(UNSENT),
+        OutboxMessage.available_at <= now,
+        OutboxMessage.address_sealed.is_not(None),
+        ~exists().where(
+            older.conversation == OutboxMessage.conversation,
+            older.status.in_(UNSENT),
+            earlier,
+        ),
+    )
 
-    Priority picks *which conversations* go first (a citizen mid-survey before a backlog of new
-    invitations); inside a conversation the oldest message always goes first, whatever its
-    priority, so a reminder and a reply can never swap places.
-    """
+
+async def claim(
+    session: AsyncSession,
+    limit: int,
+    now: dt.datetime | None = None,
+    *,
+    lane: int | None = None,
+    conversation: str | None = None,
+    lease: dt.timedelta = LEASE,
+) -> list[Claimed]:
+    """Lease up to ``limit`` conversation heads, oldest first, in one statement; commits.
+
+    ``lane`` takes only heads of that priority (replies, or invitations and reminders): each
+    lane has its own dispatcher slots. ``conversation`` takes that conversation's head (a
+    reply's next message goes out at once instead of waiting for the next round)."""
     now = now or utcnow()
-    unsent = OutboxMessage.status.in_(UNSENT)
-    order: dict[str, int] = {}
-    for conversation in (
-        await session.execute(
-            select(OutboxMessage.conversation)
-            .where(unsent)
-            .order_by(OutboxMessage.priority, OutboxMessage.created_at)
-            .limit(limit * 20)
-        )
-    ).scalars():
-        order.setdefault(conversation, len(order))
-    heads: dict[str, OutboxMessage] = {}
-    if order:
-        rows = (
-            await session.execute(
-                select(OutboxMessage)
-                .where(unsent, OutboxMessage.conversation.in_(list(order)))
-                .order_by(OutboxMessage.created_at)
-            )
-        ).scalars()
-        for row in rows:
-            heads.setdefault(row.conversation, row)
-    ranked = sorted(heads.values(), key=lambda row: order[row.conversation])
-    claimed: list[Claimed] = []
-    for row in ranked:
-        if len(claimed) >= limit:
-            break
-        taken = await _take(session, row, now)
-        if taken is not None:
-            claimed.append(taken)
-    await session.commit()
-    return claimed
-
-
-async def claim_next(
-    session: AsyncSession, conversation: str, now: dt.datetime | None = None
-) -> Claimed | None:
-    """The conversation's next message, if it is due: a reply's second message (the next
-    question after an acknowledgement) goes out at once instead of waiting for the next round."""
-    now = now or utcnow()
-    row = (
-        await session.execute(
-            select(OutboxMessage)
-            .where(
-                OutboxMessage.conversation == conversation,
-                OutboxMessage.status.in_(UNSENT),
-            )
-            .order_by(OutboxMessage.created_at)
-            .limit(1)
-        )
-    ).scalar_one_or_none()
-    taken = await _take(session, row, now) if row is not None else None
-    await session.commit()
-    return taken
-
-
-async def _take(session: AsyncSession, row: OutboxMessage, now: dt.datetime) -> Claimed | None:
-    """Claim one row if it is due and nobody else took it (the conditional UPDATE decides)."""
-    if row.available_at > now or row.address_sealed is None:
-        return None
-    result = await session.execute(
+    candidates = select(OutboxMessage.id).where(_heads(now))
+    if lane is not None:
+        candidates = candidates.where(OutboxMessage.priority == lane)
+    if conversation is not None:
+        candidates = candidates.where(OutboxMessage.conversation == conversation)
+    candidates = candidates.order_by(OutboxMessage.priority, OutboxMessage.created_at).limit(limit)
+    if session.get_bind().dialect.name == "postgresql":
+        candidates = candidates.with_for_update(skip_locked=True)
+    statement = (
         update(OutboxMessage)
         .where(
-            and_(
-                OutboxMessage.id == row.id,
-                OutboxMessage.status == row.status,
-                OutboxMessage.attempts == row.attempts,
-            )
+            OutboxMessage.id.in_(candidates.scalar_subquery()),
+            OutboxMessage.status.in_(UNSENT),
+            OutboxMessage.available_at <= now,
         )
-        .values(status="sending", available_at=now + LEASE, attempts=row.attempts + 1)
+        .values(status="sending", available_at=now + lease, attempts=OutboxMessage.attempts + 1)
+        .returning(
+            OutboxMessage.id,
+            OutboxMessage.channel,
+            OutboxMessage.address_sealed,
+            OutboxMessage.payload,
+            OutboxMessage.attempts,
+            OutboxMessage.invitation_id,
+            OutboxMessage.conversation,
+            OutboxMessage.priority,
+            OutboxMessage.created_at,
+        )
         .execution_options(synchronize_session=False)
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
-        return None
-    return Claimed(
-        row.id,
-        row.channel,
-        row.address_sealed,
-        row.payload,
-        row.attempts + 1,
-        row.invitation_id,
-        row.conversation,
+    rows = (await session.execute(statement)).all()
+    await session.commit()
+    rows = sorted(rows, key=lambda row: (row.priority, row.created_at))
+    return [
+        Claimed(
+            row.id,
+            row.channel,
+            row.address_sealed,
+            row.payload,
+            row.attempts,
+            row.invitation_id,
+            row.conversation,
+        )
+        for row in rows
+    ]
+
+
+async def sent_then_next(
+    session: AsyncSession,
+    message: Claimed,
+    now: dt.datetime | None = None,
+    *,
+    lease: dt.timedelta = LEASE,
+) -> Claimed | None:
+    """Mark ``message`` sent and lease its conversation's next message, if due, in one
+    transaction (one round trip per message instead of two); commits."""
+    now = now or utcnow()
+    await mark_sent(session, message.id, now)
+    following = await claim(session, 1, now, conversation=message.conversation, lease=lease)
+    return following[0] if following else None
+
+
+async def extend(
+    session: AsyncSession,
+    message_ids: Sequence[str],
+    *,
+    lease: dt.timedelta = LEASE,
+    now: dt.datetime | None = None,
+) -> None:
+    """Renew the leases of messages whose send is still running; commits."""
+    if not message_ids:
+        return
+    now = now or utcnow()
+    await session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id.in_(list(message_ids)), OutboxMessage.status == "sending")
+        .values(available_at=now + lease)
+        .execution_options(synchronize_session=False)
     )
+    await session.commit()
 
 
 async def release(session: AsyncSession, message: Claimed) -> None:
@@ -269,7 +298,11 @@ async def mark_failed(
     now = now or utcnow()
     dead = permanent or (counted and message.attempts >= max_attempts)
     delay = (
-        retry_after if retry_after is not None else min(2.0**message.attempts, MAX_BACKOFF_SECONDS)
+        retry_after
+        if retry_after is not None
+        else backoff(
+            message.attempts, base=BACKOFF_BASE_SECONDS, cap=MAX_BACKOFF_SECONDS
+        ).total_seconds()
     )
     values: dict[str, Any] = {"last_error": reason[:255]}
     if dead:

@@ -443,6 +443,8 @@ async def test_no_route_answers_5xx_drops_a_connection_or_logs_a_trace(
                 return
             status, detail = await send(host, port, raw)
             statuses[status or 0] += 1
+            if status == 503 and label.split(" ")[1].startswith("/readyz"):
+                continue  # "not ready" is /readyz's own answer (this app's Zalo has no grant)
             if status is None or status >= 500:
                 failures.append(f"{label} -> {status}: {detail!r}")
 

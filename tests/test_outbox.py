@@ -8,7 +8,6 @@ import datetime as dt
 from collections import defaultdict
 from typing import Any
 
-import pytest
 from redis.asyncio import Redis
 from sqlalchemy import select
 
@@ -18,6 +17,7 @@ from bot.flows.engine import Choice, Reply
 from bot.runtime import Runtime
 from bot.schemas import DossierRegistration, ResultBatch, ResultReport
 from storage import outbox
+from storage.db import make_engine, make_sessions
 from storage.models import Agency, Answer, OutboxMessage, SurveyLedger
 from tests.conftest import REDIS_URL, today
 
@@ -173,42 +173,132 @@ async def test_an_acknowledged_answer_survives_a_redis_flush(
 
 
 async def test_claims_are_exclusive_between_dispatchers(
-    runtime: Runtime, agency: Agency, monkeypatch: pytest.MonkeyPatch
+    runtime: Runtime, agency: Agency, database_url: str
 ) -> None:
-    """Eight dispatchers claim at the same moment, each on its own connection: every head once.
+    """Eight claimers, each on its own engine, released together: every head claimed once.
 
-    On PostgreSQL a barrier holds each claimer before its first take until all eight have read
-    the same twenty heads, so only the conditional UPDATE stands between them and a double
-    claim (with its guard removed this test fails). SQLite's transactions start with BEGIN
-    IMMEDIATE, so there the claimers queue for the write lock instead; they still run at once.
-    """
+    The claim is one statement; on PostgreSQL its ``FOR UPDATE SKIP LOCKED`` and the outer
+    re-check stand between them and a double claim (remove both and this test fails there)."""
     runtime, _ = await make_runtime(runtime)
     for i in range(20):
         await start_survey(runtime, agency, f"HS-C-{i}", f"c{i}", drain=False)
     claimers = 8
-    if runtime.engine.dialect.name == "postgresql":
-        everyone_has_read = asyncio.Barrier(claimers)
-        take = outbox._take
-        waited: set[int] = set()
+    engines = [make_engine(database_url) for _ in range(claimers)]
+    together = asyncio.Barrier(claimers)
 
-        async def take_once_all_have_read(session: Any, row: Any, now: Any) -> Any:
-            if id(session) not in waited:
-                waited.add(id(session))
-                async with asyncio.timeout(30):
-                    await everyone_has_read.wait()
-            return await take(session, row, now)
-
-        monkeypatch.setattr(outbox, "_take", take_once_all_have_read)
-
-    async def dispatcher() -> list[outbox.Claimed]:
-        async with runtime.sessions() as session:
+    async def dispatcher(index: int) -> list[outbox.Claimed]:
+        async with make_sessions(engines[index])() as session:
+            if runtime.engine.dialect.name == "postgresql":
+                await session.execute(select(1))  # connected (SQLite: would hold the writer)
+            await together.wait()
             return await outbox.claim(session, 50)
 
-    claims = await asyncio.gather(*(dispatcher() for _ in range(claimers)))
+    try:
+        claims = await asyncio.gather(*(dispatcher(i) for i in range(claimers)))
+    finally:
+        for engine in engines:
+            await engine.dispose()
     ids = [c.id for claimed in claims for c in claimed]
     assert len(ids) == 20 and len(set(ids)) == 20  # one head per conversation, claimed once
-    if runtime.engine.dialect.name == "postgresql":
-        assert len(waited) == claimers  # they did race: all read before anyone took
+
+
+class SlowChannel(FlakyChannel):
+    """The first send to each listed address waits until the test lets it finish (a channel
+    answering slowly); later ones go at once."""
+
+    name = "flaky"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = asyncio.Event()
+        self.finish = asyncio.Event()
+        self.slow_for: set[str] = set()
+
+    async def send(self, address: str, message: OutboundMessage) -> None:
+        if address in self.slow_for:
+            self.slow_for.discard(address)
+            self.started.set()
+            await self.finish.wait()
+        await super().send(address, message)
+
+
+def dispatcher_for(runtime: Runtime, **options: Any) -> Dispatcher:
+    return Dispatcher(
+        runtime.sessions,
+        runtime.keyring,
+        runtime.channels,
+        max_attempts=3,
+        interval=0.05,
+        on_undeliverable=runtime.service.mark_undeliverable,
+        on_delivered=runtime.service.mark_delivered,
+        **options,
+    )
+
+
+async def test_a_send_that_outlives_its_lease_is_not_sent_twice(
+    runtime: Runtime, agency: Agency
+) -> None:
+    """The first dispatcher's send takes many leases long; a second dispatcher runs rounds the
+    whole time. The lease is renewed while the send runs, so the message goes out once.
+    Fails without the heartbeat (``Dispatcher._keep_leases``)."""
+    runtime, _ = await make_runtime(runtime)
+    slow = SlowChannel()
+    runtime.channels["flaky"] = slow
+    slow.slow_for.add("us")
+    await start_survey(runtime, agency, "HS-L", "us", drain=False)
+    lease = dt.timedelta(seconds=0.6)
+    first, second = dispatcher_for(runtime, lease=lease), dispatcher_for(runtime, lease=lease)
+    sending = asyncio.create_task(first.run_once())
+    await slow.started.wait()
+    for _ in range(8):  # eight rounds over four leases' time, while the send is stuck
+        await second.run_once()
+        await asyncio.wait_for(asyncio.shield(asyncio.sleep(lease.total_seconds() / 2)), 5)
+    slow.finish.set()
+    await sending
+    await first.drain()
+    texts = slow.received["us"]
+    assert len(texts) == len(set(texts)), "a message was sent twice"
+    assert texts[0].startswith("Cảm ơn")
+
+
+async def test_a_reply_goes_out_while_invitations_fill_every_slot(
+    runtime: Runtime, agency: Agency
+) -> None:
+    """Every invitation slot is held by a send that does not return; a citizen's answer is
+    still acknowledged and the next question sent: replies have a lane of their own."""
+    runtime, _ = await make_runtime(runtime)
+    await start_survey(runtime, agency, "HS-A2", "citizen")
+    await runtime.dispatcher.drain()
+    slow = SlowChannel()
+    slow.received = runtime.channels["flaky"].received  # type: ignore[attr-defined]
+    runtime.channels["flaky"] = slow
+    for i in range(4):  # four other citizens bound (those replies delivered)...
+        reg = await runtime.service.register_dossier(
+            agency, DossierRegistration(dossier_code=f"HS-BULK2-{i}")
+        )
+        await runtime.service.bind(reg.rating_token, "flaky", f"bulk{i}", "vi")
+    await runtime.dispatcher.drain()
+    slow.slow_for = {f"bulk{i}" for i in range(4)}
+    for i in range(4):  # ...then their invitations, whose sends will not return
+        await runtime.service.report_results(agency, ResultBatch(
+            results=[ResultReport(dossier_code=f"HS-BULK2-{i}", returned_at=today())]))  # fmt: skip
+    dispatcher = dispatcher_for(runtime, concurrency=2, reply_concurrency=1)
+    stop = asyncio.Event()
+    loop = asyncio.create_task(dispatcher.run_forever(stop))
+    try:
+        async with asyncio.timeout(20):
+            await slow.started.wait()  # the invitation slots are stuck
+        before = len(slow.received["citizen"])
+        await runtime.service.handle("flaky", "citizen", Reply("1"))
+        dispatcher.kick()
+        async with asyncio.timeout(20):
+            while len(slow.received["citizen"]) < before + 1:  # noqa: ASYNC110 - no event to wait on
+                await asyncio.sleep(0.01)
+    finally:
+        slow.finish.set()
+        stop.set()
+        await loop
+    assert len(slow.received["citizen"]) >= before + 1
 
 
 async def test_a_conversations_messages_go_out_back_to_back_in_one_round(
