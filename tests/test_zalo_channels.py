@@ -8,6 +8,7 @@ replayed webhooks, and single-use refresh tokens expiring in the middle of a bat
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -114,11 +115,17 @@ class Zalo:
         return list(csv.DictReader(io.StringIO(text)))
 
 
-@pytest.fixture
-async def zalo(
-    tmp_path: Path, database_url: str, keyring: KeyRing, redis_prefix: str
+@contextlib.asynccontextmanager
+async def zalo_stack(
+    tmp_path: Path,
+    database_url: str,
+    keyring: KeyRing,
+    redis_prefix: str,
+    **emulator_options: Any,
 ) -> AsyncIterator[Zalo]:
-    emu = ZaloEmulator(start_time_ms=START_MS, clock_runs=False, seed=7)
+    """The emulator (``emulator_options`` pick its readings) and our service wired to it."""
+    options: dict[str, Any] = {"start_time_ms": START_MS, "clock_runs": False, "seed": 7}
+    emu = ZaloEmulator(**(options | emulator_options))
     await emu.start()
     settings = make_settings(
         tmp_path,
@@ -153,6 +160,14 @@ async def zalo(
         await emu.wait_idle()
     await emu.stop()
     await rt.close()
+
+
+@pytest.fixture
+async def zalo(
+    tmp_path: Path, database_url: str, keyring: KeyRing, redis_prefix: str
+) -> AsyncIterator[Zalo]:
+    async with zalo_stack(tmp_path, database_url, keyring, redis_prefix) as stack:
+        yield stack
 
 
 async def count(rt: Runtime, model: Any) -> int:

@@ -189,6 +189,40 @@ async def test_token_refresh_rotation_reuse_and_expiry(
     assert emu.refresh_count == 2
 
 
+@pytest.mark.parametrize("revoke", [True, False])
+async def test_a_refresh_revokes_the_access_token_it_replaces(
+    http: aiohttp.ClientSession, revoke: bool
+) -> None:
+    emu = ZaloEmulator(
+        access_token=ACCESS,
+        refresh_token="RT-initial",
+        start_time_ms=START_MS,
+        clock_runs=False,
+        seed=5,
+        revoke_replaced_access_token=revoke,
+    )
+    await emu.start()
+    try:
+        form = {"refresh_token": "RT-initial", "app_id": emu.app_id, "grant_type": "refresh_token"}
+        async with http.post(
+            emu.oauth_url + "/v4/oa/access_token",
+            data=form,
+            headers={"secret_key": emu.app_secret_key},
+        ) as resp:
+            fresh = (await resp.json())["access_token"]
+        getoa = emu.openapi_url + "/v2.0/oa/getoa"
+        _, old = await get_json(http, getoa, {}, ACCESS)
+        _, zns = await get_json(http, emu.business_url + "/message/quota", {}, ACCESS)
+        _, new = await get_json(http, getoa, {}, fresh)
+        assert new["error"] == 0
+        if revoke:
+            assert old["error"] == emu.expired_token_code and zns["error"] == -124
+        else:
+            assert old["error"] == 0 and zns["error"] == 0
+    finally:
+        await emu.stop()
+
+
 # ------------------------------------------------------------------------------ OA messaging
 
 

@@ -396,6 +396,7 @@ class ZaloEmulator:
         rate_limit_per_minute: int = DEFAULT_RATE_LIMIT_PER_MINUTE,
         bot_rate_limit_per_minute: int | None = None,
         expired_token_code: int = -216,
+        revoke_replaced_access_token: bool = True,
         max_buttons: int = 5,
         echo_oa_messages: bool = True,
         auto_delivery_receipts: bool = False,
@@ -415,7 +416,12 @@ class ZaloEmulator:
         ``client_timeout`` is the adapter's HTTP timeout: a ``"timeout"`` fault sleeps longer than
         it. ``start_time_ms``/``clock_runs`` control the virtual clock (``clock_runs=False``
         freezes it so tests are deterministic). ``expired_token_code`` picks -216 or -220 for
-        expired OA tokens, since the reference lists both.
+        expired OA tokens, since the reference lists both. ``revoke_replaced_access_token``: a
+        refresh makes the access token issued with the used refresh token stop working at once
+        (zalo.md §3, "The access token that was just replaced stops working as soon as the new
+        pair is issued", read in a verification of the live docs); ``False`` is the reading
+        that it stays valid until its own 25 h expiry (not documented: our reading of the
+        older sources, which never mention a revocation).
         """
         self.app_id = app_id
         self.oa_id = oa_id
@@ -429,6 +435,7 @@ class ZaloEmulator:
         self.rate_limit_per_minute = rate_limit_per_minute
         self.bot_rate_limit_per_minute = bot_rate_limit_per_minute
         self.expired_token_code = expired_token_code
+        self.revoke_replaced_access_token = revoke_replaced_access_token
         self.max_buttons = max_buttons
         self.echo_oa_messages = echo_oa_messages
         self.auto_delivery_receipts = auto_delivery_receipts
@@ -459,9 +466,14 @@ class ZaloEmulator:
         self._refresh_tokens: dict[str, int] = {}
         self._used_refresh_tokens: set[str] = set()
         self._auth_codes: dict[str, tuple[int, str | None]] = {}
+        #: The access token issued together with each refresh token (the pair a refresh replaces).
+        self._paired_access: dict[str, str] = {}
+        #: Access tokens revoked before their expiry: answered as "expired or removed".
+        self._removed_access_tokens: set[str] = set()
         self._refresh_tokens[refresh_token] = self.now_ms() + REFRESH_TOKEN_TTL_S * 1000
         if access_token is not None:
             self._access_tokens[access_token] = self.now_ms() + ACCESS_TOKEN_TTL_S * 1000
+            self._paired_access[refresh_token] = access_token
 
         # State.
         self.users: dict[str, OaUser] = {}
@@ -621,6 +633,7 @@ class ZaloEmulator:
         refresh = self._token("RT.")
         self._access_tokens[access] = self.now_ms() + ACCESS_TOKEN_TTL_S * 1000
         self._refresh_tokens[refresh] = self.now_ms() + REFRESH_TOKEN_TTL_S * 1000
+        self._paired_access[refresh] = access
         return access, refresh
 
     def issue_authorization_code(self, code_challenge: str | None = None) -> str:
@@ -631,7 +644,8 @@ class ZaloEmulator:
 
     def revoke_access_token(self, token: str) -> None:
         """Make an access token invalid immediately (the "removed" half of -220)."""
-        self._access_tokens.pop(token, None)
+        if self._access_tokens.pop(token, None) is not None:
+            self._removed_access_tokens.add(token)
 
     @property
     def valid_refresh_tokens(self) -> list[str]:
@@ -812,6 +826,12 @@ class ZaloEmulator:
         """Validate the bare ``access_token`` header (not ``Authorization: Bearer``)."""
         token = ctx.request.headers.get("access_token")
         expiry = self._access_tokens.get(token) if token else None
+        if expiry is None and token in self._removed_access_tokens:
+            # Replaced by a refresh (zalo.md §3): "a process still holding it gets -216/-220";
+            # answered like an expired token (the "removed" of -220's message).
+            if ctx.api == "business":
+                return _oa_err(-124, "Access token is invalid")
+            return self._expired_oa_token()
         if expiry is None:
             if ctx.api == "business":
                 return _oa_err(-124, "Access token is invalid")
@@ -848,6 +868,11 @@ class ZaloEmulator:
                 return _oauth_err(-14014, "Invalid refresh token", reason)
             self._used_refresh_tokens.add(old)
             self.refresh_count += 1
+            replaced = self._paired_access.pop(old, None)
+            if replaced is not None and self.revoke_replaced_access_token:
+                # zalo.md §3: the replaced access token stops working as soon as the new pair
+                # is issued (switch off for the reading that it lives out its 25 h).
+                self.revoke_access_token(replaced)
         elif grant == "authorization_code":
             code = str(form.get("code", ""))
             entry = self._auth_codes.pop(code, None)
