@@ -322,8 +322,12 @@ async def test_forged_stale_and_replayed_webhooks_refused(zalo: Zalo) -> None:
     assert await stored() == after_first
 
 
-async def test_token_expiring_mid_batch_loses_and_doubles_nothing(zalo: Zalo) -> None:
+@pytest.mark.parametrize("expired_code", [-220, -216])  # expired, or "invalid" (zalo.md §1.5)
+async def test_token_expiring_mid_batch_loses_and_doubles_nothing(
+    zalo: Zalo, expired_code: int
+) -> None:
     emu = zalo.emu
+    emu.expired_token_code = expired_code
     users: list[str] = []
     codes = [f"000.00.12.H29-261124-03{i:02d}" for i in range(6)]
     for code in codes:
@@ -343,6 +347,8 @@ async def test_token_expiring_mid_batch_loses_and_doubles_nothing(zalo: Zalo) ->
         assert len(surveys) == 1, texts
         assert len([m for m in emu.transcript(uid) if m.raw_buttons]) == 1
     assert emu.refresh_count - refreshes <= 2
+    [told] = [c for c in emu.calls_to("/v3.0/oa/message/cs") if c.fault == "expired_token"]
+    assert told.error == expired_code  # refreshed and retried once: every survey went out
     async with zalo.rt.sessions() as session:
         row = await session.get(ZaloToken, emu.app_id)
         dead = await session.scalar(

@@ -139,9 +139,21 @@ RATE_BUTTONS: list[dict[str, Any]] = [
 # ------------------------------------------------------------------------------ OAuth
 
 
+EXPIRED_ANSWERS = {
+    -220: {"error": -220, "message": "access_token is expired or removed"},
+    -216: {"error": -216, "message": "Access token is invalid"},
+}
+
+
+def test_an_expired_token_is_minus_220_by_default() -> None:
+    assert ZaloEmulator().expired_token_code == -220  # zalo.md §1.5: "expired or removed"
+
+
+@pytest.mark.parametrize("expired_code", list(EXPIRED_ANSWERS))
 async def test_token_refresh_rotation_reuse_and_expiry(
-    emu: ZaloEmulator, http: aiohttp.ClientSession
+    emu: ZaloEmulator, http: aiohttp.ClientSession, expired_code: int
 ) -> None:
+    emu.expired_token_code = expired_code
     url = emu.oauth_url + "/v4/oa/access_token"
     form = {"refresh_token": "RT-initial", "app_id": emu.app_id, "grant_type": "refresh_token"}
 
@@ -174,9 +186,9 @@ async def test_token_refresh_rotation_reuse_and_expiry(
     assert oa["error"] == 0
     emu.advance(1)
     _, oa = await get_json(http, emu.openapi_url + "/v2.0/oa/getoa", {}, new_access)
-    assert oa == {"error": -216, "message": "Access token is invalid"}
+    assert oa == EXPIRED_ANSWERS[expired_code]
     _, oa = await get_json(http, emu.openapi_url + "/v2.0/oa/getoa", {}, None)
-    assert oa["error"] == -216
+    assert oa == EXPIRED_ANSWERS[-216]  # no token at all is "invalid" under both readings
     _, zns = await get_json(http, emu.business_url + "/message/quota", {}, new_access)
     assert zns["error"] == -124
 
@@ -554,7 +566,7 @@ async def test_fault_injection(emu: ZaloEmulator, http: aiohttp.ClientSession) -
     async with http.post(url, json=cs_body(uid, "a"), headers={"access_token": ACCESS}) as resp:
         assert resp.status == 500
     emu.inject("message/cs", "expired_token")
-    assert (await post_json(http, url, cs_body(uid, "a")))[1]["error"] == -216
+    assert (await post_json(http, url, cs_body(uid, "a")))[1]["error"] == -220
     emu.inject(None, "rate_limit")
     assert (await post_json(http, url, cs_body(uid, "a")))[1]["error"] == -32
     emu.inject("/message/template", "quota", count=2)

@@ -395,7 +395,7 @@ class ZaloEmulator:
         zns_admin_phones: Iterable[str] = (),
         rate_limit_per_minute: int = DEFAULT_RATE_LIMIT_PER_MINUTE,
         bot_rate_limit_per_minute: int | None = None,
-        expired_token_code: int = -216,
+        expired_token_code: int = -220,
         revoke_replaced_access_token: bool = True,
         max_buttons: int = 5,
         echo_oa_messages: bool = True,
@@ -415,8 +415,11 @@ class ZaloEmulator:
 
         ``client_timeout`` is the adapter's HTTP timeout: a ``"timeout"`` fault sleeps longer than
         it. ``start_time_ms``/``clock_runs`` control the virtual clock (``clock_runs=False``
-        freezes it so tests are deterministic). ``expired_token_code`` picks -216 or -220 for
-        expired OA tokens, since the reference lists both. ``revoke_replaced_access_token``: a
+        freezes it so tests are deterministic). ``expired_token_code`` is what an expired (or
+        revoked) OA token is answered with: -220 "access_token is expired or removed" by default
+        (zalo.md §1.5, the official ``ma-loi`` table via S3 [H]), while -216 "Access token is
+        invalid" stays the answer to a missing or unknown token; -216 is the other reading
+        (zalo.md §1.5: chatwoot refreshes on -216 only; §3 and §8 say "-216/-220"). ``revoke_replaced_access_token``: a
         refresh makes the access token issued with the used refresh token stop working at once
         (zalo.md §3, "The access token that was just replaced stops working as soon as the new
         pair is issued", read in a verification of the live docs); ``False`` is the reading
@@ -661,7 +664,7 @@ class ZaloEmulator:
         ``endpoint`` matches the call's endpoint exactly or as a suffix, e.g.
         ``"/v3.0/oa/message/cs"``, ``"/message/template"``, ``"/v4/oa/access_token"`` or
         ``"sendMessage"`` (bot endpoints are ``"/bot/<method>"``, the token stripped). Kinds:
-        ``expired_token`` (OA -216/-220, ZNS -124, OAuth -14014, Bot 401), ``quota`` (OA -211,
+        ``expired_token`` (OA ``expired_token_code``, -220 by default, ZNS -124, OAuth -14014, Bot 401), ``quota`` (OA -211,
         ZNS -144, Bot 429), ``500`` (HTTP 500, text body), ``timeout`` (sleeps
         ``client_timeout + 0.5`` s, then processes the request normally, so the side effect
         happens although the client gave up), ``rate_limit`` (OA/ZNS -32, Bot 429).
@@ -709,6 +712,7 @@ class ZaloEmulator:
         return _oa_err(-32, "Your application reached limit call api")
 
     def _expired_oa_token(self) -> Reply:
+        """An expired or removed OA token (zalo.md §1.5: -220; -216 under the other reading)."""
         if self.expired_token_code == -220:
             return _oa_err(-220, "access_token is expired or removed")
         return _oa_err(self.expired_token_code, "Access token is invalid")
@@ -832,7 +836,7 @@ class ZaloEmulator:
             if ctx.api == "business":
                 return _oa_err(-124, "Access token is invalid")
             return self._expired_oa_token()
-        if expiry is None:
+        if expiry is None:  # missing or never issued: "invalid" (zalo.md §1.5 -216, §4.4 -124)
             if ctx.api == "business":
                 return _oa_err(-124, "Access token is invalid")
             return _oa_err(-216, "Access token is invalid")
