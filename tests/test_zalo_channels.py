@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 
 from bot.adapters.zalo.ratings import reconcile
 from bot.app import create_app
-from bot.emulators.zalo import CS_WINDOW_MS, ZaloEmulator, sign_event
+from bot.emulators.zalo import CS_WINDOW_MS, ZNS_PHONE_FORMS, ZaloEmulator, sign_event
 from bot.runtime import Runtime
 from storage import export
 from storage.models import (
@@ -262,6 +262,24 @@ async def test_oa_zns_and_fallback_citizens_all_pseudonymised(
                     f"{phone[:3]} {phone[3:6]} {phone[6:]}"]  # fmt: skip
     for needle in needles:
         assert needle not in haystack, f"raw identifier {needle[:3]}… leaked"
+
+
+@pytest.mark.parametrize("forms", sorted(ZNS_PHONE_FORMS))
+async def test_zns_reaches_a_phone_however_the_agency_wrote_it(
+    tmp_path: Path, database_url: str, keyring: KeyRing, redis_prefix: str, forms: str
+) -> None:
+    """Under either reading of which phone forms ZNS accepts (zalo.md §4.1), we send ``84…``."""
+    async with zalo_stack(
+        tmp_path, database_url, keyring, redis_prefix, zns_phone_forms=forms
+    ) as zalo:
+        written = ["0912 345 678", "+84 912 345 679", "912.345.670", "84912345671"]
+        codes = [f"000.00.12.H29-261124-08{i:02d}" for i in range(len(written))]
+        items = [{"dossier_code": c, "phone": p} for c, p in zip(codes, written, strict=True)]
+        await zalo.report(*items)
+        await zalo.settle()
+        sent = sorted(m.phone_as_sent for m in zalo.emu.zns_messages)
+        assert sent == ["84912345670", "84912345671", "84912345678", "84912345679"]
+        assert all(c.error == 0 for c in zalo.emu.calls_to("/message/template"))
 
 
 async def test_forged_stale_and_replayed_webhooks_refused(zalo: Zalo) -> None:

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from bot.emulators.zalo import (
     CS_WINDOW_MS,
+    ZNS_PHONE_FORMS,
     ZaloEmulator,
     ZnsTemplate,
     sign_event,
@@ -445,6 +446,7 @@ async def test_lost_feedback_webhook_still_in_rating_get(
 async def test_zns_validation(http: aiohttp.ClientSession) -> None:
     emu = ZaloEmulator(
         access_token=ACCESS,
+        zns_phone_forms="country_code_only",  # the strict reading of zalo.md §4.1 / §8
         start_time_ms=vn_epoch_ms(2026, 11, 2, 23, 0),
         clock_runs=False,
         zns_daily_quota=1,
@@ -491,6 +493,30 @@ async def test_zns_validation(http: aiohttp.ClientSession) -> None:
             msg = emu.zns_messages[0]
             msg.template_id = "1002"
             await emu.zns_rate(msg.msg_id, 5)
+    finally:
+        await emu.stop()
+
+
+@pytest.mark.parametrize("forms", sorted(ZNS_PHONE_FORMS))
+async def test_zns_phone_forms(http: aiohttp.ClientSession, forms: str) -> None:
+    """zalo.md §4.1: ``84…`` always; ``0…`` and bare national digits on the error page's (S6)
+    reading; anything else is -108 (§4.4)."""
+    emu = ZaloEmulator(access_token=ACCESS, start_time_ms=START_MS, clock_runs=False, seed=3,
+                       zns_phone_forms=forms)  # fmt: skip
+    await emu.start()
+    try:
+        url = emu.business_url + "/message/template"
+        accepted = ["84987654321", "0987654321", "987654321"]
+        if forms == "country_code_only":
+            accepted = accepted[:1]
+        for phone in ["84987654321", "0987654321", "987654321", "+84987654321", "84087654321"]:
+            body = {"phone": phone, "template_id": RATING_TID, "tracking_id": "t",
+                    "template_data": {"customer_name": "A", "dossier_code": "B"}}  # fmt: skip
+            _, answer = await post_json(http, url, body)
+            assert answer["error"] == (0 if phone in accepted else -108), phone
+        sent = emu.zns_sent_to("84987654321")
+        assert [m.phone_as_sent for m in sent] == accepted  # each recorded as 84…
+        assert emu.zns_messages == sent
     finally:
         await emu.stop()
 

@@ -52,6 +52,7 @@ __all__ = [
     "REAL_RETRY_LADDER_S",
     "RETRY_TRIGGERS",
     "TWELVE_HOUR_RETRY_LADDER_S",
+    "ZNS_PHONE_FORMS",
     "ApiCall",
     "BotMessage",
     "OaMessage",
@@ -112,7 +113,17 @@ MAX_QUERY_PAYLOAD = 1000
 #: Kinds accepted by :meth:`ZaloEmulator.inject`.
 FAULT_KINDS = frozenset({"expired_token", "quota", "500", "timeout", "rate_limit"})
 
+#: ZNS recipient phones (zalo.md §4.1 ``phone`` row): ``84xxxxxxxxx``, the country code without
+#: the leading 0 [H], in every reading; the official Zalo Cloud error page (S6 [M]) says
+#: ``0xxxxxxxxx`` and the bare national digits are accepted too. Vietnamese numbers have 9 or
+#: 10 digits after the trunk 0.
 _PHONE_RE = re.compile(r"84[1-9]\d{8,9}")
+_PHONE_TRUNK_RE = re.compile(r"0([1-9]\d{8,9})")
+_PHONE_BARE_RE = re.compile(r"[1-9]\d{8,9}")
+#: Readings of which phone forms ZNS accepts (``zns_phone_forms``): ``"error_page"`` (S6:
+#: ``84…``, ``0…``, bare national digits) or ``"country_code_only"`` (``84…`` only: §4.1's [H]
+#: rule and the §8 emulator table, "``84…`` phone → -108").
+ZNS_PHONE_FORMS = frozenset({"error_page", "country_code_only"})
 _BOT_PATH_RE = re.compile(r"/bot([^/]+)/([A-Za-z]+)")
 _MAX_TRACKING_ID = 48
 
@@ -237,6 +248,8 @@ class ZnsMessage:
     sent_ms: int
     delivered_ms: int | None = None
     rating: ZnsRating | None = None
+    #: ``phone`` as the request wrote it (``phone`` itself is always the ``84…`` form).
+    phone_as_sent: str = ""
 
 
 @dataclass
@@ -396,6 +409,7 @@ class ZaloEmulator:
         rate_limit_per_minute: int = DEFAULT_RATE_LIMIT_PER_MINUTE,
         bot_rate_limit_per_minute: int | None = None,
         expired_token_code: int = -220,
+        zns_phone_forms: str = "error_page",
         revoke_replaced_access_token: bool = True,
         max_buttons: int = 5,
         echo_oa_messages: bool = True,
@@ -438,6 +452,9 @@ class ZaloEmulator:
         self.rate_limit_per_minute = rate_limit_per_minute
         self.bot_rate_limit_per_minute = bot_rate_limit_per_minute
         self.expired_token_code = expired_token_code
+        if zns_phone_forms not in ZNS_PHONE_FORMS:
+            raise ValueError(f"zns_phone_forms must be one of {sorted(ZNS_PHONE_FORMS)}")
+        self.zns_phone_forms = zns_phone_forms
         self.revoke_replaced_access_token = revoke_replaced_access_token
         self.max_buttons = max_buttons
         self.echo_oa_messages = echo_oa_messages
@@ -1126,8 +1143,8 @@ class ZaloEmulator:
         body = ctx.json_body()
         if not isinstance(body, dict):
             return _oa_err(-100, "Body is invalid")
-        phone = body.get("phone")
-        if not isinstance(phone, str) or not _PHONE_RE.fullmatch(phone):
+        phone = self._zns_phone(body.get("phone"))
+        if phone is None:  # zalo.md §4.4 / §8: -108 "phone invalid"
             return _oa_err(-108, "Phone number is invalid")
         template_id = body.get("template_id")
         template = self.zns_templates.get(template_id) if isinstance(template_id, str) else None
@@ -1176,6 +1193,7 @@ class ZaloEmulator:
             tracking_id=tracking_id,
             mode=mode,
             sent_ms=now,
+            phone_as_sent=str(body["phone"]),
         )
         self.zns_messages.append(msg)
         self._zns_by_id[msg.msg_id] = msg
@@ -1189,6 +1207,22 @@ class ZaloEmulator:
                 },
             }
         )
+
+    def _zns_phone(self, value: Any) -> str | None:
+        """The recipient as ``84…`` (how Zalo reports it back, zalo.md §4.3), or None when the
+        form is refused under the configured reading. ``+84…`` is refused in both: §4.1 says it
+        "is also documented" without naming where (not documented for us: our reading, strict,
+        so a client that starts sending it is caught; ours always sends ``84…``)."""
+        if not isinstance(value, str):
+            return None
+        if _PHONE_RE.fullmatch(value):
+            return value
+        if self.zns_phone_forms == "error_page":  # zalo.md §4.1, the S6 error page
+            if match := _PHONE_TRUNK_RE.fullmatch(value):
+                return "84" + match.group(1)
+            if _PHONE_BARE_RE.fullmatch(value):
+                return "84" + value
+        return None
 
     async def _h_zns_status(self, ctx: _Ctx) -> Reply:
         """``GET /message/status?message_id=``: status 1 delivered, 0 sent."""
