@@ -410,6 +410,8 @@ class ZaloEmulator:
         bot_rate_limit_per_minute: int | None = None,
         expired_token_code: int = -220,
         zns_phone_forms: str = "error_page",
+        zns_rerating: bool = True,
+        rating_get_order: str = "oldest_first",
         revoke_replaced_access_token: bool = True,
         max_buttons: int = 5,
         echo_oa_messages: bool = True,
@@ -455,6 +457,13 @@ class ZaloEmulator:
         if zns_phone_forms not in ZNS_PHONE_FORMS:
             raise ValueError(f"zns_phone_forms must be one of {sorted(ZNS_PHONE_FORMS)}")
         self.zns_phone_forms = zns_phone_forms
+        # Not documented: our reading. zalo.md §4.2 says nothing of a second rating; we assume
+        # a citizen can change their stars, each change a new user_feedback and rating/get row.
+        self.zns_rerating = zns_rerating
+        # Not documented: our reading. zalo.md §4.2 gives no order for rating/get's list.
+        if rating_get_order not in ("oldest_first", "newest_first"):
+            raise ValueError("rating_get_order must be 'oldest_first' or 'newest_first'")
+        self.rating_get_order = rating_get_order
         self.revoke_replaced_access_token = revoke_replaced_access_token
         self.max_buttons = max_buttons
         self.echo_oa_messages = echo_oa_messages
@@ -1312,6 +1321,8 @@ class ZaloEmulator:
             for r in self.zns_ratings
             if r.template_id == template.template_id and from_time <= r.submit_ms <= to_time
         ]
+        if self.rating_get_order == "newest_first":  # not documented: our reading
+            matching.reverse()
         page = matching[offset : offset + limit]
         return _ok(
             {
@@ -1828,15 +1839,18 @@ class ZaloEmulator:
         """The citizen rates a service-rating ZNS message.
 
         Delivers it first if needed, records the rating (so ``rating/get`` returns it even if
-        the webhook is lost) and emits ``user_feedback``. Rating a non-rating template, rating
-        twice or out-of-range stars raise ``ValueError`` unless ``force``.
+        the webhook is lost) and emits ``user_feedback``. Rating again (the citizen changes their
+        stars) adds a second rating, a second ``user_feedback`` and a second ``rating/get`` row
+        unless ``zns_rerating`` is off (not documented: our reading). Rating a non-rating
+        template, rating twice without ``zns_rerating`` or out-of-range stars raise
+        ``ValueError`` unless ``force``.
         """
         msg = self._zns_by_id[msg_id]
         template = self.zns_templates[msg.template_id]
         if not force:
             if template.template_type != SERVICE_RATING_TEMPLATE_TYPE:
                 raise ValueError(f"template {template.template_id} is not a rating template")
-            if msg.rating is not None:
+            if msg.rating is not None and not self.zns_rerating:
                 raise ValueError(f"message {msg_id} was already rated")
             if not 1 <= stars <= 5:
                 raise ValueError("stars must be 1-5")

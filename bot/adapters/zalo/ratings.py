@@ -3,7 +3,11 @@
 Why both paths: Zalo's ``user_feedback`` webhook can be lost (a 2xx that never came, retries that
 gave up), so ``reconcile`` polls ``rating/get`` for the recent window. Both paths end in
 ``record_rating``, idempotent by our random ``tracking_id`` (its row is deleted when the survey
-closes), so a rating seen twice is stored once. The stars become the ``zns-5-star`` survey's
+closes), so a rating seen twice is stored once. A citizen may rate one tracking id again (change
+their stars; Zalo's docs say nothing of it, so the emulator assumes it can): the FIRST rating we
+learn of is the invitation's response, later ones find the survey closed and are ignored. So that
+both paths agree on "first", reconciliation takes ``rating/get``'s rows oldest first by their
+submit time (the list's order is not documented). The stars become the ``zns-5-star`` survey's
 ``stars`` answer (its 1..5 satisfaction), chips map onto that survey's criteria values, and the
 note is scrubbed of phone numbers, ids and codes before it is stored.
 """
@@ -92,7 +96,9 @@ async def reconcile(suite: ZaloSuite | None, tracked: TrackedRatings) -> int:
     hours = suite.settings.zalo_zns_reconcile_hours
     ratings = await suite.zns.fetch_ratings(int((now_s - hours * 3600) * 1000), int(now_s * 1000))
     stored = 0
-    for rating in ratings:
+    # Oldest first (a stable sort keeps Zalo's order for equal times): a re-rated tracking id
+    # keeps its first rating, as on the webhook path.
+    for rating in sorted(ratings, key=lambda r: r.submit_ms):
         stored += await record_rating(tracked, rating, suite.settings.max_free_text_chars)
     if stored:
         log.info("zns reconciliation stored %d rating(s) the webhook missed", stored)

@@ -47,6 +47,8 @@ class Rating:
     rate: int
     feedbacks: list[str] = field(default_factory=list)
     note: str = ""
+    #: When the citizen submitted it (epoch ms; 0 when Zalo did not say).
+    submit_ms: int = 0
 
 
 def parse_rating(item: Mapping[str, Any]) -> Rating | None:
@@ -63,7 +65,13 @@ def parse_rating(item: Mapping[str, Any]) -> Rating | None:
         return None
     if not isinstance(feedbacks, list) or not isinstance(note, str):
         return None
-    return Rating(str(msg_id), tracking, rate, [str(f) for f in feedbacks][:10], note[:2000])
+    submitted = item.get("submit_time", item.get("submitDate"))
+    submit_ms = (
+        int(submitted) if isinstance(submitted, str | int) and str(submitted).isdigit() else 0
+    )
+    return Rating(
+        str(msg_id), tracking, rate, [str(f) for f in feedbacks][:10], note[:2000], submit_ms
+    )
 
 
 class ZnsChannel:
