@@ -405,8 +405,10 @@ async def test_refused_refresh_alerts_admins_and_pauses_sends(zalo: Zalo) -> Non
     assert any("Kính chào" in m.text for m in emu.transcript(uid)[before:])
 
 
-async def test_zalo_bot_text_only_survey_by_webhook(zalo: Zalo) -> None:
+@pytest.mark.parametrize("wrapped", [True, False], ids=["ok-result-body", "bare-update-body"])
+async def test_zalo_bot_text_only_survey_by_webhook(zalo: Zalo, wrapped: bool) -> None:
     emu = zalo.emu
+    emu.bot_webhook_wrapped = wrapped  # zalo.md §5: which body Zalo posts is not settled
     assert zalo.rt.zalo is not None and zalo.rt.zalo.bot is not None
     bot = zalo.rt.zalo.bot
     url = str(zalo.client.make_url("/webhooks/zalo/bot"))
@@ -425,6 +427,9 @@ async def test_zalo_bot_text_only_survey_by_webhook(zalo: Zalo) -> None:
         raise AssertionError("the bot survey did not finish")
     [row] = await zalo.export_rows()
     assert row["channel"] == "zalo_bot" and row["q_overall"] == "rat_hai_long"
+    bodies = [json.loads(w.body) for w in emu.webhooks if w.target == "bot"]
+    assert bodies and all(("result" in b) is wrapped for b in bodies)
+    assert all(w.delivered and w.statuses == [200] for w in emu.webhooks if w.target == "bot")
 
     forged = await zalo.client.post(
         "/webhooks/zalo/bot", json={"message": {}}, headers={"X-Bot-Api-Secret-Token": "nope"}

@@ -1481,6 +1481,8 @@ class ZaloEmulator:
         return self._enqueue(record)
 
     def _emit_bot(self, update: dict[str, Any]) -> WebhookRecord:
+        # zalo.md §5 Webhook: the docs sample wraps the update as {"ok":true,"result":…}, OpenClaw
+        # (S8) says it arrives bare [L on which]: ``bot_webhook_wrapped`` picks the reading.
         payload = {"ok": True, "result": update} if self.bot_webhook_wrapped else update
         body = self._serialise(payload)
         headers = {
