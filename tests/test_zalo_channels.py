@@ -14,7 +14,7 @@ import hashlib
 import io
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +115,15 @@ class Zalo:
         return list(csv.DictReader(io.StringIO(text)))
 
 
+def virtual_sleep(emu: ZaloEmulator) -> Callable[[float], Awaitable[None]]:
+    """A sleep that moves the emulator's virtual clock instead of waiting (backoff in tests)."""
+
+    async def sleep(seconds: float) -> None:
+        emu.advance(seconds)
+
+    return sleep
+
+
 @contextlib.asynccontextmanager
 async def zalo_stack(
     tmp_path: Path,
@@ -152,6 +161,7 @@ async def zalo_stack(
     await _truncate(rt)
     assert rt.zalo is not None
     rt.zalo.clock = lambda: emu.now_ms() / 1000
+    rt.zalo.sleep = virtual_sleep(emu)
     await add_test_agency(rt)
     key = await rt.service.create_api_key("ubnd-test", "tests")
     async with TestClient(TestServer(create_app(rt, background=False))) as client:

@@ -634,6 +634,24 @@ async def test_fault_injection(emu: ZaloEmulator, http: aiohttp.ClientSession) -
         emu.inject(None, "nonsense")
 
 
+async def test_oauth_faults(emu: ZaloEmulator, http: aiohttp.ClientSession) -> None:
+    url = emu.oauth_url + "/v4/oa/access_token"
+    form = {"refresh_token": "RT-initial", "app_id": emu.app_id, "grant_type": "refresh_token"}
+    headers = {"secret_key": emu.app_secret_key}
+    emu.inject("/v4/oa/access_token", "429")
+    async with http.post(url, data=form, headers=headers) as resp:
+        assert resp.status == 429 and await resp.text() == "Too Many Requests"
+    for kind, code in [("rate_limit", -32), ("unknown_error", -14099), ("bad_secret", -14005),
+                       ("expired_token", -14014)]:  # fmt: skip
+        emu.inject("/v4/oa/access_token", kind)
+        async with http.post(url, data=form, headers=headers) as resp:
+            body = await resp.json()
+        assert resp.status == 200 and body["error"] == code and "access_token" not in body
+    async with http.post(url, data=form, headers=headers) as resp:
+        assert "access_token" in await resp.json()  # no fault consumed the refresh token
+    assert emu.refresh_count == 1
+
+
 async def test_rate_limit_per_minute(http: aiohttp.ClientSession) -> None:
     emu = ZaloEmulator(
         access_token=ACCESS, rate_limit_per_minute=3, clock_runs=False, start_time_ms=START_MS

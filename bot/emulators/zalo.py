@@ -111,7 +111,9 @@ BUTTON_TYPES = QUERY_BUTTON_TYPES | {"oa.open.url", "oa.open.phone", "oa.open.sm
 MAX_BUTTON_TITLE = 100
 MAX_QUERY_PAYLOAD = 1000
 #: Kinds accepted by :meth:`ZaloEmulator.inject`.
-FAULT_KINDS = frozenset({"expired_token", "quota", "500", "timeout", "rate_limit"})
+FAULT_KINDS = frozenset(
+    {"expired_token", "quota", "500", "429", "timeout", "rate_limit", "unknown_error", "bad_secret"}
+)
 
 #: ZNS recipient phones (zalo.md §4.1 ``phone`` row): ``84xxxxxxxxx``, the country code without
 #: the leading 0 [H], in every reading; the official Zalo Cloud error page (S6 [M]) says
@@ -693,7 +695,12 @@ class ZaloEmulator:
         ``expired_token`` (OA ``expired_token_code``, -220 by default, ZNS -124, OAuth -14014, Bot 401), ``quota`` (OA -211,
         ZNS -144, Bot 429), ``500`` (HTTP 500, text body), ``timeout`` (sleeps
         ``client_timeout + 0.5`` s, then processes the request normally, so the side effect
-        happens although the client gave up), ``rate_limit`` (OA/ZNS -32, Bot 429).
+        happens although the client gave up), ``rate_limit`` (OA/ZNS/OAuth -32, Bot 429),
+        ``429`` (HTTP 429 with a text body, as a gateway in front of Zalo would answer: not
+        documented, our reading), ``unknown_error`` (a code no source lists: OAuth -14099,
+        OA/ZNS -100 "unknown" of zalo.md §4.4, Bot 500) and ``bad_secret`` (OAuth -14005, the
+        emulator's invalid ``secret_key`` answer; ZNS -104 "secret invalid", zalo.md §4.4; OA
+        -242, §1.5; Bot 401).
         """
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; expected one of {sorted(FAULT_KINDS)}")
@@ -720,9 +727,21 @@ class ZaloEmulator:
 
     def _fault_reply(self, api: str, kind: str) -> Reply:
         if api == "bot":
-            if kind == "expired_token":
+            if kind in ("expired_token", "bad_secret"):
                 return _bot_err(401, "Unauthorized")
+            if kind == "unknown_error":
+                return _bot_err(500, "Internal Server Error")
             return _bot_err(429, "Too Many Requests")
+        if kind == "unknown_error":  # not documented: our reading of "a code nobody lists"
+            if api == "oauth":
+                return _oauth_err(-14099, "Unknown error", "An unknown error occurred")
+            return _oa_err(-100, "Unknown error")
+        if kind == "bad_secret":
+            if api == "oauth":
+                return _oauth_err(-14005, "Invalid secret key", "secret_key header is invalid")
+            if api == "business":
+                return _oa_err(-104, "App secret key is invalid")
+            return _oa_err(-242, "Invalid appsecret_proof provided")
         if api == "oauth":
             if kind == "expired_token":
                 return _oauth_err(-14014, "Invalid refresh token", "Refresh token is invalid")
@@ -809,6 +828,9 @@ class ZaloEmulator:
         if fault == "500":
             call.status, call.response = 500, "Internal Server Error"
             return web.Response(status=500, text="Internal Server Error")
+        if fault == "429" and ctx.api != "bot":
+            call.status, call.response = 429, "Too Many Requests"
+            return web.Response(status=429, text="Too Many Requests")
         if fault == "timeout":
             await asyncio.sleep(self.client_timeout + 0.5)
         elif fault is not None:

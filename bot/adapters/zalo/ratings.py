@@ -17,9 +17,11 @@ from __future__ import annotations
 import logging
 import unicodedata
 
+from bot.adapters.zalo.http import ZaloTransportError
 from bot.adapters.zalo.suite import ZaloSuite
+from bot.adapters.zalo.tokens import TokenUnavailable
 from bot.adapters.zalo.zns import SURVEY as ZNS_SURVEY
-from bot.adapters.zalo.zns import Rating, ZnsChannel
+from bot.adapters.zalo.zns import Rating, RatingsUnavailable, ZnsChannel
 from bot.flows.definition import SurveyDefinition
 from bot.flows.engine import AnswerEvent
 from bot.flows.scrub import scrub
@@ -94,7 +96,15 @@ async def reconcile(suite: ZaloSuite | None, tracked: TrackedRatings) -> int:
         return 0
     now_s = suite.now()
     hours = suite.settings.zalo_zns_reconcile_hours
-    ratings = await suite.zns.fetch_ratings(int((now_s - hours * 3600) * 1000), int(now_s * 1000))
+    try:
+        ratings = await suite.zns.fetch_ratings(
+            int((now_s - hours * 3600) * 1000), int(now_s * 1000)
+        )
+    except (RatingsUnavailable, TokenUnavailable, ZaloTransportError) as exc:
+        # Bounded: at most MAX_REFRESHES_PER_RUN refreshes, then this run stops; the next
+        # maintenance round tries again over the same window, so nothing is lost.
+        log.warning("zns reconciliation stopped for this round: %s", exc)
+        return 0
     stored = 0
     # Oldest first (a stable sort keeps Zalo's order for equal times): a re-rated tracking id
     # keeps its first rating, as on the webhook path.

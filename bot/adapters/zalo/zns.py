@@ -36,6 +36,13 @@ PERMANENT = frozenset(
 #: Daily or night limits: try again later, the message stays in the outbox.
 LATER = frozenset({-115, -133, -144, -147, -1441, -32})
 PAGE_SIZE = 100
+#: Refreshes one ``fetch_ratings`` run may make on token errors before it gives up: a Zalo that
+#: keeps refusing fresh tokens must not make us burn through refresh after refresh.
+MAX_REFRESHES_PER_RUN = 1
+
+
+class RatingsUnavailable(Exception):
+    """``rating/get`` could not be read this run (the reason names no identifier)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,11 +154,16 @@ class ZnsChannel:
             )
         raise DeliveryError(f"zns {code}")
 
-    async def fetch_ratings(self, from_ms: int, to_ms: int) -> list[Rating]:
-        """Every rating of our template submitted in the window, page by page."""
+    async def fetch_ratings(
+        self, from_ms: int, to_ms: int, max_refreshes: int = MAX_REFRESHES_PER_RUN
+    ) -> list[Rating]:
+        """Every rating of our template submitted in the window, page by page. Raises
+        ``RatingsUnavailable`` when a page keeps failing, e.g. the token is still refused after
+        ``max_refreshes`` refreshes (``TokenUnavailable`` and ``ZaloTransportError`` pass)."""
         url = self.base + "/rating/get"
         out: list[Rating] = []
         offset = 0
+        refreshes = 0
         token = await self.tokens.access_token()
         for _ in range(1000):
             params = {
@@ -166,10 +178,13 @@ class ZnsChannel:
             )
             code = zalo_error(answer)
             if code in TOKEN_ERRORS:
+                if refreshes >= max_refreshes:
+                    raise RatingsUnavailable(f"token still refused (error {code})")
+                refreshes += 1
                 token = await self.tokens.invalidate(token)
                 continue
             if code != 0:
-                raise ZaloTransportError(f"rating/get error {code}")
+                raise RatingsUnavailable(f"rating/get error {code}")
             data = answer.get("data") or {}
             items = data.get("data") if isinstance(data, dict) else None
             if not isinstance(items, list) or not items:
