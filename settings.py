@@ -141,6 +141,14 @@ class Settings(BaseSettings):
     zalo_token_refresh_margin_seconds: int = Field(5 * 3600, ge=60)
     #: How long Zalo sends wait after a refresh failed (an admin must re-consent meanwhile).
     zalo_token_pause_seconds: float = Field(300.0, gt=0)
+    #: A refresh that failed for a passing reason (HTTP 429/5xx, network error or timeout,
+    #: Zalo's rate-limit code, an unknown code) is tried this many times in all, waiting
+    #: ``backoff`` seconds, doubled after each try, with jitter, and never past ``budget``
+    #: seconds in all; then sends wait ``retry_later`` seconds and the grant stays usable.
+    zalo_token_refresh_attempts: int = Field(4, ge=1, le=10)
+    zalo_token_refresh_backoff_seconds: float = Field(1.0, gt=0)
+    zalo_token_refresh_budget_seconds: float = Field(20.0, gt=0)
+    zalo_token_refresh_retry_later_seconds: float = Field(60.0, gt=0)
     zalo_oa_max_buttons: int = Field(5, ge=1, le=10)
     #: Zalo redelivers a failed webhook with the same body and its original timestamp after
     #: 30 s, 5 min, 15 min, 30 min and 1 h, the last try about 1 h 51 min after the first

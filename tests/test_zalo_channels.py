@@ -8,12 +8,13 @@ replayed webhooks, and single-use refresh tokens expiring in the middle of a bat
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from sqlalchemy import func, select
 
 from bot.adapters.zalo.ratings import reconcile
 from bot.app import create_app
-from bot.emulators.zalo import CS_WINDOW_MS, ZaloEmulator, sign_event
+from bot.emulators.zalo import CS_WINDOW_MS, ZNS_PHONE_FORMS, ZaloEmulator, sign_event
 from bot.runtime import Runtime
 from storage import export
 from storage.models import (
@@ -114,11 +115,26 @@ class Zalo:
         return list(csv.DictReader(io.StringIO(text)))
 
 
-@pytest.fixture
-async def zalo(
-    tmp_path: Path, database_url: str, keyring: KeyRing, redis_prefix: str
+def virtual_sleep(emu: ZaloEmulator) -> Callable[[float], Awaitable[None]]:
+    """A sleep that moves the emulator's virtual clock instead of waiting (backoff in tests)."""
+
+    async def sleep(seconds: float) -> None:
+        emu.advance(seconds)
+
+    return sleep
+
+
+@contextlib.asynccontextmanager
+async def zalo_stack(
+    tmp_path: Path,
+    database_url: str,
+    keyring: KeyRing,
+    redis_prefix: str,
+    **emulator_options: Any,
 ) -> AsyncIterator[Zalo]:
-    emu = ZaloEmulator(start_time_ms=START_MS, clock_runs=False, seed=7)
+    """The emulator (``emulator_options`` pick its readings) and our service wired to it."""
+    options: dict[str, Any] = {"start_time_ms": START_MS, "clock_runs": False, "seed": 7}
+    emu = ZaloEmulator(**(options | emulator_options))
     await emu.start()
     settings = make_settings(
         tmp_path,
@@ -145,6 +161,7 @@ async def zalo(
     await _truncate(rt)
     assert rt.zalo is not None
     rt.zalo.clock = lambda: emu.now_ms() / 1000
+    rt.zalo.sleep = virtual_sleep(emu)
     await add_test_agency(rt)
     key = await rt.service.create_api_key("ubnd-test", "tests")
     async with TestClient(TestServer(create_app(rt, background=False))) as client:
@@ -153,6 +170,14 @@ async def zalo(
         await emu.wait_idle()
     await emu.stop()
     await rt.close()
+
+
+@pytest.fixture
+async def zalo(
+    tmp_path: Path, database_url: str, keyring: KeyRing, redis_prefix: str
+) -> AsyncIterator[Zalo]:
+    async with zalo_stack(tmp_path, database_url, keyring, redis_prefix) as stack:
+        yield stack
 
 
 async def count(rt: Runtime, model: Any) -> int:
@@ -249,6 +274,24 @@ async def test_oa_zns_and_fallback_citizens_all_pseudonymised(
         assert needle not in haystack, f"raw identifier {needle[:3]}… leaked"
 
 
+@pytest.mark.parametrize("forms", sorted(ZNS_PHONE_FORMS))
+async def test_zns_reaches_a_phone_however_the_agency_wrote_it(
+    tmp_path: Path, database_url: str, keyring: KeyRing, redis_prefix: str, forms: str
+) -> None:
+    """Under either reading of which phone forms ZNS accepts (zalo.md §4.1), we send ``84…``."""
+    async with zalo_stack(
+        tmp_path, database_url, keyring, redis_prefix, zns_phone_forms=forms
+    ) as zalo:
+        written = ["0912 345 678", "+84 912 345 679", "912.345.670", "84912345671"]
+        codes = [f"000.00.12.H29-261124-08{i:02d}" for i in range(len(written))]
+        items = [{"dossier_code": c, "phone": p} for c, p in zip(codes, written, strict=True)]
+        await zalo.report(*items)
+        await zalo.settle()
+        sent = sorted(m.phone_as_sent for m in zalo.emu.zns_messages)
+        assert sent == ["84912345670", "84912345671", "84912345678", "84912345679"]
+        assert all(c.error == 0 for c in zalo.emu.calls_to("/message/template"))
+
+
 async def test_forged_stale_and_replayed_webhooks_refused(zalo: Zalo) -> None:
     emu = zalo.emu
     token = await zalo.register("000.00.12.H29-261124-0201")
@@ -307,8 +350,12 @@ async def test_forged_stale_and_replayed_webhooks_refused(zalo: Zalo) -> None:
     assert await stored() == after_first
 
 
-async def test_token_expiring_mid_batch_loses_and_doubles_nothing(zalo: Zalo) -> None:
+@pytest.mark.parametrize("expired_code", [-220, -216])  # expired, or "invalid" (zalo.md §1.5)
+async def test_token_expiring_mid_batch_loses_and_doubles_nothing(
+    zalo: Zalo, expired_code: int
+) -> None:
     emu = zalo.emu
+    emu.expired_token_code = expired_code
     users: list[str] = []
     codes = [f"000.00.12.H29-261124-03{i:02d}" for i in range(6)]
     for code in codes:
@@ -328,6 +375,8 @@ async def test_token_expiring_mid_batch_loses_and_doubles_nothing(zalo: Zalo) ->
         assert len(surveys) == 1, texts
         assert len([m for m in emu.transcript(uid) if m.raw_buttons]) == 1
     assert emu.refresh_count - refreshes <= 2
+    [told] = [c for c in emu.calls_to("/v3.0/oa/message/cs") if c.fault == "expired_token"]
+    assert told.error == expired_code  # refreshed and retried once: every survey went out
     async with zalo.rt.sessions() as session:
         row = await session.get(ZaloToken, emu.app_id)
         dead = await session.scalar(
@@ -366,8 +415,10 @@ async def test_refused_refresh_alerts_admins_and_pauses_sends(zalo: Zalo) -> Non
     assert any("Kính chào" in m.text for m in emu.transcript(uid)[before:])
 
 
-async def test_zalo_bot_text_only_survey_by_webhook(zalo: Zalo) -> None:
+@pytest.mark.parametrize("wrapped", [True, False], ids=["ok-result-body", "bare-update-body"])
+async def test_zalo_bot_text_only_survey_by_webhook(zalo: Zalo, wrapped: bool) -> None:
     emu = zalo.emu
+    emu.bot_webhook_wrapped = wrapped  # zalo.md §5: which body Zalo posts is not settled
     assert zalo.rt.zalo is not None and zalo.rt.zalo.bot is not None
     bot = zalo.rt.zalo.bot
     url = str(zalo.client.make_url("/webhooks/zalo/bot"))
@@ -386,6 +437,9 @@ async def test_zalo_bot_text_only_survey_by_webhook(zalo: Zalo) -> None:
         raise AssertionError("the bot survey did not finish")
     [row] = await zalo.export_rows()
     assert row["channel"] == "zalo_bot" and row["q_overall"] == "rat_hai_long"
+    bodies = [json.loads(w.body) for w in emu.webhooks if w.target == "bot"]
+    assert bodies and all(("result" in b) is wrapped for b in bodies)
+    assert all(w.delivered and w.statuses == [200] for w in emu.webhooks if w.target == "bot")
 
     forged = await zalo.client.post(
         "/webhooks/zalo/bot", json={"message": {}}, headers={"X-Bot-Api-Secret-Token": "nope"}

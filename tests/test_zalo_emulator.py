@@ -18,6 +18,7 @@ from aiohttp import web
 
 from bot.emulators.zalo import (
     CS_WINDOW_MS,
+    ZNS_PHONE_FORMS,
     ZaloEmulator,
     ZnsTemplate,
     sign_event,
@@ -139,9 +140,21 @@ RATE_BUTTONS: list[dict[str, Any]] = [
 # ------------------------------------------------------------------------------ OAuth
 
 
+EXPIRED_ANSWERS = {
+    -220: {"error": -220, "message": "access_token is expired or removed"},
+    -216: {"error": -216, "message": "Access token is invalid"},
+}
+
+
+def test_an_expired_token_is_minus_220_by_default() -> None:
+    assert ZaloEmulator().expired_token_code == -220  # zalo.md §1.5: "expired or removed"
+
+
+@pytest.mark.parametrize("expired_code", list(EXPIRED_ANSWERS))
 async def test_token_refresh_rotation_reuse_and_expiry(
-    emu: ZaloEmulator, http: aiohttp.ClientSession
+    emu: ZaloEmulator, http: aiohttp.ClientSession, expired_code: int
 ) -> None:
+    emu.expired_token_code = expired_code
     url = emu.oauth_url + "/v4/oa/access_token"
     form = {"refresh_token": "RT-initial", "app_id": emu.app_id, "grant_type": "refresh_token"}
 
@@ -174,9 +187,9 @@ async def test_token_refresh_rotation_reuse_and_expiry(
     assert oa["error"] == 0
     emu.advance(1)
     _, oa = await get_json(http, emu.openapi_url + "/v2.0/oa/getoa", {}, new_access)
-    assert oa == {"error": -216, "message": "Access token is invalid"}
+    assert oa == EXPIRED_ANSWERS[expired_code]
     _, oa = await get_json(http, emu.openapi_url + "/v2.0/oa/getoa", {}, None)
-    assert oa["error"] == -216
+    assert oa == EXPIRED_ANSWERS[-216]  # no token at all is "invalid" under both readings
     _, zns = await get_json(http, emu.business_url + "/message/quota", {}, new_access)
     assert zns["error"] == -124
 
@@ -187,6 +200,40 @@ async def test_token_refresh_rotation_reuse_and_expiry(
     _, oa = await get_json(http, emu.openapi_url + "/v2.0/oa/getoa", {}, again["access_token"])
     assert oa["error"] == 0
     assert emu.refresh_count == 2
+
+
+@pytest.mark.parametrize("revoke", [True, False])
+async def test_a_refresh_revokes_the_access_token_it_replaces(
+    http: aiohttp.ClientSession, revoke: bool
+) -> None:
+    emu = ZaloEmulator(
+        access_token=ACCESS,
+        refresh_token="RT-initial",
+        start_time_ms=START_MS,
+        clock_runs=False,
+        seed=5,
+        revoke_replaced_access_token=revoke,
+    )
+    await emu.start()
+    try:
+        form = {"refresh_token": "RT-initial", "app_id": emu.app_id, "grant_type": "refresh_token"}
+        async with http.post(
+            emu.oauth_url + "/v4/oa/access_token",
+            data=form,
+            headers={"secret_key": emu.app_secret_key},
+        ) as resp:
+            fresh = (await resp.json())["access_token"]
+        getoa = emu.openapi_url + "/v2.0/oa/getoa"
+        _, old = await get_json(http, getoa, {}, ACCESS)
+        _, zns = await get_json(http, emu.business_url + "/message/quota", {}, ACCESS)
+        _, new = await get_json(http, getoa, {}, fresh)
+        assert new["error"] == 0
+        if revoke:
+            assert old["error"] == emu.expired_token_code and zns["error"] == -124
+        else:
+            assert old["error"] == 0 and zns["error"] == 0
+    finally:
+        await emu.stop()
 
 
 # ------------------------------------------------------------------------------ OA messaging
@@ -399,6 +446,7 @@ async def test_lost_feedback_webhook_still_in_rating_get(
 async def test_zns_validation(http: aiohttp.ClientSession) -> None:
     emu = ZaloEmulator(
         access_token=ACCESS,
+        zns_phone_forms="country_code_only",  # the strict reading of zalo.md §4.1 / §8
         start_time_ms=vn_epoch_ms(2026, 11, 2, 23, 0),
         clock_runs=False,
         zns_daily_quota=1,
@@ -445,6 +493,30 @@ async def test_zns_validation(http: aiohttp.ClientSession) -> None:
             msg = emu.zns_messages[0]
             msg.template_id = "1002"
             await emu.zns_rate(msg.msg_id, 5)
+    finally:
+        await emu.stop()
+
+
+@pytest.mark.parametrize("forms", sorted(ZNS_PHONE_FORMS))
+async def test_zns_phone_forms(http: aiohttp.ClientSession, forms: str) -> None:
+    """zalo.md §4.1: ``84…`` always; ``0…`` and bare national digits on the error page's (S6)
+    reading; anything else is -108 (§4.4)."""
+    emu = ZaloEmulator(access_token=ACCESS, start_time_ms=START_MS, clock_runs=False, seed=3,
+                       zns_phone_forms=forms)  # fmt: skip
+    await emu.start()
+    try:
+        url = emu.business_url + "/message/template"
+        accepted = ["84987654321", "0987654321", "987654321"]
+        if forms == "country_code_only":
+            accepted = accepted[:1]
+        for phone in ["84987654321", "0987654321", "987654321", "+84987654321", "84087654321"]:
+            body = {"phone": phone, "template_id": RATING_TID, "tracking_id": "t",
+                    "template_data": {"customer_name": "A", "dossier_code": "B"}}  # fmt: skip
+            _, answer = await post_json(http, url, body)
+            assert answer["error"] == (0 if phone in accepted else -108), phone
+        sent = emu.zns_sent_to("84987654321")
+        assert [m.phone_as_sent for m in sent] == accepted  # each recorded as 84…
+        assert emu.zns_messages == sent
     finally:
         await emu.stop()
 
@@ -520,7 +592,7 @@ async def test_fault_injection(emu: ZaloEmulator, http: aiohttp.ClientSession) -
     async with http.post(url, json=cs_body(uid, "a"), headers={"access_token": ACCESS}) as resp:
         assert resp.status == 500
     emu.inject("message/cs", "expired_token")
-    assert (await post_json(http, url, cs_body(uid, "a")))[1]["error"] == -216
+    assert (await post_json(http, url, cs_body(uid, "a")))[1]["error"] == -220
     emu.inject(None, "rate_limit")
     assert (await post_json(http, url, cs_body(uid, "a")))[1]["error"] == -32
     emu.inject("/message/template", "quota", count=2)
@@ -560,6 +632,24 @@ async def test_fault_injection(emu: ZaloEmulator, http: aiohttp.ClientSession) -
     ]
     with pytest.raises(ValueError):
         emu.inject(None, "nonsense")
+
+
+async def test_oauth_faults(emu: ZaloEmulator, http: aiohttp.ClientSession) -> None:
+    url = emu.oauth_url + "/v4/oa/access_token"
+    form = {"refresh_token": "RT-initial", "app_id": emu.app_id, "grant_type": "refresh_token"}
+    headers = {"secret_key": emu.app_secret_key}
+    emu.inject("/v4/oa/access_token", "429")
+    async with http.post(url, data=form, headers=headers) as resp:
+        assert resp.status == 429 and await resp.text() == "Too Many Requests"
+    for kind, code in [("rate_limit", -32), ("unknown_error", -14099), ("bad_secret", -14005),
+                       ("expired_token", -14014)]:  # fmt: skip
+        emu.inject("/v4/oa/access_token", kind)
+        async with http.post(url, data=form, headers=headers) as resp:
+            body = await resp.json()
+        assert resp.status == 200 and body["error"] == code and "access_token" not in body
+    async with http.post(url, data=form, headers=headers) as resp:
+        assert "access_token" in await resp.json()  # no fault consumed the refresh token
+    assert emu.refresh_count == 1
 
 
 async def test_rate_limit_per_minute(http: aiohttp.ClientSession) -> None:

@@ -57,6 +57,14 @@ def test_rating_maps_stars_chips_and_scrubbed_note() -> None:
     assert answers["note"].text == "email [email]"
     assert parse_rating({"msgId": 1, "trackingId": "x", "rate": "6"}) is None
     assert parse_rating({"msgId": "1", "trackingId": "x", "rate": "5"}) is not None
+    listed = parse_rating(
+        {"msgId": "1", "trackingId": "x", "rate": 5, "submitDate": "1659750276218"}
+    )
+    hooked = parse_rating(
+        {"msg_id": "1", "tracking_id": "x", "rate": 5, "submit_time": "1659750276218"}
+    )
+    assert listed is not None and hooked is not None
+    assert listed.submit_ms == hooked.submit_ms == 1_659_750_276_218
 
 
 def test_binding_texts() -> None:

@@ -52,6 +52,7 @@ __all__ = [
     "REAL_RETRY_LADDER_S",
     "RETRY_TRIGGERS",
     "TWELVE_HOUR_RETRY_LADDER_S",
+    "ZNS_PHONE_FORMS",
     "ApiCall",
     "BotMessage",
     "OaMessage",
@@ -110,9 +111,21 @@ BUTTON_TYPES = QUERY_BUTTON_TYPES | {"oa.open.url", "oa.open.phone", "oa.open.sm
 MAX_BUTTON_TITLE = 100
 MAX_QUERY_PAYLOAD = 1000
 #: Kinds accepted by :meth:`ZaloEmulator.inject`.
-FAULT_KINDS = frozenset({"expired_token", "quota", "500", "timeout", "rate_limit"})
+FAULT_KINDS = frozenset(
+    {"expired_token", "quota", "500", "429", "timeout", "rate_limit", "unknown_error", "bad_secret"}
+)
 
+#: ZNS recipient phones (zalo.md §4.1 ``phone`` row): ``84xxxxxxxxx``, the country code without
+#: the leading 0 [H], in every reading; the official Zalo Cloud error page (S6 [M]) says
+#: ``0xxxxxxxxx`` and the bare national digits are accepted too. Vietnamese numbers have 9 or
+#: 10 digits after the trunk 0.
 _PHONE_RE = re.compile(r"84[1-9]\d{8,9}")
+_PHONE_TRUNK_RE = re.compile(r"0([1-9]\d{8,9})")
+_PHONE_BARE_RE = re.compile(r"[1-9]\d{8,9}")
+#: Readings of which phone forms ZNS accepts (``zns_phone_forms``): ``"error_page"`` (S6:
+#: ``84…``, ``0…``, bare national digits) or ``"country_code_only"`` (``84…`` only: §4.1's [H]
+#: rule and the §8 emulator table, "``84…`` phone → -108").
+ZNS_PHONE_FORMS = frozenset({"error_page", "country_code_only"})
 _BOT_PATH_RE = re.compile(r"/bot([^/]+)/([A-Za-z]+)")
 _MAX_TRACKING_ID = 48
 
@@ -237,6 +250,8 @@ class ZnsMessage:
     sent_ms: int
     delivered_ms: int | None = None
     rating: ZnsRating | None = None
+    #: ``phone`` as the request wrote it (``phone`` itself is always the ``84…`` form).
+    phone_as_sent: str = ""
 
 
 @dataclass
@@ -395,7 +410,11 @@ class ZaloEmulator:
         zns_admin_phones: Iterable[str] = (),
         rate_limit_per_minute: int = DEFAULT_RATE_LIMIT_PER_MINUTE,
         bot_rate_limit_per_minute: int | None = None,
-        expired_token_code: int = -216,
+        expired_token_code: int = -220,
+        zns_phone_forms: str = "error_page",
+        zns_rerating: bool = True,
+        rating_get_order: str = "oldest_first",
+        revoke_replaced_access_token: bool = True,
         max_buttons: int = 5,
         echo_oa_messages: bool = True,
         auto_delivery_receipts: bool = False,
@@ -414,8 +433,16 @@ class ZaloEmulator:
 
         ``client_timeout`` is the adapter's HTTP timeout: a ``"timeout"`` fault sleeps longer than
         it. ``start_time_ms``/``clock_runs`` control the virtual clock (``clock_runs=False``
-        freezes it so tests are deterministic). ``expired_token_code`` picks -216 or -220 for
-        expired OA tokens, since the reference lists both.
+        freezes it so tests are deterministic). ``expired_token_code`` is what an expired (or
+        revoked) OA token is answered with: -220 "access_token is expired or removed" by default
+        (zalo.md §1.5, the official ``ma-loi`` table via S3 [H]), while -216 "Access token is
+        invalid" stays the answer to a missing or unknown token; -216 is the other reading
+        (zalo.md §1.5: chatwoot refreshes on -216 only; §3 and §8 say "-216/-220"). ``revoke_replaced_access_token``: a
+        refresh makes the access token issued with the used refresh token stop working at once
+        (zalo.md §3, "The access token that was just replaced stops working as soon as the new
+        pair is issued", read in a verification of the live docs); ``False`` is the reading
+        that it stays valid until its own 25 h expiry (not documented: our reading of the
+        older sources, which never mention a revocation).
         """
         self.app_id = app_id
         self.oa_id = oa_id
@@ -429,6 +456,17 @@ class ZaloEmulator:
         self.rate_limit_per_minute = rate_limit_per_minute
         self.bot_rate_limit_per_minute = bot_rate_limit_per_minute
         self.expired_token_code = expired_token_code
+        if zns_phone_forms not in ZNS_PHONE_FORMS:
+            raise ValueError(f"zns_phone_forms must be one of {sorted(ZNS_PHONE_FORMS)}")
+        self.zns_phone_forms = zns_phone_forms
+        # Not documented: our reading. zalo.md §4.2 says nothing of a second rating; we assume
+        # a citizen can change their stars, each change a new user_feedback and rating/get row.
+        self.zns_rerating = zns_rerating
+        # Not documented: our reading. zalo.md §4.2 gives no order for rating/get's list.
+        if rating_get_order not in ("oldest_first", "newest_first"):
+            raise ValueError("rating_get_order must be 'oldest_first' or 'newest_first'")
+        self.rating_get_order = rating_get_order
+        self.revoke_replaced_access_token = revoke_replaced_access_token
         self.max_buttons = max_buttons
         self.echo_oa_messages = echo_oa_messages
         self.auto_delivery_receipts = auto_delivery_receipts
@@ -459,9 +497,14 @@ class ZaloEmulator:
         self._refresh_tokens: dict[str, int] = {}
         self._used_refresh_tokens: set[str] = set()
         self._auth_codes: dict[str, tuple[int, str | None]] = {}
+        #: The access token issued together with each refresh token (the pair a refresh replaces).
+        self._paired_access: dict[str, str] = {}
+        #: Access tokens revoked before their expiry: answered as "expired or removed".
+        self._removed_access_tokens: set[str] = set()
         self._refresh_tokens[refresh_token] = self.now_ms() + REFRESH_TOKEN_TTL_S * 1000
         if access_token is not None:
             self._access_tokens[access_token] = self.now_ms() + ACCESS_TOKEN_TTL_S * 1000
+            self._paired_access[refresh_token] = access_token
 
         # State.
         self.users: dict[str, OaUser] = {}
@@ -621,6 +664,7 @@ class ZaloEmulator:
         refresh = self._token("RT.")
         self._access_tokens[access] = self.now_ms() + ACCESS_TOKEN_TTL_S * 1000
         self._refresh_tokens[refresh] = self.now_ms() + REFRESH_TOKEN_TTL_S * 1000
+        self._paired_access[refresh] = access
         return access, refresh
 
     def issue_authorization_code(self, code_challenge: str | None = None) -> str:
@@ -631,7 +675,8 @@ class ZaloEmulator:
 
     def revoke_access_token(self, token: str) -> None:
         """Make an access token invalid immediately (the "removed" half of -220)."""
-        self._access_tokens.pop(token, None)
+        if self._access_tokens.pop(token, None) is not None:
+            self._removed_access_tokens.add(token)
 
     @property
     def valid_refresh_tokens(self) -> list[str]:
@@ -647,10 +692,15 @@ class ZaloEmulator:
         ``endpoint`` matches the call's endpoint exactly or as a suffix, e.g.
         ``"/v3.0/oa/message/cs"``, ``"/message/template"``, ``"/v4/oa/access_token"`` or
         ``"sendMessage"`` (bot endpoints are ``"/bot/<method>"``, the token stripped). Kinds:
-        ``expired_token`` (OA -216/-220, ZNS -124, OAuth -14014, Bot 401), ``quota`` (OA -211,
+        ``expired_token`` (OA ``expired_token_code``, -220 by default, ZNS -124, OAuth -14014, Bot 401), ``quota`` (OA -211,
         ZNS -144, Bot 429), ``500`` (HTTP 500, text body), ``timeout`` (sleeps
         ``client_timeout + 0.5`` s, then processes the request normally, so the side effect
-        happens although the client gave up), ``rate_limit`` (OA/ZNS -32, Bot 429).
+        happens although the client gave up), ``rate_limit`` (OA/ZNS/OAuth -32, Bot 429),
+        ``429`` (HTTP 429 with a text body, as a gateway in front of Zalo would answer: not
+        documented, our reading), ``unknown_error`` (a code no source lists: OAuth -14099,
+        OA/ZNS -100 "unknown" of zalo.md §4.4, Bot 500) and ``bad_secret`` (OAuth -14005, the
+        emulator's invalid ``secret_key`` answer; ZNS -104 "secret invalid", zalo.md §4.4; OA
+        -242, §1.5; Bot 401).
         """
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; expected one of {sorted(FAULT_KINDS)}")
@@ -677,9 +727,21 @@ class ZaloEmulator:
 
     def _fault_reply(self, api: str, kind: str) -> Reply:
         if api == "bot":
-            if kind == "expired_token":
+            if kind in ("expired_token", "bad_secret"):
                 return _bot_err(401, "Unauthorized")
+            if kind == "unknown_error":
+                return _bot_err(500, "Internal Server Error")
             return _bot_err(429, "Too Many Requests")
+        if kind == "unknown_error":  # not documented: our reading of "a code nobody lists"
+            if api == "oauth":
+                return _oauth_err(-14099, "Unknown error", "An unknown error occurred")
+            return _oa_err(-100, "Unknown error")
+        if kind == "bad_secret":
+            if api == "oauth":
+                return _oauth_err(-14005, "Invalid secret key", "secret_key header is invalid")
+            if api == "business":
+                return _oa_err(-104, "App secret key is invalid")
+            return _oa_err(-242, "Invalid appsecret_proof provided")
         if api == "oauth":
             if kind == "expired_token":
                 return _oauth_err(-14014, "Invalid refresh token", "Refresh token is invalid")
@@ -695,6 +757,7 @@ class ZaloEmulator:
         return _oa_err(-32, "Your application reached limit call api")
 
     def _expired_oa_token(self) -> Reply:
+        """An expired or removed OA token (zalo.md §1.5: -220; -216 under the other reading)."""
         if self.expired_token_code == -220:
             return _oa_err(-220, "access_token is expired or removed")
         return _oa_err(self.expired_token_code, "Access token is invalid")
@@ -765,6 +828,9 @@ class ZaloEmulator:
         if fault == "500":
             call.status, call.response = 500, "Internal Server Error"
             return web.Response(status=500, text="Internal Server Error")
+        if fault == "429" and ctx.api != "bot":
+            call.status, call.response = 429, "Too Many Requests"
+            return web.Response(status=429, text="Too Many Requests")
         if fault == "timeout":
             await asyncio.sleep(self.client_timeout + 0.5)
         elif fault is not None:
@@ -812,7 +878,13 @@ class ZaloEmulator:
         """Validate the bare ``access_token`` header (not ``Authorization: Bearer``)."""
         token = ctx.request.headers.get("access_token")
         expiry = self._access_tokens.get(token) if token else None
-        if expiry is None:
+        if expiry is None and token in self._removed_access_tokens:
+            # Replaced by a refresh (zalo.md §3): "a process still holding it gets -216/-220";
+            # answered like an expired token (the "removed" of -220's message).
+            if ctx.api == "business":
+                return _oa_err(-124, "Access token is invalid")
+            return self._expired_oa_token()
+        if expiry is None:  # missing or never issued: "invalid" (zalo.md §1.5 -216, §4.4 -124)
             if ctx.api == "business":
                 return _oa_err(-124, "Access token is invalid")
             return _oa_err(-216, "Access token is invalid")
@@ -848,6 +920,11 @@ class ZaloEmulator:
                 return _oauth_err(-14014, "Invalid refresh token", reason)
             self._used_refresh_tokens.add(old)
             self.refresh_count += 1
+            replaced = self._paired_access.pop(old, None)
+            if replaced is not None and self.revoke_replaced_access_token:
+                # zalo.md §3: the replaced access token stops working as soon as the new pair
+                # is issued (switch off for the reading that it lives out its 25 h).
+                self.revoke_access_token(replaced)
         elif grant == "authorization_code":
             code = str(form.get("code", ""))
             entry = self._auth_codes.pop(code, None)
@@ -1097,8 +1174,8 @@ class ZaloEmulator:
         body = ctx.json_body()
         if not isinstance(body, dict):
             return _oa_err(-100, "Body is invalid")
-        phone = body.get("phone")
-        if not isinstance(phone, str) or not _PHONE_RE.fullmatch(phone):
+        phone = self._zns_phone(body.get("phone"))
+        if phone is None:  # zalo.md §4.4 / §8: -108 "phone invalid"
             return _oa_err(-108, "Phone number is invalid")
         template_id = body.get("template_id")
         template = self.zns_templates.get(template_id) if isinstance(template_id, str) else None
@@ -1147,6 +1224,7 @@ class ZaloEmulator:
             tracking_id=tracking_id,
             mode=mode,
             sent_ms=now,
+            phone_as_sent=str(body["phone"]),
         )
         self.zns_messages.append(msg)
         self._zns_by_id[msg.msg_id] = msg
@@ -1160,6 +1238,22 @@ class ZaloEmulator:
                 },
             }
         )
+
+    def _zns_phone(self, value: Any) -> str | None:
+        """The recipient as ``84…`` (how Zalo reports it back, zalo.md §4.3), or None when the
+        form is refused under the configured reading. ``+84…`` is refused in both: §4.1 says it
+        "is also documented" without naming where (not documented for us: our reading, strict,
+        so a client that starts sending it is caught; ours always sends ``84…``)."""
+        if not isinstance(value, str):
+            return None
+        if _PHONE_RE.fullmatch(value):
+            return value
+        if self.zns_phone_forms == "error_page":  # zalo.md §4.1, the S6 error page
+            if match := _PHONE_TRUNK_RE.fullmatch(value):
+                return "84" + match.group(1)
+            if _PHONE_BARE_RE.fullmatch(value):
+                return "84" + value
+        return None
 
     async def _h_zns_status(self, ctx: _Ctx) -> Reply:
         """``GET /message/status?message_id=``: status 1 delivered, 0 sent."""
@@ -1249,6 +1343,8 @@ class ZaloEmulator:
             for r in self.zns_ratings
             if r.template_id == template.template_id and from_time <= r.submit_ms <= to_time
         ]
+        if self.rating_get_order == "newest_first":  # not documented: our reading
+            matching.reverse()
         page = matching[offset : offset + limit]
         return _ok(
             {
@@ -1407,6 +1503,8 @@ class ZaloEmulator:
         return self._enqueue(record)
 
     def _emit_bot(self, update: dict[str, Any]) -> WebhookRecord:
+        # zalo.md §5 Webhook: the docs sample wraps the update as {"ok":true,"result":…}, OpenClaw
+        # (S8) says it arrives bare [L on which]: ``bot_webhook_wrapped`` picks the reading.
         payload = {"ok": True, "result": update} if self.bot_webhook_wrapped else update
         body = self._serialise(payload)
         headers = {
@@ -1765,15 +1863,18 @@ class ZaloEmulator:
         """The citizen rates a service-rating ZNS message.
 
         Delivers it first if needed, records the rating (so ``rating/get`` returns it even if
-        the webhook is lost) and emits ``user_feedback``. Rating a non-rating template, rating
-        twice or out-of-range stars raise ``ValueError`` unless ``force``.
+        the webhook is lost) and emits ``user_feedback``. Rating again (the citizen changes their
+        stars) adds a second rating, a second ``user_feedback`` and a second ``rating/get`` row
+        unless ``zns_rerating`` is off (not documented: our reading). Rating a non-rating
+        template, rating twice without ``zns_rerating`` or out-of-range stars raise
+        ``ValueError`` unless ``force``.
         """
         msg = self._zns_by_id[msg_id]
         template = self.zns_templates[msg.template_id]
         if not force:
             if template.template_type != SERVICE_RATING_TEMPLATE_TYPE:
                 raise ValueError(f"template {template.template_id} is not a rating template")
-            if msg.rating is not None:
+            if msg.rating is not None and not self.zns_rerating:
                 raise ValueError(f"message {msg_id} was already rated")
             if not 1 <= stars <= 5:
                 raise ValueError("stars must be 1-5")

@@ -28,6 +28,8 @@ SETTINGS = (
     "zalo_app_id", "zalo_app_secret", "zalo_oa_id", "zalo_oa_secret", "zalo_refresh_token",
     "zalo_oauth_base_url", "zalo_openapi_base_url", "zalo_business_base_url",
     "zalo_http_timeout_seconds", "zalo_token_refresh_margin_seconds", "zalo_token_pause_seconds",
+    "zalo_token_refresh_attempts", "zalo_token_refresh_backoff_seconds",
+    "zalo_token_refresh_budget_seconds", "zalo_token_refresh_retry_later_seconds",
     "zalo_oa_max_buttons", "zalo_zns_rating_template_id", "zalo_zns_template_data",
     "zalo_zns_mode", "zalo_zns_reconcile_hours", "zalo_bot_token", "zalo_bot_api_base_url",
     "zalo_bot_webhook_secret", "zalo_bot_polling", "zalo_webhook_max_age_seconds",

@@ -46,6 +46,29 @@ class ZaloHttp:
         timeout: float | None = None,
     ) -> dict[str, Any]:
         """The decoded JSON object of the answer, whatever its HTTP status below 500."""
+        _, body = await self.request(
+            method,
+            url,
+            json_body=json_body,
+            form=form,
+            params=params,
+            headers=headers,
+            timeout=timeout,
+        )
+        return body
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        json_body: Any = None,
+        form: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> tuple[int, dict[str, Any]]:
+        """Like :meth:`call`, with the HTTP status (for callers that must tell a 429 apart)."""
         kwargs: dict[str, Any] = {"headers": dict(headers or {})}
         if timeout is not None:
             kwargs["timeout"] = aiohttp.ClientTimeout(total=timeout)
@@ -70,7 +93,7 @@ class ZaloHttp:
             raise ZaloTransportError(f"HTTP {status} without JSON") from None
         if not isinstance(body, dict):
             raise ZaloTransportError("answer is not a JSON object")
-        return body
+        return status, body
 
     async def close(self) -> None:
         if self._session is not None:

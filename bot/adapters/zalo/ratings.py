@@ -3,7 +3,11 @@
 Why both paths: Zalo's ``user_feedback`` webhook can be lost (a 2xx that never came, retries that
 gave up), so ``reconcile`` polls ``rating/get`` for the recent window. Both paths end in
 ``record_rating``, idempotent by our random ``tracking_id`` (its row is deleted when the survey
-closes), so a rating seen twice is stored once. The stars become the ``zns-5-star`` survey's
+closes), so a rating seen twice is stored once. A citizen may rate one tracking id again (change
+their stars; Zalo's docs say nothing of it, so the emulator assumes it can): the FIRST rating we
+learn of is the invitation's response, later ones find the survey closed and are ignored. So that
+both paths agree on "first", reconciliation takes ``rating/get``'s rows oldest first by their
+submit time (the list's order is not documented). The stars become the ``zns-5-star`` survey's
 ``stars`` answer (its 1..5 satisfaction), chips map onto that survey's criteria values, and the
 note is scrubbed of phone numbers, ids and codes before it is stored.
 """
@@ -13,9 +17,11 @@ from __future__ import annotations
 import logging
 import unicodedata
 
+from bot.adapters.zalo.http import ZaloTransportError
 from bot.adapters.zalo.suite import ZaloSuite
+from bot.adapters.zalo.tokens import TokenUnavailable
 from bot.adapters.zalo.zns import SURVEY as ZNS_SURVEY
-from bot.adapters.zalo.zns import Rating, ZnsChannel
+from bot.adapters.zalo.zns import Rating, RatingsUnavailable, ZnsChannel
 from bot.flows.definition import SurveyDefinition
 from bot.flows.engine import AnswerEvent
 from bot.flows.scrub import scrub
@@ -90,9 +96,19 @@ async def reconcile(suite: ZaloSuite | None, tracked: TrackedRatings) -> int:
         return 0
     now_s = suite.now()
     hours = suite.settings.zalo_zns_reconcile_hours
-    ratings = await suite.zns.fetch_ratings(int((now_s - hours * 3600) * 1000), int(now_s * 1000))
+    try:
+        ratings = await suite.zns.fetch_ratings(
+            int((now_s - hours * 3600) * 1000), int(now_s * 1000)
+        )
+    except (RatingsUnavailable, TokenUnavailable, ZaloTransportError) as exc:
+        # Bounded: at most MAX_REFRESHES_PER_RUN refreshes, then this run stops; the next
+        # maintenance round tries again over the same window, so nothing is lost.
+        log.warning("zns reconciliation stopped for this round: %s", exc)
+        return 0
     stored = 0
-    for rating in ratings:
+    # Oldest first (a stable sort keeps Zalo's order for equal times): a re-rated tracking id
+    # keeps its first rating, as on the webhook path.
+    for rating in sorted(ratings, key=lambda r: r.submit_ms):
         stored += await record_rating(tracked, rating, suite.settings.max_free_text_chars)
     if stored:
         log.info("zns reconciliation stored %d rating(s) the webhook missed", stored)

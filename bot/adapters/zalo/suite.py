@@ -1,20 +1,22 @@
 """Wiring of the Zalo channels from settings: one HTTP pool, one token manager, three channels.
 
 Why one object: the OA and ZNS share the app's rotating OAuth pair, so they must share one
-``ZaloTokens``; and tests replace ``clock`` with the emulator's virtual clock so that 25-hour token
-lifetimes and webhook timestamps can be exercised without sleeping.
+``ZaloTokens``; and tests replace ``clock`` with the emulator's virtual clock (and ``sleep`` with
+one that moves it) so that 25-hour token lifetimes, webhook timestamps and refresh backoff can be
+exercised without sleeping.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from bot.adapters.zalo.bot import ZaloBotChannel
 from bot.adapters.zalo.http import ZaloHttp
 from bot.adapters.zalo.oa import ZaloOAChannel
-from bot.adapters.zalo.tokens import ZaloTokens
+from bot.adapters.zalo.tokens import RefreshPolicy, ZaloTokens
 from bot.adapters.zalo.zns import ZnsChannel
 from bot.channels import Channel
 from settings import Settings
@@ -34,9 +36,14 @@ class ZaloSuite:
     bot: ZaloBotChannel | None = None
     #: Epoch seconds; replaceable (tests use the emulator's virtual clock).
     clock: Callable[[], float] = field(default=time.time)
+    #: Waits that many seconds; replaceable (tests move the emulator's virtual clock instead).
+    sleep: Callable[[float], Awaitable[None]] = field(default=asyncio.sleep)
 
     def now(self) -> float:
         return self.clock()
+
+    async def wait(self, seconds: float) -> None:
+        await self.sleep(seconds)
 
     def channels(self) -> dict[str, Channel]:
         found: dict[str, Channel] = {}
@@ -75,6 +82,13 @@ def build_zalo(
             pause_seconds=settings.zalo_token_pause_seconds,
             clock=suite.now,
             audit=audit,
+            sleep=suite.wait,
+            policy=RefreshPolicy(
+                attempts=settings.zalo_token_refresh_attempts,
+                backoff_seconds=settings.zalo_token_refresh_backoff_seconds,
+                budget_seconds=settings.zalo_token_refresh_budget_seconds,
+                retry_later_seconds=settings.zalo_token_refresh_retry_later_seconds,
+            ),
         )
         suite.oa = ZaloOAChannel(
             suite.http, suite.tokens, settings.zalo_openapi_base_url, settings.zalo_oa_max_buttons

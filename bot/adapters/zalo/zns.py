@@ -36,6 +36,13 @@ PERMANENT = frozenset(
 #: Daily or night limits: try again later, the message stays in the outbox.
 LATER = frozenset({-115, -133, -144, -147, -1441, -32})
 PAGE_SIZE = 100
+#: Refreshes one ``fetch_ratings`` run may make on token errors before it gives up: a Zalo that
+#: keeps refusing fresh tokens must not make us burn through refresh after refresh.
+MAX_REFRESHES_PER_RUN = 1
+
+
+class RatingsUnavailable(Exception):
+    """``rating/get`` could not be read this run (the reason names no identifier)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +54,8 @@ class Rating:
     rate: int
     feedbacks: list[str] = field(default_factory=list)
     note: str = ""
+    #: When the citizen submitted it (epoch ms; 0 when Zalo did not say).
+    submit_ms: int = 0
 
 
 def parse_rating(item: Mapping[str, Any]) -> Rating | None:
@@ -63,7 +72,13 @@ def parse_rating(item: Mapping[str, Any]) -> Rating | None:
         return None
     if not isinstance(feedbacks, list) or not isinstance(note, str):
         return None
-    return Rating(str(msg_id), tracking, rate, [str(f) for f in feedbacks][:10], note[:2000])
+    submitted = item.get("submit_time", item.get("submitDate"))
+    submit_ms = (
+        int(submitted) if isinstance(submitted, str | int) and str(submitted).isdigit() else 0
+    )
+    return Rating(
+        str(msg_id), tracking, rate, [str(f) for f in feedbacks][:10], note[:2000], submit_ms
+    )
 
 
 class ZnsChannel:
@@ -139,11 +154,16 @@ class ZnsChannel:
             )
         raise DeliveryError(f"zns {code}")
 
-    async def fetch_ratings(self, from_ms: int, to_ms: int) -> list[Rating]:
-        """Every rating of our template submitted in the window, page by page."""
+    async def fetch_ratings(
+        self, from_ms: int, to_ms: int, max_refreshes: int = MAX_REFRESHES_PER_RUN
+    ) -> list[Rating]:
+        """Every rating of our template submitted in the window, page by page. Raises
+        ``RatingsUnavailable`` when a page keeps failing, e.g. the token is still refused after
+        ``max_refreshes`` refreshes (``TokenUnavailable`` and ``ZaloTransportError`` pass)."""
         url = self.base + "/rating/get"
         out: list[Rating] = []
         offset = 0
+        refreshes = 0
         token = await self.tokens.access_token()
         for _ in range(1000):
             params = {
@@ -158,10 +178,13 @@ class ZnsChannel:
             )
             code = zalo_error(answer)
             if code in TOKEN_ERRORS:
+                if refreshes >= max_refreshes:
+                    raise RatingsUnavailable(f"token still refused (error {code})")
+                refreshes += 1
                 token = await self.tokens.invalidate(token)
                 continue
             if code != 0:
-                raise ZaloTransportError(f"rating/get error {code}")
+                raise RatingsUnavailable(f"rating/get error {code}")
             data = answer.get("data") or {}
             items = data.get("data") if isinstance(data, dict) else None
             if not isinstance(items, list) or not items:
