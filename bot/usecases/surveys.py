@@ -116,7 +116,7 @@ async def start_on(
     if template is not None:
         await _start_template(ctx, session, invitation, ledger, contact, template)
         return
-    invitation.reminder_due_at = ctx.clock() + dt.timedelta(hours=ctx.settings.reminder_after_hours)
+    invitation.reminder_due_at = reminder_due(ctx, contact.channel)
     survey_engine = engine_for(ctx, invitation)
     if fallback:
         invitation.state = survey_engine.new_state(secrets.token_hex(3), invitation.language)
@@ -171,7 +171,16 @@ def attach(ctx: Context, invitation: Invitation, dossier: Dossier) -> None:
     invitation.contact_hash = dossier.contact_hash
     invitation.channel = ctx.keys.open(dossier.address_sealed).split(":", 1)[0]
     invitation.status = "sent"
-    invitation.reminder_due_at = ctx.clock() + dt.timedelta(hours=ctx.settings.reminder_after_hours)
+    invitation.reminder_due_at = reminder_due(ctx, invitation.channel)
+
+
+def reminder_due(ctx: Context, channel: str) -> dt.datetime | None:
+    """When the one reminder of a survey just started on ``channel`` falls due: never on a
+    channel that cannot carry one (``Capabilities.reminders``)."""
+    capabilities = ctx.capabilities.get(channel)
+    if capabilities is None or not capabilities.reminders:
+        return None
+    return ctx.clock() + dt.timedelta(hours=ctx.settings.reminder_after_hours)
 
 
 async def finalize(

@@ -1,0 +1,142 @@
+"""When the service may speak first (issue 12, item 3): the one reminder, quiet hours, and how
+often one citizen is invited. Driven on the service's and the dispatcher's clock, on SQLite and
+PostgreSQL; what is asserted is what a citizen's phone shows and what the coverage page says."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+
+from sqlalchemy import select
+
+from bot.adapters.telegram.channel import CAPABILITIES as TELEGRAM
+from bot.adapters.zalo.bot import CAPABILITIES as ZALO_BOT
+from bot.adapters.zalo.zns import CAPABILITIES as ZNS
+from bot.channels import Capabilities, DeliveryError, OutboundMessage
+from bot.i18n import gettext
+from bot.runtime import Runtime
+from bot.schemas import DossierRegistration, ResultBatch, ResultReport
+from bot.usecases.lifecycle import REMINDER
+from storage.models import Agency, SurveyLedger, utcnow
+
+REMINDED = gettext("vi", REMINDER)
+
+
+class ChatStub:
+    """Stands in for a platform's delivery port, declaring that channel's real capabilities:
+    records what reached each chat, or refuses for good (the citizen blocked the bot)."""
+
+    def __init__(self, name: str, capabilities: Capabilities) -> None:
+        self.name = name
+        self.capabilities = capabilities
+        self.sent: dict[str, list[OutboundMessage]] = defaultdict(list)
+        self.refusing = False
+        self.refused = 0
+
+    async def send(self, address: str, message: OutboundMessage) -> None:
+        if self.refusing:
+            self.refused += 1
+            raise DeliveryError("blocked by the user", permanent=True)
+        self.sent[address].append(message)
+
+    def texts(self, address: str) -> list[str]:
+        return [m.text for m in self.sent[address]]
+
+
+def plug(runtime: Runtime, name: str, capabilities: Capabilities) -> ChatStub:
+    stub = ChatStub(name, capabilities)
+    runtime.channels[name] = stub
+    runtime.service.capabilities = {**runtime.service.capabilities, name: capabilities}
+    return stub
+
+
+def at(runtime: Runtime, when: dt.datetime) -> None:
+    """Both clocks at ``when``: the service stamps and schedules on it, the dispatcher sends
+    what is due on it."""
+    runtime.service.clock = lambda: when
+    runtime.dispatcher.clock = lambda: when
+
+
+async def bind(runtime: Runtime, agency: Agency, code: str, channel: str, chat: str) -> None:
+    reg = await runtime.service.register_dossier(agency, DossierRegistration(dossier_code=code))
+    await runtime.service.bind(reg.rating_token, channel, chat, "vi")
+
+
+async def report(runtime: Runtime, agency: Agency, code: str) -> str | None:
+    when = runtime.service.clock().date()
+    outcome = await runtime.service.report_results(
+        agency, ResultBatch(results=[ResultReport(dossier_code=code, returned_at=when)])
+    )
+    return outcome.items[0].survey_status
+
+
+def web_texts(runtime: Runtime, session: str) -> list[str]:
+    return [m["text"] for m in runtime.web.poll(session, 0)]
+
+
+async def test_one_reminder_after_the_delay_on_telegram_and_web_and_none_on_zns(
+    runtime: Runtime, agency: Agency
+) -> None:
+    telegram = plug(runtime, "telegram", TELEGRAM)
+    zns = plug(runtime, "zns", ZNS)
+    start = utcnow()
+    at(runtime, start)
+    web = runtime.web.open_session()
+    await bind(runtime, agency, "HS-R1", "web", web)
+    await bind(runtime, agency, "HS-R2", "telegram", "7001")
+    registration = DossierRegistration(dossier_code="HS-R3", phone="0912345678")
+    await runtime.service.register_dossier(agency, registration)
+    for code in ("HS-R1", "HS-R2", "HS-R3"):
+        assert await report(runtime, agency, code) == "sent"
+    await runtime.dispatcher.drain()
+    assert web_texts(runtime, web) and telegram.texts("7001")
+    [template] = [m for sent in zns.sent.values() for m in sent]  # the ZNS rating template
+    delay = dt.timedelta(hours=runtime.settings.reminder_after_hours)
+
+    at(runtime, start + delay - dt.timedelta(minutes=1))
+    assert await runtime.service.send_reminders() == 0
+    at(runtime, start + delay + dt.timedelta(minutes=1))
+    assert await runtime.service.send_reminders() == 2  # web and Telegram, not ZNS
+    await runtime.dispatcher.drain()
+    at(runtime, start + 3 * delay)
+    assert await runtime.service.send_reminders() == 0
+    await runtime.dispatcher.drain()
+
+    assert sum(REMINDED in t for t in web_texts(runtime, web)) == 1
+    assert sum(REMINDED in t for t in telegram.texts("7001")) == 1
+    # The open question comes again with the reminder (on Telegram as buttons).
+    first_question = next(m for m in telegram.sent["7001"] if m.buttons)
+    assert telegram.sent["7001"][-1].buttons == first_question.buttons
+    assert [m for sent in zns.sent.values() for m in sent] == [template]
+
+
+async def test_a_survey_that_falls_back_after_its_reminder_is_not_reminded_again(
+    runtime: Runtime, agency: Agency
+) -> None:
+    telegram = plug(runtime, "telegram", TELEGRAM)
+    zalo_bot = plug(runtime, "zalo_bot", ZALO_BOT)
+    start = utcnow()
+    at(runtime, start)
+    # The citizen bound Telegram and the Zalo bot to one dossier: Telegram comes first.
+    await bind(runtime, agency, "HS-R4", "telegram", "7002")
+    await bind(runtime, agency, "HS-R4", "zalo_bot", "z-7002")
+    assert await report(runtime, agency, "HS-R4") == "sent"
+    await runtime.dispatcher.drain()
+    greeted = len(zalo_bot.sent["z-7002"])  # "you will receive a short survey" on binding
+    assert len(telegram.texts("7002")) > 1 and greeted == 1
+    delay = dt.timedelta(hours=runtime.settings.reminder_after_hours)
+
+    at(runtime, start + delay + dt.timedelta(minutes=1))
+    assert await runtime.service.send_reminders() == 1
+    telegram.refusing = True  # blocked the bot: the reminder is refused, the survey moves on
+    await runtime.dispatcher.drain()  # a round that only failed ends the drain
+    assert telegram.refused == 1
+    await runtime.dispatcher.drain()
+    assert len(zalo_bot.texts("z-7002")) > greeted  # the survey started again on the Zalo bot
+    at(runtime, start + 3 * delay)
+    assert await runtime.service.send_reminders() == 0
+    await runtime.dispatcher.drain()
+    assert not any(REMINDED in t for t in zalo_bot.texts("z-7002"))
+    async with runtime.sessions() as session:
+        ledger = (await session.execute(select(SurveyLedger))).scalar_one()
+        assert ledger.channel == "zalo_bot"
