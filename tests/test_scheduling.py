@@ -6,17 +6,22 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from zoneinfo import ZoneInfo
 
+import pytest
 from sqlalchemy import select
 
 from bot.adapters.telegram.channel import CAPABILITIES as TELEGRAM
 from bot.adapters.zalo.bot import CAPABILITIES as ZALO_BOT
 from bot.adapters.zalo.zns import CAPABILITIES as ZNS
 from bot.channels import Capabilities, DeliveryError, OutboundMessage
+from bot.flows.engine import Reply
 from bot.i18n import gettext
 from bot.runtime import Runtime
 from bot.schemas import DossierRegistration, ResultBatch, ResultReport
 from bot.usecases.lifecycle import REMINDER
+from settings import SettingsError, load_settings
+from storage import schedule
 from storage.models import Agency, SurveyLedger, utcnow
 
 REMINDED = gettext("vi", REMINDER)
@@ -140,3 +145,128 @@ async def test_a_survey_that_falls_back_after_its_reminder_is_not_reminded_again
     async with runtime.sessions() as session:
         ledger = (await session.execute(select(SurveyLedger))).scalar_one()
         assert ledger.channel == "zalo_bot"
+
+
+# ------------------------------------------------------------------------------ quiet hours
+VIETNAM = ZoneInfo("Asia/Ho_Chi_Minh")
+
+
+def local(day: int, hour: int, minute: int = 0) -> dt.datetime:
+    """A moment of December 2026 on a Vietnamese clock, as the service's UTC clock reads it."""
+    return dt.datetime(2026, 12, day, hour, minute, tzinfo=VIETNAM).astimezone(dt.UTC)
+
+
+def quiet(runtime: Runtime, start: str = "21:00", end: str = "07:00") -> None:
+    runtime.settings.quiet_hours_start = start
+    runtime.settings.quiet_hours_end = end
+
+
+async def test_a_result_at_22h_is_invited_at_7h_while_a_reply_at_22h30_goes_at_once(
+    runtime: Runtime, agency: Agency
+) -> None:
+    quiet(runtime)
+    early, late = runtime.web.open_session(), runtime.web.open_session()
+    at(runtime, local(10, 20))
+    await bind(runtime, agency, "HS-Q1", "web", early)
+    await bind(runtime, agency, "HS-Q2", "web", late)
+    assert await report(runtime, agency, "HS-Q1") == "sent"  # 20:00: invited at once
+    await runtime.dispatcher.drain()
+    greeted = len(web_texts(runtime, late))  # the thank-you for binding
+    assert len(web_texts(runtime, early)) > greeted
+
+    at(runtime, local(10, 22))
+    assert await report(runtime, agency, "HS-Q2") == "sent"
+    await runtime.dispatcher.drain()
+    assert len(web_texts(runtime, late)) == greeted  # nothing at 22:00
+
+    at(runtime, local(10, 22, 30))
+    before = len(web_texts(runtime, early))
+    await runtime.service.handle("web", early, Reply("1"))  # mid-survey: the reply goes now
+    await runtime.dispatcher.drain()
+    assert len(web_texts(runtime, early)) > before
+    assert len(web_texts(runtime, late)) == greeted
+
+    at(runtime, local(11, 6, 59))
+    await runtime.dispatcher.drain()
+    assert len(web_texts(runtime, late)) == greeted
+    at(runtime, local(11, 7))
+    await runtime.dispatcher.drain()
+    invitation = web_texts(runtime, late)[greeted:]
+    assert invitation and "bao nhiêu lần" in invitation[-1]  # the first question, at 07:00
+
+
+async def test_a_reminder_falling_due_at_night_waits_for_the_morning(
+    runtime: Runtime, agency: Agency
+) -> None:
+    quiet(runtime)
+    runtime.settings.reminder_after_hours = 2
+    citizen = runtime.web.open_session()
+    at(runtime, local(10, 20))
+    await bind(runtime, agency, "HS-Q3", "web", citizen)
+    assert await report(runtime, agency, "HS-Q3") == "sent"
+    await runtime.dispatcher.drain()
+    at(runtime, local(10, 22, 1))
+    assert await runtime.service.send_reminders() == 1  # due at 22:00: queued, held
+    await runtime.dispatcher.drain()
+    assert not any(REMINDED in t for t in web_texts(runtime, citizen))
+    at(runtime, local(11, 7))
+    await runtime.dispatcher.drain()
+    assert sum(REMINDED in t for t in web_texts(runtime, citizen)) == 1
+
+
+async def test_a_citizen_who_opens_their_link_at_night_gets_the_survey_now_and_no_repeat(
+    runtime: Runtime, agency: Agency
+) -> None:
+    """Opening the link is the citizen's own request: answered at once; the invitation held
+    for 07:00 would only ask again what they already answered, so it never goes."""
+    quiet(runtime)
+    citizen = runtime.web.open_session()
+    at(runtime, local(10, 20))
+    reg = await runtime.service.register_dossier(agency, DossierRegistration(dossier_code="HS-Q4"))
+    await runtime.service.bind(reg.rating_token, "web", citizen, "vi")
+    at(runtime, local(10, 23))
+    assert await report(runtime, agency, "HS-Q4") == "sent"  # held for 07:00
+    at(runtime, local(10, 23, 10))
+    await runtime.service.bind(reg.rating_token, "web", citizen, "vi")  # the link again
+    await runtime.dispatcher.drain()
+    assert "bao nhiêu lần" in web_texts(runtime, citizen)[-1]
+    await runtime.service.handle("web", citizen, Reply("1"))
+    await runtime.dispatcher.drain()
+    answered = web_texts(runtime, citizen)
+    at(runtime, local(11, 7))
+    await runtime.dispatcher.drain()
+    assert web_texts(runtime, citizen) == answered
+    assert sum("bao nhiêu lần" in t for t in answered) == 1
+
+
+def test_quiet_hours_arithmetic() -> None:
+    night = schedule.quiet_hours("21:00", "07:00", "Asia/Ho_Chi_Minh")
+    assert night is not None
+    assert night.until(local(10, 20, 59)) is None
+    assert night.until(local(10, 21)) == local(11, 7)
+    assert night.until(local(11, 0, 30)) == local(11, 7)
+    assert night.until(local(11, 6, 59)) == local(11, 7)
+    assert night.until(local(11, 7)) is None
+    lunch = schedule.quiet_hours("12:00", "13:30", "Asia/Ho_Chi_Minh")
+    assert lunch is not None and lunch.until(local(10, 12, 15)) == local(10, 13, 30)
+    assert lunch.until(local(10, 11, 59)) is None and lunch.until(local(10, 13, 30)) is None
+    assert schedule.quiet_hours("", "", "Asia/Ho_Chi_Minh") is None
+    assert schedule.quiet_hours("07:00", "07:00", "Asia/Ho_Chi_Minh") is None
+    # The window is on the local clock: 21:00 in Hà Nội is 14:00 UTC.
+    assert night.until(dt.datetime(2026, 12, 10, 14, 0, tzinfo=dt.UTC)) == local(11, 7)
+
+
+def test_quiet_hours_settings_are_validated() -> None:
+    for bad in (
+        {"quiet_hours_start": "25:00"},
+        {"quiet_hours_end": "7h"},
+        {"quiet_hours_end": ""},
+        {"quiet_hours_timezone": "Asia/Sai_Gon_City"},
+        {"invite_cap_days": -1},
+    ):
+        with pytest.raises(SettingsError) as refused:
+            base = {"env": "test", "quiet_hours_start": "21:00", "quiet_hours_end": "07:00"}
+            load_settings(**{**base, **bad})
+        assert str(refused.value).count("\n") == 1  # one line, naming the setting
+    off = load_settings(env="test", quiet_hours_start="", quiet_hours_end="")
+    assert schedule.quiet_until(off, local(10, 23)) is None

@@ -161,7 +161,8 @@ async def _start_template(
                    conversation=contact.contact_hash, payload=message.to_dict(),
                    priority=outbox.PRIORITY_INVITATION,
                    dedup_key=f"{invitation.id}:{contact.channel}",
-                   invitation_id=invitation.id, now=ctx.clock())  # fmt: skip
+                   invitation_id=invitation.id, now=ctx.clock(),
+                   not_before=ctx.quiet_until())  # fmt: skip
 
 
 def attach(ctx: Context, invitation: Invitation, dossier: Dossier) -> None:
