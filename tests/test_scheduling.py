@@ -5,24 +5,32 @@ PostgreSQL; what is asserted is what a citizen's phone shows and what the covera
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections import defaultdict
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 
 from bot.adapters.telegram.channel import CAPABILITIES as TELEGRAM
 from bot.adapters.zalo.bot import CAPABILITIES as ZALO_BOT
 from bot.adapters.zalo.zns import CAPABILITIES as ZNS
 from bot.channels import Capabilities, DeliveryError, OutboundMessage
+from bot.dashboard import auth
 from bot.flows.engine import Reply
 from bot.i18n import gettext
+from bot.inbound import route_button, route_text
 from bot.runtime import Runtime
 from bot.schemas import DossierRegistration, ResultBatch, ResultReport
 from bot.usecases.lifecycle import REMINDER
 from settings import SettingsError, load_settings
-from storage import schedule
-from storage.models import Agency, SurveyLedger, utcnow
+from storage import releases, schedule
+from storage.models import Agency, InviteCap, SurveyLedger, utcnow
+from storage.stats import Thresholds
+from tests.adminseed import add_agency, release
+from tests.test_dashboard import login
 
 REMINDED = gettext("vi", REMINDER)
 
@@ -270,3 +278,109 @@ def test_quiet_hours_settings_are_validated() -> None:
         assert str(refused.value).count("\n") == 1  # one line, naming the setting
     off = load_settings(env="test", quiet_hours_start="", quiet_hours_end="")
     assert schedule.quiet_until(off, local(10, 23)) is None
+
+
+# ----------------------------------------------------------------------- the invitation cap
+async def test_a_second_agencys_result_within_7_days_is_capped_counted_and_sends_nothing(
+    runtime: Runtime, agency: Agency, client: TestClient[Any, Any]
+) -> None:
+    runtime.settings.invite_cap_days = 7
+    telegram = plug(runtime, "telegram", TELEGRAM)
+    ward = await add_agency(runtime, "ubnd-phuong", "UBND phường", ["CB11"])
+    district = await add_agency(runtime, "ubnd-quan", "UBND quận", ["CB21"])
+    chats = [f"90{n}" for n in range(7)]
+    at(runtime, dt.datetime(2026, 10, 25, 3, tzinfo=dt.UTC))
+    for n, chat in enumerate(chats):
+        await bind(runtime, agency, f"HS-A{n}", "telegram", chat)
+        assert await report(runtime, agency, f"HS-A{n}") == "sent"
+    await runtime.dispatcher.drain()
+
+    at(runtime, dt.datetime(2026, 10, 31, 3, tzinfo=dt.UTC))  # six days later
+    for n, chat in enumerate(chats):
+        other = ward if n < 5 else district  # five citizens at the ward, two at the district
+        await bind(runtime, other, f"HS-B{n}", "telegram", chat)
+    await runtime.dispatcher.drain()
+    seen = {chat: len(telegram.sent[chat]) for chat in chats}
+    for n in range(7):
+        other = ward if n < 5 else district
+        assert await report(runtime, other, f"HS-B{n}") == "capped"
+    await runtime.dispatcher.drain()
+    assert {chat: len(telegram.sent[chat]) for chat in chats} == seen  # no message at all
+    async with runtime.sessions() as session:
+        statuses = (
+            await session.execute(
+                select(SurveyLedger.status).where(SurveyLedger.agency_id != agency.id)
+            )
+        ).scalars()
+        assert sorted(statuses) == ["capped"] * 7  # recorded, never dropped
+
+    at(runtime, dt.datetime(2026, 11, 1, 3, tzinfo=dt.UTC))  # seven days after the invitation
+    await bind(runtime, ward, "HS-C0", "telegram", chats[0])
+    assert await report(runtime, ward, "HS-C0") == "sent"
+    await runtime.dispatcher.drain()
+    assert len(telegram.sent[chats[0]]) > seen[chats[0]] + 1  # thanks, then the survey
+
+    assert await release(runtime) == ["2026-10"]
+    coverage = {
+        (r["agency"], r["channel"]): r
+        for a in (ward, district)
+        for r in (await releases.published(runtime.sessions, Thresholds(), a.id)).coverage
+    }
+    assert coverage[("ubnd-phuong", "*")]["capped"] == 5
+    assert coverage[("ubnd-phuong", "*")]["reported"] == 5
+    # Two capped results are a group below k: withheld like any other coverage figure.
+    assert coverage[("ubnd-quan", "*")]["suppressed"] == "small"
+    assert coverage[("ubnd-quan", "*")]["capped"] is None
+
+    await auth.create_user(runtime.sessions, "xem", "mat-khau-dai", "viewer", "ubnd-phuong")
+    assert (await login(client, "xem", "mat-khau-dai")).status == 303
+    page = await (await client.get("/admin/coverage")).text()
+    row = page.split('data-coverage="ubnd-phuong:*"', 1)[1].split("</tr>", 1)[0]
+    assert re.search(r'data-k="capped">\s*5\s*<', row)
+
+
+async def test_the_cap_keeps_a_keyed_day_only_and_forgets_it_after_the_window(
+    runtime: Runtime, agency: Agency
+) -> None:
+    runtime.settings.invite_cap_days = 7
+    plug(runtime, "telegram", TELEGRAM)
+    start = dt.datetime(2026, 10, 20, 3, tzinfo=dt.UTC)
+    at(runtime, start)
+    await bind(runtime, agency, "HS-K1", "telegram", "424242")
+    assert await report(runtime, agency, "HS-K1") == "sent"
+    contact = runtime.keyring.channel_pseudonym("contact", "telegram", "424242").digest
+    async with runtime.sessions() as session:
+        [row] = (await session.execute(select(InviteCap))).scalars()
+    # A day and a hash that is neither the chat id nor any pseudonym stored elsewhere.
+    assert row.invited_on == start.date() and row.cap_hash != contact
+    assert "424242" not in row.cap_hash
+    at(runtime, start + dt.timedelta(days=6))
+    assert (await runtime.service.purge_closed()).invite_cap == 0
+    at(runtime, start + dt.timedelta(days=7))
+    assert (await runtime.service.purge_closed()).invite_cap == 1
+    async with runtime.sessions() as session:
+        assert (await session.execute(select(InviteCap))).first() is None
+
+
+async def test_with_the_cap_off_every_result_is_invited(runtime: Runtime, agency: Agency) -> None:
+    runtime.settings.invite_cap_days = 0
+    plug(runtime, "telegram", TELEGRAM)
+    ward = await add_agency(runtime, "ubnd-phuong", "UBND phường", ["CB11"])
+    for other, code in ((agency, "HS-O1"), (ward, "HS-O2")):
+        await bind(runtime, other, code, "telegram", "515151")
+        assert await report(runtime, other, code) == "sent"
+
+
+async def test_delete_forgets_when_the_chat_was_last_invited(
+    runtime: Runtime, agency: Agency
+) -> None:
+    runtime.settings.invite_cap_days = 7
+    citizen = runtime.web.open_session()
+    await bind(runtime, agency, "HS-D1", "web", citizen)
+    assert await report(runtime, agency, "HS-D1") == "sent"
+    async with runtime.sessions() as session:
+        assert len((await session.execute(select(InviteCap))).all()) == 1
+    await route_text(runtime.service, "web", citizen, "/delete")
+    await route_button(runtime.service, "web", citizen, "cmd:delete:yes")
+    async with runtime.sessions() as session:
+        assert (await session.execute(select(InviteCap))).first() is None

@@ -8,6 +8,7 @@ an answer being stored at that moment finishes first (and is counted) or finds t
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 from sqlalchemy import ColumnElement, delete, select
@@ -18,7 +19,7 @@ from bot.i18n import N_, gettext
 from bot.usecases.context import ACTIVE, Context
 from bot.usecases.outbound import enqueue_step
 from bot.usecases.surveys import engine_for, finalize
-from storage import outbox, retention
+from storage import invite_cap, outbox, retention
 from storage.models import Dossier, Invitation, OutboxMessage
 
 REMINDER = N_("A reminder: your short survey is still open. It takes under a minute.")
@@ -104,6 +105,10 @@ class Lifecycle:
                 outbox_retention=dt.timedelta(hours=self.ctx.settings.outbox_retention_hours),
                 inbox_window=dt.timedelta(hours=self.ctx.settings.inbox_replay_mark_hours),
             )
+            capped = await invite_cap.purge(
+                session, self.ctx.clock().date(), self.ctx.settings.invite_cap_days
+            )
+            purged = dataclasses.replace(purged, invite_cap=capped)
             await session.commit()
         return purged
 

@@ -30,6 +30,9 @@ from storage.models import (
 #: The ledger status of a survey its citizen erased: the same as one that closed unanswered, so
 #: the ledger neither says that this citizen took part nor that they asked for erasure.
 ERASED_LEDGER_STATUS = "expired"
+#: The ledger status (and API ``survey_status``) of a result whose citizen was invited within
+#: ``SURVEYBOT_INVITE_CAP_DAYS``: no survey was started (``storage.invite_cap``).
+CAPPED = "capped"
 
 
 def engine(ctx: Context, survey: SurveyDefinition) -> SurveyEngine:
@@ -65,6 +68,26 @@ async def add_phone(ctx: Context, session: AsyncSession, dossier: Dossier, phone
     """A phone number given at reception: a contact on every channel that reaches phones."""
     for channel in ctx.phone_channels:
         await add_contact(ctx, session, dossier, channel, phone)
+
+
+async def reach(ctx: Context, session: AsyncSession, dossier: Dossier) -> list[str]:
+    """Every way the service knows to reach this dossier's citizen (``<channel>:<address>``,
+    opened in memory from the sealed addresses): what the invitation cap is keyed on."""
+    sealed = {dossier.address_sealed} if dossier.address_sealed else set()
+    sealed.update(
+        (
+            await session.execute(
+                select(DossierContact.address_sealed).where(DossierContact.dossier_id == dossier.id)
+            )
+        ).scalars()
+    )
+    addresses = []
+    for token in sealed:
+        try:
+            addresses.append(ctx.keys.open(token))
+        except ValueError:  # sealed under a retired key: that way is gone anyway
+            continue
+    return addresses
 
 
 async def first_contact(
