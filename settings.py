@@ -11,6 +11,7 @@ import functools
 import ipaddress
 import math
 import re
+import zoneinfo
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -51,6 +52,17 @@ class Settings(BaseSettings):
     surveys_dir: Path | None = None
     survey_ttl_hours: int = Field(7 * 24, ge=1)
     reminder_after_hours: int = Field(24, ge=1)
+    #: No invitation or reminder goes out between these local times (HH:MM, 24 h clock, in
+    #: ``quiet_hours_timezone``); one created inside them is held until they end
+    #: (storage/schedule.py). Replies inside a conversation are never held. Both empty, or
+    #: equal, switch quiet hours off; a start after the end runs over midnight.
+    quiet_hours_start: str = "21:00"
+    quiet_hours_end: str = "07:00"
+    quiet_hours_timezone: str = "Asia/Ho_Chi_Minh"
+    #: A citizen (by a keyed hash of each way we reach them) is invited at most once in this
+    #: many days, across agencies; a result reported inside the window is recorded as
+    #: ``capped`` and starts no survey. 0 switches the cap off.
+    invite_cap_days: int = Field(7, ge=0, le=366)
     rating_token_ttl_days: int = Field(60, ge=1)
     max_body_bytes: int = Field(2_000_000, ge=1024)
     max_batch_size: int = Field(1000, ge=1)
@@ -237,6 +249,32 @@ class Settings(BaseSettings):
                     f"Bot API: {problem}. Set SURVEYBOT_PUBLIC_BASE_URL to this service's public "
                     "HTTPS address, or use SURVEYBOT_TELEGRAM_POLLING=true"
                 )
+        return self
+
+    @field_validator("quiet_hours_start", "quiet_hours_end")
+    @classmethod
+    def _clock_time(cls, value: str) -> str:
+        value = value.strip()
+        if value and not re.fullmatch(r"([01]?[0-9]|2[0-3]):[0-5][0-9]", value):
+            raise ValueError("must be a time of day as HH:MM (00:00-23:59), or empty")
+        return value
+
+    @field_validator("quiet_hours_timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError("must be an IANA time zone such as Asia/Ho_Chi_Minh") from None
+        return value
+
+    @model_validator(mode="after")
+    def _quiet_hours_both_or_neither(self) -> Settings:
+        if bool(self.quiet_hours_start) != bool(self.quiet_hours_end):
+            raise ValueError(
+                "SURVEYBOT_QUIET_HOURS_START and SURVEYBOT_QUIET_HOURS_END must both be set "
+                "(HH:MM) or both be empty (quiet hours off)"
+            )
         return self
 
     @field_validator("database_url")

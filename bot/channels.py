@@ -30,6 +30,12 @@ class Capabilities:
     #: The address is only needed to send: it is deleted once the channel accepted the message,
     #: and ``delivered`` waits for the platform's receipt (or the rating).
     forget_address_once_sent: bool = False
+    #: The channel may carry the survey's one follow-up (``usecases.lifecycle.send_reminders``,
+    #: ``SURVEYBOT_REMINDER_AFTER_HOURS`` after an unanswered invitation): a chat the citizen
+    #: can answer in. Off unless a channel declares it, and off on a one-message template
+    #: channel (ZNS, see ``bot/adapters/zalo/zns.py``). Sent at most once per survey, whatever
+    #: channel fallbacks happen.
+    reminders: bool = False
 
 
 @dataclass(slots=True)

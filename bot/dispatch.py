@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from bot.channels import Channel, DeliveryError, OutboundMessage
 from storage import outbox
 from storage.db import Sessions
+from storage.models import utcnow
 from storage.pseudonym import KeyRing
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class Dispatcher:
         concurrency: int = 16,
         reply_concurrency: int = 8,
         lease: dt.timedelta = outbox.LEASE,
+        clock: Callable[[], dt.datetime] = utcnow,
     ) -> None:
         self.sessions = sessions
         self.keys = keyring
@@ -58,6 +60,9 @@ class Dispatcher:
         self.on_delivered = on_delivered
         self.batch_size = batch_size
         self.lease = lease
+        #: What "due" means when claiming (a message held for the end of quiet hours waits
+        #: for it); the real clock, which tests move.
+        self.clock = clock
         self._slots = {
             outbox.PRIORITY_REPLY: asyncio.Semaphore(reply_concurrency),
             outbox.PRIORITY_INVITATION: asyncio.Semaphore(concurrency),
@@ -105,7 +110,9 @@ class Dispatcher:
 
     async def _round(self, lane: int) -> int:
         async with self.sessions() as session:
-            claimed = await outbox.claim(session, self.batch_size, lane=lane, lease=self.lease)
+            claimed = await outbox.claim(
+                session, self.batch_size, self.clock(), lane=lane, lease=self.lease
+            )
         self._in_flight.update(m.id for m in claimed)
         results = await asyncio.gather(*(self._deliver(m, self._slots[lane]) for m in claimed))
         return sum(results)
@@ -126,7 +133,9 @@ class Dispatcher:
             await asyncio.sleep(self.lease.total_seconds() / 3)
             with contextlib.suppress(Exception):  # the database is down: the sends wait too
                 async with self.sessions() as session:
-                    await outbox.extend(session, list(self._in_flight), lease=self.lease)
+                    await outbox.extend(
+                        session, list(self._in_flight), lease=self.lease, now=self.clock()
+                    )
 
     async def _deliver(self, message: outbox.Claimed, slots: asyncio.Semaphore) -> int:
         """Send a conversation's head, then its next due messages, in order, in one task."""
@@ -140,7 +149,9 @@ class Dispatcher:
                         break
                     sent += 1
                     async with self.sessions() as session:
-                        following = await outbox.sent_then_next(session, current, lease=self.lease)
+                        following = await outbox.sent_then_next(
+                            session, current, self.clock(), lease=self.lease
+                        )
                     await self._report_delivered(current)
                     self._in_flight.discard(current.id)
                     current = following

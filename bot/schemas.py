@@ -225,7 +225,7 @@ class ResultBatch(_Strict):
 class ResultItemOutcome(BaseModel):
     index: int
     status: Literal["survey_created", "duplicate", "rejected"]
-    survey_status: Literal["sent", "waiting_for_binding", "opted_out"] | None = None
+    survey_status: Literal["sent", "waiting_for_binding", "opted_out", "capped"] | None = None
     error: str | None = None
 
 

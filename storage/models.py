@@ -167,6 +167,16 @@ class Invitation(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
+class InviteCap(Base):
+    """The last day the service invited a citizen, under a keyed hash of one way it reaches
+    them (``storage.invite_cap``): nothing about which agency, which survey or what came of
+    it; deleted once ``SURVEYBOT_INVITE_CAP_DAYS`` have passed, and by /delete."""
+
+    __tablename__ = "invite_cap"
+    cap_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    invited_on: Mapped[dt.date] = mapped_column(Date, index=True)
+
+
 class OptOut(Base):
     """A contact that said /stop: never surveyed again. Only the contact pseudonym is kept."""
 

@@ -115,11 +115,18 @@ def enqueue(
     invitation_id: str | None = None,
     order: int = 0,
     now: dt.datetime | None = None,
+    not_before: dt.datetime | None = None,
 ) -> OutboxMessage:
     """Add a message to the caller's transaction; ``order`` keeps messages of one step in sequence.
 
-    The payload is sealed here, so no caller can queue a readable one."""
-    created = (now or utcnow()) + dt.timedelta(microseconds=order)
+    The payload is sealed here, so no caller can queue a readable one. ``not_before`` holds the
+    message until then (quiet hours, ``storage.schedule``): it is stamped as created then too,
+    so in its conversation it queues behind whatever is sent meanwhile (a reply is never stuck
+    behind a held invitation)."""
+    due = now or utcnow()
+    if not_before is not None and not_before > due:
+        due = not_before
+    created = due + dt.timedelta(microseconds=order)
     row = OutboxMessage(
         id=new_id(),
         dedup_key=dedup_key or new_id(),
@@ -130,7 +137,7 @@ def enqueue(
         priority=priority,
         invitation_id=invitation_id,
         created_at=created,
-        available_at=created,
+        available_at=due,
     )
     session.add(row)
     return row

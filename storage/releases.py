@@ -251,6 +251,7 @@ async def _coverage_groups(session: AsyncSession, period: Period) -> list[Any]:
             func.count(SurveyLedger.channel).label("sent"),
             func.sum(case((SurveyLedger.delivered.is_(True), 1), else_=0)).label("delivered"),
             func.sum(case((SurveyLedger.completed.is_(True), 1), else_=0)).label("answered"),
+            func.sum(case((SurveyLedger.status == "capped", 1), else_=0)).label("capped"),
         )
         .where(*period.covers(SurveyLedger.reported_on))
         .group_by(SurveyLedger.agency_id, SurveyLedger.channel)
@@ -423,7 +424,11 @@ def _criteria(
 def _coverage(
     rows: Iterable[Any], agencies: dict[str, tuple[str, str]], rule: Rule
 ) -> dict[str, list[dict[str, Any]]]:
-    """Who was asked against who answered, per agency and channel, cut by the same rule."""
+    """Who was asked against who answered, per agency and channel, cut by the same rule.
+
+    ``capped`` (results that started no survey because the citizen had been invited within
+    the invitation cap's window) is shown exactly when its row is, like sent and delivered:
+    it is a part of ``reported`` that the agency was told of result by result anyway."""
     per: dict[str, dict[str, Coverage]] = defaultdict(dict)
     for row in rows:
         code = agencies[row.agency_id][0]
@@ -433,6 +438,7 @@ def _coverage(
             item.sent += int(row.sent)
             item.delivered += int(row.delivered or 0)
             item.answered += int(row.answered or 0)
+            item.capped += int(row.capped or 0)
     counts = ("reported", "answered")
     result: dict[str, list[dict[str, Any]]] = {}
     for aid, items in per.items():
@@ -450,7 +456,7 @@ def _coverage(
                 "channel": ch,
                 **{
                     name: getattr(c, name) if figures[ch].shown else None
-                    for name in ("reported", "sent", "delivered", "answered")
+                    for name in ("reported", "sent", "delivered", "answered", "capped")
                 },
                 "suppressed": figures[ch].suppressed,
             }

@@ -39,10 +39,12 @@ class Purged:
     outbox: int = 0
     zns_tracking: int = 0
     inbox: int = 0
+    #: Invitation-cap rows past their window (``storage.invite_cap``, purged by the lifecycle).
+    invite_cap: int = 0
 
     @property
     def total(self) -> int:
-        return self.outbox + self.zns_tracking + self.inbox
+        return self.outbox + self.zns_tracking + self.inbox + self.invite_cap
 
 
 async def purge(

@@ -221,3 +221,5 @@ class Coverage:
     sent: int = 0
     delivered: int = 0
     answered: int = 0
+    #: Results that started no survey: the citizen had been invited within the cap's window.
+    capped: int = 0

@@ -37,6 +37,15 @@ REDIS_URL = os.environ.get("SURVEYBOT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0
 PG_HINT = "start it: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
 REDIS_HINT = "start it: redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save ''"
 
+# Quiet hours (21:00-07:00 in Vietnam by default) would hold every invitation a test sends in
+# the evening, and the invitation cap (one per 7 days) every second survey a test gives one
+# chat: both follow the wall clock and the order tests run in. They are off for the suite,
+# here, where every ``load_settings`` and every ``surveybot`` child process reads them, and
+# switched on by the tests of that behaviour (tests/test_scheduling.py).
+os.environ.setdefault("SURVEYBOT_QUIET_HOURS_START", "")
+os.environ.setdefault("SURVEYBOT_QUIET_HOURS_END", "")
+os.environ.setdefault("SURVEYBOT_INVITE_CAP_DAYS", "0")
+
 TEST_KEYS = KeyRing.generate_document()
 AGENCY_CODE = "ubnd-test"
 

@@ -15,7 +15,7 @@ from bot.i18n import normalise_language
 from bot.usecases.context import Context, Outcome
 from bot.usecases.outbound import enqueue_step, flooded, reply
 from bot.usecases.surveys import add_contact, attach, engine_for
-from storage import outbox
+from storage import invite_cap, outbox
 from storage.models import Dossier, Invitation, OptOut, SurveyLedger, new_id
 from storage.pseudonym import token_digest
 
@@ -73,6 +73,14 @@ class Binding:
                         invitation.language = normalise_language(language)
                         invitation.state = {**invitation.state, "lang": invitation.language}
                     attach(self.ctx, invitation, dossier)
+                    # Asked for by the citizen, so never capped; it counts for the next ones.
+                    await invite_cap.record(
+                        session,
+                        self.ctx.keys,
+                        [f"{channel}:{address}"],
+                        now.date(),
+                        self.ctx.settings.invite_cap_days,
+                    )
                     ledger = await session.get(SurveyLedger, invitation.ledger_id)
                     if ledger is not None:
                         ledger.status = "sent"

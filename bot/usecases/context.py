@@ -15,6 +15,7 @@ from bot.channels import Capabilities
 from bot.flows.definition import SurveyCatalog, SurveyDefinition
 from bot.responses import ResponseRecorder
 from settings import Settings
+from storage import schedule
 from storage.coordination import Coordinator, invitation_lock
 from storage.db import Sessions
 from storage.models import Invitation, OptOut
@@ -113,6 +114,11 @@ class Context:
         chat leaves no pseudonym behind): a keyed hash of it, and it expires within a minute."""
         value = "\x1f".join(parts)
         return f"{kind}:{self.keys.pseudonym('contact', f'limit:{kind}:{value}').digest[:32]}"
+
+    def quiet_until(self) -> dt.datetime | None:
+        """The end of the quiet hours now falls in (``storage.schedule``), else None: what the
+        service sends on its own initiative (invitations, reminders) waits for it."""
+        return schedule.quiet_until(self.settings, self.clock())
 
     async def active_invitation(
         self, session: AsyncSession, contacts: Sequence[str]

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.flows.engine import DONE, Choice, Input
 from bot.usecases.context import Context, Outcome
-from bot.usecases.outbound import enqueue_step, flooded, reply
+from bot.usecases.outbound import drop_held, enqueue_step, flooded, reply
 from bot.usecases.surveys import engine_for, finalize
 from storage import outbox
 from storage.models import Invitation, new_id
@@ -91,6 +91,7 @@ class Conversation:
         invitation.state = step.state
         if step.answers:
             invitation.status = "in_progress"
+            await drop_held(self.ctx, session, invitation)
             await self.ctx.responses.store(session, invitation, channel, address, step.answers)
         enqueue_step(
             self.ctx,

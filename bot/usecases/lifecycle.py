@@ -8,19 +8,23 @@ an answer being stored at that moment finishes first (and is counted) or finds t
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 from sqlalchemy import ColumnElement, delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.flows.engine import Prompt, Step
 from bot.i18n import N_, gettext
 from bot.usecases.context import ACTIVE, Context
 from bot.usecases.outbound import enqueue_step
 from bot.usecases.surveys import engine_for, finalize
-from storage import outbox, retention
-from storage.models import Dossier, Invitation
+from storage import invite_cap, outbox, retention
+from storage.models import Dossier, Invitation, OutboxMessage
 
 REMINDER = N_("A reminder: your short survey is still open. It takes under a minute.")
+#: The dedup key part of a reminder's outbox rows (``<invitation id>:reminder:<order>``).
+REMINDER_KEY = "reminder"
 
 
 class Lifecycle:
@@ -51,7 +55,11 @@ class Lifecycle:
         return closed
 
     async def send_reminders(self) -> int:
-        """The one reminder of an open survey, with its current question again."""
+        """The one reminder of an open survey, with its current question again.
+
+        Only on a channel that carries one (``Capabilities.reminders``), and once per survey:
+        a survey that fell back to another channel after its reminder went out (the reminder's
+        outbox row stays while the survey is open, ``outbox.purge``) gets no second one."""
         ctx = self.ctx
         now = ctx.clock()
         sent = 0
@@ -67,11 +75,21 @@ class Lifecycle:
                 ):
                     continue
                 invitation.reminder_due_at = None
+                capabilities = ctx.capabilities.get(invitation.channel or "")
+                if (
+                    capabilities is None
+                    or not capabilities.reminders
+                    or await _reminded(session, invitation.id)
+                ):
+                    await session.commit()
+                    continue
                 prompt = engine_for(ctx, invitation).current_prompt(invitation.state)
                 prompts = [Prompt(gettext(invitation.language, REMINDER))]
                 prompts += [prompt] if prompt else []
                 step = Step(invitation.state, prompts)
-                enqueue_step(ctx, session, invitation, step, outbox.PRIORITY_INVITATION, "reminder")
+                enqueue_step(
+                    ctx, session, invitation, step, outbox.PRIORITY_INVITATION, REMINDER_KEY
+                )
                 await session.commit()
                 sent += 1
         if sent:
@@ -87,6 +105,10 @@ class Lifecycle:
                 outbox_retention=dt.timedelta(hours=self.ctx.settings.outbox_retention_hours),
                 inbox_window=dt.timedelta(hours=self.ctx.settings.inbox_replay_mark_hours),
             )
+            capped = await invite_cap.purge(
+                session, self.ctx.clock().date(), self.ctx.settings.invite_cap_days
+            )
+            purged = dataclasses.replace(purged, invite_cap=capped)
             await session.commit()
         return purged
 
@@ -94,3 +116,13 @@ class Lifecycle:
         async with self.ctx.sessions() as session:
             found = await session.execute(select(Invitation.id).where(condition))
             return list(found.scalars())
+
+
+async def _reminded(session: AsyncSession, invitation_id: str) -> bool:
+    """Whether this survey's reminder was queued already (on any channel)."""
+    found = await session.execute(
+        select(OutboxMessage.id)
+        .where(OutboxMessage.dedup_key == f"{invitation_id}:{REMINDER_KEY}:0")
+        .limit(1)
+    )
+    return found.first() is not None

@@ -11,7 +11,7 @@ from bot.flows.engine import Step
 from bot.i18n import N_, gettext, normalise_language
 from bot.usecases.context import FORGET, Context
 from storage import outbox
-from storage.models import Invitation
+from storage.models import Invitation, OutboxMessage
 
 SLOW_DOWN = N_(
     "You are sending messages faster than I can read them. Please wait a moment, then send your "
@@ -29,8 +29,12 @@ def enqueue_step(
     closing: bool = False,
 ) -> None:
     """Queue a step's acknowledgements and prompts; ``closing`` marks the last message as the
-    end of the conversation, after which the channel drops its chat state (``FORGET``)."""
+    end of the conversation, after which the channel drops its chat state (``FORGET``).
+
+    What the service says on its own initiative (``PRIORITY_INVITATION``: an invitation, a
+    reminder) is held until the end of quiet hours; replies go at once."""
     assert invitation.address_sealed and invitation.contact_hash and invitation.channel
+    held = ctx.quiet_until() if priority == outbox.PRIORITY_INVITATION else None
     capabilities = ctx.capabilities[invitation.channel]
     language = step.state["lang"]
     messages: list[OutboundMessage] = []
@@ -55,7 +59,23 @@ def enqueue_step(
             invitation_id=invitation.id,
             order=order,
             now=ctx.clock(),
+            not_before=held,
         )
+
+
+async def drop_held(ctx: Context, session: AsyncSession, invitation: Invitation) -> None:
+    """The citizen is answering: an invitation or reminder of this survey still held for the
+    end of quiet hours would only repeat a question already answered, so it never goes."""
+    await outbox.retire_unsent(
+        session,
+        OutboxMessage.invitation_id == invitation.id,
+        OutboxMessage.priority == outbox.PRIORITY_INVITATION,
+        OutboxMessage.status == "pending",
+        OutboxMessage.available_at > ctx.clock(),
+        status="cancelled",
+        reason="answered while held",
+        now=ctx.clock(),
+    )
 
 
 def reply(

@@ -26,7 +26,8 @@ from bot.schemas import (
     ResultReport,
 )
 from bot.usecases.context import Context, ServiceError
-from bot.usecases.surveys import add_phone, engine, first_contact, start_on
+from bot.usecases.surveys import CAPPED, add_phone, engine, first_contact, reach, start_on
+from storage import invite_cap
 from storage.models import (
     Agency,
     ApiKey,
@@ -180,6 +181,19 @@ class Reception:
             return ResultItemOutcome(
                 index=index, status="survey_created", survey_status="opted_out"
             )
+        contact = await first_contact(self.ctx, session, dossier)
+        if contact is not None and not await invite_cap.claim(
+            session,
+            self.ctx.keys,
+            await reach(self.ctx, session, dossier),
+            now.date(),
+            self.ctx.settings.invite_cap_days,
+        ):
+            # Invited (by this or another agency) within the cap's window: no survey now.
+            # The ledger row says so, and coverage counts it; nothing else is kept.
+            ledger.status = CAPPED
+            await session.execute(delete(Dossier).where(Dossier.id == dossier.id))
+            return ResultItemOutcome(index=index, status="survey_created", survey_status=CAPPED)
         language = normalise_language(dossier.language or self.ctx.settings.default_language)
         survey_engine = engine(self.ctx, survey)
         invitation = Invitation(
@@ -203,7 +217,6 @@ class Reception:
             expires_at=now + dt.timedelta(hours=self.ctx.settings.survey_ttl_hours),
         )
         session.add(invitation)
-        contact = await first_contact(self.ctx, session, dossier)
         if contact is not None:
             await start_on(self.ctx, session, invitation, ledger, contact)
             return ResultItemOutcome(index=index, status="survey_created", survey_status="sent")

@@ -20,7 +20,7 @@ from bot.i18n import N_, gettext, ngettext
 from bot.usecases.context import FORGET, Context, Outcome
 from bot.usecases.outbound import enqueue_step, flooded
 from bot.usecases.surveys import engine_for, finalize
-from storage import outbox
+from storage import invite_cap, outbox
 from storage.models import Dossier, DossierContact, Invitation, OptOut, Response, new_id
 
 HELP = N_(
@@ -230,6 +230,7 @@ class Rights:
             .where(DossierContact.contact_hash.in_(contacts))
             .execution_options(synchronize_session=False)
         )
+        await invite_cap.forget(session, self.ctx.keys, [f"{channel}:{address}"])
         await session.execute(
             update(Dossier)
             .where(Dossier.contact_hash.in_(contacts))

@@ -30,6 +30,9 @@ from storage.models import (
 #: The ledger status of a survey its citizen erased: the same as one that closed unanswered, so
 #: the ledger neither says that this citizen took part nor that they asked for erasure.
 ERASED_LEDGER_STATUS = "expired"
+#: The ledger status (and API ``survey_status``) of a result whose citizen was invited within
+#: ``SURVEYBOT_INVITE_CAP_DAYS``: no survey was started (``storage.invite_cap``).
+CAPPED = "capped"
 
 
 def engine(ctx: Context, survey: SurveyDefinition) -> SurveyEngine:
@@ -65,6 +68,26 @@ async def add_phone(ctx: Context, session: AsyncSession, dossier: Dossier, phone
     """A phone number given at reception: a contact on every channel that reaches phones."""
     for channel in ctx.phone_channels:
         await add_contact(ctx, session, dossier, channel, phone)
+
+
+async def reach(ctx: Context, session: AsyncSession, dossier: Dossier) -> list[str]:
+    """Every way the service knows to reach this dossier's citizen (``<channel>:<address>``,
+    opened in memory from the sealed addresses): what the invitation cap is keyed on."""
+    sealed = {dossier.address_sealed} if dossier.address_sealed else set()
+    sealed.update(
+        (
+            await session.execute(
+                select(DossierContact.address_sealed).where(DossierContact.dossier_id == dossier.id)
+            )
+        ).scalars()
+    )
+    addresses = []
+    for token in sealed:
+        try:
+            addresses.append(ctx.keys.open(token))
+        except ValueError:  # sealed under a retired key: that way is gone anyway
+            continue
+    return addresses
 
 
 async def first_contact(
@@ -116,7 +139,7 @@ async def start_on(
     if template is not None:
         await _start_template(ctx, session, invitation, ledger, contact, template)
         return
-    invitation.reminder_due_at = ctx.clock() + dt.timedelta(hours=ctx.settings.reminder_after_hours)
+    invitation.reminder_due_at = reminder_due(ctx, contact.channel)
     survey_engine = engine_for(ctx, invitation)
     if fallback:
         invitation.state = survey_engine.new_state(secrets.token_hex(3), invitation.language)
@@ -161,7 +184,8 @@ async def _start_template(
                    conversation=contact.contact_hash, payload=message.to_dict(),
                    priority=outbox.PRIORITY_INVITATION,
                    dedup_key=f"{invitation.id}:{contact.channel}",
-                   invitation_id=invitation.id, now=ctx.clock())  # fmt: skip
+                   invitation_id=invitation.id, now=ctx.clock(),
+                   not_before=ctx.quiet_until())  # fmt: skip
 
 
 def attach(ctx: Context, invitation: Invitation, dossier: Dossier) -> None:
@@ -171,7 +195,16 @@ def attach(ctx: Context, invitation: Invitation, dossier: Dossier) -> None:
     invitation.contact_hash = dossier.contact_hash
     invitation.channel = ctx.keys.open(dossier.address_sealed).split(":", 1)[0]
     invitation.status = "sent"
-    invitation.reminder_due_at = ctx.clock() + dt.timedelta(hours=ctx.settings.reminder_after_hours)
+    invitation.reminder_due_at = reminder_due(ctx, invitation.channel)
+
+
+def reminder_due(ctx: Context, channel: str) -> dt.datetime | None:
+    """When the one reminder of a survey just started on ``channel`` falls due: never on a
+    channel that cannot carry one (``Capabilities.reminders``)."""
+    capabilities = ctx.capabilities.get(channel)
+    if capabilities is None or not capabilities.reminders:
+        return None
+    return ctx.clock() + dt.timedelta(hours=ctx.settings.reminder_after_hours)
 
 
 async def finalize(

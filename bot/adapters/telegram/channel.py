@@ -64,7 +64,12 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 CAPABILITIES = Capabilities(
-    buttons=True, max_text_chars=4096, max_buttons=8, max_button_data_bytes=64, edits=True
+    buttons=True,
+    max_text_chars=4096,
+    max_buttons=8,
+    max_button_data_bytes=64,
+    edits=True,
+    reminders=True,
 )
 #: Sleep at most this long for a per-chat slot inside one delivery; longer waits go back to the
 #: outbox (so one busy chat never holds up a dispatcher round for everyone else).

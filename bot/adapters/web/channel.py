@@ -16,7 +16,9 @@ from typing import Any
 
 from bot.channels import Capabilities, DeliveryError, OutboundMessage
 
-CAPABILITIES = Capabilities(buttons=True, max_text_chars=4096, max_buttons=12, edits=True)
+CAPABILITIES = Capabilities(
+    buttons=True, max_text_chars=4096, max_buttons=12, edits=True, reminders=True
+)
 MAILBOX_TTL_SECONDS = 6 * 3600
 MAX_MAILBOXES = 10_000
 

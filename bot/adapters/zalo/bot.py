@@ -13,7 +13,7 @@ from typing import Any
 from bot.adapters.zalo.http import ZaloHttp, ZaloTransportError
 from bot.channels import Capabilities, DeliveryError, OutboundMessage
 
-CAPABILITIES = Capabilities(buttons=False, max_text_chars=2000, max_buttons=0)
+CAPABILITIES = Capabilities(buttons=False, max_text_chars=2000, max_buttons=0, reminders=True)
 POLL_TIMEOUT_SECONDS = 30
 
 

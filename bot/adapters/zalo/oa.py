@@ -33,6 +33,9 @@ def capabilities(max_buttons: int) -> Capabilities:
         max_text_chars=MAX_TEXT_CHARS,
         max_buttons=max_buttons,
         max_button_data_bytes=MAX_PAYLOAD_CHARS,
+        # A CS message inside the 7-day window of the citizen's last interaction (free within
+        # 48 h; ../reference/zalo.md section 6): the reminder follows 24 h after the invitation.
+        reminders=True,
     )
 
 

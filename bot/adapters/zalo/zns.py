@@ -27,6 +27,13 @@ CAPABILITIES = Capabilities(
     max_buttons=0,
     template_survey=SURVEY,
     forget_address_once_sent=True,
+    # No follow-up: the service-rating template is one notification, rated inside it (stars,
+    # chips, a note) with the answer coming back on ``user_feedback`` (../reference/zalo.md
+    # section 4.2); a "reminder" would be a second template message, billed against the OA's
+    # daily ZNS quota (section 6, ``-144``) and carrying no question of ours to answer, to a
+    # phone that never chose to talk to the OA (a CS follow-up needs an interaction in the
+    # last 7 days, section 0.1). The phone itself is forgotten once the template is accepted.
+    reminders=False,
 )
 #: Refusals about the recipient or our configuration: retrying cannot help.
 PERMANENT = frozenset(
