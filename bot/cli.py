@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import os
 import random
 import secrets
 import sys
@@ -159,7 +160,14 @@ def serve(telegram_polling: bool) -> None:
 @click.option("--port", type=int, default=None, help="Port to serve on (default 8080).")
 def demo(port: int | None) -> None:
     """Seed a demo agency with officials, procedures and history, then serve."""
-    settings = _settings(**({"port": port} if port else {}))
+    overrides: dict[str, Any] = {"port": port} if port else {}
+    # Someone trying the demo at night, or twice from one chat, should see a survey at once:
+    # quiet hours and the invitation cap are off unless set explicitly.
+    if "SURVEYBOT_QUIET_HOURS_START" not in os.environ:
+        overrides.update(quiet_hours_start="", quiet_hours_end="")
+    if "SURVEYBOT_INVITE_CAP_DAYS" not in os.environ:
+        overrides["invite_cap_days"] = 0
+    settings = _settings(**overrides)
 
     async def banner(runtime: Runtime) -> None:
         key = await seed_demo(runtime)
