@@ -70,6 +70,9 @@ class Dispatcher:
         self._wake = {lane: asyncio.Event() for lane in LANES}
         self._in_flight: set[str] = set()
         self._delivered: set[str] = set()
+        #: Set once a stop was asked: sends under way finish, nothing new starts, and every
+        #: claimed message not yet sent is given back at once (not left to its lease).
+        self._stopping = asyncio.Event()
 
     def kick(self) -> None:
         """Wake the loops now: a citizen waiting for the next question should not wait a tick."""
@@ -89,9 +92,21 @@ class Dispatcher:
                 return
 
     async def run_forever(self, stop: asyncio.Event) -> None:
-        """One loop per lane, and the lease keeper, until ``stop``."""
-        async with self._leases_kept():
-            await asyncio.gather(*(self._lane_loop(lane, stop) for lane in LANES))
+        """One loop per lane, and the lease keeper, until ``stop``; then the sends under way
+        finish and the rest is given back (a graceful stop)."""
+        self._stopping.clear()
+
+        async def stopping() -> None:
+            await stop.wait()
+            self._stopping.set()
+            self.kick()
+
+        watcher = asyncio.create_task(stopping())
+        try:
+            async with self._leases_kept():
+                await asyncio.gather(*(self._lane_loop(lane, stop) for lane in LANES))
+        finally:
+            watcher.cancel()
 
     async def _lane_loop(self, lane: int, stop: asyncio.Event) -> None:
         wake = self._wake[lane]
@@ -138,14 +153,19 @@ class Dispatcher:
                     )
 
     async def _deliver(self, message: outbox.Claimed, slots: asyncio.Semaphore) -> int:
-        """Send a conversation's head, then its next due messages, in order, in one task."""
+        """Send a conversation's head, then its next due messages, in order, in one task.
+
+        Whatever this task holds and did not send (the fairness cap, a stop, a cancellation)
+        is given back at once rather than left to its lease."""
         sent = 0
         current: outbox.Claimed | None = message
         try:
             async with slots:
                 while current is not None and sent < FOLLOW_ON_LIMIT:
+                    if self._stopping.is_set():
+                        break
                     if not await self._send(current):
-                        current = None
+                        current = None  # its failure is recorded: nothing to give back
                         break
                     sent += 1
                     async with self.sessions() as session:
@@ -157,12 +177,12 @@ class Dispatcher:
                     current = following
                     if current is not None:
                         self._in_flight.add(current.id)
-                if current is not None:  # fairness cap reached: give it back unsent
-                    await self._release(current)
         finally:
             self._in_flight.discard(message.id)
             if current is not None:
                 self._in_flight.discard(current.id)
+                with contextlib.suppress(Exception):  # else its lease runs out
+                    await asyncio.shield(self._release(current))
         return sent
 
     async def _report_delivered(self, message: outbox.Claimed) -> None:

@@ -10,8 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import logging
-from collections.abc import Mapping, Sequence
+import os
+import secrets
+import socket
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +38,7 @@ from bot.inbound import Funnel
 from bot.limits import Doors
 from bot.service import SurveyService
 from settings import Settings
-from storage import inbox, releases
+from storage import inbox, leases, releases
 from storage.audit import AuditLog
 from storage.coordination import Coordinator, LocalCoordinator, RedisCoordinator
 from storage.db import Sessions, make_engine, make_sessions
@@ -49,6 +53,9 @@ MAINTENANCE_INTERVAL_SECONDS = 60.0
 #: How long a stop waits for inbound events being processed to finish (their leases would
 #: otherwise have to run out before another process takes them over).
 CLOSE_DRAIN_SECONDS = 10.0
+#: A singleton loop's lease: renewed every third of it, taken over this long after its holder
+#: stopped renewing (died).
+LEASE_SECONDS = 15.0
 
 
 @dataclass
@@ -67,6 +74,10 @@ class Runtime:
     inbox: InboxWorker
     #: The built channel packages, by package name.
     plugins: dict[str, ChannelPlugin] = field(default_factory=dict)
+    #: This process's name in the leases (host, pid and a random part).
+    owner: str = field(
+        default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    )
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -224,16 +235,24 @@ class Runtime:
         return ok, checks
 
     def start_background(self) -> None:
-        """The dispatcher loop, the inbox worker, periodic maintenance (expiry, reminders, purge,
-        releases, each channel's round) and each channel's own loops (long polling, webhook
-        registration)."""
+        """The dispatcher loop and the inbox worker in every process (their claims share the
+        work); periodic maintenance (expiry, reminders, purge, releases, each channel's round)
+        and each channel's own loops (long polling, webhook registration) in one process at a
+        time, under a named lease that another process takes over when the holder dies."""
         self._stop.clear()
         self._tasks.append(asyncio.create_task(self.dispatcher.run_forever(self._stop)))
         self._tasks.append(asyncio.create_task(self.inbox.run(self._stop)))
-        self._tasks.append(asyncio.create_task(self._maintain()))
-        for plugin in self.plugins.values():
-            for loop in plugin.loops():
-                self._tasks.append(asyncio.create_task(loop(self._stop)))
+        self._tasks.append(asyncio.create_task(self._singleton("maintenance", self._maintain)))
+        for name, plugin in self.plugins.items():
+            for index, loop in enumerate(plugin.loops()):
+                work = functools.partial(loop, self._stop)
+                self._tasks.append(asyncio.create_task(self._singleton(f"{name}:{index}", work)))
+
+    async def _singleton(self, name: str, work: Callable[[], Awaitable[None]]) -> None:
+        await leases.hold(
+            self.coordinator.leases, f"loop:{name}", self.owner, work, self._stop,
+            ttl=LEASE_SECONDS,
+        )  # fmt: skip
 
     async def _maintain(self) -> None:
         """Every minute: close expired surveys, send due reminders, then forget what closed
@@ -270,8 +289,14 @@ class Runtime:
         return [r.label for r in published]
 
     async def close(self) -> None:
+        """A graceful stop: inbound events being processed and sends under way finish (up to
+        ``CLOSE_DRAIN_SECONDS``), claimed messages not yet sent are given back, singleton
+        leases are released so another process takes over at once; then what is left is
+        cancelled."""
         self._stop.set()
         await self.inbox.drain(CLOSE_DRAIN_SECONDS)
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=CLOSE_DRAIN_SECONDS)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -16,6 +16,7 @@ from typing import Protocol
 
 from redis.asyncio import Redis
 
+from storage.leases import Leases, MemoryLeases, RedisLeases
 from storage.limits import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 
 PREFIX = "surveybot:"
@@ -39,6 +40,10 @@ class Coordinator(Protocol):
     async def ping(self) -> None:
         """Raise when the shared store cannot be reached (``/readyz``)."""
 
+    @property
+    def leases(self) -> Leases:
+        """Named leases over the same store: one holder of a singleton loop at a time."""
+
     async def close(self) -> None: ...
 
 
@@ -50,6 +55,7 @@ class LocalCoordinator:
         self._locks: dict[str, asyncio.Lock] = {}
         self._users: dict[str, int] = {}
         self._seen: dict[str, float] = {}
+        self._leases = MemoryLeases()
 
     @contextlib.asynccontextmanager
     async def lock(self, name: str, timeout: float = 30.0) -> AsyncIterator[None]:
@@ -81,6 +87,10 @@ class LocalCoordinator:
     async def forget(self, key: str) -> None:
         self._seen.pop(key, None)
 
+    @property
+    def leases(self) -> Leases:
+        return self._leases
+
     async def ping(self) -> None:
         return None  # in this process: always there
 
@@ -95,6 +105,7 @@ class RedisCoordinator:
         self.redis = redis
         self.prefix = prefix
         self.limiter: RateLimiter = RedisRateLimiter(redis, prefix)
+        self._leases = RedisLeases(redis, prefix)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = PREFIX) -> RedisCoordinator:
@@ -122,6 +133,10 @@ class RedisCoordinator:
 
     async def ping(self) -> None:
         await self.redis.ping()
+
+    @property
+    def leases(self) -> Leases:
+        return self._leases
 
     async def close(self) -> None:
         await self.redis.aclose()

@@ -111,7 +111,8 @@ async def hold(
     *,
     ttl: float = 15.0,
 ) -> None:
-    """Run ``work`` whenever this process holds ``name``, until ``stop``; give it back at the end.
+    """Run ``work`` whenever this process holds ``name``, until ``stop`` or until ``work``
+    returns on its own (one-shot work, done once); give the lease back at the end.
 
     Acquisition is retried every third of ``ttl``; while held, the lease is renewed at that pace
     and ``work`` is cancelled as soon as a renewal fails (the lease store unreachable, or the
@@ -125,8 +126,8 @@ async def hold(
             held = False
         if held:
             log.info("lease %s taken", name)
-            await _run_while_held(leases, name, owner, work, stop, ttl)
-            if stop.is_set():
+            finished = await _run_while_held(leases, name, owner, work, stop, ttl)
+            if stop.is_set() or finished:  # stopping, or one-shot work that is done
                 with contextlib.suppress(Exception):
                     await leases.release(name, owner)
                 return
@@ -141,8 +142,9 @@ async def _run_while_held(
     work: Callable[[], Awaitable[None]],
     stop: asyncio.Event,
     ttl: float,
-) -> None:
-    """Run ``work`` until it ends, ``stop`` is set or a renewal fails (then it is cancelled)."""
+) -> bool:
+    """Run ``work`` until it ends, ``stop`` is set or a renewal fails (then it is cancelled).
+    True when ``work`` returned on its own, without an error."""
     interval = ttl / 3
     task = asyncio.ensure_future(work())
     try:
@@ -163,5 +165,9 @@ async def _run_while_held(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
-    if not task.cancelled() and task.exception() is not None:
+    if task.cancelled():
+        return False
+    if task.exception() is not None:
         log.warning("lease %s: its work failed (%s)", name, task.exception().__class__.__name__)
+        return False
+    return True

@@ -308,3 +308,39 @@ async def test_a_conversations_messages_go_out_back_to_back_in_one_round(
     await start_survey(runtime, agency, "HS-F", "uf", drain=False)
     assert await runtime.dispatcher.run_once() == 3  # acknowledgement, intro, first question
     assert [t[:9] for t in channel.received["uf"]] == ["Cảm ơn Ôn", "Kính chào", "Để hoàn t"]
+
+
+async def test_a_graceful_stop_finishes_the_send_under_way_and_gives_back_the_rest(
+    runtime: Runtime, agency: Agency
+) -> None:
+    """Stopping while a send is stuck: the stop waits for it (the citizen gets that message
+    once), starts nothing new, and leaves no message claimed for another process to wait on."""
+    runtime, _ = await make_runtime(runtime)
+    slow = SlowChannel()
+    runtime.channels["flaky"] = slow
+    for i in range(3):
+        reg = await runtime.service.register_dossier(
+            agency, DossierRegistration(dossier_code=f"HS-G-{i}")
+        )
+        await runtime.service.bind(reg.rating_token, "flaky", f"g{i}", "vi")
+    await runtime.dispatcher.drain()
+    slow.slow_for = {"g0"}
+    for i in range(3):
+        await runtime.service.report_results(agency, ResultBatch(
+            results=[ResultReport(dossier_code=f"HS-G-{i}", returned_at=today())]))  # fmt: skip
+    before = len(slow.received["g0"])
+    runtime.start_background()
+    async with asyncio.timeout(20):
+        await slow.started.wait()
+    closing = asyncio.create_task(runtime.close())
+    async with asyncio.timeout(20):
+        while not runtime.dispatcher._stopping.is_set():  # noqa: ASYNC110 - the stop began
+            await asyncio.sleep(0.01)
+    slow.finish.set()
+    await closing
+    async with runtime.sessions() as session:
+        rows = (await session.execute(select(OutboxMessage))).scalars().all()
+    assert [r.status for r in rows if r.status == "sending"] == [], "a message left claimed"
+    assert len(slow.received["g0"]) == before + 1  # the send under way finished, once
+    waiting = [r for r in rows if r.status == "pending"]
+    assert waiting and all(r.attempts == 0 for r in waiting)  # given back, attempt not counted
