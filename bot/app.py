@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -29,8 +30,9 @@ READINESS: web.AppKey[Readiness] = web.AppKey("readiness")
 
 
 async def health(request: web.Request) -> web.Response:
-    """Alive: the process answers (a load balancer restarts it otherwise)."""
-    return web.json_response({"status": "ok"})
+    """Alive: the process answers (a load balancer restarts it otherwise). The process id
+    tells an operator which of ``--workers`` answered."""
+    return web.json_response({"status": "ok", "pid": os.getpid()})
 
 
 async def ready(request: web.Request) -> web.Response:

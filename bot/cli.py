@@ -34,6 +34,7 @@ from bot.http_errors import RouteAccessLogger
 from bot.responses import apply_score, rescore_all
 from bot.runtime import Runtime
 from bot.service import ServiceError
+from bot.supervisor import Supervisor
 from settings import Settings, SettingsError, load_settings
 from storage import export, releases
 from storage.migrate import upgrade
@@ -110,8 +111,10 @@ def _serve(
     banner: Callable[[Runtime], Awaitable[None]] | None = None,
     *,
     telegram_demo: dict[str, Any] | None = None,
+    reuse_port: bool = False,
 ) -> None:
-    """Serve; with ``telegram_demo`` (a dict the banner can read) a local Telegram stand-in too."""
+    """Serve; with ``telegram_demo`` (a dict the banner can read) a local Telegram stand-in too;
+    ``reuse_port`` lets several worker processes bind the one port."""
 
     async def make_app() -> web.Application:
         current = settings
@@ -136,6 +139,7 @@ def _serve(
             port=settings.port,
             access_log_class=RouteAccessLogger,
             print=None,
+            reuse_port=reuse_port or None,
         )
     except (KeyError_, ServiceError) as exc:
         raise click.ClickException(str(exc)) from None
@@ -147,13 +151,34 @@ def _serve(
     is_flag=True,
     help="Receive Telegram updates by long polling (getUpdates) instead of the webhook.",
 )
-def serve(telegram_polling: bool) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Serving processes sharing the port (needs SURVEYBOT_REDIS_URL when more than 1).",
+)
+@click.option("--reuse-port", is_flag=True, hidden=True)
+def serve(telegram_polling: bool, workers: int, reuse_port: bool) -> None:
     """Serve the HTTP API, rating links, the simulator, and dispatch the outbox."""
     settings = _settings(**({"telegram_polling": True} if telegram_polling else {}))
     if settings.telegram_polling and not settings.telegram_token:
         raise click.ClickException("--telegram-polling needs SURVEYBOT_TELEGRAM_TOKEN")
-    click.echo(f"serving on {settings.effective_public_base_url}")
-    _serve(settings)
+    if workers > 1:
+        if not settings.redis_url:
+            raise click.ClickException(
+                "--workers needs SURVEYBOT_REDIS_URL: the processes share locks, rate limits, "
+                "leases and the web chat through it"
+            )
+        upgrade(settings.effective_database_url)  # once, before the workers start
+        click.echo(f"serving on {settings.effective_public_base_url} with {workers} workers")
+        child = [sys.executable, "-c", "from bot.cli import main; main()", "serve", "--reuse-port"]
+        if telegram_polling:
+            child.append("--telegram-polling")
+        raise SystemExit(Supervisor(child, workers).run())
+    if not reuse_port:
+        click.echo(f"serving on {settings.effective_public_base_url}")
+    _serve(settings, reuse_port=reuse_port)
 
 
 @main.command()
