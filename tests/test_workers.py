@@ -104,3 +104,35 @@ def test_several_workers_without_redis_are_refused(
     assert result.exit_code != 0
     assert "--workers needs SURVEYBOT_REDIS_URL" in result.output
     assert "Traceback" not in result.output
+
+
+async def test_gunicorn_with_aiohttps_worker_serves_from_each_worker(
+    own_database: str, tmp_path: Path, redis_prefix: str
+) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SURVEYBOT_")}
+    env.update(
+        SURVEYBOT_ENV="test",
+        SURVEYBOT_DATABASE_URL=own_database,
+        SURVEYBOT_REDIS_URL=REDIS_URL,
+        SURVEYBOT_REDIS_PREFIX=redis_prefix,
+        SURVEYBOT_KEYS=TEST_KEYS,
+        SURVEYBOT_VAR_DIR=str(tmp_path / "var"),
+    )
+    log = (tmp_path / "gunicorn.log").open("wb")
+    gunicorn = Path(sys.executable).parent / "gunicorn"
+    server = await asyncio.create_subprocess_exec(
+        str(gunicorn), "bot.serving:app", "--worker-class", "aiohttp.GunicornWebWorker",
+        "--workers", "2", "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "20",
+        env=env, stdout=log, stderr=log,
+    )  # fmt: skip
+    try:
+        assert len(await pids_answering(port, 2)) == 2
+        server.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(60):
+            assert await server.wait() == 0
+    finally:
+        if server.returncode is None:
+            server.kill()
+            await server.wait()
+        log.close()
