@@ -155,8 +155,9 @@ class Dispatcher:
     async def _deliver(self, message: outbox.Claimed, slots: asyncio.Semaphore) -> int:
         """Send a conversation's head, then its next due messages, in order, in one task.
 
-        Whatever this task holds and did not send (the fairness cap, a stop, a cancellation)
-        is given back at once rather than left to its lease."""
+        Whatever this task holds and did not send (the fairness cap, a stop) is given back at
+        once rather than left to its lease; a task cancelled outright leaves it to the lease
+        (awaiting the database while the loop shuts down could hang the shutdown)."""
         sent = 0
         current: outbox.Claimed | None = message
         try:
@@ -177,12 +178,12 @@ class Dispatcher:
                     current = following
                     if current is not None:
                         self._in_flight.add(current.id)
+            if current is not None:
+                await self._release(current)
         finally:
             self._in_flight.discard(message.id)
             if current is not None:
                 self._in_flight.discard(current.id)
-                with contextlib.suppress(Exception):  # else its lease runs out
-                    await asyncio.shield(self._release(current))
         return sent
 
     async def _report_delivered(self, message: outbox.Claimed) -> None:

@@ -163,8 +163,14 @@ async def _run_while_held(
             await asyncio.wait({task}, timeout=interval)
     finally:
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
+        try:
             await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # this loop itself is being cancelled: never swallow that
+        except Exception:  # noqa: S110 - reported below from the task itself
+            pass
     if task.cancelled():
         return False
     if task.exception() is not None:
