@@ -9,6 +9,7 @@ chat channel does.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import secrets
 from dataclasses import dataclass
@@ -92,7 +93,7 @@ async def open_session(sim: Simulator, request: web.Request) -> web.Response:
     return web.json_response({"session": session, "mode": "try"})
 
 
-def _preview_lock(sim: Simulator, session: str) -> Any:
+def _preview_lock(sim: Simulator, session: str) -> contextlib.AbstractAsyncContextManager[None]:
     return sim.coordinator.lock(f"web-try:{digest(session)}")
 
 
