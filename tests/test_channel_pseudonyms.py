@@ -128,7 +128,7 @@ async def test_records_stored_under_the_legacy_pseudonym_keep_matching(
     keys = runtime.keyring
     web = runtime.web
     # A survey opened before namespacing, and the answers of an earlier survey of that chat.
-    rater = web.open_session()
+    rater = await web.open_session()
     await bind(runtime, agency, "HS-L-1", "web", rater)
     assert await report(runtime, agency, "HS-L-1") == "sent"
     await as_before_namespacing(runtime, "web", rater)
@@ -141,11 +141,11 @@ async def test_records_stored_under_the_legacy_pseudonym_keep_matching(
         await session.commit()
     await runtime.service.handle("web", rater, Reply("1"))  # still their open survey
     await runtime.dispatcher.drain()
-    assert web.poll(rater, 0)[-1]["text"].startswith("Ông/Bà đã phải liên hệ với bao nhiêu")
+    assert (await web.poll(rater, 0))[-1]["text"].startswith("Ông/Bà đã phải liên hệ với bao nhiêu")
     assert len(await responses(runtime)) == 2
 
     # A chat that said /stop before namespacing, and a dossier it bound back then.
-    stopped = web.open_session()
+    stopped = await web.open_session()
     await bind(runtime, agency, "HS-L-2", "web", stopped)
     await as_before_namespacing(runtime, "web", stopped)
     async with runtime.sessions() as session:
@@ -154,7 +154,7 @@ async def test_records_stored_under_the_legacy_pseudonym_keep_matching(
         await session.commit()
     assert await report(runtime, agency, "HS-L-2") == "opted_out"
     # A dossier bound before namespacing whose chat says /stop now.
-    late = web.open_session()
+    late = await web.open_session()
     await bind(runtime, agency, "HS-L-3", "web", late)
     await as_before_namespacing(runtime, "web", late)
     await route_text(runtime.service, "web", late, "/stop")
@@ -163,7 +163,7 @@ async def test_records_stored_under_the_legacy_pseudonym_keep_matching(
     # /delete finds both responses, the one under the legacy rater pseudonym too.
     await route_button(runtime.service, "web", rater, "cmd:delete:yes")
     await runtime.dispatcher.drain()
-    assert web.poll(rater, 0)[-1]["text"] == "Đã xoá 2 phiếu trả lời."
+    assert (await web.poll(rater, 0))[-1]["text"] == "Đã xoá 2 phiếu trả lời."
     database = await dump_database(runtime)
     assert legacy_rater.digest not in database
     assert keys.pseudonym("contact", rater).digest not in database

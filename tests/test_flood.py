@@ -23,7 +23,7 @@ SLOW = "Bạn gửi tin nhắn nhanh quá"
 
 
 async def open_survey(runtime: Runtime, agency: Agency, code: str) -> str:
-    session = runtime.web.open_session()
+    session = await runtime.web.open_session()
     reg = await runtime.service.register_dossier(agency, DossierRegistration(dossier_code=code))
     await runtime.service.bind(reg.rating_token, "web", session, "vi")
     await runtime.service.report_results(
@@ -60,14 +60,14 @@ async def test_twenty_identical_presses_at_once_give_one_answer_and_one_next_que
     if not protected:
         unprotected(runtime, monkeypatch)
     session = await open_survey(runtime, agency, "HS-FLOOD-1")
-    before = runtime.web.poll(session, 0)
+    before = await runtime.web.poll(session, 0)
     first = question_of(before)
     payload = first["buttons"][0][1]
     outcomes = await asyncio.gather(
         *(route_button(runtime.service, "web", session, payload) for _ in range(20))
     )
     await runtime.dispatcher.drain()
-    after = runtime.web.poll(session, before[-1]["id"])
+    after = await runtime.web.poll(session, before[-1]["id"])
     notes = [m for m in after if STALE in m["text"]]
     nexts = [m for m in after if m["question_id"] and m["question_id"] != first["question_id"]]
     if protected:
@@ -84,7 +84,7 @@ async def test_presses_racing_through_two_runtimes_sharing_redis_are_one_tap(
     runtime: Runtime, agency: Agency, keyring: KeyRing
 ) -> None:
     session = await open_survey(runtime, agency, "HS-FLOOD-2")
-    before = runtime.web.poll(session, 0)
+    before = await runtime.web.poll(session, 0)
     payload = question_of(before)["buttons"][0][1]
     other = await Runtime.create(runtime.settings, keyring=keyring, migrate=False)
     try:
@@ -97,7 +97,7 @@ async def test_presses_racing_through_two_runtimes_sharing_redis_are_one_tap(
     finally:
         await other.close()
     await runtime.dispatcher.drain()
-    after = runtime.web.poll(session, before[-1]["id"])
+    after = await runtime.web.poll(session, before[-1]["id"])
     assert [o.kind for o in outcomes].count("answered") == 1 and await answers(runtime) == 1
     assert not any(STALE in m["text"] for m in after)
 
@@ -106,15 +106,15 @@ async def test_an_old_button_tapped_again_and_again_gets_one_note(
     runtime: Runtime, agency: Agency
 ) -> None:
     session = await open_survey(runtime, agency, "HS-FLOOD-3")
-    before = runtime.web.poll(session, 0)
+    before = await runtime.web.poll(session, 0)
     first = question_of(before)
     await route_button(runtime.service, "web", session, first["buttons"][0][1])
     await runtime.dispatcher.drain()
-    shown = runtime.web.poll(session, 0)[-1]["id"]
+    shown = (await runtime.web.poll(session, 0))[-1]["id"]
     old = first["buttons"][1][1]  # another option of the answered question
     await asyncio.gather(*(route_button(runtime.service, "web", session, old) for _ in range(10)))
     await runtime.dispatcher.drain()
-    notes = [m for m in runtime.web.poll(session, shown) if STALE in m["text"]]
+    notes = [m for m in await runtime.web.poll(session, shown) if STALE in m["text"]]
     assert len(notes) == 1 and await answers(runtime) == 1
 
 
@@ -123,7 +123,7 @@ async def test_a_tap_that_failed_is_processed_when_it_comes_again(
 ) -> None:
     """The tap's mark is dropped when its processing fails: the redelivery is not a duplicate."""
     session = await open_survey(runtime, agency, "HS-FLOOD-4")
-    payload = question_of(runtime.web.poll(session, 0))["buttons"][0][1]
+    payload = question_of(await runtime.web.poll(session, 0))["buttons"][0][1]
     store = runtime.service.responses.store
     calls = 0
 
@@ -150,12 +150,12 @@ async def test_a_flood_of_messages_gets_one_slow_down_not_one_reply_each(
     if not protected:
         unprotected(runtime, monkeypatch)
     session = await open_survey(runtime, agency, "HS-FLOOD-5")
-    shown = runtime.web.poll(session, 0)[-1]["id"]
+    shown = (await runtime.web.poll(session, 0))[-1]["id"]
     await asyncio.gather(
         *(route_text(runtime.service, "web", session, f"xin chào {i}") for i in range(40))
     )
     await runtime.dispatcher.drain()
-    replies = runtime.web.poll(session, shown)
+    replies = await runtime.web.poll(session, shown)
     slow = [m for m in replies if SLOW in m["text"]]
     if not protected:
         assert slow == [] and len(replies) >= 40  # one reply (or two) for every message
@@ -167,7 +167,7 @@ async def test_a_flood_of_messages_gets_one_slow_down_not_one_reply_each(
     last = replies[-1]["id"]
     await asyncio.gather(*(route_text(runtime.service, "web", session, "???") for _ in range(5)))
     await runtime.dispatcher.drain()
-    assert runtime.web.poll(session, last) == []
+    assert await runtime.web.poll(session, last) == []
     # Once the citizen slows down, their answer is read again.
     clock.advance(1 / runtime.settings.chat_rate_per_second)
     assert (await route_text(runtime.service, "web", session, "1")).kind == "answered"
@@ -179,11 +179,11 @@ async def test_commands_and_links_count_against_the_same_chat_rate(
 ) -> None:
     runtime.coordinator.limiter.clock = FakeClock()  # type: ignore[attr-defined]
     runtime.settings.chat_burst = 3
-    session = runtime.web.open_session()
+    session = await runtime.web.open_session()
     await asyncio.gather(
         *(route_text(runtime.service, "web", session, "/help") for _ in range(4)),
         *(route_text(runtime.service, "web", session, "/start not-a-token") for _ in range(4)),
     )
     await runtime.dispatcher.drain()
-    replies = runtime.web.poll(session, 0)
+    replies = await runtime.web.poll(session, 0)
     assert len(replies) == 4 and sum(SLOW in m["text"] for m in replies) == 1

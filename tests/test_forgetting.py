@@ -63,9 +63,9 @@ async def test_answers_are_never_readable_in_the_outbox_and_closed_conversations
         assert echoed not in before_delivery, "an answer is readable in the queued outbox"
 
     await runtime.dispatcher.drain()
-    delivered = "\n".join(texts(runtime, citizen))
+    delivered = "\n".join(await texts(runtime, citizen))
     assert all(f"Đã chọn: {echoed}" in delivered for echoed in ECHOED[:2])  # they were there
-    assert texts(runtime, citizen)[-1].startswith("Cảm ơn Ông/Bà đã đánh giá")
+    assert (await texts(runtime, citizen))[-1].startswith("Cảm ơn Ông/Bà đã đánh giá")
 
     rows, after_delivery = await outbox_dump(runtime)
     for echoed in ECHOED:

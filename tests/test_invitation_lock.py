@@ -24,7 +24,7 @@ async def test_an_answer_and_an_expiry_of_one_invitation_do_not_interleave(
     runtime: Runtime, agency: Agency, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     session = await open_survey(runtime, agency, "HS-LOCK-1")
-    question = runtime.web.poll(session, 0)[-1]
+    question = (await runtime.web.poll(session, 0))[-1]
     payload = question["buttons"][0][1]
 
     # A pause inside the answer's critical section: once it holds the invitation's lock, before

@@ -15,7 +15,7 @@ from tests.conftest import today
 
 
 async def open_survey(runtime: Runtime, agency: Agency, code: str) -> str:
-    session = runtime.web.open_session()
+    session = await runtime.web.open_session()
     reg = await runtime.service.register_dossier(agency, DossierRegistration(dossier_code=code))
     await runtime.service.bind(reg.rating_token, "web", session, "vi")
     await runtime.service.report_results(
@@ -25,8 +25,8 @@ async def open_survey(runtime: Runtime, agency: Agency, code: str) -> str:
     return session
 
 
-def texts(runtime: Runtime, session: str) -> list[str]:
-    return [m["text"] for m in runtime.web.poll(session, 0)]
+async def texts(runtime: Runtime, session: str) -> list[str]:
+    return [m["text"] for m in await runtime.web.poll(session, 0)]
 
 
 def travel(runtime: Runtime, hours: float) -> None:
@@ -53,7 +53,7 @@ async def test_exactly_one_reminder(runtime: Runtime, agency: Agency) -> None:
             row.available_at = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
         await db.commit()
     await runtime.dispatcher.drain()
-    log = texts(runtime, session)
+    log = await texts(runtime, session)
     assert sum("Nhắc nhẹ" in t for t in log) == 1
     assert "bao nhiêu lần" in log[-1]  # the open question is asked again with the reminder
 
@@ -76,14 +76,14 @@ async def test_expiry_keeps_partial_answers_and_deletes_operational_data(
         assert [a.question_id for a in (await db.execute(select(Answer))).scalars()] == ["c3"]
     await runtime.service.handle("web", session, Reply("2"))
     await runtime.dispatcher.drain()
-    assert "không có phiếu" in texts(runtime, session)[-1]
+    assert "không có phiếu" in (await texts(runtime, session))[-1]
 
 
 async def test_stop_means_never_surveyed_again(runtime: Runtime, agency: Agency) -> None:
     session = await open_survey(runtime, agency, "HS-3")
     await route_text(runtime.service, "web", session, "/stop")
     await runtime.dispatcher.drain()
-    assert "không nhận phiếu" in texts(runtime, session)[-1]
+    assert "không nhận phiếu" in (await texts(runtime, session))[-1]
     # The same chat bound to a new dossier at reception, then /stop again before the result:
     reg = await runtime.service.register_dossier(agency, DossierRegistration(dossier_code="HS-4"))
     async with runtime.sessions() as db:
@@ -108,14 +108,14 @@ async def test_delete_erases_my_answers_after_confirmation(
         assert await db.scalar(select(func.count()).select_from(Response)) == 1
     await route_text(runtime.service, "web", session, "/delete")
     await runtime.dispatcher.drain()
-    confirm = runtime.web.poll(session, 0)[-1]
+    confirm = (await runtime.web.poll(session, 0))[-1]
     assert [b[1] for b in confirm["buttons"]] == ["cmd:delete:yes", "cmd:delete:no"]
     await route_button(runtime.service, "web", session, "cmd:delete:no")
     async with runtime.sessions() as db:
         assert await db.scalar(select(func.count()).select_from(Response)) == 1
     await route_button(runtime.service, "web", session, "cmd:delete:yes")
     await runtime.dispatcher.drain()
-    assert "Đã xoá 1 phiếu" in texts(runtime, session)[-1]
+    assert "Đã xoá 1 phiếu" in (await texts(runtime, session))[-1]
     async with runtime.sessions() as db:
         assert await db.scalar(select(func.count()).select_from(Response)) == 0
         assert await db.scalar(select(func.count()).select_from(Answer)) == 0
@@ -125,18 +125,18 @@ async def test_lang_switches_the_open_question_to_english(runtime: Runtime, agen
     session = await open_survey(runtime, agency, "HS-6")
     await route_text(runtime.service, "web", session, "/lang en")
     await runtime.dispatcher.drain()
-    log = texts(runtime, session)
+    log = await texts(runtime, session)
     assert log[-2] == "Language set to English."
     assert log[-1].startswith("How many times")
     await route_text(runtime.service, "web", session, "/privacy")
     await runtime.dispatcher.drain()
-    assert "What we hold" in texts(runtime, session)[-1]
+    assert "What we hold" in (await texts(runtime, session))[-1]
 
 
 async def test_reopening_the_link_mid_survey_reshows_the_current_question(
     runtime: Runtime, agency: Agency
 ) -> None:
-    session = runtime.web.open_session()
+    session = await runtime.web.open_session()
     reg = await runtime.service.register_dossier(agency, DossierRegistration(dossier_code="HS-7"))
     await runtime.service.bind(reg.rating_token, "web", session, "vi")
     await runtime.service.report_results(
@@ -146,8 +146,10 @@ async def test_reopening_the_link_mid_survey_reshows_the_current_question(
     outcome = await runtime.service.bind(reg.rating_token, "web", session, "vi")
     await runtime.dispatcher.drain()
     assert outcome.kind == "bound"
-    assert texts(runtime, session)[-1].startswith("Ông/Bà đã phải liên hệ với bao nhiêu cơ quan")
-    stranger = runtime.web.open_session()
+    assert (await texts(runtime, session))[-1].startswith(
+        "Ông/Bà đã phải liên hệ với bao nhiêu cơ quan"
+    )
+    stranger = await runtime.web.open_session()
     assert (
         await runtime.service.bind(reg.rating_token, "web", stranger, "vi")
     ).kind == "invalid_link"

@@ -83,8 +83,8 @@ async def report(runtime: Runtime, agency: Agency, code: str) -> str | None:
     return outcome.items[0].survey_status
 
 
-def web_texts(runtime: Runtime, session: str) -> list[str]:
-    return [m["text"] for m in runtime.web.poll(session, 0)]
+async def web_texts(runtime: Runtime, session: str) -> list[str]:
+    return [m["text"] for m in await runtime.web.poll(session, 0)]
 
 
 async def test_one_reminder_after_the_delay_on_telegram_and_web_and_none_on_zns(
@@ -94,7 +94,7 @@ async def test_one_reminder_after_the_delay_on_telegram_and_web_and_none_on_zns(
     zns = plug(runtime, "zns", ZNS)
     start = utcnow()
     at(runtime, start)
-    web = runtime.web.open_session()
+    web = await runtime.web.open_session()
     await bind(runtime, agency, "HS-R1", "web", web)
     await bind(runtime, agency, "HS-R2", "telegram", "7001")
     registration = DossierRegistration(dossier_code="HS-R3", phone="0912345678")
@@ -102,7 +102,7 @@ async def test_one_reminder_after_the_delay_on_telegram_and_web_and_none_on_zns(
     for code in ("HS-R1", "HS-R2", "HS-R3"):
         assert await report(runtime, agency, code) == "sent"
     await runtime.dispatcher.drain()
-    assert web_texts(runtime, web) and telegram.texts("7001")
+    assert await web_texts(runtime, web) and telegram.texts("7001")
     [template] = [m for sent in zns.sent.values() for m in sent]  # the ZNS rating template
     delay = dt.timedelta(hours=runtime.settings.reminder_after_hours)
 
@@ -115,7 +115,7 @@ async def test_one_reminder_after_the_delay_on_telegram_and_web_and_none_on_zns(
     assert await runtime.service.send_reminders() == 0
     await runtime.dispatcher.drain()
 
-    assert sum(REMINDED in t for t in web_texts(runtime, web)) == 1
+    assert sum(REMINDED in t for t in await web_texts(runtime, web)) == 1
     assert sum(REMINDED in t for t in telegram.texts("7001")) == 1
     # The open question comes again with the reminder (on Telegram as buttons).
     first_question = next(m for m in telegram.sent["7001"] if m.buttons)
@@ -173,33 +173,33 @@ async def test_a_result_at_22h_is_invited_at_7h_while_a_reply_at_22h30_goes_at_o
     runtime: Runtime, agency: Agency
 ) -> None:
     quiet(runtime)
-    early, late = runtime.web.open_session(), runtime.web.open_session()
+    early, late = await runtime.web.open_session(), await runtime.web.open_session()
     at(runtime, local(10, 20))
     await bind(runtime, agency, "HS-Q1", "web", early)
     await bind(runtime, agency, "HS-Q2", "web", late)
     assert await report(runtime, agency, "HS-Q1") == "sent"  # 20:00: invited at once
     await runtime.dispatcher.drain()
-    greeted = len(web_texts(runtime, late))  # the thank-you for binding
-    assert len(web_texts(runtime, early)) > greeted
+    greeted = len(await web_texts(runtime, late))  # the thank-you for binding
+    assert len(await web_texts(runtime, early)) > greeted
 
     at(runtime, local(10, 22))
     assert await report(runtime, agency, "HS-Q2") == "sent"
     await runtime.dispatcher.drain()
-    assert len(web_texts(runtime, late)) == greeted  # nothing at 22:00
+    assert len(await web_texts(runtime, late)) == greeted  # nothing at 22:00
 
     at(runtime, local(10, 22, 30))
-    before = len(web_texts(runtime, early))
+    before = len(await web_texts(runtime, early))
     await runtime.service.handle("web", early, Reply("1"))  # mid-survey: the reply goes now
     await runtime.dispatcher.drain()
-    assert len(web_texts(runtime, early)) > before
-    assert len(web_texts(runtime, late)) == greeted
+    assert len(await web_texts(runtime, early)) > before
+    assert len(await web_texts(runtime, late)) == greeted
 
     at(runtime, local(11, 6, 59))
     await runtime.dispatcher.drain()
-    assert len(web_texts(runtime, late)) == greeted
+    assert len(await web_texts(runtime, late)) == greeted
     at(runtime, local(11, 7))
     await runtime.dispatcher.drain()
-    invitation = web_texts(runtime, late)[greeted:]
+    invitation = (await web_texts(runtime, late))[greeted:]
     assert invitation and "bao nhiêu lần" in invitation[-1]  # the first question, at 07:00
 
 
@@ -208,7 +208,7 @@ async def test_a_reminder_falling_due_at_night_waits_for_the_morning(
 ) -> None:
     quiet(runtime)
     runtime.settings.reminder_after_hours = 2
-    citizen = runtime.web.open_session()
+    citizen = await runtime.web.open_session()
     at(runtime, local(10, 20))
     await bind(runtime, agency, "HS-Q3", "web", citizen)
     assert await report(runtime, agency, "HS-Q3") == "sent"
@@ -216,10 +216,10 @@ async def test_a_reminder_falling_due_at_night_waits_for_the_morning(
     at(runtime, local(10, 22, 1))
     assert await runtime.service.send_reminders() == 1  # due at 22:00: queued, held
     await runtime.dispatcher.drain()
-    assert not any(REMINDED in t for t in web_texts(runtime, citizen))
+    assert not any(REMINDED in t for t in await web_texts(runtime, citizen))
     at(runtime, local(11, 7))
     await runtime.dispatcher.drain()
-    assert sum(REMINDED in t for t in web_texts(runtime, citizen)) == 1
+    assert sum(REMINDED in t for t in await web_texts(runtime, citizen)) == 1
 
 
 async def test_a_citizen_who_opens_their_link_at_night_gets_the_survey_now_and_no_repeat(
@@ -228,7 +228,7 @@ async def test_a_citizen_who_opens_their_link_at_night_gets_the_survey_now_and_n
     """Opening the link is the citizen's own request: answered at once; the invitation held
     for 07:00 would only ask again what they already answered, so it never goes."""
     quiet(runtime)
-    citizen = runtime.web.open_session()
+    citizen = await runtime.web.open_session()
     at(runtime, local(10, 20))
     reg = await runtime.service.register_dossier(agency, DossierRegistration(dossier_code="HS-Q4"))
     await runtime.service.bind(reg.rating_token, "web", citizen, "vi")
@@ -237,13 +237,13 @@ async def test_a_citizen_who_opens_their_link_at_night_gets_the_survey_now_and_n
     at(runtime, local(10, 23, 10))
     await runtime.service.bind(reg.rating_token, "web", citizen, "vi")  # the link again
     await runtime.dispatcher.drain()
-    assert "bao nhiêu lần" in web_texts(runtime, citizen)[-1]
+    assert "bao nhiêu lần" in (await web_texts(runtime, citizen))[-1]
     await runtime.service.handle("web", citizen, Reply("1"))
     await runtime.dispatcher.drain()
-    answered = web_texts(runtime, citizen)
+    answered = await web_texts(runtime, citizen)
     at(runtime, local(11, 7))
     await runtime.dispatcher.drain()
-    assert web_texts(runtime, citizen) == answered
+    assert await web_texts(runtime, citizen) == answered
     assert sum("bao nhiêu lần" in t for t in answered) == 1
 
 
@@ -375,7 +375,7 @@ async def test_delete_forgets_when_the_chat_was_last_invited(
     runtime: Runtime, agency: Agency
 ) -> None:
     runtime.settings.invite_cap_days = 7
-    citizen = runtime.web.open_session()
+    citizen = await runtime.web.open_session()
     await bind(runtime, agency, "HS-D1", "web", citizen)
     assert await report(runtime, agency, "HS-D1") == "sent"
     async with runtime.sessions() as session:

@@ -1,52 +1,51 @@
 """The web chat simulator at /simulator: try any survey, or answer a real one from a receipt link.
 
-"Try" conversations run the pure engine on state held in memory and store nothing: they are
-for admins and citizens curious about a survey. Conversations opened from a rating link go
-through the real service, exactly as a chat channel does.
+"Try" conversations run the pure engine and store nothing in the database: they are for admins
+and citizens curious about a survey; their state is kept with the session's mailbox
+(``mailboxes``: process memory, or Redis shared by every process), so any process can take the
+next answer. Conversations opened from a rating link go through the real service, exactly as a
+chat channel does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import jinja2
 from aiohttp import web
 
 from bot.adapters.web.channel import WebChannel
+from bot.adapters.web.mailboxes import digest
 from bot.body import read_json
-from bot.channels import render
+from bot.channels import DeliveryError, render
 from bot.flows.definition import SurveyCatalog
 from bot.flows.engine import Choice, Reply, Start, SurveyEngine, parse_payload
 from bot.http_errors import error_response
 from bot.i18n import normalise_language
 from bot.inbound import Funnel
 from settings import Settings
+from storage.coordination import Coordinator
 
 MAX_TEXT = 2000
-MAX_PREVIEWS = 2000
-
-
-@dataclass
-class Preview:
-    engine: SurveyEngine
-    state: dict[str, Any]
 
 
 @dataclass(slots=True)
 class Simulator:
-    """What the simulator needs: the web channel's mailboxes, the one funnel, the survey catalog
-    and the settings (previews: default survey, free-text bound), its page template, and the
-    "try" conversations it holds in memory."""
+    """What the simulator needs: the web channel's mailboxes (which also keep the "try"
+    conversations' state), the one funnel, the survey catalog and the settings (previews:
+    default survey, free-text bound), the coordinator (one step of a "try" conversation at a
+    time, whichever process takes it) and its page template."""
 
     settings: Settings
     funnel: Funnel
     web: WebChannel
     catalog: SurveyCatalog
     templates: jinja2.Environment
-    previews: dict[str, Preview] = field(default_factory=dict)
+    coordinator: Coordinator
 
 
 async def page(sim: Simulator, request: web.Request) -> web.Response:
@@ -72,36 +71,57 @@ def _text(value: Any) -> str | None:
 async def open_session(sim: Simulator, request: web.Request) -> web.Response:
     body = await _body(request)
     language = normalise_language(_text(body.get("lang")))
-    session = sim.web.open_session()
     token = body.get("token")
     if isinstance(token, str) and token:
+        session = await sim.web.open_session()
         await sim.funnel.bind(token[:128], "web", session, language)
         return web.json_response({"session": session, "mode": "survey"})
     survey_id = body.get("survey") or sim.settings.default_survey
     if not isinstance(survey_id, str) or survey_id not in sim.catalog:
         return error_response(422, "unknown_survey", f"no survey named {str(survey_id)[:64]!r}")
-    previews = sim.previews
-    while len(previews) >= MAX_PREVIEWS:
-        previews.pop(next(iter(previews)))
-    engine = SurveyEngine(sim.catalog.latest(survey_id), sim.settings.max_free_text_chars)
-    previews[session] = Preview(engine, engine.new_state(secrets.token_hex(3), language))
-    await _preview_step(sim, session, Start())
+    session = await sim.web.open_session()
+    definition = sim.catalog.latest(survey_id)
+    engine = SurveyEngine(definition, sim.settings.max_free_text_chars)
+    preview = {
+        "survey": definition.id,
+        "version": definition.version,
+        "state": engine.new_state(secrets.token_hex(3), language),
+    }
+    await sim.web.mailboxes.put_preview(session, preview)
+    if not await _preview_step(sim, session, Start()):
+        return error_response(404, "unknown_session", "open a simulator session first")
     return web.json_response({"session": session, "mode": "try"})
 
 
-async def _preview_step(sim: Simulator, session: str, event: Start | Choice | Reply) -> None:
-    preview = sim.previews[session]
-    step = preview.engine.step(preview.state, event)
-    preview.state = step.state
-    language = step.state["lang"]
-    for prompt in step.prompts:
-        await sim.web.send(session, render(prompt, sim.web.capabilities, language))
+def _preview_lock(sim: Simulator, session: str) -> contextlib.AbstractAsyncContextManager[None]:
+    return sim.coordinator.lock(f"web-try:{digest(session)}")
+
+
+async def _preview_step(sim: Simulator, session: str, event: Start | Choice | Reply) -> bool:
+    """One step of a "try" conversation, read, stepped and written back under its lock; False
+    when the session has no preview (or expired meanwhile)."""
+    async with _preview_lock(sim, session):
+        preview = await sim.web.mailboxes.get_preview(session)
+        if preview is None:
+            return False
+        definition = sim.catalog.get(preview["survey"], int(preview["version"]))
+        engine = SurveyEngine(definition, sim.settings.max_free_text_chars)
+        step = engine.step(preview["state"], event)
+        if not await sim.web.mailboxes.put_preview(session, {**preview, "state": step.state}):
+            return False
+        language = step.state["lang"]
+        try:
+            for prompt in step.prompts:
+                await sim.web.send(session, render(prompt, sim.web.capabilities, language))
+        except DeliveryError:
+            return False
+    return True
 
 
 async def send(sim: Simulator, request: web.Request) -> web.Response:
     body = await _body(request)
     session = body.get("session")
-    if not isinstance(session, str) or not sim.web.exists(session):
+    if not isinstance(session, str) or not await sim.web.exists(session):
         return error_response(404, "unknown_session", "open a simulator session first")
     text, data = body.get("text"), body.get("payload")
     if isinstance(text, str) and len(text) > MAX_TEXT:
@@ -110,13 +130,14 @@ async def send(sim: Simulator, request: web.Request) -> web.Response:
         )
     if not (isinstance(text, str) and text.strip()) and not (isinstance(data, str) and data):
         return error_response(422, "empty_message", "send a non-empty 'text' or a button 'payload'")
-    if session in sim.previews:
+    if await sim.web.mailboxes.get_preview(session) is not None:  # a "try" session stays one
         event: Start | Choice | Reply
         if isinstance(data, str) and data:
             event = parse_payload(data) or Choice("-", "-", "-")
         else:
             event = Reply(str(text))
-        await _preview_step(sim, session, event)
+        if not await _preview_step(sim, session, event):
+            return error_response(404, "unknown_session", "open a simulator session first")
     elif isinstance(data, str) and data:
         await sim.funnel.button("web", session, data[:128])
     else:
@@ -130,9 +151,10 @@ async def messages(sim: Simulator, request: web.Request) -> web.Response:
         after = int(request.query.get("after", "0"))
     except ValueError:
         return error_response(400, "bad_after", "'after' must be an integer")
-    if not sim.web.exists(session):
+    found = await sim.web.mailboxes.poll(session, after)
+    if found is None:
         return error_response(404, "unknown_session", "open a simulator session first")
-    return web.json_response({"messages": sim.web.poll(session, after)})
+    return web.json_response({"messages": found})
 
 
 def routes(sim: Simulator) -> list[web.RouteDef]:
