@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from bot.emulators.telegram import TelegramEmulator
 from tests.conftest import scratch_pg_database
@@ -26,6 +28,7 @@ from tests.processes import (
     duplicates,
     serving,
 )
+from tests.test_workers import free_port
 
 CITIZENS = 6
 #: Short leases, so a message or an event a killed process held is taken over within seconds.
@@ -83,3 +86,85 @@ async def test_a_worker_killed_mid_dispatch_is_replaced_and_every_survey_complet
         assert await service.stored() == expected(CITIZENS)
         resent = {uid: duplicates(emulator, uid) for uid in citizens.values()}
         assert sum(len(d) for d in resent.values()) <= 2, resent
+
+
+class OwnRedis:
+    """A redis-server of the test's own on a free port, without persistence: flushed, stopped
+    and started again at will (the shared one on 6379 is never touched)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self.process = await asyncio.create_subprocess_exec(
+            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--daemonize", "no",
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        async with asyncio.timeout(10):
+            while True:
+                client = Redis.from_url(self.url)
+                try:
+                    if await client.ping():
+                        return
+                except RedisError:
+                    await asyncio.sleep(0.05)  # not listening yet
+                finally:
+                    await client.aclose()
+
+    async def stop(self) -> None:
+        """SIGTERM, and wait for it to exit (only the process this test started)."""
+        if self.process is not None and self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.process.wait(), 10)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+
+    async def flushall(self) -> None:
+        client = Redis.from_url(self.url)
+        try:
+            await client.flushall()
+        finally:
+            await client.aclose()
+
+
+@pytest.fixture
+async def own_redis() -> AsyncIterator[OwnRedis]:
+    redis = OwnRedis(free_port())
+    await redis.start()
+    try:
+        yield redis
+    finally:
+        await redis.stop()
+
+
+async def test_redis_flushed_and_restarted_mid_run_loses_no_answer(
+    own_database: str,
+    emulator: TelegramEmulator,
+    tmp_path: Path,
+    redis_prefix: str,
+    own_redis: OwnRedis,
+) -> None:
+    """Conversation state is in PostgreSQL; Redis holds coordination only (locks, limits,
+    leases, dedup marks, message ids to edit): losing all of it, then Redis itself for a
+    moment, costs no answer and surveys no one twice."""
+    async with serving(
+        own_database, emulator, tmp_path, redis_prefix, redis_url=own_redis.url,
+        extra_env=SHORT_LEASES,
+    ) as service:  # fmt: skip
+        citizens, answering = await surveyed(service, "HS-REDIS")
+        await emulator.wait_until(lambda: bot_messages(emulator, citizens) >= 4 * CITIZENS, 60)
+        await own_redis.flushall()
+        await emulator.wait_until(lambda: bot_messages(emulator, citizens) >= 5 * CITIZENS, 60)
+        await own_redis.stop()
+        await own_redis.start()  # empty again, on the same port
+        answered = await answering
+        assert service.process.returncode is None
+        assert all(a == QUESTIONS for a in answered)
+        assert await service.stored() == expected(CITIZENS)
+        for uid in citizens.values():
+            assert duplicates(emulator, uid) == [], "a message reached a citizen twice"
