@@ -205,7 +205,23 @@ def question_of(data: str | None) -> str | None:
     return data.split(":")[2]
 
 
-async def answer_by_taps(emulator: TelegramEmulator, uid: int, timeout: float = 60) -> list[str]:
+def unanswered_question(
+    emulator: TelegramEmulator, uid: int, answered: list[str]
+) -> tuple[int, str, str] | None:
+    """The newest bot message with a button of a question not in ``answered``: its message
+    id, the question and the first button's data."""
+    for message in reversed(emulator.bot_messages_for(uid)):
+        for _, data in message.buttons:
+            qid = question_of(data)
+            if qid is not None and qid not in answered:
+                assert data is not None
+                return message.message_id, qid, data
+    return None
+
+
+async def answer_by_taps(
+    emulator: TelegramEmulator, uid: int, timeout: float = 60, already: list[str] | None = None
+) -> list[str]:
     """Tap the first button of every question until the thank-you arrives; the questions
     answered, in order.
 
@@ -213,16 +229,10 @@ async def answer_by_taps(emulator: TelegramEmulator, uid: int, timeout: float = 
     process killed between a send and its "sent" mark: at-least-once) is not a new one: each
     question is tapped once, on its newest copy, and the next step is a question not yet
     answered (or the thank-you)."""
-    answered: list[str] = []
+    answered: list[str] = list(already or [])
 
     def next_question() -> tuple[int, str, str] | None:
-        for message in reversed(emulator.bot_messages_for(uid)):
-            for _, data in message.buttons:
-                qid = question_of(data)
-                if qid is not None and qid not in answered:
-                    assert data is not None
-                    return message.message_id, qid, data
-        return None
+        return unanswered_question(emulator, uid, answered)
 
     for _ in range(20):
         await emulator.wait_until(

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from sqlalchemy.engine import make_url
 
 from bot.emulators.telegram import TelegramEmulator
 from tests.conftest import scratch_pg_database
@@ -24,9 +25,11 @@ from tests.processes import (
     Service,
     Stored,
     answer_all,
+    answer_by_taps,
     bot_messages,
     duplicates,
     serving,
+    unanswered_question,
 )
 from tests.test_workers import free_port
 
@@ -168,3 +171,120 @@ async def test_redis_flushed_and_restarted_mid_run_loses_no_answer(
         assert await service.stored() == expected(CITIZENS)
         for uid in citizens.values():
             assert duplicates(emulator, uid) == [], "a message reached a citizen twice"
+
+
+class TcpProxy:
+    """A TCP proxy in the test's loop between the service and PostgreSQL, so the database can
+    "go away" without touching the shared server: ``down`` aborts every proxied connection and
+    stops listening (new connections are refused), ``up`` listens again on the same port."""
+
+    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+        self.upstream = (upstream_host, upstream_port)
+        self.port = free_port()
+        self._server: asyncio.Server | None = None
+        self._links: set[asyncio.StreamWriter] = set()
+        self._pipes: set[asyncio.Task[None]] = set()
+        self.connections = 0
+
+    async def up(self) -> None:
+        self._server = await asyncio.start_server(
+            self._link, "127.0.0.1", self.port, reuse_address=True
+        )
+
+    async def down(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        self._server = None
+        for writer in list(self._links):
+            writer.transport.abort()
+        self._links.clear()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            await self.down()
+        for task in list(self._pipes):
+            task.cancel()
+        await asyncio.gather(*self._pipes, return_exceptions=True)
+
+    async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        except OSError:
+            writer.transport.abort()
+            return
+        self.connections += 1
+        self._links.update((writer, up_writer))
+        for source, sink in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.create_task(self._pipe(source, sink))
+            self._pipes.add(task)
+            task.add_done_callback(self._pipes.discard)
+
+    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        try:
+            while chunk := await source.read(65536):
+                sink.write(chunk)
+                await sink.drain()
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._links.discard(sink)
+            sink.transport.abort()
+
+
+async def test_postgresql_unreachable_for_seconds_then_back_everything_recovers(
+    own_database: str, emulator: TelegramEmulator, tmp_path: Path, redis_prefix: str
+) -> None:
+    """Every connection to PostgreSQL is cut and new ones refused while a citizen taps: the
+    webhook answers 503 (the inbox cannot store the update, nothing is acknowledged) and the
+    emulator redelivers; once the database is back the same processes go on (none exits or is
+    restarted) and every survey completes, with each answer stored once."""
+    database = make_url(own_database)
+    proxy = TcpProxy(database.host or "127.0.0.1", database.port or 5432)
+    await proxy.up()
+    served = database.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    try:
+        async with serving(
+            own_database, emulator, tmp_path, redis_prefix, served_database_url=served,
+            extra_env=SHORT_LEASES,
+        ) as service:  # fmt: skip
+            workers = await service.pids(3)
+            citizens = await service.register_citizens(CITIZENS, "HS-PG")
+            *others, probe = citizens.values()
+            assert await service.report(list(citizens)) == {"sent"}
+            answering = asyncio.create_task(
+                answer_all(emulator, {str(uid): uid for uid in others}, timeout=60)
+            )
+            await emulator.wait_until(lambda: unanswered_question(emulator, probe, []) is not None)
+            found = unanswered_question(emulator, probe, [])
+            assert found is not None
+            message_id, first, data = found
+
+            await proxy.down()
+            refused = len([a for a in emulator.webhook_attempts if not a.ok])
+            update = await emulator.tap_button(probe, message_id, data)
+
+            def refusals() -> list[int | None]:
+                return [
+                    a.status for a in emulator.webhook_attempts[refused:]
+                    if a.update_id == update["update_id"] and not a.ok
+                ]  # fmt: skip
+
+            # Down for as long as the emulator takes to be refused six times (~3 s).
+            await emulator.wait_until(lambda: len(refusals()) >= 6, 30)
+            await proxy.up()
+
+            answered = [
+                await answer_by_taps(emulator, probe, 60, already=[first]),
+                *await answering,
+            ]
+            assert set(refusals()) == {503}, (
+                "the webhook did not answer 503 while it could not store"
+            )
+            assert all(a == QUESTIONS for a in answered)
+            assert await service.pids(3) == workers, "a process exited or was restarted"
+            assert service.process.returncode is None
+            # A send whose "sent" mark was cut may go out again (at least once); an answer
+            # stored twice or lost, or a second survey, may not.
+            assert await service.stored() == expected(CITIZENS)
+    finally:
+        await proxy.close()
