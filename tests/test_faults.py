@@ -16,9 +16,11 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from bot.emulators.telegram import TelegramEmulator
+from storage.models import OutboxMessage
 from tests.conftest import scratch_pg_database
 from tests.processes import (
     QUESTIONS,
@@ -31,6 +33,7 @@ from tests.processes import (
     serving,
     unanswered_question,
 )
+from tests.test_telegram_channel import texts
 from tests.test_workers import free_port
 
 CITIZENS = 6
@@ -288,3 +291,36 @@ async def test_postgresql_unreachable_for_seconds_then_back_everything_recovers(
             assert await service.stored() == expected(CITIZENS)
     finally:
         await proxy.close()
+
+
+async def test_storms_of_429_and_5xx_across_three_workers_end_with_every_message_seen_once(
+    own_database: str, emulator: TelegramEmulator, tmp_path: Path, redis_prefix: str
+) -> None:
+    """Telegram answers floods of 429 (with ``retry_after``) and 5xx to three dispatchers at
+    once: each backs off and retries, and every citizen sees each message exactly once."""
+    async with serving(own_database, emulator, tmp_path, redis_prefix) as service:
+        citizens = await service.register_citizens(CITIZENS, "HS-STORM")
+        emulator.inject("sendMessage", "429", count=6, retry_after=1)
+        emulator.inject("sendMessage", "500", count=4)
+        emulator.inject("sendMessage", "502", count=2)
+        emulator.inject("editMessageText", "502", count=4)
+        emulator.inject("editMessageText", "429", count=3, retry_after=1)
+        assert await service.report(list(citizens)) == {"sent"}
+        answered = await answer_all(emulator, citizens, timeout=60)
+
+        faults = [c for c in emulator.calls if c.fault or c.status == 429]
+        assert len([c for c in faults if c.status == 429]) >= 9 and len(faults) >= 19
+        assert all(a == QUESTIONS for a in answered)
+        for uid in citizens.values():
+            assert duplicates(emulator, uid) == [], "a message was delivered twice"
+            assert (
+                len(texts(emulator, uid)) == 1 + 1 + len(QUESTIONS) + 1
+            )  # thanks, intro, ..., thank-you
+        assert await service.stored() == expected(CITIZENS)
+        async with service.local.sessions() as session:
+            dead = await session.scalar(
+                select(func.count())
+                .select_from(OutboxMessage)
+                .where(OutboxMessage.status == "dead")
+            )
+        assert dead == 0
