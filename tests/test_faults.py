@@ -8,6 +8,7 @@ counted in the database and in the export."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import signal
 from collections.abc import AsyncIterator, Iterator
@@ -20,7 +21,10 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from bot.emulators.telegram import TelegramEmulator
-from storage.models import OutboxMessage
+from bot.runtime import Runtime
+from storage import inbox, outbox
+from storage.inbox_worker import InboxWorker
+from storage.models import Agency, OutboxMessage, utcnow
 from tests.conftest import scratch_pg_database
 from tests.processes import (
     QUESTIONS,
@@ -33,6 +37,7 @@ from tests.processes import (
     serving,
     unanswered_question,
 )
+from tests.test_outbox import SlowChannel, dispatcher_for, make_runtime, start_survey
 from tests.test_telegram_channel import texts
 from tests.test_workers import free_port
 
@@ -324,3 +329,77 @@ async def test_storms_of_429_and_5xx_across_three_workers_end_with_every_message
                 .where(OutboxMessage.status == "dead")
             )
         assert dead == 0
+
+
+FIVE_MINUTES = dt.timedelta(minutes=5)
+
+
+def ahead() -> dt.datetime:
+    """The clock of a machine 5 minutes fast."""
+    return utcnow() + FIVE_MINUTES
+
+
+async def test_a_worker_whose_clock_is_five_minutes_ahead_takes_no_lease_over_early(
+    runtime: Runtime, agency: Agency
+) -> None:
+    """Two runtimes on one database, the second's dispatcher and inbox worker on a clock
+    5 minutes fast. A message or an event the honest one holds (a 60 s lease, its send or
+    handler still running) is not taken over by the skewed one, so nothing is sent or handled
+    twice; and a lease the skewed one took runs out on the database's clock, not 5 minutes
+    late. Fails when leases are compared against the claimant's own clock."""
+    honest_rt, _ = await make_runtime(runtime)
+    slow = SlowChannel()
+    honest_rt.channels["flaky"] = slow
+    skewed_rt = await Runtime.create(runtime.settings, keyring=runtime.keyring, migrate=False)
+    skewed_rt.channels["flaky"] = slow  # one channel: it records what both sent
+    try:
+        # The outbox: the honest dispatcher's send is stuck; the skewed one runs a round.
+        slow.slow_for.add("us")
+        await start_survey(honest_rt, agency, "HS-SKEW-1", "us", drain=False)
+        honest = dispatcher_for(honest_rt)
+        skewed = dispatcher_for(skewed_rt, clock=ahead)
+        sending = asyncio.create_task(honest.run_once())
+        await asyncio.wait_for(slow.started.wait(), 10)
+        assert await skewed.run_once() == 0, "the skewed worker took a leased message over"
+        slow.finish.set()
+        await sending
+        await honest.drain()
+        assert len(slow.received["us"]) == len(set(slow.received["us"])), "a message went twice"
+
+        # A lease the skewed worker took (then died) ends on the database's clock.
+        await start_survey(honest_rt, agency, "HS-SKEW-2", "them", drain=False)
+        async with skewed_rt.sessions() as session:
+            held = await outbox.claim(session, 10, ahead(), lease=dt.timedelta(seconds=1))
+        assert len(held) == 1  # and never sent: its claimant is gone
+        async with asyncio.timeout(10):  # not 5 minutes
+            while not slow.received["them"]:
+                await honest.run_once() or await asyncio.sleep(0.1)
+
+        # The inbox: the honest worker's handler is running; the skewed worker runs a round.
+        handled: list[str] = []
+        running, finish = asyncio.Event(), asyncio.Event()
+
+        async def handler(event: inbox.Claimed) -> None:
+            handled.append(event.body["n"])
+            running.set()
+            await finish.wait()
+
+        honest_worker = InboxWorker(honest_rt.sessions, runtime.keyring)
+        skewed_worker = InboxWorker(skewed_rt.sessions, runtime.keyring, clock=ahead)
+        for worker in (honest_worker, skewed_worker):
+            worker.register("skewtest", handler)
+        async with honest_rt.sessions() as session:
+            await inbox.accept(
+                session, runtime.keyring, channel="skewtest", event_key="e-1", conversation="c-1",
+                body={"n": "e-1"},
+            )  # fmt: skip
+            await session.commit()
+        processing = asyncio.create_task(honest_worker.run_once())
+        await asyncio.wait_for(running.wait(), 10)
+        assert await skewed_worker.run_once() == 0, "the skewed worker took a leased event over"
+        finish.set()
+        assert await processing == 1
+        assert handled == ["e-1"]
+    finally:
+        slow.finish.set()
+        await skewed_rt.close()
