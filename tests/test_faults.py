@@ -41,6 +41,9 @@ from tests.test_outbox import SlowChannel, dispatcher_for, make_runtime, start_s
 from tests.test_telegram_channel import texts
 from tests.test_workers import free_port
 
+#: Each test is bounded: a fault that hangs the run fails it within two minutes.
+pytestmark = pytest.mark.timeout(120)
+
 CITIZENS = 6
 #: Short leases, so a message or an event a killed process held is taken over within seconds.
 SHORT_LEASES = {"SURVEYBOT_OUTBOX_LEASE_SECONDS": "3", "SURVEYBOT_INBOX_LEASE_SECONDS": "3"}
