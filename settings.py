@@ -104,6 +104,9 @@ class Settings(BaseSettings):
 
     dispatcher_interval_seconds: float = Field(0.5, gt=0)
     outbox_max_attempts: int = Field(8, ge=1)
+    #: A dispatcher's claim on a message; renewed while its send runs, taken over once it
+    #: lapses (a process that died mid-send).
+    outbox_lease_seconds: int = Field(60, ge=1)
     #: Hours a retired outbox row (already without payload, address or contact pseudonym) is
     #: kept before it is deleted, once its survey has closed (brief invariant 6).
     outbox_retention_hours: int = Field(6, ge=1)

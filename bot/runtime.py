@@ -140,6 +140,7 @@ class Runtime:
             interval=settings.dispatcher_interval_seconds,
             on_undeliverable=service.mark_undeliverable,
             on_delivered=service.mark_delivered,
+            lease=dt.timedelta(seconds=settings.outbox_lease_seconds),
         )
         service.on_enqueue = dispatcher.kick
         return cls(

@@ -42,7 +42,7 @@ from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, aliased
 
 from storage.backoff import backoff as retry_delay
 from storage.models import InboxEvent, new_id, utcnow
-from storage.outbox import to_the_hour
+from storage.outbox import lease_clock, to_the_hour
 from storage.pseudonym import KeyRing
 
 PENDING, DONE, DEAD = "pending", "done", "dead"
@@ -206,8 +206,9 @@ async def accept(
     return event_id if int(result.rowcount or 0) == 1 else None  # type: ignore[attr-defined]
 
 
-def _claimable(now: dt.datetime) -> Any:
-    """Pending, due, not leased, and the oldest pending event of its conversation."""
+def _claimable(now: dt.datetime, lease_now: dt.datetime) -> Any:
+    """Pending, due (by the claimant's clock), not leased (by the lease clock), and the oldest
+    pending event of its conversation."""
     older = aliased(InboxEvent)
     earlier = or_(
         older.received_at < InboxEvent.received_at,
@@ -216,7 +217,7 @@ def _claimable(now: dt.datetime) -> Any:
     return and_(
         InboxEvent.status == PENDING,
         InboxEvent.available_at <= now,
-        or_(InboxEvent.leased_until.is_(None), InboxEvent.leased_until <= now),
+        or_(InboxEvent.leased_until.is_(None), InboxEvent.leased_until <= lease_now),
         ~exists().where(
             older.conversation == InboxEvent.conversation, older.status == PENDING, earlier
         ),
@@ -234,9 +235,11 @@ async def claim(
 ) -> list[Claimed]:
     """Lease up to ``limit`` events, at most one per conversation, oldest first; commits.
     ``only`` claims that one event, if it is claimable (the webhook processing what it just
-    accepted)."""
+    accepted). Leases are measured by ``outbox.lease_clock`` (never a clock ahead of the
+    database's), so a worker whose clock runs fast takes no event over early."""
     now = now or utcnow()
-    candidates = select(InboxEvent.id).where(_claimable(now))
+    lease_now = await lease_clock(session, now)
+    candidates = select(InboxEvent.id).where(_claimable(now, lease_now))
     if only is not None:
         candidates = candidates.where(InboxEvent.id == only)
     candidates = candidates.order_by(InboxEvent.received_at).limit(limit)
@@ -247,9 +250,9 @@ async def claim(
         .where(
             InboxEvent.id.in_(candidates.scalar_subquery()),
             InboxEvent.status == PENDING,
-            or_(InboxEvent.leased_until.is_(None), InboxEvent.leased_until <= now),
+            or_(InboxEvent.leased_until.is_(None), InboxEvent.leased_until <= lease_now),
         )
-        .values(leased_until=now + lease, attempts=InboxEvent.attempts + 1)
+        .values(leased_until=lease_now + lease, attempts=InboxEvent.attempts + 1)
         .returning(InboxEvent.id, InboxEvent.channel, InboxEvent.body_sealed, InboxEvent.attempts)
         .execution_options(synchronize_session=False)
     )
@@ -353,11 +356,11 @@ async def heartbeat(
     """Extend the leases of events still being processed (a slow handler is not a dead one)."""
     if not event_ids:
         return
-    now = now or utcnow()
+    lease_now = await lease_clock(session, now or utcnow())
     await session.execute(
         update(InboxEvent)
         .where(InboxEvent.id.in_(list(event_ids)), InboxEvent.status == PENDING)
-        .values(leased_until=now + lease)
+        .values(leased_until=lease_now + lease)
         .execution_options(synchronize_session=False)
     )
     await session.commit()

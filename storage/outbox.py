@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, exists, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -154,7 +154,29 @@ async def enqueue_once(session: AsyncSession, keys: KeyRing, **kwargs: Any) -> b
     return True
 
 
-def _heads(now: dt.datetime) -> ColumnElement[bool]:
+async def lease_clock(session: AsyncSession, now: dt.datetime) -> dt.datetime:
+    """The time leases are measured by: the database's clock, or the claimant's when that is
+    behind it. A claimant's clock that runs ahead would see another process's lease lapse
+    early and take a message (or an inbox event) over while it is still being sent; one that
+    is behind only sees leases lapse late, and the others take over. SQLite has no clock of its
+    own: the processes sharing its file share the machine's."""
+    if session.get_bind().dialect.name == "postgresql":
+        database = await session.scalar(select(func.now()))
+        if isinstance(database, dt.datetime):
+            return min(now, database)
+    return min(now, utcnow())
+
+
+def _due(now: dt.datetime, lease_now: dt.datetime) -> ColumnElement[bool]:
+    """Unsent and due: a pending message by the claimant's clock (a retry's backoff, the end
+    of quiet hours), a message being sent once its lease ran out by the lease clock."""
+    return or_(
+        and_(OutboxMessage.status == "pending", OutboxMessage.available_at <= now),
+        and_(OutboxMessage.status == "sending", OutboxMessage.available_at <= lease_now),
+    )
+
+
+def _heads(now: dt.datetime, lease_now: dt.datetime) -> ColumnElement[bool]:
     """Due, sendable, not leased, and the oldest unsent message of its conversation."""
     older = aliased(OutboxMessage)
     earlier = or_(
@@ -162,8 +184,7 @@ def _heads(now: dt.datetime) -> ColumnElement[bool]:
         and_(older.created_at == OutboxMessage.created_at, older.id < OutboxMessage.id),
     )
     return and_(
-        OutboxMessage.status.in_(UNSENT),
-        OutboxMessage.available_at <= now,
+        _due(now, lease_now),
         OutboxMessage.address_sealed.is_not(None),
         ~exists().where(
             older.conversation == OutboxMessage.conversation,
@@ -186,9 +207,13 @@ async def claim(
 
     ``lane`` takes only heads of that priority (replies, or invitations and reminders): each
     lane has its own dispatcher slots. ``conversation`` takes that conversation's head (a
-    reply's next message goes out at once instead of waiting for the next round)."""
+    reply's next message goes out at once instead of waiting for the next round).
+
+    ``now`` says what is due; leases are measured by ``lease_clock`` (never a clock ahead of
+    the database's), so a process whose clock runs fast takes no message over early."""
     now = now or utcnow()
-    candidates = select(OutboxMessage.id).where(_heads(now))
+    lease_now = await lease_clock(session, now)
+    candidates = select(OutboxMessage.id).where(_heads(now, lease_now))
     if lane is not None:
         candidates = candidates.where(OutboxMessage.priority == lane)
     if conversation is not None:
@@ -200,10 +225,11 @@ async def claim(
         update(OutboxMessage)
         .where(
             OutboxMessage.id.in_(candidates.scalar_subquery()),
-            OutboxMessage.status.in_(UNSENT),
-            OutboxMessage.available_at <= now,
+            _due(now, lease_now),
         )
-        .values(status="sending", available_at=now + lease, attempts=OutboxMessage.attempts + 1)
+        .values(
+            status="sending", available_at=lease_now + lease, attempts=OutboxMessage.attempts + 1
+        )
         .returning(
             OutboxMessage.id,
             OutboxMessage.channel,
@@ -259,11 +285,11 @@ async def extend(
     """Renew the leases of messages whose send is still running; commits."""
     if not message_ids:
         return
-    now = now or utcnow()
+    lease_now = await lease_clock(session, now or utcnow())
     await session.execute(
         update(OutboxMessage)
         .where(OutboxMessage.id.in_(list(message_ids)), OutboxMessage.status == "sending")
-        .values(available_at=now + lease)
+        .values(available_at=lease_now + lease)
         .execution_options(synchronize_session=False)
     )
     await session.commit()
