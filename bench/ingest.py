@@ -149,7 +149,7 @@ async def run(registrations: int, results: int) -> dict[str, Any]:
         try:
             register_s, tokens = await _register(base, key, range(registrations))
             for token in tokens[:results]:  # bound on the web chat (setup, not timed)
-                await runtime.service.bind(token, "web", runtime.web.open_session(), "vi")
+                await runtime.service.bind(token, "web", await runtime.web.open_session(), "vi")
             results_s = await _results(base, key, range(results))
         finally:
             await runner.cleanup()
