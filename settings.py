@@ -233,6 +233,19 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _inbox_retries_outlive_the_tap_mark(self) -> Settings:
+        # A tap is marked seen (in Redis) before its answer commits. If the process dies in
+        # between, the inbox retries the event once the lease runs out: the mark must have
+        # expired by then, or the retry is taken for a double tap and the answer is lost.
+        if self.inbox_lease_seconds <= self.tap_dedup_seconds:
+            raise ValueError(
+                "SURVEYBOT_INBOX_LEASE_SECONDS must be longer than SURVEYBOT_TAP_DEDUP_SECONDS "
+                f"({self.inbox_lease_seconds} <= {self.tap_dedup_seconds}): a retried tap would "
+                "be taken for a double tap"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _telegram_can_reach_us(self) -> Settings:
         # The public Bot API refuses a webhook that is not HTTPS on 443, 80, 88 or 8443: the
         # client only logs a warning and no update ever arrives. In production that is a start

@@ -99,6 +99,12 @@ def test_production_refuses_a_telegram_webhook_the_bot_api_would_refuse(
     assert "SURVEYBOT_PUBLIC_BASE_URL" in result.output and "Traceback" not in result.output
 
 
+def test_an_inbox_lease_shorter_than_the_tap_mark_is_refused() -> None:
+    with pytest.raises(SettingsError, match="INBOX_LEASE_SECONDS must be longer"):
+        load_settings(inbox_lease_seconds=5, tap_dedup_seconds=10)
+    assert load_settings(inbox_lease_seconds=5, tap_dedup_seconds=2).inbox_lease_seconds == 5
+
+
 def test_production_takes_an_https_webhook_polling_or_a_local_bot_api(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -46,7 +46,11 @@ pytestmark = pytest.mark.timeout(120)
 
 CITIZENS = 6
 #: Short leases, so a message or an event a killed process held is taken over within seconds.
-SHORT_LEASES = {"SURVEYBOT_OUTBOX_LEASE_SECONDS": "3", "SURVEYBOT_INBOX_LEASE_SECONDS": "3"}
+SHORT_LEASES = {
+    "SURVEYBOT_OUTBOX_LEASE_SECONDS": "3",
+    "SURVEYBOT_INBOX_LEASE_SECONDS": "3",
+    "SURVEYBOT_TAP_DEDUP_SECONDS": "1",  # shorter than the lease (settings.py says why)
+}
 
 
 @pytest.fixture

@@ -69,6 +69,7 @@ def service_env(database_url: str, port: int, emulator: TelegramEmulator, tmp: P
         SURVEYBOT_TELEGRAM_WEBHOOK_SECRET=SECRET,
         SURVEYBOT_TELEGRAM_REGISTER_WEBHOOK="false",
         SURVEYBOT_INBOX_LEASE_SECONDS="2",
+        SURVEYBOT_TAP_DEDUP_SECONDS="1",
         SURVEYBOT_INBOX_INLINE_SECONDS="1",
         # As for the whole suite (tests/conftest.py): no wall-clock quiet hours, no cap.
         SURVEYBOT_QUIET_HOURS_START="",
