@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     port: int = Field(8080, ge=1, le=65535)
     public_base_url: str = ""
     log_level: str = "INFO"
+    #: ``json``: one JSON object per log line; ``text``: the classic line. Unset: json in
+    #: production, text elsewhere. Either way every line is redacted (bot/logs.py).
+    log_format: Literal["json", "text"] | None = None
 
     # Keys: a JSON document {"<purpose>": [{"id": "...", "key": "<base64>"}, ...]}, active key first.
     keys: str | None = None
@@ -344,6 +347,12 @@ class Settings(BaseSettings):
     @property
     def zalo_oa_configured(self) -> bool:
         return bool(self.zalo_app_id and self.zalo_app_secret and self.zalo_oa_secret)
+
+    @property
+    def effective_log_format(self) -> Literal["json", "text"]:
+        if self.log_format is not None:
+            return self.log_format
+        return "json" if self.is_production else "text"
 
     @property
     def is_production(self) -> bool:
