@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     #: ``json``: one JSON object per log line; ``text``: the classic line. Unset: json in
     #: production, text elsewhere. Either way every line is redacted (bot/logs.py).
     log_format: Literal["json", "text"] | None = None
+    #: ``GET /metrics`` (Prometheus text format, bot/telemetry.py); 404 while off.
+    metrics_enabled: bool = False
+    #: When set, /metrics wants ``Authorization: Bearer <token>``; required in production.
+    metrics_token: str | None = None
 
     # Keys: a JSON document {"<purpose>": [{"id": "...", "key": "<base64>"}, ...]}, active key first.
     keys: str | None = None
@@ -229,6 +233,16 @@ class Settings(BaseSettings):
             raise ValueError(
                 "SURVEYBOT_REDIS_URL is required in production (redis://host:6379/0): several "
                 "processes share locks, rate limits and the Zalo refresh token through it"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _production_metrics_need_a_token(self) -> Settings:
+        # The counters move when citizens answer: they are for operators, never for an agency.
+        if self.is_production and self.metrics_enabled and not self.metrics_token:
+            raise ValueError(
+                "SURVEYBOT_METRICS_TOKEN is required in production when SURVEYBOT_METRICS_ENABLED "
+                "is on (the scraper sends it as Authorization: Bearer <token>)"
             )
         return self
 

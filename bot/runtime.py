@@ -33,6 +33,7 @@ from bot.flows.definition import SurveyCatalog
 from bot.inbound import Funnel
 from bot.limits import Doors
 from bot.service import SurveyService
+from bot.telemetry import Scrape
 from settings import Settings
 from storage import inbox, releases
 from storage.audit import AuditLog
@@ -180,6 +181,7 @@ class Runtime:
             start=self.start_background,
             close=self.close,
             readiness=self.readiness,
+            metrics=Scrape(self.sessions, tuple(self.channels)),
         )
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
