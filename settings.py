@@ -40,6 +40,13 @@ class Settings(BaseSettings):
     port: int = Field(8080, ge=1, le=65535)
     public_base_url: str = ""
     log_level: str = "INFO"
+    #: ``json``: one JSON object per log line; ``text``: the classic line. Unset: json in
+    #: production, text elsewhere. Either way every line is redacted (bot/logs.py).
+    log_format: Literal["json", "text"] | None = None
+    #: ``GET /metrics`` (Prometheus text format, bot/telemetry.py); 404 while off.
+    metrics_enabled: bool = False
+    #: When set, /metrics wants ``Authorization: Bearer <token>``; required in production.
+    metrics_token: str | None = None
 
     # Keys: a JSON document {"<purpose>": [{"id": "...", "key": "<base64>"}, ...]}, active key first.
     keys: str | None = None
@@ -246,6 +253,16 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _production_metrics_need_a_token(self) -> Settings:
+        # The counters move when citizens answer: they are for operators, never for an agency.
+        if self.is_production and self.metrics_enabled and not self.metrics_token:
+            raise ValueError(
+                "SURVEYBOT_METRICS_TOKEN is required in production when SURVEYBOT_METRICS_ENABLED "
+                "is on (the scraper sends it as Authorization: Bearer <token>)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _telegram_can_reach_us(self) -> Settings:
         # The public Bot API refuses a webhook that is not HTTPS on 443, 80, 88 or 8443: the
         # client only logs a warning and no update ever arrives. In production that is a start
@@ -360,6 +377,12 @@ class Settings(BaseSettings):
     @property
     def zalo_oa_configured(self) -> bool:
         return bool(self.zalo_app_id and self.zalo_app_secret and self.zalo_oa_secret)
+
+    @property
+    def effective_log_format(self) -> Literal["json", "text"]:
+        if self.log_format is not None:
+            return self.log_format
+        return "json" if self.is_production else "text"
 
     @property
     def is_production(self) -> bool:

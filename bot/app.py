@@ -21,6 +21,8 @@ from bot.http_errors import install_request_handler, json_errors
 from bot.i18n import normalise_language
 from bot.openapi import openapi_document
 from bot.pages import STATIC_DIR, make_templates
+from bot.telemetry import Scrape, webhook_timing
+from bot.telemetry import setup as setup_metrics
 from settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -130,6 +132,8 @@ class AppParts:
     close: Callable[[], Awaitable[None]]
     #: ``/readyz``: whether this process can serve now, and the report behind it.
     readiness: Readiness
+    #: What ``/metrics`` reads at scrape time (served only with ``SURVEYBOT_METRICS_ENABLED``).
+    metrics: Scrape | None = None
 
 
 class Composed(Protocol):
@@ -142,7 +146,9 @@ def create_app(composed: Composed, *, background: bool = True) -> web.Applicatio
     install_request_handler()
     parts = composed.app_parts()
     settings = parts.settings
-    app = web.Application(middlewares=[json_errors], client_max_size=settings.max_body_bytes)
+    app = web.Application(
+        middlewares=[json_errors, webhook_timing], client_max_size=settings.max_body_bytes
+    )
     headers = security_headers(settings)
 
     async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
@@ -161,6 +167,8 @@ def create_app(composed: Composed, *, background: bool = True) -> web.Applicatio
     app.router.add_get("/healthz", health, name="health")
     app[READINESS] = parts.readiness
     app.router.add_get("/readyz", ready, name="ready")
+    if settings.metrics_enabled and parts.metrics is not None:
+        setup_metrics(app, parts.metrics, settings.metrics_token)
     app.router.add_get(r"/r/{token:[A-Za-z0-9_-]{8,128}}", rating_page, name="rating_page")
     app.router.add_get(
         r"/r/{token:[A-Za-z0-9_-]{8,128}}/qr.{kind:svg|png}", rating_qr, name="rating_qr"

@@ -31,6 +31,7 @@ from bot.flows.definition import (
 from bot.flows.engine import Reply, Start, SurveyEngine
 from bot.flows.scoring import AGENCY_CRITERIA, MAX_PER_CRITERION, dossier_inputs
 from bot.http_errors import RouteAccessLogger
+from bot.logs import configure_logging
 from bot.responses import apply_score, rescore_all
 from bot.runtime import Runtime
 from bot.service import ServiceError
@@ -67,18 +68,12 @@ log = logging.getLogger("surveybot")
 TERMINAL = Capabilities(buttons=False, max_text_chars=4096)
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-
-
 def _settings(**overrides: Any) -> Settings:
     try:
         settings = load_settings(**overrides)
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from None
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.effective_log_format)
     return settings
 
 

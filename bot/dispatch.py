@@ -20,6 +20,7 @@ import datetime as dt
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
+from bot import metrics
 from bot.channels import Channel, DeliveryError, OutboundMessage
 from storage import outbox
 from storage.db import Sessions
@@ -205,6 +206,7 @@ class Dispatcher:
         """Open the sealed address and payload in memory and send; False when it failed (the
         failure is recorded: a retry later, or a dead letter)."""
         channel = self.channels.get(message.channel)
+        started = metrics.now()
         try:
             if channel is None:
                 raise DeliveryError(f"channel {message.channel!r} is not configured")
@@ -221,6 +223,7 @@ class Dispatcher:
             log.warning("send failed on %s: %s", message.channel, exc.__class__.__name__)
             await self._failed(message, exc.__class__.__name__, None, False)
             return False
+        metrics.message_sent(message.channel, started)
         return True
 
     async def _failed(
@@ -242,6 +245,7 @@ class Dispatcher:
                 counted=counted,
             )
             await session.commit()
+        metrics.send_failed(message.channel, retry_after if counted else None, dead)
         log.info(
             "delivery on %s failed (%s)%s", message.channel, reason, "; giving up" if dead else ""
         )

@@ -37,6 +37,7 @@ from bot.flows.definition import SurveyCatalog
 from bot.inbound import Funnel
 from bot.limits import Doors
 from bot.service import SurveyService
+from bot.telemetry import Scrape
 from settings import Settings
 from storage import inbox, leases, releases
 from storage.audit import AuditLog
@@ -192,6 +193,7 @@ class Runtime:
             start=self.start_background,
             close=self.close,
             readiness=self.readiness,
+            metrics=Scrape(self.sessions, tuple(self.channels)),
         )
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:

@@ -20,6 +20,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Final
 
+from bot import metrics
 from storage import inbox
 from storage.db import Sessions
 from storage.models import utcnow
@@ -154,6 +155,7 @@ class InboxWorker:
                     )  # fmt: skip
                 if status == inbox.DEAD:
                     log.error("inbox event of %s is a dead letter", event.channel)
+                    metrics.dead_letter("inbox", event.channel)
             return LATER
 
     async def _handle(self, event: inbox.Claimed) -> tuple[inbox.Receipt, object]:

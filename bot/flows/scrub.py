@@ -67,11 +67,14 @@ class Redaction:
         return REDACTED[self.kind]
 
 
-def find_identifiers(text: str) -> list[Redaction]:
-    """Every identifier in ``text``, as non-overlapping spans of it in order."""
+def find_identifiers(text: str, *, people: bool = True) -> list[Redaction]:
+    """Every identifier in ``text``, as non-overlapping spans of it in order; without
+    ``people``, only numbers, codes, e-mails, handles and profile links (no names or addresses:
+    for machine text such as log lines, whose capitalised words are not citizens' names)."""
     view = View(text)
     found = find_links(view) + find_emails(view) + find_numbers(view)
-    found += find_addresses(view) + find_names(view)
+    if people:
+        found += find_addresses(view) + find_names(view)
     return [
         Redaction(*view.original_span(f.start, f.end), f.kind)
         for f in _merge(_outside_markers(view, found))
@@ -94,6 +97,13 @@ def scrub(text: str) -> str:
     """Return ``text`` with phones, ID numbers, e-mails, dossier codes, plates, bank accounts,
     names and addresses replaced by markers; idempotent."""
     return redact(text, find_identifiers(text))
+
+
+def scrub_contacts(text: str) -> str:
+    """Return ``text`` with phones and other identifying numbers, codes, e-mails, handles and
+    profile links replaced by markers, names and addresses left (``find_identifiers``'s
+    ``people=False``); idempotent. The log redaction filter (``bot/logs.py``) uses it."""
+    return redact(text, find_identifiers(text, people=False))
 
 
 def scrub_exact(text: str, identifiers: list[str]) -> str:
