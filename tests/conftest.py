@@ -221,3 +221,26 @@ async def client(runtime: Runtime) -> AsyncIterator[TestClient[Any, Any]]:
 
 def today() -> dt.date:
     return dt.datetime.now(dt.UTC).date()
+
+
+@pytest.fixture(autouse=True)
+async def _no_task_outlives_its_test() -> AsyncIterator[None]:
+    """A task left running after a test (a background loop nobody stopped) would be cancelled
+    when the event loop closes, and one that does not end then hangs the whole run with no test
+    named. So each test's leftovers are cancelled here, and any that will not end fails the test
+    with its stack."""
+    before = asyncio.all_tasks()
+    yield
+    current = asyncio.current_task()
+    left = [t for t in asyncio.all_tasks() if t is not current and t not in before]
+    for task in left:
+        task.cancel()
+    if left:
+        _, stuck = await asyncio.wait(left, timeout=10)
+        if stuck:
+            import io as _io
+
+            report = _io.StringIO()
+            for task in stuck:
+                task.print_stack(file=report)
+            raise AssertionError(f"{len(stuck)} task(s) would not end:\n{report.getvalue()}")

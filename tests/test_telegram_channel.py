@@ -8,7 +8,6 @@ the outbox dispatcher sends through PTB to the emulator, which enforces what Tel
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import csv
 import datetime as dt
 import io
@@ -127,10 +126,8 @@ async def dispatching(runtime: Runtime) -> AsyncIterator[None]:
     stop = asyncio.Event()
     task = asyncio.create_task(runtime.dispatcher.run_forever(stop))
     yield
-    stop.set()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    stop.set()  # a graceful stop: cancelling it mid-query would strand a database connection
+    await asyncio.wait_for(task, 30)
 
 
 @pytest.fixture
