@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
@@ -244,3 +245,20 @@ async def _no_task_outlives_its_test() -> AsyncIterator[None]:
             for task in stuck:
                 task.print_stack(file=report)
             raise AssertionError(f"{len(stuck)} task(s) would not end:\n{report.getvalue()}")
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was() -> Iterator[None]:
+    """A command run in a test configures logging for the process (``bot/logs.py`` puts its
+    redaction filter on every root handler, pytest's capture included): undo that after each
+    test, so the next one sees its logs as they are written."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    filters = {handler: list(handler.filters) for handler in handlers}
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    for handler, kept in filters.items():
+        handler.filters = kept
+    root.setLevel(level)
