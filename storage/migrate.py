@@ -1,14 +1,18 @@
 """Alembic, driven from code so `surveybot db upgrade` needs no alembic.ini in the working dir.
 
 Every process may call ``upgrade`` at start: it runs once. On PostgreSQL the migration
-transaction takes an advisory lock first (``migrations/env.py``); on SQLite the migration's
-own write transaction already makes the others wait (tests/test_schema.py runs three at once on
-both).
+transaction takes an advisory lock first (``migrations/env.py``); on SQLite an exclusive lock
+on a file next to the database does the same (the version is read before SQLite's own write
+lock is taken, so two processes could otherwise both run one step). tests/test_schema.py runs
+three at once on both.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
+from collections.abc import Iterator
 from pathlib import Path
 
 from alembic import command
@@ -28,7 +32,25 @@ def alembic_config(database_url: str) -> Config:
 
 
 def upgrade(database_url: str, revision: str = "heads") -> None:
-    command.upgrade(alembic_config(database_url), revision)
+    with _sqlite_file_lock(database_url):
+        command.upgrade(alembic_config(database_url), revision)
+
+
+@contextlib.contextmanager
+def _sqlite_file_lock(database_url: str) -> Iterator[None]:
+    """One migrating process at a time on a SQLite file; nothing for other databases."""
+    path = database_url.split("///", 1)[-1] if database_url.startswith("sqlite") else ""
+    if not path or path == ":memory:":
+        yield
+        return
+    lock_path = Path(path).with_name(Path(path).name + ".migrate-lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 async def upgrade_async(database_url: str, revision: str = "heads") -> None:
