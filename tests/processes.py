@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import csv
 import io
-import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Mapping
@@ -27,9 +26,9 @@ from settings import load_settings
 from storage import export
 from storage.migrate import upgrade_async
 from storage.models import Answer, SurveyLedger
+from tests.children import child_env, free_port, pids_answering
 from tests.conftest import REDIS_URL, TEST_KEYS, add_test_agency, today
 from tests.test_telegram_channel import OUTROS, texts
-from tests.test_workers import free_port, pids_answering
 
 SECRET = "three-processes-secret"
 SURVEYBOT = Path(sys.executable).parent / "surveybot"
@@ -119,24 +118,14 @@ def service_env(
     database_url: str, emulator: TelegramEmulator, tmp_path: Path, port: int, *,
     redis_url: str, redis_prefix: str, extra: Mapping[str, str] | None = None,
 ) -> dict[str, str]:  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SURVEYBOT_")}
-    env.update(
-        SURVEYBOT_ENV="test",
-        SURVEYBOT_DATABASE_URL=database_url,
-        SURVEYBOT_REDIS_URL=redis_url,
-        SURVEYBOT_REDIS_PREFIX=redis_prefix,
-        SURVEYBOT_KEYS=TEST_KEYS,
-        SURVEYBOT_VAR_DIR=str(tmp_path / "var"),
-        SURVEYBOT_PORT=str(port),
-        SURVEYBOT_TELEGRAM_TOKEN=emulator.token,
-        SURVEYBOT_TELEGRAM_API_BASE_URL=emulator.base_url,
-        SURVEYBOT_TELEGRAM_BOT_USERNAME=emulator.bot_username,
-        SURVEYBOT_TELEGRAM_WEBHOOK_SECRET=SECRET,
-        SURVEYBOT_TELEGRAM_REGISTER_WEBHOOK="false",
-        SURVEYBOT_QUIET_HOURS_START="",
-        SURVEYBOT_QUIET_HOURS_END="",
-        SURVEYBOT_INVITE_CAP_DAYS="0",
-    )
+    env = child_env(
+        database_url, tmp_path,
+        redis_url=redis_url, redis_prefix=redis_prefix, port=str(port),
+        telegram_token=emulator.token, telegram_api_base_url=emulator.base_url,
+        telegram_bot_username=emulator.bot_username, telegram_webhook_secret=SECRET,
+        telegram_register_webhook="false",
+        quiet_hours_start="", quiet_hours_end="", invite_cap_days="0",
+    )  # fmt: skip
     env.update(extra or {})
     return env
 

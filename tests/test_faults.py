@@ -25,6 +25,7 @@ from bot.runtime import Runtime
 from storage import inbox, outbox
 from storage.inbox_worker import InboxWorker
 from storage.models import Agency, OutboxMessage, utcnow
+from tests.children import free_port
 from tests.conftest import scratch_pg_database
 from tests.processes import (
     QUESTIONS,
@@ -39,7 +40,6 @@ from tests.processes import (
 )
 from tests.test_outbox import SlowChannel, dispatcher_for, make_runtime, start_survey
 from tests.test_telegram_channel import texts
-from tests.test_workers import free_port
 
 #: Each test is bounded: a fault that hangs the run fails it within two minutes.
 pytestmark = pytest.mark.timeout(120)

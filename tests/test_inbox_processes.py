@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -32,7 +30,8 @@ from bot.emulators.telegram import TelegramEmulator
 from storage.db import make_engine
 from storage.migrate import upgrade_async
 from storage.models import Base
-from tests.conftest import TEST_KEYS, scratch_pg_database
+from tests.children import child_env, free_port
+from tests.conftest import scratch_pg_database
 
 SECRET = "kill-test-secret"
 SURVEYBOT = Path(sys.executable).parent / "surveybot"
@@ -44,12 +43,6 @@ def own_database() -> Iterator[str]:
         yield url
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 async def emulator() -> AsyncIterator[TelegramEmulator]:
     async with TelegramEmulator(webhook_backoff=(0.2,), webhook_timeout=20, local_mode=True) as emu:
@@ -57,26 +50,14 @@ async def emulator() -> AsyncIterator[TelegramEmulator]:
 
 
 def service_env(database_url: str, port: int, emulator: TelegramEmulator, tmp: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SURVEYBOT_")}
-    env.update(
-        SURVEYBOT_ENV="test",
-        SURVEYBOT_DATABASE_URL=database_url,
-        SURVEYBOT_KEYS=TEST_KEYS,
-        SURVEYBOT_VAR_DIR=str(tmp / "var"),
-        SURVEYBOT_PORT=str(port),
-        SURVEYBOT_TELEGRAM_TOKEN=emulator.token,
-        SURVEYBOT_TELEGRAM_API_BASE_URL=emulator.base_url,
-        SURVEYBOT_TELEGRAM_WEBHOOK_SECRET=SECRET,
-        SURVEYBOT_TELEGRAM_REGISTER_WEBHOOK="false",
-        SURVEYBOT_INBOX_LEASE_SECONDS="2",
-        SURVEYBOT_TAP_DEDUP_SECONDS="1",
-        SURVEYBOT_INBOX_INLINE_SECONDS="1",
+    return child_env(
+        database_url, tmp, port=str(port),
+        telegram_token=emulator.token, telegram_api_base_url=emulator.base_url,
+        telegram_webhook_secret=SECRET, telegram_register_webhook="false",
+        inbox_lease_seconds="2", tap_dedup_seconds="1", inbox_inline_seconds="1",
         # As for the whole suite (tests/conftest.py): no wall-clock quiet hours, no cap.
-        SURVEYBOT_QUIET_HOURS_START="",
-        SURVEYBOT_QUIET_HOURS_END="",
-        SURVEYBOT_INVITE_CAP_DAYS="0",
-    )
-    return env
+        quiet_hours_start="", quiet_hours_end="", invite_cap_days="0",
+    )  # fmt: skip
 
 
 def tail(log: Path) -> str:

@@ -7,7 +7,6 @@ process-memory flavour of the Telegram state is exercised end to end here.
 from __future__ import annotations
 
 import datetime as dt
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +18,8 @@ from bot.app import create_app
 from bot.cli import seed_demo
 from bot.runtime import Runtime
 from storage.coordination import LocalCoordinator
+from tests.children import free_port
 from tests.conftest import make_settings, today
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def test_demo_citizen_answers_on_the_local_telegram(tmp_path: Path) -> None:

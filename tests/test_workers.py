@@ -4,20 +4,18 @@ worker is replaced, and SIGTERM stops them all gracefully (issue 12, item 1)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
-import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 from click.testing import CliRunner
 
 from bot.cli import main
-from tests.conftest import REDIS_URL, TEST_KEYS, scratch_pg_database
+from tests.children import child_env, free_port, pids_answering
+from tests.conftest import REDIS_URL, scratch_pg_database
 
 SURVEYBOT = Path(sys.executable).parent / "surveybot"
 
@@ -26,28 +24,6 @@ SURVEYBOT = Path(sys.executable).parent / "surveybot"
 def own_database() -> Iterator[str]:
     with scratch_pg_database("surveybot_workers") as url:
         yield url
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-async def pids_answering(port: int, want: int, seconds: float = 60) -> set[int]:
-    """Fresh connections until ``want`` distinct processes answered /healthz."""
-    seen: set[int] = set()
-    async with asyncio.timeout(seconds):
-        while len(seen) < want:
-            connector = aiohttp.TCPConnector(force_close=True)
-            async with aiohttp.ClientSession(connector=connector) as http:
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(f"http://127.0.0.1:{port}/healthz") as response:
-                        if response.status == 200:
-                            seen.add(int((await response.json())["pid"]))
-                            continue
-            await asyncio.sleep(0.05)  # not up yet
-    return seen
 
 
 def alive(pid: int) -> bool:
@@ -62,15 +38,8 @@ async def test_three_workers_share_the_port_are_replaced_and_stop_together(
     own_database: str, tmp_path: Path, redis_prefix: str
 ) -> None:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SURVEYBOT_")}
-    env.update(
-        SURVEYBOT_ENV="test",
-        SURVEYBOT_DATABASE_URL=own_database,
-        SURVEYBOT_REDIS_URL=REDIS_URL,
-        SURVEYBOT_REDIS_PREFIX=redis_prefix,
-        SURVEYBOT_KEYS=TEST_KEYS,
-        SURVEYBOT_VAR_DIR=str(tmp_path / "var"),
-        SURVEYBOT_PORT=str(port),
+    env = child_env(
+        own_database, tmp_path, redis_url=REDIS_URL, redis_prefix=redis_prefix, port=str(port)
     )
     log = (tmp_path / "serve.log").open("wb")
     parent = await asyncio.create_subprocess_exec(
@@ -110,15 +79,7 @@ async def test_gunicorn_with_aiohttps_worker_serves_from_each_worker(
     own_database: str, tmp_path: Path, redis_prefix: str
 ) -> None:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SURVEYBOT_")}
-    env.update(
-        SURVEYBOT_ENV="test",
-        SURVEYBOT_DATABASE_URL=own_database,
-        SURVEYBOT_REDIS_URL=REDIS_URL,
-        SURVEYBOT_REDIS_PREFIX=redis_prefix,
-        SURVEYBOT_KEYS=TEST_KEYS,
-        SURVEYBOT_VAR_DIR=str(tmp_path / "var"),
-    )
+    env = child_env(own_database, tmp_path, redis_url=REDIS_URL, redis_prefix=redis_prefix)
     log = (tmp_path / "gunicorn.log").open("wb")
     gunicorn = Path(sys.executable).parent / "gunicorn"
     server = await asyncio.create_subprocess_exec(

@@ -11,7 +11,6 @@ connection is refused), which both readings retry.
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -27,16 +26,11 @@ from bot.runtime import Runtime
 from settings import Settings
 from storage.models import Response
 from storage.pseudonym import KeyRing
+from tests.children import free_port
 from tests.conftest import REDIS_URL, _truncate, add_test_agency, make_settings
 from tests.test_zalo_channels import START_MS, Zalo
 
 TRIGGERS = ["connect", "non_200"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Service:

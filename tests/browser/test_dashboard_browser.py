@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from bot.dashboard.i18n import percent
 from bot.runtime import Runtime
 from storage.models import Agency, Response
 from tests.adminseed import Batch, add_agency, release, seed
+from tests.children import free_port
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
@@ -33,17 +33,11 @@ def backend() -> str:
     return "sqlite"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 async def server(runtime: Runtime) -> AsyncIterator[str]:
     runner = web.AppRunner(create_app(runtime, background=False))
     await runner.setup()
-    port = _free_port()
+    port = free_port()
     site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
     yield f"http://127.0.0.1:{port}"
