@@ -416,3 +416,33 @@ async def purge(session: AsyncSession, before: dt.datetime) -> int:
         .execution_options(synchronize_session=False)
     )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadSummary:
+    """Dead messages of one channel, reason and hour: all a retired row still says."""
+
+    channel: str
+    reason: str | None
+    hour: dt.datetime
+    count: int
+
+
+async def dead_summary(session: AsyncSession, limit: int = 100) -> list[DeadSummary]:
+    """The outbox's dead letters, counted per channel, reason and hour, newest first.
+
+    There is nothing to retry here: a dead message's address and payload are erased when it is
+    retired, and its invitation has already fallen back to another channel or closed."""
+    rows = await session.execute(
+        select(
+            OutboxMessage.channel,
+            OutboxMessage.last_error,
+            OutboxMessage.available_at,
+            func.count(),
+        )
+        .where(OutboxMessage.status == "dead")
+        .group_by(OutboxMessage.channel, OutboxMessage.last_error, OutboxMessage.available_at)
+        .order_by(OutboxMessage.available_at.desc(), OutboxMessage.channel)
+        .limit(limit)
+    )
+    return [DeadSummary(channel, reason, hour, int(n)) for channel, reason, hour, n in rows]

@@ -1,5 +1,16 @@
 """The admin dashboard: server-rendered pages under ``/admin`` (see ``views``)."""
 
-from bot.dashboard.views import setup
+import jinja2
+from aiohttp import web
+
+from bot.dashboard import auth, deadletters, views
+
+
+def setup(
+    app: web.Application, templates: jinja2.Environment, services: auth.DashboardServices
+) -> None:
+    views.setup(app, templates, services)
+    deadletters.setup(app)
+
 
 __all__ = ["setup"]

@@ -14,6 +14,7 @@ ERRORS: dict[str, str] = {
     "forbidden": N_("You may not see this."),
     "not_found": N_("Not found."),
     "bad_request": N_("Bad request."),
+    "dead_letter_gone": N_("That dead letter is no longer waiting: it was already retried."),
     "rows_admin_only": N_(
         "Row-level data is for province admins only; agencies see the released aggregates."
     ),
