@@ -6,7 +6,9 @@ is renewed (a slow channel is not a dead dispatcher), and marking it sent also c
 conversation's next message, in one transaction. Two lanes, each with its own slots: replies
 inside a running conversation, and invitations and reminders, so a backlog of one never holds up
 the other. Failures back off exponentially with jitter or by the channel's ``retry_after``; a
-permanent refusal closes the invitation as undeliverable instead of retrying forever.
+permanent refusal closes the invitation as undeliverable instead of retrying forever; a survey
+message out of retries on passing failures (an outage) falls back to the citizen's next channel,
+or stalls, sealed, until an admin retries it from the dead-letter page or its survey closes.
 
 Addresses and payloads are sealed in the outbox; they are opened here, in memory, just before the
 send, and the row forgets both once it is marked sent (``outbox.mark_sent``).
@@ -44,7 +46,7 @@ class Dispatcher:
         *,
         max_attempts: int,
         interval: float,
-        on_undeliverable: Callable[[str], Awaitable[None]],
+        on_undeliverable: Callable[[str, bool], Awaitable[None]],
         on_delivered: Callable[[str], Awaitable[None]],
         batch_size: int = 50,
         concurrency: int = 16,
@@ -235,7 +237,7 @@ class Dispatcher:
         counted: bool = True,
     ) -> None:
         async with self.sessions() as session:
-            dead = await outbox.mark_failed(
+            outcome = await outbox.mark_failed(
                 session,
                 message,
                 reason,
@@ -245,9 +247,13 @@ class Dispatcher:
                 counted=counted,
             )
             await session.commit()
-        metrics.send_failed(message.channel, retry_after if counted else None, dead)
+        gave_up = outcome != "retry"
+        metrics.send_failed(message.channel, retry_after if counted else None, gave_up)
         log.info(
-            "delivery on %s failed (%s)%s", message.channel, reason, "; giving up" if dead else ""
+            "delivery on %s failed (%s)%s",
+            message.channel,
+            reason,
+            {"retry": "", "dead": "; giving up", "stalled": "; stalled for an admin"}[outcome],
         )
-        if dead and message.invitation_id:
-            await self.on_undeliverable(message.invitation_id)
+        if gave_up and message.invitation_id:
+            await self.on_undeliverable(message.invitation_id, outcome == "dead")

@@ -164,8 +164,8 @@ class SurveyService:
     async def mark_delivered(self, invitation_id: str) -> None:
         await self.delivery.mark_delivered(invitation_id)
 
-    async def mark_undeliverable(self, invitation_id: str) -> None:
-        await self.delivery.mark_undeliverable(invitation_id)
+    async def mark_undeliverable(self, invitation_id: str, for_good: bool = True) -> None:
+        await self.delivery.mark_undeliverable(invitation_id, for_good)
 
     async def record_rating(
         self,

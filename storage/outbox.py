@@ -14,6 +14,8 @@ What a row keeps is only what delivery needs, and only while it needs it (brief 
 
 * the payload (questions, and acknowledgements that echo the citizen's answer) is sealed with
   AES-GCM at enqueue, so it is never readable in the database, not even before delivery;
+* a survey message whose retries ran out on passing failures (``STALLED``) stays sealed, as a
+  pending one does, until an admin retries it or its survey closes (``finalize`` retires it);
 * once a row is retired (sent, dead or cancelled) its payload, address and conversation (the
   contact pseudonym) are erased and its times are cut to the hour it was retired: what is left
   (channel, status, attempts, dedup key, invitation id) serves de-duplication and counting only;
@@ -27,7 +29,7 @@ import datetime as dt
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, and_, delete, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -43,10 +45,16 @@ PRIORITY_INVITATION = 1
 LEASE = dt.timedelta(seconds=60)
 BACKOFF_BASE_SECONDS = 2.0
 MAX_BACKOFF_SECONDS = 300.0
-UNSENT = ("pending", "sending")
+#: Out of retries on passing failures (an outage): kept, sealed, for an admin's retry until its
+#: invitation closes. Unsent, so the conversation's later messages still wait behind it.
+STALLED = "stalled"
+UNSENT = ("pending", "sending", STALLED)
 RETIRED = ("sent", "dead", "cancelled")
 #: The seal purpose of payloads (storage.pseudonym derives its key when a key set has none).
 PAYLOAD_PURPOSE = "payload"
+
+
+Outcome = Literal["retry", "dead", "stalled"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,13 +331,23 @@ async def mark_failed(
     max_attempts: int,
     now: dt.datetime | None = None,
     counted: bool = True,
-) -> bool:
-    """Schedule a retry with exponential backoff, or give up; True when the message is dead.
+) -> Outcome:
+    """Schedule a retry with exponential backoff, or give up: ``"retry"``, ``"dead"`` (refused
+    for good: retired and erased at once) or ``"stalled"`` (a survey message out of retries on
+    passing failures: kept sealed, for an admin to retry once the outage is over).
 
     ``counted=False`` (the channel is paused as a whole) gives the attempt back: a pause of any
     length never exhausts ``max_attempts``."""
     now = now or utcnow()
-    dead = permanent or (counted and message.attempts >= max_attempts)
+    exhausted = counted and message.attempts >= max_attempts
+    if exhausted and not permanent and message.invitation_id is not None:
+        await session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == message.id)
+            .values(status=STALLED, available_at=now, last_error=reason[:255])
+        )
+        return "stalled"
+    dead = permanent or exhausted
     delay = (
         retry_after
         if retry_after is not None
@@ -358,7 +376,7 @@ async def mark_failed(
     await session.execute(
         update(OutboxMessage).where(OutboxMessage.id == message.id).values(**values)
     )
-    return dead
+    return "dead" if dead else "retry"
 
 
 async def retire_unsent(
@@ -446,3 +464,45 @@ async def dead_summary(session: AsyncSession, limit: int = 100) -> list[DeadSumm
         .limit(limit)
     )
     return [DeadSummary(channel, reason, hour, int(n)) for channel, reason, hour, n in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class Stalled:
+    """What an admin sees of a stalled message: never its address or payload."""
+
+    id: str
+    channel: str
+    attempts: int
+    reason: str | None
+    hour: dt.datetime
+
+
+async def stalled(session: AsyncSession, limit: int = 200) -> list[Stalled]:
+    rows = await session.execute(
+        select(OutboxMessage)
+        .where(OutboxMessage.status == STALLED)
+        .order_by(OutboxMessage.available_at.desc())
+        .limit(limit)
+    )
+    return [
+        Stalled(m.id, m.channel, m.attempts, m.last_error, to_the_hour(m.available_at))
+        for m in rows.scalars()
+    ]
+
+
+async def retry_stalled(
+    session: AsyncSession, message_ids: Sequence[str] | None, now: dt.datetime | None = None
+) -> int:
+    """An admin's retry: the stalled messages (all of them with ``None``) go back to the queue
+    with their attempts from zero. A message whose survey closed meanwhile is no longer stalled
+    (``finalize`` retired it) and is not revived. The caller commits."""
+    conditions = [OutboxMessage.status == STALLED]
+    if message_ids is not None:
+        conditions.append(OutboxMessage.id.in_(list(message_ids)))
+    result = await session.execute(
+        update(OutboxMessage)
+        .where(*conditions)
+        .values(status="pending", attempts=0, available_at=now or utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -344,3 +344,63 @@ async def test_a_graceful_stop_finishes_the_send_under_way_and_gives_back_the_re
     assert len(slow.received["g0"]) == before + 1  # the send under way finished, once
     waiting = [r for r in rows if r.status == "pending"]
     assert waiting and all(r.attempts == 0 for r in waiting)  # given back, attempt not counted
+
+
+async def stall(
+    runtime: Runtime, agency: Agency, channel: FlakyChannel, code: str, address: str
+) -> Dispatcher:
+    """A survey whose invitation runs out of retries on passing failures (an outage)."""
+    await start_survey(runtime, agency, code, address)
+    dispatcher = dispatcher_for(runtime)  # three attempts
+    channel.failures = [DeliveryError("502 Bad Gateway") for _ in range(3)]
+    for _ in range(4):
+        await force_ready(runtime)
+        await dispatcher.drain()
+    return dispatcher
+
+
+async def test_an_outage_stalls_the_survey_until_an_admin_retries(
+    runtime: Runtime, agency: Agency
+) -> None:
+    """Retries run out during an outage and the citizen bound no other channel: the survey
+    stays open, its message kept sealed; once retried it goes out once and the survey goes on.
+    (Before, the survey was closed as undeliverable: an outage lost every survey it touched.)"""
+    runtime, channel = await make_runtime(runtime)
+    dispatcher = await stall(runtime, agency, channel, "HS-S", "us")
+    async with runtime.sessions() as session:
+        ledger = (await session.execute(select(SurveyLedger))).scalar_one()
+        [stalled] = await outbox.stalled(session)
+        row = await session.get(OutboxMessage, stalled.id)
+        assert row is not None and row.address_sealed and "us" not in row.address_sealed
+    assert ledger.status != "undeliverable"
+    assert (stalled.channel, stalled.attempts, stalled.reason) == ("flaky", 3, "502 Bad Gateway")
+    assert len(channel.received["us"]) == 1  # the binding acknowledgement only
+    await force_ready(runtime)
+    await dispatcher.drain()
+    assert len(channel.received["us"]) == 1  # nothing goes until someone retries
+
+    async with runtime.sessions() as session:
+        assert await outbox.retry_stalled(session, [stalled.id]) == 1
+        await session.commit()
+        assert await outbox.retry_stalled(session, [stalled.id]) == 0  # a second click: nothing
+    await dispatcher.drain()
+    texts = channel.received["us"]
+    assert len(texts) == 3 and "Kính chào" in texts[1] and "bao nhiêu lần" in texts[2]
+    assert len(set(texts)) == 3
+
+
+async def test_a_stalled_message_is_erased_when_its_survey_expires(
+    runtime: Runtime, agency: Agency
+) -> None:
+    runtime, channel = await make_runtime(runtime)
+    await stall(runtime, agency, channel, "HS-E", "ue")
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=runtime.settings.survey_ttl_hours + 1)
+    runtime.service.clock = lambda: later
+    assert await runtime.service.close_expired() == 1
+    async with runtime.sessions() as session:
+        assert await outbox.stalled(session) == []
+        assert await outbox.retry_stalled(session, None) == 0  # nothing to revive
+        rows = (await session.execute(select(OutboxMessage))).scalars().all()
+        assert all(r.address_sealed is None and r.payload == {} for r in rows if r.status != "sent")
+        ledger = (await session.execute(select(SurveyLedger))).scalar_one()
+    assert ledger.status == "expired"

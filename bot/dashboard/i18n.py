@@ -14,7 +14,9 @@ ERRORS: dict[str, str] = {
     "forbidden": N_("You may not see this."),
     "not_found": N_("Not found."),
     "bad_request": N_("Bad request."),
-    "dead_letter_gone": N_("That dead letter is no longer waiting: it was already retried."),
+    "dead_letter_gone": N_(
+        "That dead letter is no longer waiting: it was already retried, or its survey closed."
+    ),
     "rows_admin_only": N_(
         "Row-level data is for province admins only; agencies see the released aggregates."
     ),

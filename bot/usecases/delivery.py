@@ -34,10 +34,14 @@ class Delivery:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
 
-    async def mark_undeliverable(self, invitation_id: str) -> None:
+    async def mark_undeliverable(self, invitation_id: str, for_good: bool = True) -> None:
         """The channel refused for good (blocked bot, OA window closed): fall back to the next
         channel the citizen bound, in the admin's order, while nothing was answered yet;
-        otherwise close without retrying. Still one invitation: never two surveys per dossier."""
+        otherwise close without retrying. Still one invitation: never two surveys per dossier.
+
+        ``for_good=False``: the retries ran out on passing failures (an outage). Fall back the
+        same way if there is somewhere to fall back to; otherwise change nothing: the survey
+        stays open and its stalled message waits for an admin's retry until the survey closes."""
         async with self.ctx.hold(invitation_id), self.ctx.sessions() as session:
             invitation = await session.get(Invitation, invitation_id)
             if invitation is None:
@@ -64,6 +68,9 @@ class Delivery:
             if dossier is not None and invitation.response_id is None:
                 contact = await first_contact(self.ctx, session, dossier)
             ledger = await session.get(SurveyLedger, invitation.ledger_id)
+            if not for_good and (contact is None or ledger is None):
+                await session.rollback()
+                return
             if contact is not None and ledger is not None:
                 log.info("invitation falls back from %s to %s", failed_channel, contact.channel)
                 await start_on(self.ctx, session, invitation, ledger, contact, fallback=True)

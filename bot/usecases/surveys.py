@@ -231,6 +231,15 @@ async def finalize(
             reason=f"survey {reason}",
             now=ctx.clock(),
         )
+    else:  # a stalled message of a finished survey would hold up the conversation for ever
+        await outbox.retire_unsent(
+            session,
+            OutboxMessage.invitation_id == invitation.id,
+            OutboxMessage.status == outbox.STALLED,
+            status="cancelled",
+            reason="survey completed",
+            now=ctx.clock(),
+        )
     # A tracked rating arriving after this finds no tracking row and is ignored, as before.
     await session.execute(delete(ZnsTracking).where(ZnsTracking.invitation_id == invitation.id))
     await session.execute(delete(Invitation).where(Invitation.id == invitation.id))
