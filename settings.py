@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     #: A folder of survey definitions (*.yaml) added to the package's; every version used is
     #: also kept in the database (storage/surveys.py), so a file may be removed once replaced.
     surveys_dir: Path | None = None
+    #: How soon a survey version published in the dashboard by another process is used by this
+    #: one (storage/survey_drafts.py; the publishing process uses it at once).
+    survey_refresh_seconds: float = Field(30.0, gt=0)
     survey_ttl_hours: int = Field(7 * 24, ge=1)
     reminder_after_hours: int = Field(24, ge=1)
     #: No invitation or reminder goes out between these local times (HH:MM, 24 h clock, in

@@ -39,7 +39,7 @@ from bot.limits import Doors
 from bot.service import SurveyService
 from bot.telemetry import Scrape
 from settings import Settings
-from storage import inbox, leases, releases
+from storage import inbox, leases, releases, survey_drafts
 from storage.audit import AuditLog
 from storage.coordination import Coordinator, LocalCoordinator, RedisCoordinator
 from storage.db import Sessions, make_engine, make_sessions
@@ -187,7 +187,12 @@ class Runtime:
             settings=self.settings,
             api=AgencyApi(self.service, self.settings, self.doors),
             dashboard=DashboardServices(
-                self.settings, self.sessions, self.audit, self.doors, self.coordinator
+                self.settings,
+                self.sessions,
+                self.audit,
+                self.doors,
+                self.coordinator,
+                self.catalog,
             ),
             channel_routes=routes,
             start=self.start_background,
@@ -245,6 +250,7 @@ class Runtime:
         self._stop.clear()
         self._tasks.append(asyncio.create_task(self.dispatcher.run_forever(self._stop)))
         self._tasks.append(asyncio.create_task(self.inbox.run(self._stop)))
+        self._tasks.append(asyncio.create_task(self._refresh_surveys()))
         self._tasks.append(asyncio.create_task(self._singleton("maintenance", self._maintain)))
         for name, plugin in self.plugins.items():
             for index, loop in enumerate(plugin.loops()):
@@ -256,6 +262,21 @@ class Runtime:
             self.coordinator.leases, f"loop:{name}", self.owner, work, self._stop,
             ttl=LEASE_SECONDS,
         )  # fmt: skip
+
+    async def _refresh_surveys(self) -> None:
+        """In every process: learn the survey versions published in the dashboard elsewhere."""
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.survey_refresh_seconds):
+                    await self._stop.wait()
+            if self._stop.is_set():
+                return
+            try:
+                added = await survey_drafts.refresh(self.sessions, self.catalog)
+                if added:
+                    log.info("learnt %d survey version(s) published by another process", added)
+            except Exception:
+                log.exception("survey refresh failed")
 
     async def _maintain(self) -> None:
         """Every minute: close expired surveys, send due reminders, then forget what closed

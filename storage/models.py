@@ -325,6 +325,26 @@ class SurveyVersion(Base):
     stored_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
+class SurveyDraft(Base):
+    """A survey definition uploaded in the dashboard, validated, not yet published.
+
+    Previewed in the simulator through an unguessable token (only its SHA-256 is stored);
+    publishing writes it to ``survey_version`` as a new version, after which it is kept only as
+    the record of who published what.
+    """
+
+    __tablename__ = "survey_draft"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    token_issued_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    survey_id: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer)
+    definition: Mapped[str] = mapped_column(Text)
+    uploaded_by: Mapped[str] = mapped_column(String(64))
+    uploaded_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    published_at: Mapped[dt.datetime | None] = mapped_column()
+
+
 # --- releases (issue 10) --------------------------------------------------------------------
 class Release(Base):
     """The published figures of one closed period, computed once and never recomputed.

@@ -3,7 +3,7 @@
 import jinja2
 from aiohttp import web
 
-from bot.dashboard import auth, deadletters, views
+from bot.dashboard import auth, deadletters, surveys, views
 
 
 def setup(
@@ -11,6 +11,7 @@ def setup(
 ) -> None:
     views.setup(app, templates, services)
     deadletters.setup(app)
+    surveys.setup(app)
 
 
 __all__ = ["setup"]

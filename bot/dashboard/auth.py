@@ -24,6 +24,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, select
 
+from bot.flows.definition import SurveyCatalog
 from bot.i18n import ngettext
 from bot.limits import Doors, bucket
 from settings import Settings
@@ -36,14 +37,16 @@ from storage.models import AdminSession, AdminUser, Agency, utcnow
 
 @dataclass(frozen=True, slots=True)
 class DashboardServices:
-    """What the dashboard needs: settings, the database, the audit log, the doors' limits and
-    the coordinator's once-per-window marks (one lockout entry per window). Never the services."""
+    """What the dashboard needs: settings, the database, the audit log, the doors' limits, the
+    coordinator's once-per-window marks (one lockout entry per window) and the survey catalog
+    (the survey templates page publishes into it). Never the services."""
 
     settings: Settings
     sessions: Sessions
     audit: AuditLog
     doors: Doors
     coordinator: Coordinator
+    catalog: SurveyCatalog
 
 
 ROLES = ("admin", "viewer")

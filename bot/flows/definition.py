@@ -212,6 +212,15 @@ class SurveyCatalog:
     def __init__(self, definitions: list[SurveyDefinition]) -> None:
         self._by_key = {(d.id, d.version): d for d in definitions}
 
+    def add(self, definition: SurveyDefinition) -> bool:
+        """Learn a version published since start-up (by this process or another); False when it
+        was known. Processes share one catalog object, so every part sees it at once."""
+        key = (definition.id, definition.version)
+        if key in self._by_key:
+            return False
+        self._by_key[key] = definition
+        return True
+
     def latest(self, survey_id: str) -> SurveyDefinition:
         versions = [d for (sid, _), d in self._by_key.items() if sid == survey_id]
         if not versions:

@@ -47,3 +47,4 @@ document.getElementById("form").onsubmit = (e) => { e.preventDefault(); const t 
 document.getElementById("try").onclick = () => open({survey: document.getElementById("survey").value, lang: document.getElementById("lang").value});
 setInterval(poll, 700);
 if (token) { document.getElementById("setup").style.display = "none"; open({token, lang: config.lang}); }
+else if (config.draft) { document.getElementById("setup").style.display = "none"; open({draft: config.draft, lang: config.lang}); }

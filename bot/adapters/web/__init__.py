@@ -5,6 +5,7 @@ a receipt link, with no chat account."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 
 from aiohttp import web
@@ -15,6 +16,7 @@ from bot.adapters.web.channel import WebChannel
 from bot.adapters.web.mailboxes import make_mailboxes
 from bot.channels import Channel
 from bot.pages import make_templates
+from storage import survey_drafts
 
 SETTINGS = ("default_survey", "max_free_text_chars")
 
@@ -31,6 +33,7 @@ class WebPlugin(NoLoops):
             services.catalog,
             make_templates(),
             services.coordinator,
+            functools.partial(survey_drafts.by_token, services.sessions),
         )
 
     @property

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,12 @@ from bot.adapters.web.channel import WebChannel
 from bot.adapters.web.mailboxes import digest
 from bot.body import read_json
 from bot.channels import DeliveryError, render
-from bot.flows.definition import SurveyCatalog
+from bot.flows.definition import (
+    SurveyCatalog,
+    SurveyDefinition,
+    SurveyDefinitionError,
+    parse_definition,
+)
 from bot.flows.engine import Choice, Reply, Start, SurveyEngine, parse_payload
 from bot.http_errors import error_response
 from bot.i18n import normalise_language
@@ -38,7 +44,8 @@ class Simulator:
     """What the simulator needs: the web channel's mailboxes (which also keep the "try"
     conversations' state), the one funnel, the survey catalog and the settings (previews:
     default survey, free-text bound), the coordinator (one step of a "try" conversation at a
-    time, whichever process takes it) and its page template."""
+    time, whichever process takes it), its page template, and the lookup of a draft survey's
+    YAML by its preview token (an admin trying an uploaded definition before publishing it)."""
 
     settings: Settings
     funnel: Funnel
@@ -46,6 +53,7 @@ class Simulator:
     catalog: SurveyCatalog
     templates: jinja2.Environment
     coordinator: Coordinator
+    drafts: Callable[[str], Awaitable[str | None]]
 
 
 async def page(sim: Simulator, request: web.Request) -> web.Response:
@@ -53,6 +61,7 @@ async def page(sim: Simulator, request: web.Request) -> web.Response:
     html = sim.templates.get_template("simulator.html").render(
         lang=normalise_language(request.query.get("lang")),
         token=token,
+        draft=request.query.get("draft", "")[:64],
         surveys=sim.catalog.ids(),
     )
     return web.Response(text=html, content_type="text/html")
@@ -76,17 +85,29 @@ async def open_session(sim: Simulator, request: web.Request) -> web.Response:
         session = await sim.web.open_session()
         await sim.funnel.bind(token[:128], "web", session, language)
         return web.json_response({"session": session, "mode": "survey"})
-    survey_id = body.get("survey") or sim.settings.default_survey
-    if not isinstance(survey_id, str) or survey_id not in sim.catalog:
-        return error_response(422, "unknown_survey", f"no survey named {str(survey_id)[:64]!r}")
+    draft = body.get("draft")
+    draft_text: str | None = None
+    if isinstance(draft, str) and draft:
+        draft_text = await sim.drafts(draft[:64])
+        if draft_text is None:
+            return error_response(
+                404, "unknown_draft", "no draft survey with this preview link (or it expired)"
+            )
+        definition = parse_definition(draft_text, "draft")
+    else:
+        survey_id = body.get("survey") or sim.settings.default_survey
+        if not isinstance(survey_id, str) or survey_id not in sim.catalog:
+            return error_response(422, "unknown_survey", f"no survey named {str(survey_id)[:64]!r}")
+        definition = sim.catalog.latest(survey_id)
     session = await sim.web.open_session()
-    definition = sim.catalog.latest(survey_id)
     engine = SurveyEngine(definition, sim.settings.max_free_text_chars)
-    preview = {
+    preview: dict[str, Any] = {
         "survey": definition.id,
         "version": definition.version,
         "state": engine.new_state(secrets.token_hex(3), language),
     }
+    if draft_text is not None:  # a draft is in no catalog: its text travels with the session
+        preview["definition"] = draft_text
     await sim.web.mailboxes.put_preview(session, preview)
     if not await _preview_step(sim, session, Start()):
         return error_response(404, "unknown_session", "open a simulator session first")
@@ -97,6 +118,15 @@ def _preview_lock(sim: Simulator, session: str) -> contextlib.AbstractAsyncConte
     return sim.coordinator.lock(f"web-try:{digest(session)}")
 
 
+def _definition(sim: Simulator, preview: dict[str, Any]) -> SurveyDefinition:
+    if "definition" in preview:
+        try:
+            return parse_definition(str(preview["definition"]), "draft")
+        except SurveyDefinitionError:  # validated at upload: only a tampered store gets here
+            raise web.HTTPNotFound() from None
+    return sim.catalog.get(preview["survey"], int(preview["version"]))
+
+
 async def _preview_step(sim: Simulator, session: str, event: Start | Choice | Reply) -> bool:
     """One step of a "try" conversation, read, stepped and written back under its lock; False
     when the session has no preview (or expired meanwhile)."""
@@ -104,7 +134,7 @@ async def _preview_step(sim: Simulator, session: str, event: Start | Choice | Re
         preview = await sim.web.mailboxes.get_preview(session)
         if preview is None:
             return False
-        definition = sim.catalog.get(preview["survey"], int(preview["version"]))
+        definition = _definition(sim, preview)
         engine = SurveyEngine(definition, sim.settings.max_free_text_chars)
         step = engine.step(preview["state"], event)
         if not await sim.web.mailboxes.put_preview(session, {**preview, "state": step.state}):
