@@ -20,9 +20,9 @@ from bot.dashboard.i18n import percent
 from bot.runtime import Runtime
 from storage.models import Agency, Response
 from tests.adminseed import Batch, add_agency, release, seed
+from tests.browser.axe import assert_accessible
 from tests.children import free_port
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
@@ -58,16 +58,12 @@ async def _login(browser: Browser, base: str, username: str) -> Page:
     )
     page = await context.new_page()
     await page.goto(f"{base}/admin/")
+    await assert_accessible(page, f"00-login-{username}")
     await page.fill("input[name=username]", username)
     await page.fill("input[name=password]", "mat-khau-dai")
     await page.click("button[type=submit]")
     await page.wait_for_url(f"{base}/admin/")
     return page
-
-
-async def _shot(page: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
 async def _cell(page: Page, row: str, key: str) -> str:
@@ -109,7 +105,7 @@ async def test_admin_and_viewer_in_a_real_browser(
     assert await page.get_by_test_id("total-responses").inner_text() == str(total)
     assert await page.locator("canvas#trend").count() == 1
     await page.wait_for_function("typeof Chart !== 'undefined'")
-    await _shot(page, "01-overview")
+    await assert_accessible(page, "01-overview")
 
     await page.click("text=Xếp hạng cơ quan")
     row = '[data-unit="ubnd-test"]'
@@ -117,18 +113,18 @@ async def test_admin_and_viewer_in_a_real_browser(
     assert await _cell(page, row, "rate") == percent(100 * satisfied_test / rated_test, "vi")
     # ubnd-khac: 30/33 satisfied beats 32/37, and ranks first by its interval's lower bound.
     assert await _cell(page, '[data-unit="ubnd-khac"]', "rank") == "1"
-    await _shot(page, "02-ranking")
+    await assert_accessible(page, "02-ranking")
 
     await page.goto(f"{server}/admin/officials?agency=ubnd-test")
     assert await _cell(page, '[data-unit="CB01"]', "rated") == "25"
     assert await _cell(page, '[data-unit="CB02"]', "rated") == "12"
-    await _shot(page, "03-officials")
+    await assert_accessible(page, "03-officials")
     await page.goto(f"{server}/admin/officials?agency=ubnd-khac")
     assert await _cell(page, '[data-unit="CB09"]', "rated") == "33"
 
     for name in ("procedures", "criteria", "coverage"):
         await page.goto(f"{server}/admin/{name}?agency=ubnd-test")
-        await _shot(page, f"04-{name}")
+        await assert_accessible(page, f"04-{name}")
     assert await _cell(page, '[data-coverage="ubnd-test:*"]', "answered") == "37"
 
     await page.goto(f"{server}/admin/exports")
@@ -140,24 +136,24 @@ async def test_admin_and_viewer_in_a_real_browser(
     sheet = load_workbook(io.BytesIO(data)).worksheets[0]
     names = {row[3] for row in sheet.iter_rows(values_only=True)}
     assert "Nguyễn Văn A" in names and "Trần Thị B" in names
-    await _shot(page, "05-exports")
+    await assert_accessible(page, "05-exports")
 
     await page.click("text=Nhật ký kiểm toán")
     assert "nguyên vẹn" in await page.get_by_test_id("audit-status").inner_text()
     assert await page.locator('[data-action="export"]').count() == 1
     assert await page.locator('[data-action="view.officials"]').count() == 2
-    await _shot(page, "06-audit")
+    await assert_accessible(page, "06-audit")
 
     await page.click("[data-testid=lang-switch]")
     assert "Audit log" in await page.content()
-    await _shot(page, "07-audit-en")
+    await assert_accessible(page, "07-audit-en")
 
     viewer = await _login(browser, server, "xem")
     assert await viewer.get_by_test_id("total-responses").inner_text() == "37"
     assert "ubnd-test" in await viewer.get_by_test_id("agency-name").inner_text()
     await viewer.goto(f"{server}/admin/ranking")
     assert await viewer.locator('[data-unit="ubnd-khac"]').count() == 0
-    await _shot(viewer, "08-viewer-ranking")
+    await assert_accessible(viewer, "08-viewer-ranking")
     for path in (
         "officials?agency=ubnd-khac",
         "?agency=ubnd-khac",
@@ -167,7 +163,7 @@ async def test_admin_and_viewer_in_a_real_browser(
         response = await viewer.goto(f"{server}/admin/{path}")
         assert response is not None and response.status == 403, path
         assert "không có quyền" in await viewer.get_by_test_id("error").inner_text()
-    await _shot(viewer, "09-viewer-forbidden")
+    await assert_accessible(viewer, "09-viewer-forbidden")
     await viewer.goto(f"{server}/admin/exports")
     # Row-level data never reaches an agency: the viewer is offered aggregates only.
     levels = await viewer.locator("select[name=level] option").evaluate_all(
