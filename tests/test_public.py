@@ -239,3 +239,39 @@ def test_only_periods_every_day_of_which_is_released_are_public() -> None:
     assert labels == []
     year = closed_periods(months)[1]
     assert year.kind == "year" and len(year.releases) == 12
+
+
+async def test_per_official_figures_are_public_only_when_the_setting_says_so(
+    client: TestClient[Any, Any],
+    runtime: Runtime,
+    agency: Agency,
+    tmp_path: Path,
+    database_url: str,
+    keyring: KeyRing,
+    redis_prefix: str,
+) -> None:
+    await _seed_quarter(runtime)
+    off = json.loads(await (await client.get("/public/data.json")).read())
+    assert {f["level"] for f in off["figures"]} == {"province", "unit"}
+    assert "Nguyễn Văn A" not in await (await client.get("/public")).text()
+
+    settings = make_settings(
+        tmp_path,
+        database_url,
+        redis_url=REDIS_URL,
+        redis_prefix=redis_prefix,
+        public_officials=True,
+    )
+    with_officials = await Runtime.create(settings, keyring=keyring)
+    async with TestClient(TestServer(create_app(with_officials, background=False))) as other:
+        document = json.loads(await (await other.get("/public/data.json")).read())
+        html = await (await other.get("/public")).text()
+    await with_officials.close()
+    people = {(f["agency"], f["code"]): f for f in document["figures"] if f["level"] == "official"}
+    # CB02's 2 August ratings are withheld, and CB01's August with them (the complement).
+    a = people[("ubnd-test", "CB01")]
+    assert (a["rated"], a["withheld_in"], a["status"]) == (38, ["2026-08"], "partial")
+    assert people[("ubnd-test", "CB02")]["status"] == "withheld"
+    assert people[("ubnd-test", "CB02")]["rated"] is None
+    assert people[("ubnd-khac", "CB09")]["rated"] == 26
+    assert 'data-official="ubnd-test:CB01"' in html and "Nguyễn Văn A" in html

@@ -8,13 +8,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser
 
 from tests.browser.axe import assert_accessible
 from tests.children import free_port
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 CSP = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'"
 BAD = """<!doctype html><html lang="vi"><head><title>Thử</title></head><body><main>
 <h1>Thử</h1><button></button><img src="/x.png">
@@ -44,14 +42,6 @@ async def pages() -> AsyncIterator[str]:
     await web.TCPSite(runner, "127.0.0.1", port).start()
     yield f"http://127.0.0.1:{port}"
     await runner.cleanup()
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield chromium
-        await chromium.close()
 
 
 async def test_the_harness_names_each_serious_violation_and_passes_a_page_put_right(

@@ -5,51 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
-from aiohttp import web
 from openpyxl import load_workbook
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page
 from sqlalchemy import case, func, select
 
-from bot.app import create_app
 from bot.dashboard import auth
 from bot.dashboard.i18n import percent
 from bot.runtime import Runtime
 from storage.models import Agency, Response
 from tests.adminseed import Batch, add_agency, release, seed
 from tests.browser.axe import assert_accessible
-from tests.children import free_port
-
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-
-
-@pytest.fixture
-def backend() -> str:
-    """One backend is enough here: the queries behind the pages are tested on both."""
-    return "sqlite"
-
-
-@pytest.fixture
-async def server(runtime: Runtime) -> AsyncIterator[str]:
-    runner = web.AppRunner(create_app(runtime, background=False))
-    await runner.setup()
-    port = free_port()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
-    yield f"http://127.0.0.1:{port}"
-    await runner.cleanup()
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield chromium
-        await chromium.close()
 
 
 async def _login(browser: Browser, base: str, username: str) -> Page:
