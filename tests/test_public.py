@@ -21,6 +21,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import delete, func, select
 
 from bot.app import create_app
+from bot.cli import demo_history_start, seed_demo, seed_demo_logins
 from bot.runtime import Runtime
 from storage import releases
 from storage.models import Agency, Response
@@ -275,3 +276,18 @@ async def test_per_official_figures_are_public_only_when_the_setting_says_so(
     assert people[("ubnd-test", "CB02")]["rated"] is None
     assert people[("ubnd-khac", "CB09")]["rated"] == 26
     assert 'data-official="ubnd-test:CB01"' in html and "Nguyễn Văn A" in html
+
+
+async def test_the_demo_shows_its_last_closed_quarter_on_the_public_page(
+    client: TestClient[Any, Any], runtime: Runtime
+) -> None:
+    await seed_demo(runtime)
+    await seed_demo_logins(runtime)
+    await runtime.publish_releases()
+    start = demo_history_start(dt.date.today(), runtime.settings.effective_release_delay_hours)
+    document = json.loads(await (await client.get("/public/data.json")).read())
+    assert document["period"]["kind"] == "quarter"
+    assert document["period"]["starts_on"] == start.isoformat()
+    units = {f["code"]: f for f in document["figures"] if f["level"] == "unit"}
+    assert set(units) == {"ubnd-demo", "ubnd-demo-2"}
+    assert any(f["rated"] for f in units.values())  # something is shown, not all withheld
