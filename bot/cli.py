@@ -214,6 +214,7 @@ Trigger a survey (register the dossier, then report its result):
        -d '{{"results": [{{"dossier_code": "{code}", "returned_at": "{dt.date.today()}"}}]}}'
 Export (admin, released periods only): surveybot export -o rows.zip   (aggregates: --level agency)
 
+Public results       : {base}/public   (closed quarters and years; open data as CSV and JSON)
 Admin dashboard      : {base}/admin/   (figures of closed periods only; released: {", ".join(r.label for r in shown) or "none yet"})
   admin (all agencies)     : {logins[0][0]} / {logins[0][1]}
   agency viewer (ubnd-demo): {logins[1][0]} / {logins[1][1]}
