@@ -143,3 +143,17 @@ async def test_admin_and_viewer_in_a_real_browser(
     text = await asyncio.to_thread(Path(await (await info.value).path()).read_text, "utf-8-sig")
     assert "ubnd-khac" not in text and text.count("ubnd-test") == 2  # CB01 and CB02
     assert "2026-10" in text
+
+
+async def test_withheld_rows_are_readable_for_everyone(
+    runtime: Runtime, agency: Agency, server: str, browser: Browser
+) -> None:
+    """A withheld row is greyed, yet must keep a readable contrast (axe's color-contrast rule,
+    serious: the first grey, #8a97a6 on white, failed it)."""
+    await seed(runtime, "ubnd-test", [Batch(12, "CB01"), Batch(3, "CB02", satisfaction=1)])
+    assert await release(runtime) == ["2026-10"]
+    await auth.create_user(runtime.sessions, "quantri", "mat-khau-dai", "admin")
+    page = await _login(browser, server, "quantri")
+    await page.goto(f"{server}/admin/officials?agency=ubnd-test")
+    assert await page.locator("tr.suppressed").count() >= 1
+    await assert_accessible(page, "10-officials-withheld")
