@@ -127,6 +127,7 @@ async def test_a_closed_quarter_is_public_in_vietnamese_with_its_counts_and_inte
     document = json.loads(await as_json.read())
     assert document["schema"] == "surveybot-public-results/1"
     assert [r["label"] for r in document["releases"]] == ["2026-07", "2026-08", "2026-09"]
+    assert {r["published_at"] for r in document["releases"]} == {"2026-10-20T00:00:00+00:00"}
     by_code = {f["code"]: f for f in document["figures"]}
     assert by_code["all"]["level"] == "province"
     for code in ("all", "ubnd-test", "ubnd-khac", "ubnd-ba"):

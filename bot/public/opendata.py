@@ -7,6 +7,7 @@ never holds a figure the page withholds; every CSV cell goes through ``storage.c
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 from typing import Any
@@ -35,6 +36,12 @@ COLUMNS = [
     "published_in",
     "withheld_in",
 ]
+
+
+def _utc(moment: dt.datetime) -> str:
+    """ISO 8601 in UTC with its offset, whichever backend stored it (SQLite keeps it naive)."""
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+    return aware.astimezone(dt.UTC).isoformat()
 
 
 def _round(value: float | None) -> float | None:
@@ -95,7 +102,7 @@ def as_json(results: PublicResults, bands: list[dict[str, Any]]) -> bytes:
                 "label": r.label,
                 "starts_on": r.starts_on.isoformat(),
                 "ends_on": r.ends_on.isoformat(),
-                "published_at": r.published_at.isoformat(),
+                "published_at": _utc(r.published_at),
             }
             for r in period.releases
         ],
