@@ -292,3 +292,20 @@ async def test_the_demo_shows_its_last_closed_quarter_on_the_public_page(
     units = {f["code"]: f for f in document["figures"] if f["level"] == "unit"}
     assert set(units) == {"ubnd-demo", "ubnd-demo-2"}
     assert any(f["rated"] for f in units.values())  # something is shown, not all withheld
+
+
+async def test_open_data_cells_never_run_as_formulas(
+    client: TestClient[Any, Any], runtime: Runtime, agency: Agency
+) -> None:
+    await add_agency(runtime, "ubnd-cong-thuc", '=HYPERLINK("http://x","bấm")', ["CX01", "CX02"])
+    await seed(
+        runtime,
+        "ubnd-cong-thuc",
+        [Batch(6, o, day=d) for o in ("CX01", "CX02") for d in (JULY, AUGUST, SEPTEMBER)],
+    )
+    assert await runtime.publish_releases(AFTER_Q3) == ["2026-07", "2026-08", "2026-09"]
+    text = (await (await client.get("/public/data.csv")).read()).decode("utf-8-sig")
+    names = {r["code"]: r["name"] for r in csv.DictReader(io.StringIO(text))}
+    assert names["ubnd-cong-thuc"] == '\'=HYPERLINK("http://x","bấm")'
+    html = await (await client.get("/public")).text()
+    assert "=HYPERLINK(&#34;http://x&#34;" in html and '<a href="http://x' not in html
