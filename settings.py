@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     #: every survey answered in the period has closed and been scored first.
     release_delay_hours: int | None = Field(None, ge=0)
 
+    # The public results page (issue 14): closed quarters and years summed from releases.
+    #: Per-official figures on the public page and its open data (off: units only).
+    public_officials: bool = False
+
     # Admin dashboard (issue 5): sessions live in the database; the cookie is Secure when the
     # public URL is https.
     admin_session_hours: float = Field(8.0, gt=0)
@@ -210,6 +214,9 @@ class Settings(BaseSettings):
     #: Missing, unknown or revoked keys, per client address.
     api_bad_key_rate_per_second: float = Field(0.2, gt=0)
     api_bad_key_burst: int = Field(20, ge=1)
+    #: The public results page and its open data, per client address.
+    public_rate_per_second: float = Field(2.0, gt=0)
+    public_burst: int = Field(60, ge=1)
     #: Reverse proxies (IPs or CIDRs, comma-separated) whose X-Forwarded-For names the client.
     trusted_proxies: str = ""
     #: Dashboard logins: wrong passwords per (account, client address) pair, the lockout...

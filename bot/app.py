@@ -20,6 +20,7 @@ from bot.http_errors import install_request_handler, json_errors
 from bot.i18n import normalise_language
 from bot.openapi import openapi_document
 from bot.pages import STATIC_DIR, make_templates
+from bot.public import views as public
 from bot.telemetry import Scrape, webhook_timing
 from bot.telemetry import setup as setup_metrics
 from settings import Settings
@@ -175,6 +176,10 @@ def create_app(composed: Composed, *, background: bool = True) -> web.Applicatio
     app.router.add_static("/static", STATIC_DIR, name="static")
     app[TEMPLATES] = make_templates()
     dashboard.setup(app, make_templates(), parts.dashboard)
+    shared = parts.dashboard  # the public page reads releases only: the same database and doors
+    public.setup(
+        app, make_templates(), public.PublicServices(shared.settings, shared.sessions, shared.doors)
+    )
     app.add_routes(parts.channel_routes)
 
     if background:

@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import math
 import os
 import random
 import secrets
@@ -213,6 +214,7 @@ Trigger a survey (register the dossier, then report its result):
        -d '{{"results": [{{"dossier_code": "{code}", "returned_at": "{dt.date.today()}"}}]}}'
 Export (admin, released periods only): surveybot export -o rows.zip   (aggregates: --level agency)
 
+Public results       : {base}/public   (closed quarters and years; open data as CSV and JSON)
 Admin dashboard      : {base}/admin/   (figures of closed periods only; released: {", ".join(r.label for r in shown) or "none yet"})
   admin (all agencies)     : {logins[0][0]} / {logins[0][1]}
   agency viewer (ubnd-demo): {logins[1][0]} / {logins[1][1]}
@@ -290,6 +292,15 @@ async def seed_demo_logins(runtime: Runtime) -> list[tuple[str, str]]:
     return out
 
 
+def demo_history_start(today: dt.date, delay_hours: int) -> dt.date:
+    """Where the demo's history begins: the first day of the last quarter whose months are all
+    released by now, so the public page (closed quarters only) has one to show at once."""
+    anchor = today - dt.timedelta(days=math.ceil(delay_hours / 24) + 1)
+    first = dt.date(anchor.year, (anchor.month - 1) // 3 * 3 + 1, 1)
+    previous = first - dt.timedelta(days=1)
+    return dt.date(previous.year, (previous.month - 1) // 3 * 3 + 1, 1)
+
+
 async def _seed_history(runtime: Runtime, session: Any, agency: Agency, count: int) -> None:
     rng = random.Random(20261124)
     officials = (
@@ -301,13 +312,14 @@ async def _seed_history(runtime: Runtime, session: Any, agency: Agency, count: i
     definition = runtime.catalog.latest("mot-cua")
     bands = runtime.service.responses.bands
     today = dt.date.today()
+    days = (today - demo_history_start(today, runtime.settings.effective_release_delay_hours)).days
     for _ in range(count):
         official = rng.choice(officials[:2]) if rng.random() < 0.94 else officials[2]
         response = Response(
             id=new_id(), agency_id=agency.id, official_id=official.id,
             procedure_id=rng.choice(procedures).id, survey_id="mot-cua", survey_version=definition.version,
             channel=rng.choice(["telegram", "zalo_oa", "zns", "web"]), language="vi",
-            answered_on=today - dt.timedelta(days=rng.randrange(1, 90)),
+            answered_on=today - dt.timedelta(days=rng.randrange(1, days + 1)),
             rater_hash=secrets.token_hex(32), rater_key_id="seed", complete=True,
         )  # fmt: skip
         session.add(response)

@@ -42,7 +42,7 @@ def validation_response(exc: ValidationError) -> web.Response:
 
 #: Routes that are pages a person opens: their errors are a polite HTML page, not JSON.
 PAGE_PREFIXES = ("/admin", "/r/", "/demo/telegram")
-PAGE_EXACT = ("/simulator", "/demo/telegram")
+PAGE_EXACT = ("/simulator", "/demo/telegram", "/public", "/public/")
 API_MARKERS = ("/api/", "/static/")
 
 #: Said in both languages: the error can come before anything knows the reader's language.

@@ -8,6 +8,8 @@ namespaced value): no address, key or username is stored in Redis.
   agency's entry in ``SURVEYBOT_API_RATE_BY_AGENCY``); a missing, unknown or revoked key takes a
   token from its client address's bucket (``SURVEYBOT_API_BAD_KEY_*``), and once that is spent the
   address gets 429 instead of 401. A valid key is never held back by other clients' failures.
+* **Public results**: a bucket per client address (``SURVEYBOT_PUBLIC_RATE_PER_SECOND`` /
+  ``_BURST``) for the page and its open data, which need no key.
 * **Client address**: the peer address, or, when the peer is a trusted proxy
   (``SURVEYBOT_TRUSTED_PROXIES``), the right-most ``X-Forwarded-For`` entry that is not one.
   IPv6 clients are counted per /64, the block one subscriber usually holds.
@@ -122,3 +124,16 @@ async def limit_bad_key(doors: Doors, request: web.BaseRequest) -> web.Response 
     return too_many(
         decision, "too_many_bad_keys", "too many requests without a valid API key; retry later"
     )
+
+
+async def limit_public(doors: Doors, request: web.BaseRequest) -> Decision | None:
+    """Take one request of the public results from its client's bucket: None when allowed,
+    else the refusal (the page answers it politely, the open data as JSON)."""
+    settings = doors.settings
+    if not settings.rate_limits_enabled:
+        return None
+    name = bucket(doors, "public", client_address(request, doors))
+    decision = await doors.limiter.take(
+        name, settings.public_rate_per_second, settings.public_burst
+    )
+    return None if decision.allowed else decision

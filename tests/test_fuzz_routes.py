@@ -14,6 +14,7 @@ Bounded: a fixed seed, ``SURVEYBOT_FUZZ_REQUESTS`` requests (default 2,500) and 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import logging
 import os
@@ -35,6 +36,7 @@ from bot.dashboard import auth
 from bot.emulators.zalo import sign_event
 from bot.runtime import Runtime
 from storage.pseudonym import KeyRing
+from tests.adminseed import Batch, seed
 from tests.conftest import _truncate, add_test_agency
 from tests.test_hardening import APP_ID, BOT_SECRET, OA_SECRET, TG_SECRET, hardened_settings
 
@@ -240,7 +242,7 @@ def build(rnd: random.Random, target: Target) -> tuple[bytes, str]:
     roll = rnd.random()
     if roll < 0.3:
         key = rnd.choice(["lang", "token", "next", "offset", "after", "session", "agency",
-                          "release", "target", "start"])  # fmt: skip
+                          "release", "target", "start", "period"])  # fmt: skip
         value = rnd.choice([*ODD_STRINGS, "%ff%fe", "%00", "%0d%0a", "-1", "9" * 40])
         query = (
             f"?{key}={value}"
@@ -410,6 +412,9 @@ async def fuzz_target(
     rt = await Runtime.create(settings, keyring=keyring)
     await _truncate(rt)
     await add_test_agency(rt)
+    # A released quarter, so the pages of figures (public and dashboard) have rows to show.
+    await seed(rt, "ubnd-test", [Batch(12, day=dt.date(2026, m, 5)) for m in (7, 8, 9)])
+    await rt.publish_releases(dt.datetime(2026, 10, 20, tzinfo=dt.UTC))
     key = await rt.service.create_api_key("ubnd-test", "fuzz")
     user = await auth.create_user(rt.sessions, "fuzz-admin", "mat-khau-dai", "admin")
     cookie = await auth.open_session(rt.sessions, user, 1)
