@@ -37,7 +37,7 @@ from bot.runtime import Runtime
 from bot.service import ServiceError
 from bot.supervisor import Supervisor
 from settings import Settings, SettingsError, load_settings
-from storage import export, releases
+from storage import export, releases, report_pdf, report_store, reports
 from storage.migrate import upgrade
 from storage.models import (
     Agency,
@@ -826,6 +826,49 @@ def release_list() -> None:
         )
     if not infos:
         click.echo("no release yet")
+
+
+@main.group("report")
+def report_group() -> None:
+    """Quarterly and yearly reports (XLSX and PDF), summed from the releases only."""
+
+
+@report_group.command("generate")
+@click.option("--period", "label", default=None, help="2026-Q4 or 2026; default: every one due")
+@click.option(
+    "--agency", "agency_code", default=None, help="an agency's code; default: the province"
+)
+def report_generate(label: str | None, agency_code: str | None) -> None:
+    """Generate the reports due (the server does this every minute), or one period's."""
+    settings = _settings()
+
+    async def action(runtime: Runtime) -> list[str]:
+        if label is None:
+            return [f"{r.code or '*'} {r.label}" for r in await runtime.generate_reports()]
+        scope = releases.PROVINCE
+        if agency_code:
+            async with runtime.sessions() as session:
+                found = await session.scalar(select(Agency.id).where(Agency.code == agency_code))
+            if found is None:
+                raise click.ClickException(f"no agency {agency_code!r}")
+            scope = found
+        report, created = await report_store.generate(
+            runtime.sessions,
+            scope,
+            reports.parse_period(label),
+            Thresholds.from_settings(settings),
+            "request",
+            settings.report_font or report_pdf.DEFAULT_FONT,
+        )
+        if created:
+            await runtime.audit.record("cli", "report.generate", report.audit_detail())
+        return [f"{report.code or '*'} {report.label}" + ("" if created else " (already stored)")]
+
+    try:
+        made = _run(lambda: _with_runtime(settings, action))
+    except reports.ReportError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo("generated: " + ", ".join(made) if made else "nothing due")
 
 
 @main.command("stats")

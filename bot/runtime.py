@@ -39,7 +39,7 @@ from bot.limits import Doors
 from bot.service import SurveyService
 from bot.telemetry import Scrape
 from settings import Settings
-from storage import inbox, leases, releases
+from storage import inbox, leases, releases, report_pdf, report_store
 from storage.audit import AuditLog
 from storage.coordination import Coordinator, LocalCoordinator, RedisCoordinator
 from storage.db import Sessions, make_engine, make_sessions
@@ -47,6 +47,7 @@ from storage.disclosure import Rule
 from storage.inbox_worker import InboxWorker
 from storage.migrate import at_head, upgrade_async
 from storage.pseudonym import KeyRing, load_keyring
+from storage.stats import Thresholds
 from storage.surveys import load_catalog
 
 log = logging.getLogger(__name__)
@@ -269,6 +270,7 @@ class Runtime:
                     log.info("forgot %d outbox, %d ZNS tracking and %d inbox row(s)",
                              purged.outbox, purged.zns_tracking, purged.inbox)  # fmt: skip
                 await self.publish_releases()
+                await self.generate_reports()
                 for plugin in self.plugins.values():
                     await plugin.maintain()
             except Exception:
@@ -290,6 +292,24 @@ class Runtime:
             log.info("released the figures of %s", release.label)
             await self.audit.record("system", "release", {"period": release.label})
         return [r.label for r in published]
+
+    async def generate_reports(self) -> list[report_store.StoredReport]:
+        """The quarterly and yearly reports of every period closed by the releases so far, each
+        stored and audited once (the maintenance round; a racing process keeps the same one)."""
+        made = []
+        for scope, period in await report_store.due(self.sessions):
+            report, created = await report_store.generate(
+                self.sessions,
+                scope,
+                period,
+                Thresholds.from_settings(self.settings),
+                "schedule",
+                self.settings.report_font or report_pdf.DEFAULT_FONT,
+            )
+            if created:
+                made.append(report)
+                await self.audit.record("system", "report.generate", report.audit_detail())
+        return made
 
     async def close(self) -> None:
         """A graceful stop: inbound events being processed and sends under way finish (up to
