@@ -270,7 +270,10 @@ class Runtime:
                     log.info("forgot %d outbox, %d ZNS tracking and %d inbox row(s)",
                              purged.outbox, purged.zns_tracking, purged.inbox)  # fmt: skip
                 await self.publish_releases()
-                await self.generate_reports()
+                try:  # a report that cannot be made (its font missing) holds up nothing else
+                    await self.generate_reports()
+                except Exception:
+                    log.exception("periodic reports not generated")
                 for plugin in self.plugins.values():
                     await plugin.maintain()
             except Exception:

@@ -108,6 +108,17 @@ def inside(
     return [r for r in infos if r.starts_on >= period.starts_on and r.ends_on <= period.ends_on]
 
 
+def periods_with_releases(infos: Iterable[releases.ReleaseInfo]) -> list[ReportPeriod]:
+    """Every quarter and year some release lies inside, newest first (what can be reported)."""
+    found: dict[str, ReportPeriod] = {}
+    for info in infos:
+        for kind in KINDS:
+            period = period_of(kind, info.starts_on)
+            if info.ends_on <= period.ends_on:
+                found[period.label] = period
+    return sorted(found.values(), key=lambda p: (p.ends_on, p.kind == "quarter"), reverse=True)
+
+
 async def source(sessions: Sessions, scope: str, period: ReportPeriod) -> Source:
     """The releases of ``period`` and the document of ``scope`` (``releases.PROVINCE`` or an
     agency id) in each: the one place a report's figures come from."""

@@ -223,3 +223,32 @@ async def test_two_processes_racing_generate_each_report_once(
         )
     assert sorted(rows) == EVERY_REPORT
     assert generated == 4  # one audited generation per report, whichever process stored it
+
+
+async def test_an_open_quarters_report_is_provisional_until_its_last_release(
+    runtime: Runtime, agency: Agency
+) -> None:
+    await seed(runtime, "ubnd-test", [Batch(12, "CB01", day=OCT), Batch(11, "CB01", day=NOV)])
+    assert await release(runtime, dt.datetime(2026, 12, 20, tzinfo=dt.UTC)) == [
+        "2026-10",
+        "2026-11",
+    ]
+    early, created = await report_store.generate(
+        runtime.sessions, agency.id, Q4, Thresholds(), "request"
+    )
+    assert created and not early.complete and early.releases == ["2026-10", "2026-11"]
+    assert await report_store.generate(
+        runtime.sessions, agency.id, Q4, Thresholds(), "request"
+    ) == (early, False)  # nothing new released: the stored one
+    assert await runtime.generate_reports() == []  # the schedule waits for the quarter to close
+    await release(runtime, AFTER_Q4)
+    final = {(r.code, r.label): r for r in await runtime.generate_reports()}
+    closed = final[("ubnd-test", "2026-Q4")]
+    assert closed.complete and closed.releases == ["2026-10", "2026-11", "2026-12"]
+    listed = await report_store.listed(runtime.sessions, agency.id)
+    # Newest first: the closed quarter and year, then the provisional quarter kept as it was.
+    assert [(r.label, r.complete) for r in listed] == [
+        ("2026-Q4", True),
+        ("2026", True),
+        ("2026-Q4", False),
+    ]
