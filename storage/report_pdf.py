@@ -89,6 +89,9 @@ def _table(
     pdf.set_font(FAMILY, "", 8)
     with pdf.table(
         col_widths=tuple(widths),
+        width=min(sum(widths), pdf.epw),
+        align="LEFT",
+        text_align="LEFT",
         headings_style=FontFace(family=FAMILY, emphasis="BOLD", fill_color=(230, 230, 230)),
         line_height=4.2,
         first_row_as_headings=True,
@@ -189,7 +192,7 @@ def write(report: Report, font: Path = DEFAULT_FONT) -> bytes:
     pdf.ln(2)
     _table(
         pdf,
-        ["Xếp loại (Quyết định 766)", "Số đơn vị"],
+        ["Xếp loại (Quyết định 766)", text.COUNTED[report.ranking_level]],
         list(report.bands.items()),
         (60, 30),
     )

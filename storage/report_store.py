@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,8 @@ from storage.models import PeriodicReport, ReleaseFigures, utcnow
 from storage.reports import ReportPeriod
 from storage.stats import Thresholds
 
+#: A report id as ``new_id`` makes them: anything else (a NUL, a slash) is no report.
+_ID = re.compile(r"[0-9a-f]{32}")
 FORMATS = {
     "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
     "pdf": "application/pdf",
@@ -202,10 +205,10 @@ async def file(
 ) -> tuple[StoredReport, bytes] | None:
     """One stored file, or None when there is no such report *in the caller's scope* (None:
     every scope): another unit's report is as unknown as a missing one."""
-    if fmt not in FORMATS:
+    if fmt not in FORMATS or not _ID.fullmatch(report_id):
         return None
     column = PeriodicReport.xlsx if fmt == "xlsx" else PeriodicReport.pdf
-    stmt = select(PeriodicReport).where(PeriodicReport.id == report_id[:32])
+    stmt = select(PeriodicReport).where(PeriodicReport.id == report_id)
     if scope is not None:
         stmt = stmt.where(PeriodicReport.scope == scope)
     async with sessions() as session:

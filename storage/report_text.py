@@ -22,6 +22,8 @@ LEVEL_NAMES = {
 }
 CHANNELS = {"*": "Tất cả kênh", "": "Chưa gửi được"}
 LEVELS = {"agency": "Cơ quan, đơn vị", "official": "Cán bộ, công chức", "procedure": "Thủ tục"}
+#: What the bands table counts, by the ranking's level.
+COUNTED = {"agency": "Số đơn vị", "official": "Số cán bộ", "procedure": "Số thủ tục"}
 UNIT_HEADER = [
     "Hạng",
     "Mã",

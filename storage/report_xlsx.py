@@ -111,7 +111,8 @@ def summary_rows(report: Report) -> list[list[Any]]:
         rows.append([name, count])
     if report.classes is None:
         rows.append(["Ghi chú", text.withheld_note(report.classes_withheld_in)])
-    rows += [[], [f"Xếp loại {text.LEVELS[report.ranking_level].lower()}", "Số đơn vị"]]
+    ranked_level = report.ranking_level
+    rows += [[], [f"Xếp loại {text.LEVELS[ranked_level].lower()}", text.COUNTED[ranked_level]]]
     rows += [[band, count] for band, count in report.bands.items()]
     return rows
 

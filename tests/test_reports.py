@@ -16,7 +16,7 @@ from pypdf import PdfReader
 from sqlalchemy import delete, func, select
 
 from bot.runtime import Runtime
-from storage import releases, report_store, reports
+from storage import releases, report_pdf, report_store, reports
 from storage.models import Agency, AuditEntry, PeriodicReport, Response, SurveyLedger
 from storage.stats import Thresholds, wilson
 from tests.adminseed import Batch, release, seed
@@ -252,3 +252,14 @@ async def test_an_open_quarters_report_is_provisional_until_its_last_release(
         ("2026", True),
         ("2026-Q4", False),
     ]
+
+
+async def test_a_missing_font_is_named_with_the_package_that_brings_it(
+    runtime: Runtime, agency: Agency, tmp_path: Path
+) -> None:
+    await seed_quarter(runtime)
+    with pytest.raises(report_pdf.FontMissing, match="fonts-dejavu-core"):
+        await report_store.generate(
+            runtime.sessions, agency.id, Q4, Thresholds(), "request", tmp_path / "none.ttf"
+        )
+    assert await report_store.listed(runtime.sessions, None) == []  # nothing half-stored

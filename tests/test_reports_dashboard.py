@@ -68,7 +68,8 @@ async def test_a_viewer_lists_and_downloads_only_its_own_agencys_reports(
         f"/admin/reports/{ids[('ubnd-khac', '2026-Q4')]}.pdf",
         f"/admin/reports/{ids[('', '2026-Q4')]}.xlsx",
         f"/admin/reports/{ids[('ubnd-test', '2026-Q4')]}.exe",
-        "/admin/reports/0123456789abcdef.pdf",
+        "/admin/reports/0123456789abcdef0123456789abcdef.pdf",
+        "/admin/reports/%00%ff.pdf",
     ):
         answer = await client.get(path)
         assert answer.status == 404, path
