@@ -844,7 +844,9 @@ def report_generate(label: str | None, agency_code: str | None) -> None:
 
     async def action(runtime: Runtime) -> list[str]:
         if label is None:
-            return [f"{r.code or '*'} {r.label}" for r in await runtime.generate_reports()]
+            return [
+                f"{r.code or '*'} {r.label}" for r in await runtime.generate_reports(limit=None)
+            ]
         scope = releases.PROVINCE
         if agency_code:
             async with runtime.sessions() as session:

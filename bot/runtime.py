@@ -51,6 +51,8 @@ from storage.stats import Thresholds
 from storage.surveys import load_catalog
 
 log = logging.getLogger(__name__)
+#: Reports rendered per maintenance round (about a second each): the rest wait a round.
+REPORTS_PER_ROUND = 10
 MAINTENANCE_INTERVAL_SECONDS = 60.0
 #: How long a stop waits for inbound events being processed to finish (their leases would
 #: otherwise have to run out before another process takes them over).
@@ -296,11 +298,16 @@ class Runtime:
             await self.audit.record("system", "release", {"period": release.label})
         return [r.label for r in published]
 
-    async def generate_reports(self) -> list[report_store.StoredReport]:
+    async def generate_reports(
+        self, limit: int | None = REPORTS_PER_ROUND
+    ) -> list[report_store.StoredReport]:
         """The quarterly and yearly reports of every period closed by the releases so far, each
-        stored and audited once (the maintenance round; a racing process keeps the same one)."""
+        stored and audited once (the maintenance round; a racing process keeps the same one).
+        At most ``limit`` a call: the round also closes surveys and sends reminders, so a
+        province's worth of reports is spread over the next rounds (None: all of them)."""
         made = []
-        for scope, period in await report_store.due(self.sessions):
+        due = await report_store.due(self.sessions)
+        for scope, period in due if limit is None else due[:limit]:
             report, created = await report_store.generate(
                 self.sessions,
                 scope,

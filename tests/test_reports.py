@@ -184,7 +184,9 @@ async def test_the_schedule_generates_each_closed_period_once(
     runtime: Runtime, agency: Agency
 ) -> None:
     await seed_quarter(runtime)
-    made = await runtime.generate_reports()
+    first = await runtime.generate_reports(limit=1)  # a round renders a few, the next the rest
+    made = first + await runtime.generate_reports()
+    assert len(first) == 1
     # The province and the agency, for the quarter and the year that December's release closed.
     assert sorted((r.code, r.label) for r in made) == EVERY_REPORT
     assert all(r.trigger == "schedule" and r.complete for r in made)
