@@ -193,6 +193,7 @@ def demo(port: int | None) -> None:
         key = await seed_demo(runtime)
         logins = await seed_demo_logins(runtime)
         await runtime.publish_releases()
+        await runtime.generate_reports(limit=None)  # the closed quarter's, before the banner
         shown = await releases.list_releases(runtime.sessions)
         base = settings.effective_public_base_url
         code = f"HS-DEMO-{secrets.randbelow(10**6):06d}"
@@ -216,6 +217,7 @@ Export (admin, released periods only): surveybot export -o rows.zip   (aggregate
 Admin dashboard      : {base}/admin/   (figures of closed periods only; released: {", ".join(r.label for r in shown) or "none yet"})
   admin (all agencies)     : {logins[0][0]} / {logins[0][1]}
   agency viewer (ubnd-demo): {logins[1][0]} / {logins[1][1]}
+  quarterly / yearly reports (XLSX, PDF): {base}/admin/reports
 """,
             nl=True,
         )
