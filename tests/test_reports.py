@@ -265,3 +265,47 @@ async def test_a_missing_font_is_named_with_the_package_that_brings_it(
             runtime.sessions, agency.id, Q4, Thresholds(), "request", tmp_path / "none.ttf"
         )
     assert await report_store.listed(runtime.sessions, None) == []  # nothing half-stored
+
+
+async def test_the_province_year_ranks_agencies_and_sums_coverage_and_criteria(
+    runtime: Runtime, agency: Agency
+) -> None:
+    await seed_quarter(runtime)
+    year = reports.parse_period("2026")
+    report, _ = await report_store.generate(
+        runtime.sessions, releases.PROVINCE, year, Thresholds(), "request"
+    )
+    xlsx, _ = await stored_files(runtime, report)
+    infos = reports.inside(await releases.list_releases(runtime.sessions), year)
+    docs = await releases.documents(runtime.sessions, [r.id for r in infos], None)
+    agency_docs = [docs[(r.id, agency.id)] for r in infos]
+
+    header, *rows = sheet_rows(xlsx, "Xếp hạng")
+    (ranked,) = [dict(zip(header, row, strict=True)) for row in rows]
+    assert ranked["Mã"] == "ubnd-test" and ranked["Hạng"] == 1
+    assert ranked["Số đánh giá"] == sum(d["total"]["rated"] for d in agency_docs) == 72
+    # A year's trend is its four quarters, each the sum of its releases (Q1-Q3 had none).
+    trend = sheet_rows(xlsx, "Xu hướng")[1:]
+    assert [(r[0], r[1]) for r in trend] == [
+        ("2026-Q1", 0),
+        ("2026-Q2", 0),
+        ("2026-Q3", 0),
+        ("2026-Q4", 72),
+    ]
+    # Coverage and criteria are the agency's released rows summed (weighted by their counts).
+    agency_report = reports.build(
+        await reports.source(runtime.sessions, agency.id, year), Thresholds()
+    )
+    everything = agency_report.coverage[0]
+    assert everything.channel == "*" and everything.counts is not None
+    released = [row for d in agency_docs for row in d["coverage"] if row["channel"] == "*"]
+    assert everything.counts["reported"] == sum(r["reported"] for r in released) == 72
+    assert everything.counts["answered"] == sum(r["answered"] for r in released)
+    c3 = next(c for c in agency_report.criteria if c.criterion == "3")
+    monthly = [c for d in agency_docs for c in d["criteria"] if c["criterion"] == "3"]
+    assert all(not c["suppressed"] for c in monthly)
+    assert c3.scored == sum(c["scored"] for c in monthly)
+    weighted = sum(c["zero_share"] * c["scored"] for c in monthly) / sum(
+        c["scored"] for c in monthly
+    )
+    assert c3.zero_share == pytest.approx(weighted)
