@@ -1,6 +1,9 @@
 # The service image used by docker-compose.yml (not built in CI: no Docker engine there).
 FROM python:3.11-slim
 WORKDIR /app
+# DejaVu Sans (every Vietnamese letter) is embedded in the periodic reports' PDF.
+RUN apt-get update && apt-get install -y --no-install-recommends fonts-dejavu-core \
+    && rm -rf /var/lib/apt/lists/*
 COPY pyproject.toml README.md settings.py babel.cfg ./
 COPY bot ./bot
 COPY storage ./storage

@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     #: How long after a period ends its release is computed; by default the survey lifetime, so
     #: every survey answered in the period has closed and been scored first.
     release_delay_hours: int | None = Field(None, ge=0)
+    #: The TrueType font the periodic reports' PDF embeds (its "-Bold" sibling for headings);
+    #: None is Debian's fonts-dejavu-core DejaVu Sans, which has every Vietnamese letter.
+    report_font: Path | None = None
 
     # The public results page (issue 14): closed quarters and years summed from releases.
     #: Per-official figures on the public page and its open data (off: units only).

@@ -38,7 +38,7 @@ from bot.runtime import Runtime
 from bot.service import ServiceError
 from bot.supervisor import Supervisor
 from settings import Settings, SettingsError, load_settings
-from storage import export, releases
+from storage import export, releases, report_pdf, report_store, reports
 from storage.migrate import upgrade
 from storage.models import (
     Agency,
@@ -194,6 +194,7 @@ def demo(port: int | None) -> None:
         key = await seed_demo(runtime)
         logins = await seed_demo_logins(runtime)
         await runtime.publish_releases()
+        await runtime.generate_reports(limit=None)  # the closed quarter's, before the banner
         shown = await releases.list_releases(runtime.sessions)
         base = settings.effective_public_base_url
         code = f"HS-DEMO-{secrets.randbelow(10**6):06d}"
@@ -218,6 +219,7 @@ Public results       : {base}/public   (closed quarters and years; open data as 
 Admin dashboard      : {base}/admin/   (figures of closed periods only; released: {", ".join(r.label for r in shown) or "none yet"})
   admin (all agencies)     : {logins[0][0]} / {logins[0][1]}
   agency viewer (ubnd-demo): {logins[1][0]} / {logins[1][1]}
+  quarterly / yearly reports (XLSX, PDF): {base}/admin/reports
 """,
             nl=True,
         )
@@ -838,6 +840,51 @@ def release_list() -> None:
         )
     if not infos:
         click.echo("no release yet")
+
+
+@main.group("report")
+def report_group() -> None:
+    """Quarterly and yearly reports (XLSX and PDF), summed from the releases only."""
+
+
+@report_group.command("generate")
+@click.option("--period", "label", default=None, help="2026-Q4 or 2026; default: every one due")
+@click.option(
+    "--agency", "agency_code", default=None, help="an agency's code; default: the province"
+)
+def report_generate(label: str | None, agency_code: str | None) -> None:
+    """Generate the reports due (the server does this every minute), or one period's."""
+    settings = _settings()
+
+    async def action(runtime: Runtime) -> list[str]:
+        if label is None:
+            return [
+                f"{r.code or '*'} {r.label}" for r in await runtime.generate_reports(limit=None)
+            ]
+        scope = releases.PROVINCE
+        if agency_code:
+            async with runtime.sessions() as session:
+                found = await session.scalar(select(Agency.id).where(Agency.code == agency_code))
+            if found is None:
+                raise click.ClickException(f"no agency {agency_code!r}")
+            scope = found
+        report, created = await report_store.generate(
+            runtime.sessions,
+            scope,
+            reports.parse_period(label),
+            Thresholds.from_settings(settings),
+            "request",
+            settings.report_font or report_pdf.DEFAULT_FONT,
+        )
+        if created:
+            await runtime.audit.record("cli", "report.generate", report.audit_detail())
+        return [f"{report.code or '*'} {report.label}" + ("" if created else " (already stored)")]
+
+    try:
+        made = _run(lambda: _with_runtime(settings, action))
+    except reports.ReportError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo("generated: " + ", ".join(made) if made else "nothing due")
 
 
 @main.command("stats")

@@ -39,7 +39,7 @@ from bot.limits import Doors
 from bot.service import SurveyService
 from bot.telemetry import Scrape
 from settings import Settings
-from storage import inbox, leases, releases, survey_drafts
+from storage import inbox, leases, releases, report_pdf, report_store, survey_drafts
 from storage.audit import AuditLog
 from storage.coordination import Coordinator, LocalCoordinator, RedisCoordinator
 from storage.db import Sessions, make_engine, make_sessions
@@ -47,9 +47,12 @@ from storage.disclosure import Rule
 from storage.inbox_worker import InboxWorker
 from storage.migrate import at_head, upgrade_async
 from storage.pseudonym import KeyRing, load_keyring
+from storage.stats import Thresholds
 from storage.surveys import load_catalog
 
 log = logging.getLogger(__name__)
+#: Reports rendered per maintenance round (about a second each): the rest wait a round.
+REPORTS_PER_ROUND = 10
 MAINTENANCE_INTERVAL_SECONDS = 60.0
 #: How long a stop waits for inbound events being processed to finish (their leases would
 #: otherwise have to run out before another process takes them over).
@@ -290,6 +293,10 @@ class Runtime:
                     log.info("forgot %d outbox, %d ZNS tracking and %d inbox row(s)",
                              purged.outbox, purged.zns_tracking, purged.inbox)  # fmt: skip
                 await self.publish_releases()
+                try:  # a report that cannot be made (its font missing) holds up nothing else
+                    await self.generate_reports()
+                except Exception:
+                    log.exception("periodic reports not generated")
                 for plugin in self.plugins.values():
                     await plugin.maintain()
             except Exception:
@@ -311,6 +318,29 @@ class Runtime:
             log.info("released the figures of %s", release.label)
             await self.audit.record("system", "release", {"period": release.label})
         return [r.label for r in published]
+
+    async def generate_reports(
+        self, limit: int | None = REPORTS_PER_ROUND
+    ) -> list[report_store.StoredReport]:
+        """The quarterly and yearly reports of every period closed by the releases so far, each
+        stored and audited once (the maintenance round; a racing process keeps the same one).
+        At most ``limit`` a call: the round also closes surveys and sends reminders, so a
+        province's worth of reports is spread over the next rounds (None: all of them)."""
+        made = []
+        due = await report_store.due(self.sessions)
+        for scope, period in due if limit is None else due[:limit]:
+            report, created = await report_store.generate(
+                self.sessions,
+                scope,
+                period,
+                Thresholds.from_settings(self.settings),
+                "schedule",
+                self.settings.report_font or report_pdf.DEFAULT_FONT,
+            )
+            if created:
+                made.append(report)
+                await self.audit.record("system", "report.generate", report.audit_detail())
+        return made
 
     async def close(self) -> None:
         """A graceful stop: inbound events being processed and sends under way finish (up to

@@ -25,6 +25,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -375,6 +376,36 @@ class ReleaseFigures(Base):
     )
     scope: Mapped[str] = mapped_column(String(32), primary_key=True)
     document: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class PeriodicReport(Base):
+    """A quarterly or yearly report of one scope, as filed: its XLSX and PDF, built from the
+    releases inside the period only (``storage.reports``), stored once per (scope, period, last
+    release summed), so two processes generating it at once keep one."""
+
+    __tablename__ = "periodic_report"
+    __table_args__ = (UniqueConstraint("scope", "kind", "label", "through"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    #: ``""`` for the province, else an agency id (as ``release_figures.scope``).
+    scope: Mapped[str] = mapped_column(String(32), index=True)
+    #: The scope's code when generated (``""`` for the province): file names, audit entries.
+    code: Mapped[str] = mapped_column(String(64))
+    #: quarter or year
+    kind: Mapped[str] = mapped_column(String(8))
+    #: "2026-Q4" or "2026"
+    label: Mapped[str] = mapped_column(String(16))
+    #: The last day of the last release summed: a report of a period still open is replaced by
+    #: a new row once another release falls inside it.
+    through: Mapped[dt.date] = mapped_column(Date)
+    #: No release can still come inside the period.
+    complete: Mapped[bool] = mapped_column(Boolean)
+    #: The labels of the releases summed.
+    releases: Mapped[list[str]] = mapped_column(JSON)
+    generated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    #: "schedule" or "request"
+    trigger: Mapped[str] = mapped_column(String(16))
+    xlsx: Mapped[bytes] = mapped_column(LargeBinary)
+    pdf: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 # --- audit -----------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from bot.dashboard.i18n import language, t
 from bot.forwarded import served_over_https
 from bot.i18n import gettext
 from bot.limits import client_address
-from storage import aggregates, export, releases, stats
+from storage import aggregates, export, releases, report_pdf, report_store, reports, stats
 from storage.models import Agency, utcnow
 
 PREFIX = "/admin"
@@ -457,6 +457,81 @@ async def download(ctx: Ctx) -> web.StreamResponse:
     return response
 
 
+# ------------------------------------------------------------------------------ reports
+def _report_scope(ctx: Ctx) -> str:
+    """The scope a report is made for: the chosen (or a viewer's own) agency, else the province."""
+    return ctx.agency_id if ctx.agency_id is not None else releases.PROVINCE
+
+
+def _visible_scope(ctx: Ctx) -> str | None:
+    """The reports a user may list and download: an admin every scope (narrowed by ``?agency=``),
+    a viewer only their own agency's."""
+    if ctx.user.is_admin and ctx.agency is None:
+        return None
+    return _report_scope(ctx)
+
+
+@page()
+async def reports_page(ctx: Ctx) -> web.StreamResponse:
+    sessions = ctx.services.sessions
+    stored = await report_store.listed(sessions, _visible_scope(ctx))
+    periods = reports.periods_with_releases(await releases.list_releases(sessions))
+    return _view(
+        ctx,
+        "reports.html",
+        stored=stored,
+        periods=periods,
+        formats=tuple(report_store.FORMATS),
+    )
+
+
+@page()
+async def generate_report(ctx: Ctx) -> web.StreamResponse:
+    """On demand: the report of one period for the page's scope (stored, audited)."""
+    form = await read_form(ctx.request)
+    services = ctx.services
+    try:
+        period = reports.parse_period(str(form.get("period", ""))[:20])
+        report, created = await report_store.generate(
+            services.sessions,
+            _report_scope(ctx),
+            period,
+            ctx.thresholds,
+            "request",
+            services.settings.report_font or report_pdf.DEFAULT_FONT,
+        )
+    except reports.ReportError as exc:
+        message = gettext(ctx.lang, "The report could not be made ({reason}).", reason=str(exc))
+        return render(ctx.request, "error.html", ctx.lang, status=400, message=message, ctx=None)
+    if created:
+        await services.audit.record(ctx.actor, "report.generate", report.audit_detail())
+    query = f"?agency={ctx.agency.code}" if ctx.agency and ctx.user.is_admin else ""
+    return redirect(f"{PREFIX}/reports{query}")
+
+
+@page()
+async def download_report(ctx: Ctx) -> web.StreamResponse:
+    """One stored report's file; another unit's report is Not Found, like a missing one."""
+    fmt = ctx.request.match_info["fmt"]
+    found = await report_store.file(
+        ctx.services.sessions, ctx.request.match_info["report_id"], fmt, _visible_scope(ctx)
+    )
+    if found is None:
+        return error_page(ctx.request, ctx.lang, 404, "not_found")
+    report, data = found
+    await ctx.services.audit.record(
+        ctx.actor, "report.download", {**report.audit_detail(), "format": fmt}
+    )
+    return web.Response(
+        body=data,
+        headers={
+            "Content-Type": report_store.FORMATS[fmt],
+            "Content-Disposition": f'attachment; filename="{report.filename(fmt)}"',
+            **SECURITY_HEADERS,
+        },
+    )
+
+
 @page(admin_only=True)
 async def audit_page(ctx: Ctx) -> web.StreamResponse:
     try:
@@ -491,6 +566,11 @@ def setup(
     app.router.add_get(f"{PREFIX}/coverage", coverage, name="admin_coverage")
     app.router.add_get(f"{PREFIX}/exports", exports_page, name="admin_exports")
     app.router.add_post(f"{PREFIX}/exports/download", download, name="admin_download")
+    app.router.add_get(f"{PREFIX}/reports", reports_page, name="admin_reports")
+    app.router.add_post(f"{PREFIX}/reports/generate", generate_report, name="admin_report_make")
+    app.router.add_get(
+        f"{PREFIX}/reports/{{report_id}}.{{fmt}}", download_report, name="admin_report_file"
+    )
     app.router.add_get(f"{PREFIX}/audit", audit_page, name="admin_audit")
     app.router.add_static(f"{PREFIX}/static", STATIC_DIR, name="admin_static")
 

@@ -1,7 +1,7 @@
 """survey_draft: survey definitions uploaded in the dashboard, previewed before they are published.
 
 Revision ID: 0017_survey_drafts
-Revises: 0011_invite_cap
+Revises: 0016_reports
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from alembic import op
 import storage.models
 
 revision = "0017_survey_drafts"
-down_revision = "0011_invite_cap"
+down_revision = "0016_reports"
 branch_labels = None
 depends_on = None
 

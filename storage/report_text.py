@@ -1,0 +1,82 @@
+"""The words of a periodic report, in Vietnamese: the language the People's Committee office
+files in. Shared by the XLSX and the PDF so both say the same thing.
+"""
+
+from __future__ import annotations
+
+from storage.reports import ReportPeriod
+
+ROMAN = {1: "I", 2: "II", 3: "III", 4: "IV"}
+TITLE = "BÁO CÁO KẾT QUẢ ĐÁNH GIÁ SỰ HÀI LÒNG"
+SUBTITLE = "của người dân, tổ chức đối với việc giải quyết thủ tục hành chính"
+NATION = "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM"
+MOTTO = "Độc lập - Tự do - Hạnh phúc"
+PROVINCE_NAME = "Toàn tỉnh"
+WITHHELD = "Không công bố"
+LEVEL_NAMES = {
+    5: "Rất hài lòng",
+    4: "Hài lòng",
+    3: "Bình thường",
+    2: "Không hài lòng",
+    1: "Rất không hài lòng",
+}
+CHANNELS = {"*": "Tất cả kênh", "": "Chưa gửi được"}
+LEVELS = {"agency": "Cơ quan, đơn vị", "official": "Cán bộ, công chức", "procedure": "Thủ tục"}
+#: What the bands table counts, by the ranking's level.
+COUNTED = {"agency": "Số đơn vị", "official": "Số cán bộ", "procedure": "Số thủ tục"}
+UNIT_HEADER = [
+    "Hạng",
+    "Mã",
+    "Tên",
+    "Số phiếu",
+    "Số đánh giá",
+    "Hài lòng",
+    "Tỷ lệ hài lòng (%)",
+    "Khoảng tin cậy 95% từ (%)",
+    "Khoảng tin cậy 95% đến (%)",
+    "Xếp loại",
+    "Điểm TB (TT 01/2018)",
+    "Ghi chú",
+]
+COVERAGE_HEADER = [
+    "Kênh",
+    "Hồ sơ đã báo",
+    "Đã gửi mời",
+    "Đã đến",
+    "Đã trả lời",
+    "Không mời (giới hạn)",
+    "Tỷ lệ trả lời (%)",
+    "Ghi chú",
+]
+CRITERIA_HEADER = [
+    "Chỉ số",
+    "Số phiếu chấm",
+    "Điểm TB (0-2)",
+    "Tỷ lệ 0 điểm (%)",
+    "Tỷ lệ 0 điểm trong nhóm không hài lòng (%)",
+    "Số không hài lòng",
+    "Ghi chú",
+]
+
+
+def period_name(period: ReportPeriod) -> str:
+    """ "Quý IV năm 2026" or "Năm 2026"."""
+    if period.kind == "year":
+        return f"Năm {period.starts_on.year}"
+    quarter = (period.starts_on.month - 1) // 3 + 1
+    return f"Quý {ROMAN[quarter]} năm {period.starts_on.year}"
+
+
+def withheld_note(labels: list[str]) -> str:
+    """Why a figure is not shown: the releases that withheld it."""
+    return f"{WITHHELD}: chưa đủ số đánh giá trong kỳ {', '.join(labels)}" if labels else ""
+
+
+def number(value: float | None, digits: int = 1) -> str:
+    """A figure as the report prints it: the Vietnamese decimal comma; "–" when withheld."""
+    if value is None:
+        return "–"
+    if isinstance(value, int) or digits == 0:
+        return f"{round(value):,}".replace(",", ".")
+    text = f"{value:,.{digits}f}"
+    return text.replace(",", " ").replace(".", ",").replace(" ", ".")

@@ -1,0 +1,311 @@
+"""Periodic reports: a quarter's XLSX and PDF summed from its released months, nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import io
+import subprocess
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+import pytest
+from openpyxl import load_workbook
+from pypdf import PdfReader
+from sqlalchemy import delete, func, select
+
+from bot.runtime import Runtime
+from storage import releases, report_pdf, report_store, reports
+from storage.models import Agency, AuditEntry, PeriodicReport, Response, SurveyLedger
+from storage.stats import Thresholds, wilson
+from tests.adminseed import Batch, release, seed
+from tests.children import child_env
+from tests.processes import SURVEYBOT
+
+Q4 = reports.parse_period("2026-Q4")
+AFTER_Q4 = dt.datetime(2027, 1, 20, tzinfo=dt.UTC)
+EVERY_REPORT = [("", "2026"), ("", "2026-Q4"), ("ubnd-test", "2026"), ("ubnd-test", "2026-Q4")]
+OCT, NOV, DEC = dt.date(2026, 10, 15), dt.date(2026, 11, 12), dt.date(2026, 12, 9)
+
+
+async def seed_quarter(runtime: Runtime) -> None:
+    """Three months of ratings; CB02 has only 3 in November, so that month withholds it (and
+    the 8 ratings of no official beside it, so the withheld pair holds k)."""
+    await seed(
+        runtime,
+        "ubnd-test",
+        [
+            Batch(14, "CB01", satisfaction=5, day=OCT),
+            Batch(2, "CB01", satisfaction=1, day=OCT),
+            Batch(11, "CB02", satisfaction=4, day=OCT),
+            Batch(12, "CB01", satisfaction=5, day=NOV),
+            Batch(3, "CB02", satisfaction=1, day=NOV),
+            Batch(8, None, satisfaction=4, day=NOV),
+            Batch(10, "CB01", satisfaction=2, day=DEC),
+            Batch(12, "CB02", satisfaction=5, day=DEC),
+        ],
+    )
+    assert await release(runtime, AFTER_Q4) == ["2026-10", "2026-11", "2026-12"]
+
+
+async def released_cells(runtime: Runtime, scope: str, level: str) -> dict[str, list[dict]]:
+    """Each unit's released cells over the quarter, read straight from the releases."""
+    infos = reports.inside(await releases.list_releases(runtime.sessions), Q4)
+    docs = await releases.documents(runtime.sessions, [r.id for r in infos], [scope])
+    cells: dict[str, list[dict]] = {}
+    for doc in (docs[(r.id, scope)] for r in infos if (r.id, scope) in docs):
+        for cell in doc[level] if level != "total" else [doc["total"]]:
+            cells.setdefault(cell["key"], []).append(cell)
+    return cells
+
+
+def sheet_rows(data: bytes, sheet: str) -> list[tuple[Any, ...]]:
+    workbook = load_workbook(io.BytesIO(data), read_only=True)
+    return list(workbook[sheet].iter_rows(values_only=True))
+
+
+async def stored_files(runtime: Runtime, report: report_store.StoredReport) -> tuple[bytes, bytes]:
+    xlsx = await report_store.file(runtime.sessions, report.id, "xlsx", None)
+    pdf = await report_store.file(runtime.sessions, report.id, "pdf", None)
+    assert xlsx and pdf
+    return xlsx[1], pdf[1]
+
+
+async def test_the_quarters_xlsx_sums_the_released_months(runtime: Runtime, agency: Agency) -> None:
+    await seed_quarter(runtime)
+    report, created = await report_store.generate(
+        runtime.sessions, agency.id, Q4, Thresholds(), "request"
+    )
+    assert created and report.releases == ["2026-10", "2026-11", "2026-12"] and report.complete
+    xlsx, _ = await stored_files(runtime, report)
+
+    released = await released_cells(runtime, agency.id, "officials")
+    cb01 = released["CB01"]
+    assert len(cb01) == 3 and all(c["suppressed"] is None for c in cb01)
+    rated = sum(c["rated"] for c in cb01)
+    satisfied = sum(c["satisfied"] for c in cb01)
+    header, *rows = sheet_rows(xlsx, "Xếp hạng")
+    by_code = {row[1]: dict(zip(header, row, strict=True)) for row in rows}
+    first = by_code["CB01"]
+    assert first["Số phiếu"] == sum(c["responses"] for c in cb01) == 38
+    assert (first["Số đánh giá"], first["Hài lòng"]) == (rated, satisfied) == (38, 26)
+    assert first["Tỷ lệ hài lòng (%)"] == round(100 * satisfied / rated, 1)
+    low, high = wilson(satisfied, rated)
+    assert first["Khoảng tin cậy 95% từ (%)"] == round(low, 1)
+    assert first["Khoảng tin cậy 95% đến (%)"] == round(high, 1)
+    assert first["Hạng"] == 1 and first["Xếp loại"] == "Trung bình"
+    # CB02 was withheld in November: the quarter withholds it too, and says where.
+    second = by_code["CB02"]
+    assert second["Số phiếu"] is None and second["Tỷ lệ hài lòng (%)"] is None
+    assert "2026-11" in second["Ghi chú"] and second["Hạng"] is None
+
+    trend = sheet_rows(xlsx, "Xu hướng")[1:]
+    totals = await released_cells(runtime, agency.id, "total")
+    assert [r[0] for r in trend] == ["2026-10", "2026-11", "2026-12"]
+    assert [r[1] for r in trend] == [c["responses"] for c in totals["ubnd-test"]]
+    summary = {row[0]: row[1] for row in sheet_rows(xlsx, "Tổng hợp") if row and row[0]}
+    assert summary["Số phiếu"] == sum(c["responses"] for c in totals["ubnd-test"]) == 72
+    assert summary["Kỳ báo cáo"] == "Quý IV năm 2026"
+
+
+async def test_the_pdf_reads_in_vietnamese_with_its_diacritics(
+    runtime: Runtime, agency: Agency
+) -> None:
+    await seed_quarter(runtime)
+    report, _ = await report_store.generate(
+        runtime.sessions, agency.id, Q4, Thresholds(), "request"
+    )
+    _, pdf = await stored_files(runtime, report)
+    reader = PdfReader(io.BytesIO(pdf))
+    words = unicodedata.normalize("NFC", "\n".join(p.extract_text() for p in reader.pages))
+    for expected in (
+        "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM",
+        "Độc lập - Tự do - Hạnh phúc",
+        "BÁO CÁO KẾT QUẢ ĐÁNH GIÁ SỰ HÀI LÒNG",
+        "của người dân, tổ chức đối với việc giải quyết thủ tục hành chính",
+        "Quý IV năm 2026",
+        "UBND PHƯỜNG THỬ NGHIỆM",
+        "Nguyễn Văn A",
+        "Xếp hạng cán bộ, công chức",
+        "Đăng ký khai sinh",
+        "Độ phủ khảo sát",
+    ):
+        assert expected in words, expected
+    fonts = {
+        str(font.get_object()["/BaseFont"])
+        for page in reader.pages
+        for font in page["/Resources"]["/Font"].values()  # type: ignore[index]
+    }
+    assert fonts and all("DejaVuSans" in name for name in fonts)  # embedded, not a base font
+
+
+async def test_a_report_reveals_nothing_the_releases_did_not(
+    runtime: Runtime, agency: Agency
+) -> None:
+    """Built from the releases alone: live rows changed afterwards change nothing, and a unit
+    the releases withheld in a month shows no figure even though its live quarter has 35."""
+    await seed_quarter(runtime)
+    before = reports.build(await reports.source(runtime.sessions, agency.id, Q4), Thresholds())
+    # Late answers in the released months, an erasure, and the ledger gone.
+    await seed(runtime, "ubnd-test", [Batch(9, "CB02", satisfaction=1, day=NOV)])
+    async with runtime.sessions() as session:
+        victim = await session.scalar(select(Response.id).limit(1))
+        await session.execute(delete(Response).where(Response.id == victim))
+        await session.execute(delete(SurveyLedger))
+        await session.commit()
+    after = reports.build(await reports.source(runtime.sessions, agency.id, Q4), Thresholds())
+    assert after == before
+    cb02 = next(r for r in after.ranking if r.cell.key == "CB02")
+    assert cb02.withheld_in == ["2026-11"] and cb02.cell.rate is None and cb02.cell.rated == 0
+    report, _ = await report_store.generate(
+        runtime.sessions, agency.id, Q4, Thresholds(), "request"
+    )
+    xlsx, _ = await stored_files(runtime, report)
+    _, *rows = sheet_rows(xlsx, "Xếp hạng")
+    (cb02_row,) = [row for row in rows if row[1] == "CB02"]
+    assert all(value is None for value in cb02_row[3:9])
+    # Every count in the ranking is a sum of counts the releases published.
+    released = await released_cells(runtime, agency.id, "officials")
+    for row in rows:
+        if row[3] is not None:
+            assert row[3] == sum(c["responses"] for c in released[row[1]])
+
+
+async def test_a_period_with_nothing_released_is_refused(runtime: Runtime, agency: Agency) -> None:
+    with pytest.raises(reports.ReportError, match="2026-Q4"):
+        await report_store.generate(runtime.sessions, agency.id, Q4, Thresholds(), "request")
+    for label in ("2026-Q5", "26", "2026-Q", "x" * 40):
+        with pytest.raises(reports.ReportError, match="2026-Q4 or a year as 2026"):
+            reports.parse_period(label)
+
+
+async def test_the_schedule_generates_each_closed_period_once(
+    runtime: Runtime, agency: Agency
+) -> None:
+    await seed_quarter(runtime)
+    first = await runtime.generate_reports(limit=1)  # a round renders a few, the next the rest
+    made = first + await runtime.generate_reports()
+    assert len(first) == 1
+    # The province and the agency, for the quarter and the year that December's release closed.
+    assert sorted((r.code, r.label) for r in made) == EVERY_REPORT
+    assert all(r.trigger == "schedule" and r.complete for r in made)
+    assert await runtime.generate_reports() == []
+    async with runtime.sessions() as session:
+        entries = (
+            await session.scalars(select(AuditEntry).where(AuditEntry.action == "report.generate"))
+        ).all()
+    assert sorted((e.detail["scope"], e.detail["period"]) for e in entries) == [
+        ("*", "2026"),
+        ("*", "2026-Q4"),
+        ("ubnd-test", "2026"),
+        ("ubnd-test", "2026-Q4"),
+    ]
+
+
+async def test_two_processes_racing_generate_each_report_once(
+    runtime: Runtime, agency: Agency, database_url: str, tmp_path: Path
+) -> None:
+    await seed_quarter(runtime)
+    env = child_env(database_url, tmp_path)
+    command = (str(SURVEYBOT), "report", "generate")
+    racers = [
+        await asyncio.create_subprocess_exec(
+            *command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        for _ in range(2)
+    ]
+    async with asyncio.timeout(120):
+        outputs = [(await racer.communicate())[0].decode() for racer in racers]
+    assert [racer.returncode for racer in racers] == [0, 0], outputs
+    async with runtime.sessions() as session:
+        rows = (await session.execute(select(PeriodicReport.code, PeriodicReport.label))).all()
+        generated = await session.scalar(
+            select(func.count()).where(AuditEntry.action == "report.generate")
+        )
+    assert sorted(rows) == EVERY_REPORT
+    assert generated == 4  # one audited generation per report, whichever process stored it
+
+
+async def test_an_open_quarters_report_is_provisional_until_its_last_release(
+    runtime: Runtime, agency: Agency
+) -> None:
+    await seed(runtime, "ubnd-test", [Batch(12, "CB01", day=OCT), Batch(11, "CB01", day=NOV)])
+    assert await release(runtime, dt.datetime(2026, 12, 20, tzinfo=dt.UTC)) == [
+        "2026-10",
+        "2026-11",
+    ]
+    early, created = await report_store.generate(
+        runtime.sessions, agency.id, Q4, Thresholds(), "request"
+    )
+    assert created and not early.complete and early.releases == ["2026-10", "2026-11"]
+    assert await report_store.generate(
+        runtime.sessions, agency.id, Q4, Thresholds(), "request"
+    ) == (early, False)  # nothing new released: the stored one
+    assert await runtime.generate_reports() == []  # the schedule waits for the quarter to close
+    await release(runtime, AFTER_Q4)
+    final = {(r.code, r.label): r for r in await runtime.generate_reports()}
+    closed = final[("ubnd-test", "2026-Q4")]
+    assert closed.complete and closed.releases == ["2026-10", "2026-11", "2026-12"]
+    listed = await report_store.listed(runtime.sessions, agency.id)
+    # Newest first: the closed quarter and year, then the provisional quarter kept as it was.
+    assert [(r.label, r.complete) for r in listed] == [
+        ("2026-Q4", True),
+        ("2026", True),
+        ("2026-Q4", False),
+    ]
+
+
+async def test_a_missing_font_is_named_with_the_package_that_brings_it(
+    runtime: Runtime, agency: Agency, tmp_path: Path
+) -> None:
+    await seed_quarter(runtime)
+    with pytest.raises(report_pdf.FontMissing, match="fonts-dejavu-core"):
+        await report_store.generate(
+            runtime.sessions, agency.id, Q4, Thresholds(), "request", tmp_path / "none.ttf"
+        )
+    assert await report_store.listed(runtime.sessions, None) == []  # nothing half-stored
+
+
+async def test_the_province_year_ranks_agencies_and_sums_coverage_and_criteria(
+    runtime: Runtime, agency: Agency
+) -> None:
+    await seed_quarter(runtime)
+    year = reports.parse_period("2026")
+    report, _ = await report_store.generate(
+        runtime.sessions, releases.PROVINCE, year, Thresholds(), "request"
+    )
+    xlsx, _ = await stored_files(runtime, report)
+    infos = reports.inside(await releases.list_releases(runtime.sessions), year)
+    docs = await releases.documents(runtime.sessions, [r.id for r in infos], None)
+    agency_docs = [docs[(r.id, agency.id)] for r in infos]
+
+    header, *rows = sheet_rows(xlsx, "Xếp hạng")
+    (ranked,) = [dict(zip(header, row, strict=True)) for row in rows]
+    assert ranked["Mã"] == "ubnd-test" and ranked["Hạng"] == 1
+    assert ranked["Số đánh giá"] == sum(d["total"]["rated"] for d in agency_docs) == 72
+    # A year's trend is its four quarters, each the sum of its releases (Q1-Q3 had none).
+    trend = sheet_rows(xlsx, "Xu hướng")[1:]
+    assert [(r[0], r[1]) for r in trend] == [
+        ("2026-Q1", 0),
+        ("2026-Q2", 0),
+        ("2026-Q3", 0),
+        ("2026-Q4", 72),
+    ]
+    # Coverage and criteria are the agency's released rows summed (weighted by their counts).
+    agency_report = reports.build(
+        await reports.source(runtime.sessions, agency.id, year), Thresholds()
+    )
+    everything = agency_report.coverage[0]
+    assert everything.channel == "*" and everything.counts is not None
+    released = [row for d in agency_docs for row in d["coverage"] if row["channel"] == "*"]
+    assert everything.counts["reported"] == sum(r["reported"] for r in released) == 72
+    assert everything.counts["answered"] == sum(r["answered"] for r in released)
+    c3 = next(c for c in agency_report.criteria if c.criterion == "3")
+    monthly = [c for d in agency_docs for c in d["criteria"] if c["criterion"] == "3"]
+    assert all(not c["suppressed"] for c in monthly)
+    assert c3.scored == sum(c["scored"] for c in monthly)
+    weighted = sum(c["zero_share"] * c["scored"] for c in monthly) / sum(
+        c["scored"] for c in monthly
+    )
+    assert c3.zero_share == pytest.approx(weighted)
