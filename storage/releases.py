@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -30,11 +30,10 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import Text
 
 from bot.flows.scoring import DISSATISFIED_MAX_LEVEL
-from storage import disclosure
+from storage import disclosure, units
 from storage.db import Sessions
 from storage.disclosure import Figure, Line, Rule
 from storage.models import (
-    Agency,
     Official,
     Procedure,
     Release,
@@ -267,22 +266,33 @@ async def _names(session: AsyncSession, model: Any) -> dict[str, tuple[str, str]
 
 
 async def build(session: AsyncSession, period: Period, rule: Rule) -> dict[str, dict[str, Any]]:
-    """Every scope's document for ``period``, cut by the disclosure rule."""
-    agencies = await _names(session, Agency)
+    """Every scope's document for ``period``, cut by the disclosure rule.
+
+    Units form a tree (``storage.units``): a unit's ``total`` is its whole subtree (its own
+    responses and every descendant's), so every figure is rolled up to every ancestor. Each
+    unit with sub-units is a line of the difference rule: its total, its own responses
+    (``own``) and each child's subtree total, so no level lets anyone subtract the shown
+    children from a parent to recover a withheld one. The province's line is its roots.
+    """
+    tree = await units.read_tree(session)
+    agencies = {u.id: (u.code, u.name) for u in tree.units.values()}
     officials = await _names(session, Official)
     procedures = await _names(session, Procedure)
     province = _Group()
     per_agency: dict[str, _Group] = defaultdict(_Group)
+    per_subtree: dict[str, _Group] = defaultdict(_Group)
     per_official: dict[tuple[str, str | None], _Group] = defaultdict(_Group)
     per_procedure: dict[tuple[str, str | None], _Group] = defaultdict(_Group)
     per_pair: dict[tuple[str, str | None, str | None], _Group] = defaultdict(_Group)
     for row in await _response_groups(session, period):
+        aid = row.agency_id
         for group in (
             province,
-            per_agency[row.agency_id],
-            per_official[(row.agency_id, row.official_id)],
-            per_procedure[(row.agency_id, row.procedure_id)],
-            per_pair[(row.agency_id, row.official_id, row.procedure_id)],
+            per_agency[aid],
+            *(per_subtree[u] for u in (aid, *tree.ancestors(aid))),
+            per_official[(aid, row.official_id)],
+            per_procedure[(aid, row.procedure_id)],
+            per_pair[(aid, row.official_id, row.procedure_id)],
         ):
             group.add(row)
 
@@ -290,9 +300,25 @@ async def build(session: AsyncSession, period: Period, rule: Rule) -> dict[str, 
         k = rule.k_for(group.officials, about_official=about_official)
         return _Unit(key, label, parent, group, Figure(group.counts(), k))
 
+    def parent_code(aid: str) -> str:
+        parent = tree.units[aid].parent_id
+        return agencies[parent][0] if parent in agencies else ""
+
     top = unit("all", "", "", province, False)
+    subtree_units = {
+        aid: unit(agencies[aid][0], agencies[aid][1], parent_code(aid), group, False)
+        for aid, group in per_subtree.items()
+    }
+    #: The sub-units of each unit that hold responses (their subtree totals are its parts).
+    sub: dict[str, list[str]] = {
+        aid: [c for c in tree.children.get(aid, []) if c in subtree_units] for aid in subtree_units
+    }
+    # A unit's own responses: the same figure as its total when it has no sub-unit with
+    # responses, else a part of its own line next to its sub-units.
     agency_units = {
-        aid: unit(agencies[aid][0], agencies[aid][1], "", group, False)
+        aid: subtree_units[aid]
+        if not sub[aid]
+        else unit(agencies[aid][0], agencies[aid][1], agencies[aid][0], group, False)
         for aid, group in per_agency.items()
     }
     children: dict[str, dict[str, list[_Unit]]] = defaultdict(lambda: defaultdict(list))
@@ -306,14 +332,21 @@ async def build(session: AsyncSession, period: Period, rule: Rule) -> dict[str, 
             about = level == "officials" and unit_id is not None
             children[aid][level].append(unit(code, name, agencies[aid][0], group, about))
             ids[aid][level].append(unit_id)
-    lines = [Line([u.figure for u in agency_units.values()], top.figure, UNIT_COUNTS, rule.k_group)]
+    roots = [aid for aid in tree.roots() if aid in subtree_units]
+    lines = [Line([subtree_units[a].figure for a in roots], top.figure, UNIT_COUNTS, rule.k_group)]
+    line_parts = _tree_lines(sub, agency_units, subtree_units)
+    lines += [
+        Line([u.figure for u in parts], subtree_units[aid].figure, UNIT_COUNTS, rule.k_group)
+        for aid, parts in line_parts.items()
+    ]
     for aid, levels in children.items():
-        for units in levels.values():
+        for members in levels.values():
             # A remainder of several officials mixes their raters: the group's k holds it (a
             # lone official's remainder is held to the official's k by the rule itself).
-            parts = [u.figure for u in units]
-            lines.append(Line(parts, agency_units[aid].figure, UNIT_COUNTS, rule.k_group))
-    figures = [top.figure, *(u.figure for u in agency_units.values())]
+            member_figures = [u.figure for u in members]
+            lines.append(Line(member_figures, agency_units[aid].figure, UNIT_COUNTS, rule.k_group))
+    figures = [top.figure, *(u.figure for u in subtree_units.values())]
+    figures += [u.figure for aid, u in agency_units.items() if u is not subtree_units[aid]]
     figures += [u.figure for levels in children.values() for us in levels.values() for u in us]
     pairs: dict[str, dict[tuple[str | None, str | None], _Group]] = defaultdict(dict)
     for (aid, oid, pid), group in per_pair.items():
@@ -328,29 +361,75 @@ async def build(session: AsyncSession, period: Period, rule: Rule) -> dict[str, 
         if not changed:
             break
 
-    every_agency_shown = all(u.figure.shown for u in agency_units.values())
+    # Levels and classes of a total are shown only when those of each of its parts are:
+    # otherwise the total's minus the shown parts' would give a withheld part's.
+    open_levels: dict[int, bool] = {}
+
+    def levels_open(u: _Unit) -> bool:
+        if id(u) not in open_levels:
+            open_levels[id(u)] = _levels_may_show(u)
+        return open_levels[id(u)]
+
+    for aid in sorted(subtree_units, key=tree.depth, reverse=True):
+        whole = subtree_units[aid]
+        if aid in line_parts:
+            open_levels[id(whole)] = _levels_may_show(whole) and all(
+                levels_open(p) for p in line_parts[aid]
+            )
+    province_open = top.figure.shown and all(levels_open(subtree_units[a]) for a in roots)
     documents: dict[str, dict[str, Any]] = {
         PROVINCE: {
             "total": top.document(),
-            "agencies": [u.document() for u in agency_units.values()],
-            **_distributions(top, shown=top.figure.shown and every_agency_shown),
+            "agencies": [
+                subtree_units[u.id].document() | {"kind": u.kind}
+                for u, _ in tree.walk()
+                if u.id in subtree_units
+            ],
+            **_distributions(top, shown=province_open),
         }
     }
     criteria = _criteria(await _criteria_groups(session, period), agency_units, rule)
     coverage = _coverage(await _coverage_groups(session, period), agencies, rule)
-    for aid in set(agencies) & (set(agency_units) | set(coverage)):
-        agency_unit = agency_units.get(aid) or unit(
-            agencies[aid][0], agencies[aid][1], "", _Group(), False
+    for aid in set(agencies) & (set(subtree_units) | set(coverage)):
+        whole = subtree_units.get(aid) or unit(
+            agencies[aid][0], agencies[aid][1], parent_code(aid), _Group(), False
         )
+        own = agency_units.get(aid)
+        within = [u for u in tree.subtree(aid) if u in subtree_units or u in coverage]
         documents[aid] = {
-            "total": agency_unit.document(),
+            "total": whole.document(),
+            "own": own.document() if own is not None and own is not whole else None,
+            "subtree": within,
+            "units": [
+                subtree_units[u].document() | {"kind": tree.units[u].kind}
+                for u in within
+                if u in subtree_units
+            ],
             "officials": [u.document() for u in children[aid]["officials"]],
             "procedures": [u.document() for u in children[aid]["procedures"]],
-            **_distributions(agency_unit, shown=agency_unit.figure.shown),
+            **_distributions(whole, shown=aid in subtree_units and levels_open(whole)),
             "criteria": criteria.get(aid, []),
             "coverage": coverage.get(aid, []),
         }
     return documents
+
+
+def _tree_lines(
+    sub: dict[str, list[str]], own: dict[str, _Unit], whole: dict[str, _Unit]
+) -> dict[str, list[_Unit]]:
+    """The parts of each unit's line: its own responses (when it has any) and each sub-unit's
+    subtree total, the figures a reader can subtract from the unit's total."""
+    line_parts: dict[str, list[_Unit]] = {}
+    for aid, below in sub.items():
+        if below:
+            line_parts[aid] = ([own[aid]] if aid in own else []) + [whole[c] for c in below]
+    return line_parts
+
+
+def _levels_may_show(unit: _Unit) -> bool:
+    """A group's own condition for its levels: shown, and each survey's raters 0 or ≥ k."""
+    by_survey = unit.group.rated_by_survey.values()
+    return unit.figure.shown and not any(0 < n < unit.figure.k for n in by_survey)
 
 
 def _distributions(unit: _Unit, *, shown: bool) -> dict[str, Any]:
@@ -362,8 +441,7 @@ def _distributions(unit: _Unit, *, shown: bool) -> dict[str, Any]:
     so a level could be the few ZNS raters alone). The province's are shown only when every
     agency is: otherwise the province's minus the agencies' would give a withheld agency's.
     """
-    by_survey = unit.group.rated_by_survey.values()
-    if not shown or any(0 < n < unit.figure.k for n in by_survey):
+    if not shown or not _levels_may_show(unit):
         return {"levels": None, "classes": None}
     return {
         "levels": {str(level): unit.group.levels.get(level, 0) for level in LEVELS},
@@ -634,10 +712,14 @@ async def published(
     thresholds: Thresholds,
     agency_id: str | None,
     label: str | None = None,
+    within: Collection[str] | None = None,
 ) -> Published:
     """The figures of one release (the latest, or ``label``) for a scope, and the trend.
 
-    ``agency_id`` None is the province: its own document plus every agency's parts.
+    ``agency_id`` None is the province: its own document plus every unit's parts. A unit's
+    scope is its subtree as the release froze it, cut to ``within`` (the units the reader may
+    see now, ``bot.dashboard.scope``): its total, its sub-units ranked, and the officials,
+    procedures, criteria and coverage of each unit in it.
     """
     releases = await list_releases(sessions)
     chosen = next((r for r in releases if r.label == label), None) if label else None
@@ -652,22 +734,25 @@ async def published(
     empty = Published(chosen, Cell("all", "", ""), [], [], [], None, None, [], [], trend, releases)
     if chosen is None:
         return empty
-    # An agency's own document is all it may see, and the trend has read it already; the
-    # province's page also reads every agency's parts.
-    if agency_id is None:
-        current = await documents(sessions, [chosen.id], None)
-    else:
-        current = {key: doc for key, doc in docs.items() if key[0] == chosen.id}
-    own_doc = current.get((chosen.id, own))
+    own_doc = docs.get((chosen.id, own))
     if own_doc is None:
         return empty
+    if agency_id is None:
+        current = await documents(sessions, [chosen.id], None)
+        ranked = own_doc.get("agencies", [])
+    else:
+        allowed = set(own_doc.get("subtree", [agency_id]))
+        if within is not None:
+            allowed &= set(within)
+        allowed.add(agency_id)
+        current = await documents(sessions, [chosen.id], sorted(allowed))
+        codes = {d["total"]["key"] for (_, scope), d in current.items()}
+        ranked = [u for u in own_doc.get("units", []) if u["key"] in codes]
     parts = [d for (_, scope), d in sorted(current.items()) if scope != PROVINCE]
     view = Published(
         release=chosen,
         total=cell(own_doc["total"], thresholds),
-        agencies=rank(
-            [cell(c, thresholds) for c in own_doc.get("agencies", [])], thresholds.k_group
-        ),
+        agencies=rank([cell(c, thresholds) for c in ranked], thresholds.k_group),
         officials=_ranked(parts, "officials", thresholds, thresholds.k_official),
         procedures=_ranked(parts, "procedures", thresholds, thresholds.k_group),
         levels=_int_keys(own_doc.get("levels")),
