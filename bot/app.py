@@ -12,9 +12,8 @@ import jinja2
 import segno
 from aiohttp import web
 
-from bot import api
+from bot import api, dashboard
 from bot.body import BODY_LIMITS, BodyLimits
-from bot.dashboard import views as dashboard
 from bot.dashboard.auth import DashboardServices
 from bot.forwarded import served_over_https
 from bot.http_errors import install_request_handler, json_errors

@@ -1,5 +1,18 @@
-"""The admin dashboard: server-rendered pages under ``/admin`` (see ``views``)."""
+"""The admin dashboard: server-rendered pages under ``/admin`` (figures in ``views``,
+management in ``manage``, who may do what in ``scope``)."""
 
-from bot.dashboard.views import setup
+from __future__ import annotations
+
+import jinja2
+from aiohttp import web
+
+from bot.dashboard import manage, views
+from bot.dashboard.auth import DashboardServices
+
+
+def setup(app: web.Application, templates: jinja2.Environment, services: DashboardServices) -> None:
+    views.setup(app, templates, services)
+    manage.setup(app)
+
 
 __all__ = ["setup"]

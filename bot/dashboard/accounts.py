@@ -77,14 +77,14 @@ async def create(
     if not username or len(username) > 64 or not username.isprintable():
         raise AuthError("username must have 1 to 64 printable characters")
     if role not in ROLES:
-        raise AuthError(f"role must be one of {', '.join(ROLES)}")
+        raise AuthError("role must be admin, manager or viewer")
     if (role == "admin") != (agency_id is None):
         raise AuthError("a province admin has no unit; a manager or viewer needs one")
     check_password(password)
     async with sessions() as session:
         taken = await session.scalar(select(AdminUser.id).where(AdminUser.username == username))
         if taken is not None:
-            raise AuthError(f"the username {username!r} is taken")
+            raise AuthError("this username is taken")
         user = AdminUser(
             username=username,
             password_hash=HASHER.hash(password),
