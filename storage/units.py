@@ -25,7 +25,7 @@ from storage.models import Agency
 KINDS: tuple[str, ...] = ("province", "department", "district", "commune", "desk")
 #: Held by every transaction that changes the tree (any constant bigint: "Units").
 TREE_LOCK = 0x556E_6974_73
-CODE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 class UnitError(ValueError):
@@ -138,16 +138,16 @@ async def create_unit(
     sessions: Sessions, code: str, name: str, kind: str, parent_id: str | None
 ) -> Unit:
     """A new unit under ``parent_id`` (None: a new root)."""
-    code = code.strip().lower()
+    code = code.strip()
     if not CODE.match(code):
-        raise UnitError("bad_code", "a unit's code is 1 to 64 of a-z, 0-9, '.', '_', '-'")
+        raise UnitError("bad_code", "a unit's code is 1 to 64 of A-Z, a-z, 0-9, '.', '_', '-'")
     name, kind = _check_name(name), _check_kind(kind)
     async with sessions() as session:
         tree = await _locked_tree(session)
         if parent_id is not None and parent_id not in tree.units:
             raise UnitError("no_parent", "the parent unit does not exist")
         if tree.by_code(code) is not None:
-            raise UnitError("code_taken", f"a unit with code {code!r} exists already")
+            raise UnitError("code_taken", f"a unit with code {code!r} already exists")
         agency = Agency(code=code, name=name, kind=kind, parent_id=parent_id)
         session.add(agency)
         await session.commit()

@@ -330,3 +330,47 @@ async def test_a_district_viewer_sees_its_subtree_only_whatever_the_url_or_expor
     assert "phuong-x" not in csv and "so-yte" not in csv
     status, page = await viewer.post("/admin/exports/download", level="responses", format="csv")
     assert status == 403
+
+
+async def test_the_demo_seeds_a_small_province_its_three_roles_can_use(
+    client: TestClient[Any, Any], runtime: Runtime
+) -> None:
+    from bot.cli import seed_demo, seed_demo_logins
+
+    await seed_demo(runtime, history=30)
+    logins = dict(await seed_demo_logins(runtime))
+    again = dict(await seed_demo_logins(runtime))  # idempotent: the same tree, fresh passwords
+    assert again.keys() == logins.keys() and again != logins
+    tree = await units.load_tree(runtime.sessions)
+    shape = {u.code: (u.kind, tree.units[u.parent_id].code if u.parent_id else None)
+             for u, _ in tree.walk()}  # fmt: skip
+    assert shape == {
+        "tp-demo": ("province", None),
+        "quan-1-demo": ("district", "tp-demo"),
+        "ubnd-demo": ("commune", "quan-1-demo"),
+        "ubnd-demo-2": ("commune", "quan-1-demo"),
+        "so-tu-phap-demo": ("department", "tp-demo"),
+        "so-y-te-demo": ("department", "tp-demo"),
+    }
+    admin = await As.login(client, "admin", again["admin"])
+    status, _ = await admin.post(
+        "/admin/units/create", parent="quan-1-demo", code="phuong-moi", name="Phường Mới",
+        kind="commune",
+    )  # fmt: skip
+    assert status == 303
+    manager = await As.login(client, "ql-quan-1", again["ql-quan-1"])
+    status, page = await manager.get("/admin/units")
+    assert 'data-unit="phuong-moi"' in page and 'data-unit="so-tu-phap-demo"' not in page
+    assert (
+        await manager.post("/admin/units/edit", unit="phuong-moi", name="P. Mới", kind="commune")
+    )[0] == 303
+    assert (
+        await manager.post("/admin/units/edit", unit="so-y-te-demo", name="X", kind="department")
+    )[0] == 403
+    viewer = await As.login(client, "xem-quan-1", again["xem-quan-1"])
+    status, page = await viewer.get("/admin/")
+    assert status == 200 and "UBND Quận 1 (demo)" in page
+    options = set(re.findall(r'<option value="([^"]+)"', page))
+    assert {"quan-1-demo", "ubnd-demo", "ubnd-demo-2", "phuong-moi"} <= options
+    assert not options & {"tp-demo", "so-tu-phap-demo", "so-y-te-demo"}
+    assert (await viewer.get("/admin/?agency=so-tu-phap-demo"))[0] == 403

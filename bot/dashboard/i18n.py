@@ -18,7 +18,7 @@ ERRORS: dict[str, str] = {
         "Row-level data is for province admins only; agencies see the released aggregates."
     ),
     # storage.units.UnitError reasons and the management forms' own
-    "bad_code": N_("A unit's code is 1 to 64 of a-z, 0-9, '.', '_' and '-'."),
+    "bad_code": N_("A unit's code is 1 to 64 of A-Z, a-z, 0-9, '.', '_' and '-'."),
     "bad_name": N_("A unit's name must have 1 to 255 characters."),
     "bad_kind": N_("Choose the kind of unit from the list."),
     "no_parent": N_("The parent unit does not exist."),
