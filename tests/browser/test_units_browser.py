@@ -141,8 +141,8 @@ async def test_units_keys_and_logins_managed_in_a_real_browser(
     await viewer.get_by_role("button", name="Đổi mật khẩu").click()
     await expect(viewer.get_by_test_id("agency-name")).to_contain_text("UBND phường A")
     for path in ("/admin/?agency=quan-1", "/admin/ranking?agency=phuong-x", "/admin/units"):
-        answer = await viewer.goto(f"{server}{path}")
-        assert answer is not None and answer.status == 403, path
+        shown = await viewer.goto(f"{server}{path}")
+        assert shown is not None and shown.status == 403, path
         await expect(viewer.get_by_test_id("error")).to_have_text(
             "Bạn không có quyền xem nội dung này."
         )
