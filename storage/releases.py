@@ -747,7 +747,8 @@ async def published(
         allowed.add(agency_id)
         current = await documents(sessions, [chosen.id], sorted(allowed))
         codes = {d["total"]["key"] for (_, scope), d in current.items()}
-        ranked = [u for u in own_doc.get("units", []) if u["key"] in codes]
+        # Releases cut before units were a tree hold no "units": the unit's own total then.
+        ranked = [u for u in own_doc.get("units", [own_doc["total"]]) if u["key"] in codes]
     parts = [d for (_, scope), d in sorted(current.items()) if scope != PROVINCE]
     view = Published(
         release=chosen,
