@@ -124,6 +124,10 @@ async def test_a_province_admin_builds_the_tree_and_a_district_manager_only_its_
     manager = await As.login(client, "ql-quan-1", PASSWORD)
     status, page = await manager.get("/admin/units")
     assert status == 200 and 'data-unit="phuong-a"' in page and 'data-unit="quan-2"' not in page
+    english = await manager.get("/admin/units?lang=en")
+    assert (
+        "New unit" in english[1] and "Move under" in english[1] and "Đơn vị mới" not in english[1]
+    )
     assert 'data-unit="so-yte"' not in page
     # Inside its subtree: create under a ward, rename and move a ward.
     assert (
@@ -303,6 +307,11 @@ async def test_a_district_viewer_sees_its_subtree_only_whatever_the_url_or_expor
     assert status == 200
     shown = set(re.findall(r'data-unit="([^"]+)"', ranking))
     assert shown == {"quan-1", "phuong-a", "phuong-b"}
+    # Ranked among their own kind: the district is never ranked against its own wards.
+    district, wards = ranking.split('data-kind="commune"')
+    assert 'data-unit="quan-1"' in district and 'data-kind="district"' in district
+    ranks = re.findall(r'data-unit="(phuong-[ab])">\s*<td class="n" data-k="rank">(\d)', wards)
+    assert ranks == [("phuong-b", "1"), ("phuong-a", "2")]  # 14 ratings above 12, all satisfied
     assert "phuong-x" not in ranking and "so-yte" not in ranking and "Đơn vị tinh" not in ranking
     assert (await viewer.get("/admin/officials?agency=phuong-a"))[0] == 200
     for path in (

@@ -339,11 +339,21 @@ async def overview(ctx: Ctx) -> web.StreamResponse:
 async def ranking(ctx: Ctx) -> web.StreamResponse:
     view = await _release(ctx)
     # A unit's scope ranks its subtree (itself and every unit under it that it may read), the
-    # same figures the province's document ranks.
-    cells = view.agencies
+    # same figures the province's document ranks; units are ranked among their own kind
+    # (wards among wards, districts among districts), never a district against its wards.
+    kinds: dict[str, list[stats.Cell]] = {}
+    for cell in view.agencies:
+        unit = ctx.tree.by_code(cell.key)
+        cell.rank = None
+        kinds.setdefault(unit.kind if unit else units.KINDS[-2], []).append(cell)
+    groups = [
+        (kind, stats.rank(kinds[kind], ctx.thresholds.k_group))
+        for kind in (*units.KINDS, *sorted(set(kinds) - set(units.KINDS)))
+        if kind in kinds
+    ]
     names = {a.code: a.name for a in ctx.agencies}
     return await _figures(
-        ctx, "ranking.html", view, cells=cells, names=names, k=ctx.thresholds.k_group
+        ctx, "ranking.html", view, groups=groups, names=names, k=ctx.thresholds.k_group
     )
 
 
