@@ -389,7 +389,7 @@ async def build(session: AsyncSession, period: Period, rule: Rule) -> dict[str, 
         }
     }
     criteria = _criteria(await _criteria_groups(session, period), agency_units, rule)
-    coverage = _coverage(await _coverage_groups(session, period), agencies, rule)
+    coverage = _coverage(await _coverage_groups(session, period), tree, rule)
     for aid in set(agencies) & (set(subtree_units) | set(coverage)):
         whole = subtree_units.get(aid) or unit(
             agencies[aid][0], agencies[aid][1], parent_code(aid), _Group(), False
@@ -499,17 +499,23 @@ def _criteria(
     return result
 
 
-def _coverage(
-    rows: Iterable[Any], agencies: dict[str, tuple[str, str]], rule: Rule
-) -> dict[str, list[dict[str, Any]]]:
-    """Who was asked against who answered, per agency and channel, cut by the same rule.
+#: The coverage row of a unit's whole subtree (itself and every unit under it, all channels).
+SUBTREE = "subtree"
+COVERAGE_COUNTS = ("reported", "sent", "delivered", "answered", "capped")
+
+
+def _coverage(rows: Iterable[Any], tree: units.Tree, rule: Rule) -> dict[str, list[dict[str, Any]]]:
+    """Who was asked against who answered, per unit and channel, cut by the same rule, and
+    rolled up: a unit with sub-units also gets its subtree's row (``SUBTREE``), a line of the
+    difference rule over its own all-channel row and each sub-unit's subtree row, so no level
+    lets a reader subtract the shown sub-units to recover a withheld one.
 
     ``capped`` (results that started no survey because the citizen had been invited within
     the invitation cap's window) is shown exactly when its row is, like sent and delivered:
     it is a part of ``reported`` that the agency was told of result by result anyway."""
     per: dict[str, dict[str, Coverage]] = defaultdict(dict)
     for row in rows:
-        code = agencies[row.agency_id][0]
+        code = tree.units[row.agency_id].code if row.agency_id in tree.units else ""
         for channel in ("*", row.channel or ""):
             item = per[row.agency_id].setdefault(channel, Coverage(code, channel))
             item.reported += int(row.reported)
@@ -518,29 +524,63 @@ def _coverage(
             item.answered += int(row.answered or 0)
             item.capped += int(row.capped or 0)
     counts = ("reported", "answered")
+    figures = {
+        (aid, ch): Figure({"reported": c.reported, "answered": c.answered}, rule.k_group)
+        for aid, items in per.items()
+        for ch, c in items.items()
+    }
+    lines = [
+        Line([f for ch, f in _channels(figures, aid)], figures[(aid, "*")], counts, rule.k_group)
+        for aid in per
+    ]
+    # Subtree rows, bottom up: a unit without sub-units holding coverage is its own row.
+    whole: dict[str, tuple[Coverage, Figure]] = {}
+    for aid in sorted(tree.units, key=tree.depth, reverse=True):
+        below = [c for c in tree.children.get(aid, []) if c in whole]
+        if not below:
+            if aid in per:
+                whole[aid] = (per[aid]["*"], figures[(aid, "*")])
+            continue
+        total = Coverage(tree.units[aid].code, SUBTREE)
+        parts = ([(per[aid]["*"], figures[(aid, "*")])] if aid in per else []) + [
+            whole[c] for c in below
+        ]
+        for part, _ in parts:
+            for name in COVERAGE_COUNTS:
+                setattr(total, name, getattr(total, name) + getattr(part, name))
+        figure = Figure({"reported": total.reported, "answered": total.answered}, rule.k_group)
+        figures[(aid, SUBTREE)] = figure
+        per[aid][SUBTREE] = total
+        whole[aid] = (total, figure)
+        lines += _coverage_tree_line([f for _, f in parts], figure, counts, rule.k_group)
+    disclosure.apply(figures.values(), lines, counts)
     result: dict[str, list[dict[str, Any]]] = {}
+    order = {"*": 0, SUBTREE: 1}
     for aid, items in per.items():
-        figures = {
-            ch: Figure({"reported": c.reported, "answered": c.answered}, rule.k_group)
-            for ch, c in items.items()
-        }
-        parts = [f for ch, f in figures.items() if ch != "*"]
-        disclosure.apply(
-            figures.values(), [Line(parts, figures["*"], counts, rule.k_group)], counts
-        )
         result[aid] = [
             {
                 "agency": c.agency,
                 "channel": ch,
                 **{
-                    name: getattr(c, name) if figures[ch].shown else None
-                    for name in ("reported", "sent", "delivered", "answered", "capped")
+                    name: getattr(c, name) if figures[(aid, ch)].shown else None
+                    for name in COVERAGE_COUNTS
                 },
-                "suppressed": figures[ch].suppressed,
+                "suppressed": figures[(aid, ch)].suppressed,
             }
-            for ch, c in sorted(items.items(), key=lambda kv: (kv[0] != "*", kv[0]))
+            for ch, c in sorted(items.items(), key=lambda kv: (order.get(kv[0], 2), kv[0]))
         ]
     return result
+
+
+def _coverage_tree_line(
+    parts: list[Figure], total: Figure, counts: tuple[str, ...], k: int
+) -> list[Line]:
+    """A subtree's coverage row against its own row and its sub-units' (the tree's line)."""
+    return [Line(parts, total, counts, k)]
+
+
+def _channels(figures: dict[tuple[str, str], Figure], aid: str) -> list[tuple[str, Figure]]:
+    return [(ch, f) for (a, ch), f in figures.items() if a == aid and ch not in ("*", SUBTREE)]
 
 
 # ------------------------------------------------------------------------------ publishing

@@ -76,6 +76,23 @@ def subtraction_attack(
             left = total[count] - shown
             if 0 < left < k:
                 found.append((name, count, left))
+    # Coverage: a unit's subtree row minus its own all-channel row and its sub-units' rows.
+    rows = {
+        (row["agency"], row["channel"]): row
+        for scope, doc in docs.items()
+        if scope != releases.PROVINCE
+        for row in doc.get("coverage", [])
+    }
+    for (code, channel), row in rows.items():
+        if channel != releases.SUBTREE or row["suppressed"] is not None:
+            continue
+        parts = [rows.get((code, "*"))] if truth.get(code, 0) > 0 else []
+        for child in (u["key"] for u in province["agencies"] if u["parent"] == code):
+            parts.append(rows.get((child, releases.SUBTREE)) or rows.get((child, "*")))
+        for count in ("reported", "answered"):
+            shown = sum(p[count] for p in parts if p is not None and p["suppressed"] is None)
+            if 0 < row[count] - shown < k:
+                found.append((f"{code} coverage", count, row[count] - shown))
     # A published figure is never smaller than k either (the threshold, on every level).
     for unit in by_code.values():
         if unit["suppressed"] is None and 0 < unit["responses"] < k:
@@ -122,6 +139,9 @@ async def test_every_figure_rolls_up_to_every_ancestor(runtime: Runtime) -> None
         "quan-1", "phuong-a", "phuong-b", "phuong-c", "mot-cua-c",
     ]  # fmt: skip
     assert district["own"]["key"] == "quan-1"
+    coverage = {row["channel"]: row for row in district["coverage"]}
+    assert coverage[releases.SUBTREE]["reported"] == 36  # its desk and every ward, rolled up
+    assert coverage["*"]["suppressed"] == "complementary"  # phuong-a's 3 cannot be subtracted
     # A unit's page reads its subtree only, and a reader cut to a smaller set sees less.
     view = await releases.published(runtime.sessions, THRESHOLDS, ids["quan-1"])
     assert {c.key for c in view.agencies} == {
@@ -143,10 +163,12 @@ async def test_no_level_of_the_tree_lets_a_withheld_unit_be_subtracted(
     await _seed_shape(runtime, OWN)
     with monkeypatch.context() as off:
         off.setattr(releases, "_tree_lines", lambda sub, own, whole: {})
+        off.setattr(releases, "_coverage_tree_line", lambda parts, total, counts, k: [])
         async with runtime.sessions() as session:
             unprotected = await releases.build(session, OCTOBER, RULE)
     leaks = subtraction_attack(unprotected, OWN, K)
     assert ("quan-1", "responses", 3) in leaks  # phuong-a, recovered exactly
+    assert ("quan-1 coverage", "reported", 3) in leaks  # and its 3 reported results
     assert await release(runtime) == ["2026-10"]
     docs = await _documents(runtime)
     assert subtraction_attack(docs, OWN, K) == []
@@ -177,6 +199,7 @@ async def test_random_trees_never_leave_a_small_remainder_on_any_level(
     await _seed_shape(runtime, own)
     with monkeypatch.context() as off:
         off.setattr(releases, "_tree_lines", lambda sub, own_, whole: {})
+        off.setattr(releases, "_coverage_tree_line", lambda parts, total, counts, k: [])
         async with runtime.sessions() as session:
             unprotected = await releases.build(session, OCTOBER, RULE)
     assert subtraction_attack(unprotected, own, K) != []
