@@ -46,6 +46,7 @@ CRITERION_COLUMNS = [
     "zero_pct_dissatisfied",
     "dissatisfied",
     "status",
+    "scope",
 ]
 
 
@@ -96,6 +97,8 @@ async def aggregate_table(
                 _pct(s.zero_share_dissatisfied),
                 _blank(s.dissatisfied),
                 NOT_ENOUGH if s.suppressed else "",
+                # "subtree": the unit and every unit under it; "unit": the unit alone.
+                "subtree" if s.subtree else "unit",
             ]
             for s in view.criteria
         ]

@@ -388,7 +388,9 @@ async def build(session: AsyncSession, period: Period, rule: Rule) -> dict[str, 
             **_distributions(top, shown=province_open),
         }
     }
-    criteria = _criteria(await _criteria_groups(session, period), agency_units, rule)
+    criteria = _criteria(
+        await _criteria_groups(session, period), agency_units, subtree_units, tree, rule
+    )
     coverage = _coverage(await _coverage_groups(session, period), tree, rule)
     for aid in set(agencies) & (set(subtree_units) | set(coverage)):
         whole = subtree_units.get(aid) or unit(
@@ -450,13 +452,20 @@ def _distributions(unit: _Unit, *, shown: bool) -> dict[str, Any]:
 
 
 def _criteria(
-    rows: Iterable[Any], agency_units: dict[str, _Unit], rule: Rule
+    rows: Iterable[Any],
+    agency_units: dict[str, _Unit],
+    subtree_units: dict[str, _Unit],
+    tree: units.Tree,
+    rule: Rule,
 ) -> dict[str, list[dict[str, Any]]]:
-    """Per agency and criterion: how often it scored 0, overall and among the dissatisfied.
+    """Per unit and criterion: how often it scored 0, overall and among the dissatisfied; and,
+    for a unit with sub-units, the same over its whole subtree (``"subtree": true``).
 
     A criterion's figures need k scored responses; its share among the dissatisfied needs k
     dissatisfied and k others, since the overall share minus it would give the others', and
-    the agency's raters outside the criterion's responses to be 0 or at least k.
+    the unit's raters outside the criterion's responses to be 0 or at least k. A subtree's row
+    is a line of the difference rule over its own row and each sub-unit's (on the scored
+    count), and shows its dissatisfied split only when every part shows its own.
     """
     sums: dict[tuple[str, str], list[int]] = {}
     parsed: dict[str, dict[str, int]] = {}
@@ -475,18 +484,70 @@ def _criteria(
                 acc[2] += n
                 acc[3] += n if dissatisfied else 0
             acc[4] += n if dissatisfied else 0
+    whole_sums: dict[tuple[str, str], list[int]] = {}
+    for (aid, criterion), acc in sums.items():
+        for uid in (aid, *tree.ancestors(aid)):
+            rolled = whole_sums.setdefault((uid, criterion), [0] * 6)
+            for i, value in enumerate(acc):
+                rolled[i] += value
+    # A unit whose sub-units hold no scored responses for the criterion: its row is the subtree's.
+    own_keys = set(sums)
+    subtree_keys = {
+        (uid, c)
+        for (uid, c) in whole_sums
+        if any((child, c) in whole_sums for child in tree.children.get(uid, []))
+    }
+
+    def figure(unit: _Unit | None, n: int) -> Figure:
+        k = unit.figure.k if unit else rule.k_official
+        made = Figure({"scored": n}, k)
+        if unit is None or not unit.figure.shown:
+            made.hide(PARENT_HIDDEN)
+        return made
+
+    own_fig = {key: figure(agency_units.get(key[0]), sums[key][0]) for key in own_keys}
+    sub_fig = {key: figure(subtree_units.get(key[0]), whole_sums[key][0]) for key in subtree_keys}
+
+    def part_of(uid: str, criterion: str) -> Figure | None:
+        return sub_fig.get((uid, criterion)) or own_fig.get((uid, criterion))
+
+    lines = []
+    line_parts: dict[tuple[str, str], list[Figure]] = {}
+    for uid, criterion in subtree_keys:
+        parts = [own_fig[(uid, criterion)]] if (uid, criterion) in own_fig else []
+        for child in tree.children.get(uid, []):
+            found = part_of(child, criterion)
+            if found is not None:
+                parts.append(found)
+        line_parts[(uid, criterion)] = parts
+        lines += _criteria_tree_line(parts, sub_fig[(uid, criterion)], rule.k_group)
+    disclosure.apply([*own_fig.values(), *sub_fig.values()], lines, ("scored",))
+
+    splits: dict[int, bool] = {}
+
+    def split_of(fig: Figure, acc: list[int], unit: _Unit | None) -> bool:
+        n, _, _, _, n_dis, rated = acc
+        others = unit.group.rated - rated if unit else 0
+        k = fig.k
+        return fig.shown and n_dis >= k and n - n_dis >= k and (others == 0 or others >= k)
+
+    for key, fig in own_fig.items():
+        splits[id(fig)] = split_of(fig, sums[key], agency_units.get(key[0]))
+    for key in sorted(subtree_keys, key=lambda k: tree.depth(k[0]), reverse=True):
+        fig = sub_fig[key]
+        splits[id(fig)] = split_of(fig, whole_sums[key], subtree_units.get(key[0])) and all(
+            splits.get(id(p), False) for p in line_parts[key]
+        )
+
     result: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for (aid, criterion), (n, total, zeros, zeros_dis, n_dis, rated) in sorted(sums.items()):
-        agency = agency_units.get(aid)
-        k = agency.figure.k if agency else rule.k_official
-        shown = agency is not None and agency.figure.shown and n >= k
-        # The agency's dissatisfied count minus this one is the dissatisfied among raters the
-        # criterion does not cover (another survey's): they too must be 0 or at least k.
-        others = agency.group.rated - rated if agency else 0
-        split = shown and n_dis >= k and n - n_dis >= k and (others == 0 or others >= k)
+    entries = [(key, own_fig[key], sums[key], False) for key in sorted(own_keys)]
+    entries += [(key, sub_fig[key], whole_sums[key], True) for key in sorted(subtree_keys)]
+    for (aid, criterion), fig, acc, whole in entries:
+        n, total, zeros, zeros_dis, n_dis, _ = acc
+        shown, split = fig.shown, splits[id(fig)]
         result[aid].append(
             {
-                "agency": agency.key if agency else "",
+                "agency": tree.units[aid].code if aid in tree.units else "",
                 "criterion": criterion,
                 "scored": n if shown else None,
                 "mean_points": round(total / n, 2) if shown else None,
@@ -494,9 +555,19 @@ def _criteria(
                 "zero_share_dissatisfied": 100.0 * zeros_dis / n_dis if split else None,
                 "dissatisfied": n_dis if split else None,
                 "suppressed": not shown,
+                **({"subtree": True} if whole else {}),
             }
         )
     return result
+
+
+#: A criterion row whose unit's total is withheld: hidden with it (never published).
+PARENT_HIDDEN = disclosure.PARENT
+
+
+def _criteria_tree_line(parts: list[Figure], total: Figure, k: int) -> list[Line]:
+    """A subtree's criterion row against its own row and its sub-units' (the tree's line)."""
+    return [Line(parts, total, ("scored",), k)]
 
 
 #: The coverage row of a unit's whole subtree (itself and every unit under it, all channels).
@@ -744,6 +815,7 @@ def _criterion(doc: dict[str, Any]) -> CriterionStat:
         zero_share_dissatisfied=doc["zero_share_dissatisfied"],
         dissatisfied=doc["dissatisfied"],
         suppressed=doc["suppressed"],
+        subtree=bool(doc.get("subtree", False)),
     )
 
 

@@ -93,6 +93,22 @@ def subtraction_attack(
             shown = sum(p[count] for p in parts if p is not None and p["suppressed"] is None)
             if 0 < row[count] - shown < k:
                 found.append((f"{code} coverage", count, row[count] - shown))
+    # Criteria: a unit's subtree row minus its own row and its sub-units' rows, on "scored".
+    crit: dict[tuple[str, str, bool], dict[str, Any]] = {
+        (row["agency"], row["criterion"], bool(row.get("subtree"))): row
+        for scope, doc in docs.items()
+        if scope != releases.PROVINCE
+        for row in doc.get("criteria", [])
+    }
+    for (code, criterion, whole), row in crit.items():
+        if not whole or row["suppressed"]:
+            continue
+        parts = [crit.get((code, criterion, False))] if truth.get(code, 0) > 0 else []
+        for child in (u["key"] for u in province["agencies"] if u["parent"] == code):
+            parts.append(crit.get((child, criterion, True)) or crit.get((child, criterion, False)))
+        shown = sum(p["scored"] for p in parts if p is not None and not p["suppressed"])
+        if 0 < row["scored"] - shown < k:
+            found.append((f"{code} criterion {criterion}", "scored", row["scored"] - shown))
     # A published figure is never smaller than k either (the threshold, on every level).
     for unit in by_code.values():
         if unit["suppressed"] is None and 0 < unit["responses"] < k:
@@ -142,6 +158,9 @@ async def test_every_figure_rolls_up_to_every_ancestor(runtime: Runtime) -> None
     coverage = {row["channel"]: row for row in district["coverage"]}
     assert coverage[releases.SUBTREE]["reported"] == 36  # its desk and every ward, rolled up
     assert coverage["*"]["suppressed"] == "complementary"  # phuong-a's 3 cannot be subtracted
+    criteria = {(row["criterion"], bool(row.get("subtree"))): row for row in district["criteria"]}
+    assert criteria[("3", True)]["scored"] == 36 and criteria[("3", True)]["mean_points"] == 2.0
+    assert criteria[("3", False)]["suppressed"]  # the district's own 8, withheld with phuong-a
     # A unit's page reads its subtree only, and a reader cut to a smaller set sees less.
     view = await releases.published(runtime.sessions, THRESHOLDS, ids["quan-1"])
     assert {c.key for c in view.agencies} == {
@@ -164,11 +183,13 @@ async def test_no_level_of_the_tree_lets_a_withheld_unit_be_subtracted(
     with monkeypatch.context() as off:
         off.setattr(releases, "_tree_lines", lambda sub, own, whole: {})
         off.setattr(releases, "_coverage_tree_line", lambda parts, total, counts, k: [])
+        off.setattr(releases, "_criteria_tree_line", lambda parts, total, k: [])
         async with runtime.sessions() as session:
             unprotected = await releases.build(session, OCTOBER, RULE)
     leaks = subtraction_attack(unprotected, OWN, K)
     assert ("quan-1", "responses", 3) in leaks  # phuong-a, recovered exactly
     assert ("quan-1 coverage", "reported", 3) in leaks  # and its 3 reported results
+    assert ("quan-1 criterion 3", "scored", 3) in leaks  # and its 3 scored criteria
     assert await release(runtime) == ["2026-10"]
     docs = await _documents(runtime)
     assert subtraction_attack(docs, OWN, K) == []
@@ -200,6 +221,7 @@ async def test_random_trees_never_leave_a_small_remainder_on_any_level(
     with monkeypatch.context() as off:
         off.setattr(releases, "_tree_lines", lambda sub, own_, whole: {})
         off.setattr(releases, "_coverage_tree_line", lambda parts, total, counts, k: [])
+        off.setattr(releases, "_criteria_tree_line", lambda parts, total, k: [])
         async with runtime.sessions() as session:
             unprotected = await releases.build(session, OCTOBER, RULE)
     assert subtraction_attack(unprotected, own, K) != []
