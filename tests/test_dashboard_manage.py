@@ -4,12 +4,13 @@ a leak nor a 500; every change is audited."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from bot.dashboard import auth
+from bot.dashboard import accounts, auth
 from bot.runtime import Runtime
 from storage import units
 from storage.models import Procedure
@@ -283,8 +284,6 @@ async def test_logins_created_disabled_reset_and_forced_within_the_subtree(
 
 
 async def _logins(runtime: Runtime) -> list[Any]:
-    from bot.dashboard import accounts
-
     return await accounts.listing(runtime.sessions, None)
 
 
@@ -383,3 +382,19 @@ async def test_the_demo_seeds_a_small_province_its_three_roles_can_use(
     assert {"quan-1-demo", "ubnd-demo", "ubnd-demo-2", "phuong-moi"} <= options
     assert not options & {"tp-demo", "so-tu-phap-demo", "so-y-te-demo"}
     assert (await viewer.get("/admin/?agency=so-tu-phap-demo"))[0] == 403
+
+
+async def test_two_admins_creating_one_username_at_once_make_one_login(runtime: Runtime) -> None:
+    await _province(runtime)
+    tree = await units.load_tree(runtime.sessions)
+    ward = tree.by_code("phuong-a")
+    assert ward is not None
+    racers = [
+        accounts.create(runtime.sessions, "trung-ten", PASSWORD, "viewer", ward.id)
+        for _ in range(3)
+    ]
+    results = await asyncio.gather(*racers, return_exceptions=True)
+    made = [r for r in results if isinstance(r, accounts.Login)]
+    refused = [r for r in results if isinstance(r, auth.AuthError)]
+    assert len(made) == 1 and len(refused) == 2, results
+    assert [login.username for login in await _logins(runtime)].count("trung-ten") == 1

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.dashboard.auth import HASHER, ROLES, AuthError
@@ -94,7 +95,10 @@ async def create(
             must_change_password=True,
         )
         session.add(user)
-        await session.commit()
+        try:
+            await session.commit()
+        except IntegrityError:  # the same name created at the same moment: the unique key won
+            raise AuthError("this username is taken") from None
         code = (
             None
             if agency_id is None
