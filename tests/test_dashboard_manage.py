@@ -106,6 +106,14 @@ async def test_a_province_admin_builds_the_tree_and_a_district_manager_only_its_
     tree = await units.load_tree(runtime.sessions)
     ward = tree.by_code("phuong-c")
     assert ward is not None and ward.parent_id == ids["quan-1"] and ward.name == "Phường C"
+    # Without the session's CSRF token nothing changes.
+    forged = admin.csrf
+    admin.csrf = "khong-dung"
+    assert (await admin.post("/admin/units/create", parent="quan-1", code="gia", name="G"))[
+        0
+    ] == 403
+    admin.csrf = forged
+    assert (await units.load_tree(runtime.sessions)).by_code("gia") is None
     status, page = await admin.get("/admin/units")
     assert 'data-unit="phuong-c" data-depth="2"' in page
     # Bad input: a 400 page naming what is wrong, in Vietnamese; never a 500.
