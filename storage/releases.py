@@ -284,12 +284,14 @@ async def build(session: AsyncSession, period: Period, rule: Rule) -> dict[str, 
     per_official: dict[tuple[str, str | None], _Group] = defaultdict(_Group)
     per_procedure: dict[tuple[str, str | None], _Group] = defaultdict(_Group)
     per_pair: dict[tuple[str, str | None, str | None], _Group] = defaultdict(_Group)
+    #: Each unit and its ancestors, walked once per unit rather than once per grouped row.
+    chains = {aid: (aid, *tree.ancestors(aid)) for aid in tree.units}
     for row in await _response_groups(session, period):
         aid = row.agency_id
         for group in (
             province,
             per_agency[aid],
-            *(per_subtree[u] for u in (aid, *tree.ancestors(aid))),
+            *(per_subtree[u] for u in chains.get(aid, (aid,))),
             per_official[(aid, row.official_id)],
             per_procedure[(aid, row.procedure_id)],
             per_pair[(aid, row.official_id, row.procedure_id)],
