@@ -412,8 +412,12 @@ async def build(session: AsyncSession, period: Period, rule: Rule) -> dict[str, 
             "officials": [u.document() for u in children[aid]["officials"]],
             "procedures": [u.document() for u in children[aid]["procedures"]],
             **_distributions(whole, shown=aid in subtree_units and levels_open(whole)),
-            "criteria": criteria.get(aid, []),
-            "coverage": coverage.get(aid, []),
+            # The unit's own rows keep their keys (readers that sum them stay right); the
+            # subtree's rows, for a unit with sub-units, sit apart.
+            "criteria": [c for c in criteria.get(aid, []) if not c.get("subtree")],
+            "coverage": [r for r in coverage.get(aid, []) if r["channel"] != SUBTREE],
+            "criteria_subtree": [c for c in criteria.get(aid, []) if c.get("subtree")],
+            "coverage_subtree": [r for r in coverage.get(aid, []) if r["channel"] == SUBTREE],
         }
     return documents
 
@@ -872,8 +876,15 @@ async def published(
         procedures=_ranked(parts, "procedures", thresholds, thresholds.k_group),
         levels=_int_keys(own_doc.get("levels")),
         classes=own_doc.get("classes"),
-        criteria=[_criterion(c) for d in parts for c in d.get("criteria", [])],
-        coverage=[r for d in parts for r in d.get("coverage", [])],
+        criteria=[
+            _criterion(c)
+            for d in parts
+            for key in ("criteria", "criteria_subtree")
+            for c in d.get(key, [])
+        ],
+        coverage=[
+            r for d in parts for key in ("coverage", "coverage_subtree") for r in d.get(key, [])
+        ],
         trend=trend,
         history=releases,
     )

@@ -321,6 +321,12 @@ async def test_a_district_viewer_sees_its_subtree_only_whatever_the_url_or_expor
     assert ranks == [("phuong-b", "1"), ("phuong-a", "2")]  # 14 ratings above 12, all satisfied
     assert "phuong-x" not in ranking and "so-yte" not in ranking and "Đơn vị tinh" not in ranking
     assert (await viewer.get("/admin/officials?agency=phuong-a"))[0] == 200
+    # Coverage and criteria rolled up: the district's subtree row (6 + 12 + 14 reported).
+    status, coverage = await viewer.get("/admin/coverage")
+    row = re.search(r'data-coverage="quan-1:subtree".*?data-k="reported">([^<]*)<', coverage, re.S)
+    assert status == 200 and row and row.group(1) == "32"
+    status, criteria = await viewer.get("/admin/criteria")
+    assert 'data-criterion="quan-1:3:subtree"' in criteria and "phuong-x" not in criteria
     for path in (
         "/admin/?agency=quan-2", "/admin/ranking?agency=phuong-x", "/admin/coverage?agency=tinh",
         "/admin/?agency=khong-co", "/admin/units", "/admin/keys", "/admin/logins",

@@ -81,7 +81,8 @@ def subtraction_attack(
         (row["agency"], row["channel"]): row
         for scope, doc in docs.items()
         if scope != releases.PROVINCE
-        for row in doc.get("coverage", [])
+        for key in ("coverage", "coverage_subtree")
+        for row in doc.get(key, [])
     }
     for (code, channel), row in rows.items():
         if channel != releases.SUBTREE or row["suppressed"] is not None:
@@ -98,7 +99,8 @@ def subtraction_attack(
         (row["agency"], row["criterion"], bool(row.get("subtree"))): row
         for scope, doc in docs.items()
         if scope != releases.PROVINCE
-        for row in doc.get("criteria", [])
+        for key in ("criteria", "criteria_subtree")
+        for row in doc.get(key, [])
     }
     for (code, criterion, whole), row in crit.items():
         if not whole or row["suppressed"]:
@@ -155,10 +157,15 @@ async def test_every_figure_rolls_up_to_every_ancestor(runtime: Runtime) -> None
         "quan-1", "phuong-a", "phuong-b", "phuong-c", "mot-cua-c",
     ]  # fmt: skip
     assert district["own"]["key"] == "quan-1"
-    coverage = {row["channel"]: row for row in district["coverage"]}
+    coverage = {r["channel"]: r for r in district["coverage"] + district["coverage_subtree"]}
+    assert {r["channel"] for r in district["coverage"]} == {"*", "telegram"}  # its own rows
     assert coverage[releases.SUBTREE]["reported"] == 36  # its desk and every ward, rolled up
     assert coverage["*"]["suppressed"] == "complementary"  # phuong-a's 3 cannot be subtracted
-    criteria = {(row["criterion"], bool(row.get("subtree"))): row for row in district["criteria"]}
+    criteria = {
+        (row["criterion"], bool(row.get("subtree"))): row
+        for row in district["criteria"] + district["criteria_subtree"]
+    }
+    assert not any(row.get("subtree") for row in district["criteria"])
     assert criteria[("3", True)]["scored"] == 36 and criteria[("3", True)]["mean_points"] == 2.0
     assert criteria[("3", False)]["suppressed"]  # the district's own 8, withheld with phuong-a
     # A unit's page reads its subtree only, and a reader cut to a smaller set sees less.
