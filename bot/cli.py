@@ -38,7 +38,7 @@ from bot.runtime import Runtime
 from bot.service import ServiceError
 from bot.supervisor import Supervisor
 from settings import Settings, SettingsError, load_settings
-from storage import export, releases, report_pdf, report_store, reports
+from storage import export, releases, report_pdf, report_store, reports, units
 from storage.migrate import upgrade
 from storage.models import (
     Agency,
@@ -180,7 +180,8 @@ def serve(telegram_polling: bool, workers: int, reuse_port: bool) -> None:
 @main.command()
 @click.option("--port", type=int, default=None, help="Port to serve on (default 8080).")
 def demo(port: int | None) -> None:
-    """Seed a demo agency with officials, procedures and history, then serve."""
+    """Seed a small demo province (a tree of units with officials, procedures and history, and
+    its logins), then serve."""
     overrides: dict[str, Any] = {"port": port} if port else {}
     # Someone trying the demo at night, or twice from one chat, should see a survey at once:
     # quiet hours and the invitation cap are off unless set explicitly.
@@ -217,8 +218,11 @@ Export (admin, released periods only): surveybot export -o rows.zip   (aggregate
 
 Public results       : {base}/public   (closed quarters and years; open data as CSV and JSON)
 Admin dashboard      : {base}/admin/   (figures of closed periods only; released: {", ".join(r.label for r in shown) or "none yet"})
-  admin (all agencies)     : {logins[0][0]} / {logins[0][1]}
-  agency viewer (ubnd-demo): {logins[1][0]} / {logins[1][1]}
+  province admin (the whole tree)          : {logins[0][0]} / {logins[0][1]}
+  district manager (quan-1-demo and wards) : {logins[1][0]} / {logins[1][1]}
+  district viewer (quan-1-demo and wards)  : {logins[2][0]} / {logins[2][1]}
+  ward viewer (ubnd-demo)                  : {logins[3][0]} / {logins[3][1]}
+  Units, API keys and logins: {base}/admin/units, /admin/keys, /admin/logins
   quarterly / yearly reports (XLSX, PDF): {base}/admin/reports
 """,
             nl=True,
@@ -266,25 +270,58 @@ DEMO_SECOND_OFFICIALS = [
     ("SG02", "Võ Thị Mai"),
     ("SG03", "Đỗ Minh Khoa"),
 ]
+#: The demo province as a tree (code, name, kind, parent): the city's People's Committee
+#: office, a department, and a district whose wards are the two demo agencies.
+DEMO_TREE = [
+    ("tp-demo", "UBND Thành phố Hồ Chí Minh (demo)", "province", None),
+    ("so-tu-phap-demo", "Sở Tư pháp (demo)", "department", "tp-demo"),
+    ("so-y-te-demo", "Sở Y tế (demo)", "department", "tp-demo"),
+    ("quan-1-demo", "UBND Quận 1 (demo)", "district", "tp-demo"),
+    ("ubnd-demo", "UBND phường Bến Thành (demo)", "commune", "quan-1-demo"),
+    (DEMO_SECOND_AGENCY[0], DEMO_SECOND_AGENCY[1], "commune", "quan-1-demo"),
+]
+DEMO_DEPARTMENT_OFFICIALS = [
+    ("TP01", "Hoàng Văn Nam"),
+    ("TP02", "Bùi Thị Hoa"),
+    ("TP03", "Ngô Đức Anh"),
+]
 
 
 async def seed_demo_logins(runtime: Runtime) -> list[tuple[str, str]]:
-    """A second demo agency (so the ranking compares two), then an admin login and a viewer
-    login for ``ubnd-demo``, with fresh passwords on every run (printed once in the banner)."""
+    """The demo province's tree (the two demo wards under a district, beside two departments),
+    the second ward's and the justice department's history (so rankings compare), then the
+    logins with fresh passwords on every run (printed once in the banner): a province admin,
+    the district's manager and viewer, and the first ward's viewer."""
     async with runtime.sessions() as session:
-        code, name = DEMO_SECOND_AGENCY
-        second = (
-            await session.execute(select(Agency).where(Agency.code == code))
-        ).scalar_one_or_none()
-        if second is None:
-            second = Agency(id=new_id(), code=code, name=name)
-            session.add(second)
-            for official_code, official_name in DEMO_SECOND_OFFICIALS:
-                session.add(Official(agency_id=second.id, code=official_code, name=official_name))
-            await session.flush()
-            await _seed_history(runtime, session, second, 80)
+        by_code = {a.code: a for a in (await session.execute(select(Agency))).scalars()}
+        fresh: list[tuple[Agency, int]] = []
+        for code, name, kind, parent in DEMO_TREE:
+            unit = by_code.get(code)
+            if unit is None:
+                unit = by_code[code] = Agency(id=new_id(), code=code, name=name, kind=kind)
+                session.add(unit)
+                officials = {
+                    DEMO_SECOND_AGENCY[0]: (DEMO_SECOND_OFFICIALS, 80),
+                    "so-tu-phap-demo": (DEMO_DEPARTMENT_OFFICIALS, 40),
+                }.get(code)
+                if officials:
+                    for official_code, official_name in officials[0]:
+                        session.add(
+                            Official(agency_id=unit.id, code=official_code, name=official_name)
+                        )
+                    fresh.append((unit, officials[1]))
+            unit.kind = kind
+            unit.parent_id = by_code[parent].id if parent else None
+            await session.flush()  # parents first: the table's own key points at them
+        for unit, count in fresh:
+            await _seed_history(runtime, session, unit, count)
         await session.commit()
-    logins = [("admin", "admin", None), ("xem-ubnd-demo", "viewer", "ubnd-demo")]
+    logins = [
+        ("admin", "admin", None),
+        ("ql-quan-1", "manager", "quan-1-demo"),
+        ("xem-quan-1", "viewer", "quan-1-demo"),
+        ("xem-ubnd-demo", "viewer", "ubnd-demo"),
+    ]
     out = []
     for username, role, agency_code in logins:
         password = secrets.token_urlsafe(9)
@@ -368,20 +405,33 @@ def agency() -> None:
 @click.argument("code")
 @click.argument("name")
 @click.option("--survey", default=None, help="Default survey for this agency's dossiers.")
-def agency_add(code: str, name: str, survey: str | None) -> None:
+@click.option("--parent", default=None, help="The unit it sits under (its code); none: a root.")
+@click.option("--kind", type=click.Choice(list(units.KINDS)), default="commune")
+def agency_add(code: str, name: str, survey: str | None, parent: str | None, kind: str) -> None:
     settings = _settings()
 
     async def action(runtime: Runtime) -> None:
         if survey and survey not in runtime.catalog:
             raise click.ClickException(f"no survey named {survey!r}")
-        async with runtime.sessions() as session:
-            if (
-                await session.execute(select(Agency).where(Agency.code == code))
-            ).scalar_one_or_none():
-                raise click.ClickException(f"agency {code!r} already exists")
-            session.add(Agency(code=code, name=name, default_survey=survey))
-            await session.commit()
-        await runtime.audit.record("cli", "agency.add", {"agency": code})
+        tree = await units.load_tree(runtime.sessions)
+        parent_unit = tree.by_code(parent) if parent else None
+        if parent and parent_unit is None:
+            raise click.ClickException(f"no unit {parent!r}")
+        try:
+            made = await units.create_unit(
+                runtime.sessions, code, name, kind, parent_unit.id if parent_unit else None
+            )
+        except units.UnitError as exc:
+            raise click.ClickException(str(exc)) from None
+        if survey:
+            async with runtime.sessions() as session:
+                agency = await session.get(Agency, made.id)
+                assert agency is not None
+                agency.default_survey = survey
+                await session.commit()
+        await runtime.audit.record(
+            "cli", "agency.add", {"agency": made.code, "parent": parent, "kind": kind}
+        )
 
     _run(lambda: _with_runtime(settings, action))
     click.echo(f"agency {code} added")
@@ -758,7 +808,9 @@ def admin_group() -> None:
 @admin_group.command("create")
 @click.argument("username")
 @click.option("--role", type=click.Choice(list(dashboard_auth.ROLES)), default="admin")
-@click.option("--agency", "agency_code", default=None, help="The agency a viewer may see.")
+@click.option(
+    "--agency", "agency_code", default=None, help="The unit whose subtree a manager or viewer has."
+)
 @click.password_option(envvar="SURVEYBOT_ADMIN_PASSWORD")
 def admin_create(username: str, role: str, agency_code: str | None, password: str) -> None:
     """Create a login, or reset its password and role."""

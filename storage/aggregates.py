@@ -46,6 +46,7 @@ CRITERION_COLUMNS = [
     "zero_pct_dissatisfied",
     "dissatisfied",
     "status",
+    "scope",
 ]
 
 
@@ -60,6 +61,8 @@ class AggregateSpec:
     release: str | None = None
     #: Restrict to one agency (an agency viewer's exports always are).
     agency_id: str | None = None
+    #: The units the reader may see (None: all); a unit's scope is its subtree cut to these.
+    within: frozenset[str] | set[str] | None = None
 
     def __post_init__(self) -> None:
         if self.level not in LEVELS:
@@ -78,7 +81,9 @@ async def aggregate_table(
             )
     if spec.level == "period":
         return UNIT_COLUMNS, await _period_rows(sessions, spec, thresholds)
-    view = await releases.published(sessions, thresholds, spec.agency_id, spec.release)
+    view = await releases.published(
+        sessions, thresholds, spec.agency_id, spec.release, within=spec.within
+    )
     label = view.release.label if view.release else ""
     if spec.level == "criterion":
         rows = [
@@ -92,12 +97,15 @@ async def aggregate_table(
                 _pct(s.zero_share_dissatisfied),
                 _blank(s.dissatisfied),
                 NOT_ENOUGH if s.suppressed else "",
+                # "subtree": the unit and every unit under it; "unit": the unit alone.
+                "subtree" if s.subtree else "unit",
             ]
             for s in view.criteria
         ]
         return CRITERION_COLUMNS, rows
     if spec.level == "agency":
-        cells = view.agencies if spec.agency_id is None else [view.total]
+        # A unit's scope: itself and the units under it, each its subtree's total.
+        cells = view.agencies
     elif spec.level == "official":
         cells = view.officials
     else:
@@ -110,7 +118,14 @@ async def _period_rows(
 ) -> list[list[Any]]:
     """Each release's total per agency in scope: the series of closed, non-overlapping periods."""
     infos = await releases.list_releases(sessions)
-    scopes = None if spec.agency_id is None else [spec.agency_id]
+    scopes: list[str] | None = None
+    if spec.agency_id is not None:
+        # The unit's subtree as each release froze it, cut to what the reader may see now.
+        own = await releases.documents(sessions, [r.id for r in infos], [spec.agency_id])
+        subtree = {u for doc in own.values() for u in doc.get("subtree", [spec.agency_id])}
+        if spec.within is not None:
+            subtree &= set(spec.within)
+        scopes = sorted(subtree | {spec.agency_id})
     docs = await releases.documents(sessions, [r.id for r in infos], scopes)
     rows = []
     for info in infos:

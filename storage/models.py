@@ -29,6 +29,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -66,10 +67,17 @@ class Base(DeclarativeBase):
 
 # --- reference data --------------------------------------------------------------------------
 class Agency(Base):
+    """A unit of the province's tree (``storage.units``): the province itself, a department, a
+    district, a commune or ward, a one-stop desk. ``parent_id`` None is a root; every figure of a
+    unit is rolled up to each of its ancestors in the releases."""
+
     __tablename__ = "agency"
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     code: Mapped[str] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(String(255))
+    parent_id: Mapped[str | None] = mapped_column(ForeignKey("agency.id"), index=True)
+    #: One of ``storage.units.KINDS`` (province, department, district, commune, desk).
+    kind: Mapped[str] = mapped_column(String(16), default="commune", server_default="commune")
     default_survey: Mapped[str | None] = mapped_column(String(64))
     #: Points for the agency-level criteria 5, 8, 9 of Circular 01/2018, set by an admin.
     agency_criteria: Mapped[dict[str, Any] | None] = mapped_column(JSON)
@@ -85,6 +93,9 @@ class ApiKey(Base):
     label: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[dt.datetime | None] = mapped_column()
+    #: The hour the key was last used (hour-level: when a report came is the agency's own, but
+    #: no finer trace is needed to tell a live key from a forgotten one).
+    last_used_at: Mapped[dt.datetime | None] = mapped_column()
 
 
 class Official(Base):
@@ -501,7 +512,9 @@ class InboxEvent(Base):
 
 # --- admins (issue 5) --------------------------------------------------------------------------
 class AdminUser(Base):
-    """A dashboard login: role "admin" sees every agency, "viewer" only ``agency_id``.
+    """A dashboard login: role "admin" (province admin) manages and sees every unit; "manager"
+    manages the units, API keys and viewer logins under ``agency_id`` and sees that subtree;
+    "viewer" sees that subtree only (``bot.dashboard.scope``).
 
     Only an argon2 hash of the password is stored.
     """
@@ -513,6 +526,10 @@ class AdminUser(Base):
     role: Mapped[str] = mapped_column(String(16))
     agency_id: Mapped[str | None] = mapped_column(ForeignKey("agency.id", ondelete="CASCADE"))
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: Set by an admin's reset: the next sign-in must choose a new password before any page.
+    must_change_password: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 

@@ -26,6 +26,7 @@ from storage import releases
 from storage.db import Sessions
 from storage.releases import PROVINCE, ReleaseInfo
 from storage.stats import NO_UNIT, Cell, Thresholds, rank
+from storage.units import KINDS
 
 PublicKind = Literal["quarter", "year"]
 STATUSES = ("published", "partial", "withheld")
@@ -54,6 +55,8 @@ class PublicFigure:
     cell: Cell
     published_in: list[str] = field(default_factory=list)
     withheld_in: list[str] = field(default_factory=list)
+    #: The unit's kind (``storage.units.KINDS``): units are ranked among their own kind.
+    kind: str = "commune"
 
     @property
     def status(self) -> str:
@@ -69,9 +72,11 @@ class PublicResults:
     period: PublicPeriod | None
     periods: list[PublicPeriod]
     total: PublicFigure | None
+    #: Every unit's figure (its subtree's total), ranked within its kind, kinds top down.
     units: list[PublicFigure]
     officials: list[PublicFigure]
-    #: How many ranked units fall in each band (Decision 766), best band first.
+    #: How many ranked units with no units under them fall in each band (Decision 766), best
+    #: band first: a district and its wards would otherwise count the same ratings twice.
     band_counts: dict[str, int]
     #: The k values the releases behind the period were cut with (the largest, if they differ).
     k_group: int
@@ -140,7 +145,7 @@ def _summed(
         figure = figures.get(ident)
         if figure is None:
             cell = Cell(doc["key"], doc["label"], doc["parent"], bands=thresholds.bands_766)
-            figure = figures[ident] = PublicFigure(cell)
+            figure = figures[ident] = PublicFigure(cell, kind=str(doc.get("kind") or "commune"))
         _add(figure, doc, label)
     for figure in figures.values():
         # Withheld in every release it appears in: nothing of it is known, so nothing is shown.
@@ -158,6 +163,10 @@ def _ranked(figures: Iterable[PublicFigure], k: int) -> list[PublicFigure]:
         key=lambda f: (STATUSES.index(f.status), f.cell.parent, f.cell.key),
     )
     return ranked + rest
+
+
+def _kind_order(kind: str) -> int:
+    return KINDS.index(kind) if kind in KINDS else len(KINDS)
 
 
 async def public_results(
@@ -208,11 +217,16 @@ async def public_results(
     rules = [r.rule for r in period.releases]
     k_group = max([int(r.get("k_group", thresholds.k_group)) for r in rules])
     k_official = max([int(r.get("k_official", thresholds.k_official)) for r in rules])
-    ranked = _ranked(units.values(), k_group)
+    ranked = [
+        figure
+        for kind in sorted({f.kind for f in units.values()}, key=_kind_order)
+        for figure in _ranked((f for f in units.values() if f.kind == kind), k_group)
+    ]
+    parents = {f.cell.parent for f in ranked}
     band_counts = {name: 0 for name, _ in thresholds.bands_766.thresholds}
     band_counts[thresholds.bands_766.lowest] = 0
     for figure in ranked:
-        if figure.cell.rank is not None:
+        if figure.cell.rank is not None and figure.cell.key not in parents:
             band_counts[figure.cell.band] += 1
     return PublicResults(
         period=period,

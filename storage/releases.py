@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -30,11 +30,10 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import Text
 
 from bot.flows.scoring import DISSATISFIED_MAX_LEVEL
-from storage import disclosure
+from storage import disclosure, units
 from storage.db import Sessions
 from storage.disclosure import Figure, Line, Rule
 from storage.models import (
-    Agency,
     Official,
     Procedure,
     Release,
@@ -267,22 +266,35 @@ async def _names(session: AsyncSession, model: Any) -> dict[str, tuple[str, str]
 
 
 async def build(session: AsyncSession, period: Period, rule: Rule) -> dict[str, dict[str, Any]]:
-    """Every scope's document for ``period``, cut by the disclosure rule."""
-    agencies = await _names(session, Agency)
+    """Every scope's document for ``period``, cut by the disclosure rule.
+
+    Units form a tree (``storage.units``): a unit's ``total`` is its whole subtree (its own
+    responses and every descendant's), so every figure is rolled up to every ancestor. Each
+    unit with sub-units is a line of the difference rule: its total, its own responses
+    (``own``) and each child's subtree total, so no level lets anyone subtract the shown
+    children from a parent to recover a withheld one. The province's line is its roots.
+    """
+    tree = await units.read_tree(session)
+    agencies = {u.id: (u.code, u.name) for u in tree.units.values()}
     officials = await _names(session, Official)
     procedures = await _names(session, Procedure)
     province = _Group()
     per_agency: dict[str, _Group] = defaultdict(_Group)
+    per_subtree: dict[str, _Group] = defaultdict(_Group)
     per_official: dict[tuple[str, str | None], _Group] = defaultdict(_Group)
     per_procedure: dict[tuple[str, str | None], _Group] = defaultdict(_Group)
     per_pair: dict[tuple[str, str | None, str | None], _Group] = defaultdict(_Group)
+    #: Each unit and its ancestors, walked once per unit rather than once per grouped row.
+    chains = {aid: (aid, *tree.ancestors(aid)) for aid in tree.units}
     for row in await _response_groups(session, period):
+        aid = row.agency_id
         for group in (
             province,
-            per_agency[row.agency_id],
-            per_official[(row.agency_id, row.official_id)],
-            per_procedure[(row.agency_id, row.procedure_id)],
-            per_pair[(row.agency_id, row.official_id, row.procedure_id)],
+            per_agency[aid],
+            *(per_subtree[u] for u in chains.get(aid, (aid,))),
+            per_official[(aid, row.official_id)],
+            per_procedure[(aid, row.procedure_id)],
+            per_pair[(aid, row.official_id, row.procedure_id)],
         ):
             group.add(row)
 
@@ -290,9 +302,25 @@ async def build(session: AsyncSession, period: Period, rule: Rule) -> dict[str, 
         k = rule.k_for(group.officials, about_official=about_official)
         return _Unit(key, label, parent, group, Figure(group.counts(), k))
 
+    def parent_code(aid: str) -> str:
+        parent = tree.units[aid].parent_id
+        return agencies[parent][0] if parent in agencies else ""
+
     top = unit("all", "", "", province, False)
+    subtree_units = {
+        aid: unit(agencies[aid][0], agencies[aid][1], parent_code(aid), group, False)
+        for aid, group in per_subtree.items()
+    }
+    #: The sub-units of each unit that hold responses (their subtree totals are its parts).
+    sub: dict[str, list[str]] = {
+        aid: [c for c in tree.children.get(aid, []) if c in subtree_units] for aid in subtree_units
+    }
+    # A unit's own responses: the same figure as its total when it has no sub-unit with
+    # responses, else a part of its own line next to its sub-units.
     agency_units = {
-        aid: unit(agencies[aid][0], agencies[aid][1], "", group, False)
+        aid: subtree_units[aid]
+        if not sub[aid]
+        else unit(agencies[aid][0], agencies[aid][1], agencies[aid][0], group, False)
         for aid, group in per_agency.items()
     }
     children: dict[str, dict[str, list[_Unit]]] = defaultdict(lambda: defaultdict(list))
@@ -306,14 +334,21 @@ async def build(session: AsyncSession, period: Period, rule: Rule) -> dict[str, 
             about = level == "officials" and unit_id is not None
             children[aid][level].append(unit(code, name, agencies[aid][0], group, about))
             ids[aid][level].append(unit_id)
-    lines = [Line([u.figure for u in agency_units.values()], top.figure, UNIT_COUNTS, rule.k_group)]
+    roots = [aid for aid in tree.roots() if aid in subtree_units]
+    lines = [Line([subtree_units[a].figure for a in roots], top.figure, UNIT_COUNTS, rule.k_group)]
+    line_parts = _tree_lines(sub, agency_units, subtree_units)
+    lines += [
+        Line([u.figure for u in parts], subtree_units[aid].figure, UNIT_COUNTS, rule.k_group)
+        for aid, parts in line_parts.items()
+    ]
     for aid, levels in children.items():
-        for units in levels.values():
+        for members in levels.values():
             # A remainder of several officials mixes their raters: the group's k holds it (a
             # lone official's remainder is held to the official's k by the rule itself).
-            parts = [u.figure for u in units]
-            lines.append(Line(parts, agency_units[aid].figure, UNIT_COUNTS, rule.k_group))
-    figures = [top.figure, *(u.figure for u in agency_units.values())]
+            member_figures = [u.figure for u in members]
+            lines.append(Line(member_figures, agency_units[aid].figure, UNIT_COUNTS, rule.k_group))
+    figures = [top.figure, *(u.figure for u in subtree_units.values())]
+    figures += [u.figure for aid, u in agency_units.items() if u is not subtree_units[aid]]
     figures += [u.figure for levels in children.values() for us in levels.values() for u in us]
     pairs: dict[str, dict[tuple[str | None, str | None], _Group]] = defaultdict(dict)
     for (aid, oid, pid), group in per_pair.items():
@@ -328,29 +363,81 @@ async def build(session: AsyncSession, period: Period, rule: Rule) -> dict[str, 
         if not changed:
             break
 
-    every_agency_shown = all(u.figure.shown for u in agency_units.values())
+    # Levels and classes of a total are shown only when those of each of its parts are:
+    # otherwise the total's minus the shown parts' would give a withheld part's.
+    open_levels: dict[int, bool] = {}
+
+    def levels_open(u: _Unit) -> bool:
+        if id(u) not in open_levels:
+            open_levels[id(u)] = _levels_may_show(u)
+        return open_levels[id(u)]
+
+    for aid in sorted(subtree_units, key=tree.depth, reverse=True):
+        whole = subtree_units[aid]
+        if aid in line_parts:
+            open_levels[id(whole)] = _levels_may_show(whole) and all(
+                levels_open(p) for p in line_parts[aid]
+            )
+    province_open = top.figure.shown and all(levels_open(subtree_units[a]) for a in roots)
     documents: dict[str, dict[str, Any]] = {
         PROVINCE: {
             "total": top.document(),
-            "agencies": [u.document() for u in agency_units.values()],
-            **_distributions(top, shown=top.figure.shown and every_agency_shown),
+            "agencies": [
+                subtree_units[u.id].document() | {"kind": u.kind}
+                for u, _ in tree.walk()
+                if u.id in subtree_units
+            ],
+            **_distributions(top, shown=province_open),
         }
     }
-    criteria = _criteria(await _criteria_groups(session, period), agency_units, rule)
-    coverage = _coverage(await _coverage_groups(session, period), agencies, rule)
-    for aid in set(agencies) & (set(agency_units) | set(coverage)):
-        agency_unit = agency_units.get(aid) or unit(
-            agencies[aid][0], agencies[aid][1], "", _Group(), False
+    criteria = _criteria(
+        await _criteria_groups(session, period), agency_units, subtree_units, tree, rule
+    )
+    coverage = _coverage(await _coverage_groups(session, period), tree, rule)
+    for aid in set(agencies) & (set(subtree_units) | set(coverage)):
+        whole = subtree_units.get(aid) or unit(
+            agencies[aid][0], agencies[aid][1], parent_code(aid), _Group(), False
         )
+        own = agency_units.get(aid)
+        within = [u for u in tree.subtree(aid) if u in subtree_units or u in coverage]
         documents[aid] = {
-            "total": agency_unit.document(),
+            "total": whole.document(),
+            "own": own.document() if own is not None and own is not whole else None,
+            "subtree": within,
+            "units": [
+                subtree_units[u].document() | {"kind": tree.units[u].kind}
+                for u in within
+                if u in subtree_units
+            ],
             "officials": [u.document() for u in children[aid]["officials"]],
             "procedures": [u.document() for u in children[aid]["procedures"]],
-            **_distributions(agency_unit, shown=agency_unit.figure.shown),
-            "criteria": criteria.get(aid, []),
-            "coverage": coverage.get(aid, []),
+            **_distributions(whole, shown=aid in subtree_units and levels_open(whole)),
+            # The unit's own rows keep their keys (readers that sum them stay right); the
+            # subtree's rows, for a unit with sub-units, sit apart.
+            "criteria": [c for c in criteria.get(aid, []) if not c.get("subtree")],
+            "coverage": [r for r in coverage.get(aid, []) if r["channel"] != SUBTREE],
+            "criteria_subtree": [c for c in criteria.get(aid, []) if c.get("subtree")],
+            "coverage_subtree": [r for r in coverage.get(aid, []) if r["channel"] == SUBTREE],
         }
     return documents
+
+
+def _tree_lines(
+    sub: dict[str, list[str]], own: dict[str, _Unit], whole: dict[str, _Unit]
+) -> dict[str, list[_Unit]]:
+    """The parts of each unit's line: its own responses (when it has any) and each sub-unit's
+    subtree total, the figures a reader can subtract from the unit's total."""
+    line_parts: dict[str, list[_Unit]] = {}
+    for aid, below in sub.items():
+        if below:
+            line_parts[aid] = ([own[aid]] if aid in own else []) + [whole[c] for c in below]
+    return line_parts
+
+
+def _levels_may_show(unit: _Unit) -> bool:
+    """A group's own condition for its levels: shown, and each survey's raters 0 or ≥ k."""
+    by_survey = unit.group.rated_by_survey.values()
+    return unit.figure.shown and not any(0 < n < unit.figure.k for n in by_survey)
 
 
 def _distributions(unit: _Unit, *, shown: bool) -> dict[str, Any]:
@@ -362,8 +449,7 @@ def _distributions(unit: _Unit, *, shown: bool) -> dict[str, Any]:
     so a level could be the few ZNS raters alone). The province's are shown only when every
     agency is: otherwise the province's minus the agencies' would give a withheld agency's.
     """
-    by_survey = unit.group.rated_by_survey.values()
-    if not shown or any(0 < n < unit.figure.k for n in by_survey):
+    if not shown or not _levels_may_show(unit):
         return {"levels": None, "classes": None}
     return {
         "levels": {str(level): unit.group.levels.get(level, 0) for level in LEVELS},
@@ -372,13 +458,20 @@ def _distributions(unit: _Unit, *, shown: bool) -> dict[str, Any]:
 
 
 def _criteria(
-    rows: Iterable[Any], agency_units: dict[str, _Unit], rule: Rule
+    rows: Iterable[Any],
+    agency_units: dict[str, _Unit],
+    subtree_units: dict[str, _Unit],
+    tree: units.Tree,
+    rule: Rule,
 ) -> dict[str, list[dict[str, Any]]]:
-    """Per agency and criterion: how often it scored 0, overall and among the dissatisfied.
+    """Per unit and criterion: how often it scored 0, overall and among the dissatisfied; and,
+    for a unit with sub-units, the same over its whole subtree (``"subtree": true``).
 
     A criterion's figures need k scored responses; its share among the dissatisfied needs k
     dissatisfied and k others, since the overall share minus it would give the others', and
-    the agency's raters outside the criterion's responses to be 0 or at least k.
+    the unit's raters outside the criterion's responses to be 0 or at least k. A subtree's row
+    is a line of the difference rule over its own row and each sub-unit's (on the scored
+    count), and shows its dissatisfied split only when every part shows its own.
     """
     sums: dict[tuple[str, str], list[int]] = {}
     parsed: dict[str, dict[str, int]] = {}
@@ -397,18 +490,70 @@ def _criteria(
                 acc[2] += n
                 acc[3] += n if dissatisfied else 0
             acc[4] += n if dissatisfied else 0
+    whole_sums: dict[tuple[str, str], list[int]] = {}
+    for (aid, criterion), acc in sums.items():
+        for uid in (aid, *tree.ancestors(aid)):
+            rolled = whole_sums.setdefault((uid, criterion), [0] * 6)
+            for i, value in enumerate(acc):
+                rolled[i] += value
+    # A unit whose sub-units hold no scored responses for the criterion: its row is the subtree's.
+    own_keys = set(sums)
+    subtree_keys = {
+        (uid, c)
+        for (uid, c) in whole_sums
+        if any((child, c) in whole_sums for child in tree.children.get(uid, []))
+    }
+
+    def figure(unit: _Unit | None, n: int) -> Figure:
+        k = unit.figure.k if unit else rule.k_official
+        made = Figure({"scored": n}, k)
+        if unit is None or not unit.figure.shown:
+            made.hide(PARENT_HIDDEN)
+        return made
+
+    own_fig = {key: figure(agency_units.get(key[0]), sums[key][0]) for key in own_keys}
+    sub_fig = {key: figure(subtree_units.get(key[0]), whole_sums[key][0]) for key in subtree_keys}
+
+    def part_of(uid: str, criterion: str) -> Figure | None:
+        return sub_fig.get((uid, criterion)) or own_fig.get((uid, criterion))
+
+    lines = []
+    line_parts: dict[tuple[str, str], list[Figure]] = {}
+    for uid, criterion in subtree_keys:
+        parts = [own_fig[(uid, criterion)]] if (uid, criterion) in own_fig else []
+        for child in tree.children.get(uid, []):
+            found = part_of(child, criterion)
+            if found is not None:
+                parts.append(found)
+        line_parts[(uid, criterion)] = parts
+        lines += _criteria_tree_line(parts, sub_fig[(uid, criterion)], rule.k_group)
+    disclosure.apply([*own_fig.values(), *sub_fig.values()], lines, ("scored",))
+
+    splits: dict[int, bool] = {}
+
+    def split_of(fig: Figure, acc: list[int], unit: _Unit | None) -> bool:
+        n, _, _, _, n_dis, rated = acc
+        others = unit.group.rated - rated if unit else 0
+        k = fig.k
+        return fig.shown and n_dis >= k and n - n_dis >= k and (others == 0 or others >= k)
+
+    for key, fig in own_fig.items():
+        splits[id(fig)] = split_of(fig, sums[key], agency_units.get(key[0]))
+    for key in sorted(subtree_keys, key=lambda k: tree.depth(k[0]), reverse=True):
+        fig = sub_fig[key]
+        splits[id(fig)] = split_of(fig, whole_sums[key], subtree_units.get(key[0])) and all(
+            splits.get(id(p), False) for p in line_parts[key]
+        )
+
     result: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for (aid, criterion), (n, total, zeros, zeros_dis, n_dis, rated) in sorted(sums.items()):
-        agency = agency_units.get(aid)
-        k = agency.figure.k if agency else rule.k_official
-        shown = agency is not None and agency.figure.shown and n >= k
-        # The agency's dissatisfied count minus this one is the dissatisfied among raters the
-        # criterion does not cover (another survey's): they too must be 0 or at least k.
-        others = agency.group.rated - rated if agency else 0
-        split = shown and n_dis >= k and n - n_dis >= k and (others == 0 or others >= k)
+    entries = [(key, own_fig[key], sums[key], False) for key in sorted(own_keys)]
+    entries += [(key, sub_fig[key], whole_sums[key], True) for key in sorted(subtree_keys)]
+    for (aid, criterion), fig, acc, whole in entries:
+        n, total, zeros, zeros_dis, n_dis, _ = acc
+        shown, split = fig.shown, splits[id(fig)]
         result[aid].append(
             {
-                "agency": agency.key if agency else "",
+                "agency": tree.units[aid].code if aid in tree.units else "",
                 "criterion": criterion,
                 "scored": n if shown else None,
                 "mean_points": round(total / n, 2) if shown else None,
@@ -416,22 +561,38 @@ def _criteria(
                 "zero_share_dissatisfied": 100.0 * zeros_dis / n_dis if split else None,
                 "dissatisfied": n_dis if split else None,
                 "suppressed": not shown,
+                **({"subtree": True} if whole else {}),
             }
         )
     return result
 
 
-def _coverage(
-    rows: Iterable[Any], agencies: dict[str, tuple[str, str]], rule: Rule
-) -> dict[str, list[dict[str, Any]]]:
-    """Who was asked against who answered, per agency and channel, cut by the same rule.
+#: A criterion row whose unit's total is withheld: hidden with it (never published).
+PARENT_HIDDEN = disclosure.PARENT
+
+
+def _criteria_tree_line(parts: list[Figure], total: Figure, k: int) -> list[Line]:
+    """A subtree's criterion row against its own row and its sub-units' (the tree's line)."""
+    return [Line(parts, total, ("scored",), k)]
+
+
+#: The coverage row of a unit's whole subtree (itself and every unit under it, all channels).
+SUBTREE = "subtree"
+COVERAGE_COUNTS = ("reported", "sent", "delivered", "answered", "capped")
+
+
+def _coverage(rows: Iterable[Any], tree: units.Tree, rule: Rule) -> dict[str, list[dict[str, Any]]]:
+    """Who was asked against who answered, per unit and channel, cut by the same rule, and
+    rolled up: a unit with sub-units also gets its subtree's row (``SUBTREE``), a line of the
+    difference rule over its own all-channel row and each sub-unit's subtree row, so no level
+    lets a reader subtract the shown sub-units to recover a withheld one.
 
     ``capped`` (results that started no survey because the citizen had been invited within
     the invitation cap's window) is shown exactly when its row is, like sent and delivered:
     it is a part of ``reported`` that the agency was told of result by result anyway."""
     per: dict[str, dict[str, Coverage]] = defaultdict(dict)
     for row in rows:
-        code = agencies[row.agency_id][0]
+        code = tree.units[row.agency_id].code if row.agency_id in tree.units else ""
         for channel in ("*", row.channel or ""):
             item = per[row.agency_id].setdefault(channel, Coverage(code, channel))
             item.reported += int(row.reported)
@@ -440,29 +601,63 @@ def _coverage(
             item.answered += int(row.answered or 0)
             item.capped += int(row.capped or 0)
     counts = ("reported", "answered")
+    figures = {
+        (aid, ch): Figure({"reported": c.reported, "answered": c.answered}, rule.k_group)
+        for aid, items in per.items()
+        for ch, c in items.items()
+    }
+    lines = [
+        Line([f for ch, f in _channels(figures, aid)], figures[(aid, "*")], counts, rule.k_group)
+        for aid in per
+    ]
+    # Subtree rows, bottom up: a unit without sub-units holding coverage is its own row.
+    whole: dict[str, tuple[Coverage, Figure]] = {}
+    for aid in sorted(tree.units, key=tree.depth, reverse=True):
+        below = [c for c in tree.children.get(aid, []) if c in whole]
+        if not below:
+            if aid in per:
+                whole[aid] = (per[aid]["*"], figures[(aid, "*")])
+            continue
+        total = Coverage(tree.units[aid].code, SUBTREE)
+        parts = ([(per[aid]["*"], figures[(aid, "*")])] if aid in per else []) + [
+            whole[c] for c in below
+        ]
+        for part, _ in parts:
+            for name in COVERAGE_COUNTS:
+                setattr(total, name, getattr(total, name) + getattr(part, name))
+        figure = Figure({"reported": total.reported, "answered": total.answered}, rule.k_group)
+        figures[(aid, SUBTREE)] = figure
+        per[aid][SUBTREE] = total
+        whole[aid] = (total, figure)
+        lines += _coverage_tree_line([f for _, f in parts], figure, counts, rule.k_group)
+    disclosure.apply(figures.values(), lines, counts)
     result: dict[str, list[dict[str, Any]]] = {}
+    order = {"*": 0, SUBTREE: 1}
     for aid, items in per.items():
-        figures = {
-            ch: Figure({"reported": c.reported, "answered": c.answered}, rule.k_group)
-            for ch, c in items.items()
-        }
-        parts = [f for ch, f in figures.items() if ch != "*"]
-        disclosure.apply(
-            figures.values(), [Line(parts, figures["*"], counts, rule.k_group)], counts
-        )
         result[aid] = [
             {
                 "agency": c.agency,
                 "channel": ch,
                 **{
-                    name: getattr(c, name) if figures[ch].shown else None
-                    for name in ("reported", "sent", "delivered", "answered", "capped")
+                    name: getattr(c, name) if figures[(aid, ch)].shown else None
+                    for name in COVERAGE_COUNTS
                 },
-                "suppressed": figures[ch].suppressed,
+                "suppressed": figures[(aid, ch)].suppressed,
             }
-            for ch, c in sorted(items.items(), key=lambda kv: (kv[0] != "*", kv[0]))
+            for ch, c in sorted(items.items(), key=lambda kv: (order.get(kv[0], 2), kv[0]))
         ]
     return result
+
+
+def _coverage_tree_line(
+    parts: list[Figure], total: Figure, counts: tuple[str, ...], k: int
+) -> list[Line]:
+    """A subtree's coverage row against its own row and its sub-units' (the tree's line)."""
+    return [Line(parts, total, counts, k)]
+
+
+def _channels(figures: dict[tuple[str, str], Figure], aid: str) -> list[tuple[str, Figure]]:
+    return [(ch, f) for (a, ch), f in figures.items() if a == aid and ch not in ("*", SUBTREE)]
 
 
 # ------------------------------------------------------------------------------ publishing
@@ -626,6 +821,7 @@ def _criterion(doc: dict[str, Any]) -> CriterionStat:
         zero_share_dissatisfied=doc["zero_share_dissatisfied"],
         dissatisfied=doc["dissatisfied"],
         suppressed=doc["suppressed"],
+        subtree=bool(doc.get("subtree", False)),
     )
 
 
@@ -634,10 +830,14 @@ async def published(
     thresholds: Thresholds,
     agency_id: str | None,
     label: str | None = None,
+    within: Collection[str] | None = None,
 ) -> Published:
     """The figures of one release (the latest, or ``label``) for a scope, and the trend.
 
-    ``agency_id`` None is the province: its own document plus every agency's parts.
+    ``agency_id`` None is the province: its own document plus every unit's parts. A unit's
+    scope is its subtree as the release froze it, cut to ``within`` (the units the reader may
+    see now, ``bot.dashboard.scope``): its total, its sub-units ranked, and the officials,
+    procedures, criteria and coverage of each unit in it.
     """
     releases = await list_releases(sessions)
     chosen = next((r for r in releases if r.label == label), None) if label else None
@@ -652,28 +852,39 @@ async def published(
     empty = Published(chosen, Cell("all", "", ""), [], [], [], None, None, [], [], trend, releases)
     if chosen is None:
         return empty
-    # An agency's own document is all it may see, and the trend has read it already; the
-    # province's page also reads every agency's parts.
-    if agency_id is None:
-        current = await documents(sessions, [chosen.id], None)
-    else:
-        current = {key: doc for key, doc in docs.items() if key[0] == chosen.id}
-    own_doc = current.get((chosen.id, own))
+    own_doc = docs.get((chosen.id, own))
     if own_doc is None:
         return empty
+    if agency_id is None:
+        current = await documents(sessions, [chosen.id], None)
+        ranked = own_doc.get("agencies", [])
+    else:
+        allowed = set(own_doc.get("subtree", [agency_id]))
+        if within is not None:
+            allowed &= set(within)
+        allowed.add(agency_id)
+        current = await documents(sessions, [chosen.id], sorted(allowed))
+        codes = {d["total"]["key"] for (_, scope), d in current.items()}
+        # Releases cut before units were a tree hold no "units": the unit's own total then.
+        ranked = [u for u in own_doc.get("units", [own_doc["total"]]) if u["key"] in codes]
     parts = [d for (_, scope), d in sorted(current.items()) if scope != PROVINCE]
     view = Published(
         release=chosen,
         total=cell(own_doc["total"], thresholds),
-        agencies=rank(
-            [cell(c, thresholds) for c in own_doc.get("agencies", [])], thresholds.k_group
-        ),
+        agencies=rank([cell(c, thresholds) for c in ranked], thresholds.k_group),
         officials=_ranked(parts, "officials", thresholds, thresholds.k_official),
         procedures=_ranked(parts, "procedures", thresholds, thresholds.k_group),
         levels=_int_keys(own_doc.get("levels")),
         classes=own_doc.get("classes"),
-        criteria=[_criterion(c) for d in parts for c in d.get("criteria", [])],
-        coverage=[r for d in parts for r in d.get("coverage", [])],
+        criteria=[
+            _criterion(c)
+            for d in parts
+            for key in ("criteria", "criteria_subtree")
+            for c in d.get(key, [])
+        ],
+        coverage=[
+            r for d in parts for key in ("coverage", "coverage_subtree") for r in d.get(key, [])
+        ],
         trend=trend,
         history=releases,
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -188,11 +189,17 @@ async def due(sessions: Sessions) -> list[tuple[str, ReportPeriod]]:
     return result
 
 
-async def listed(sessions: Sessions, scope: str | None) -> list[StoredReport]:
-    """The stored reports of ``scope`` (None: every scope), newest period first."""
+def _scoped(scopes: str | Collection[str] | None) -> list[str] | None:
+    return None if scopes is None else [scopes] if isinstance(scopes, str) else list(scopes)
+
+
+async def listed(sessions: Sessions, scopes: str | Collection[str] | None) -> list[StoredReport]:
+    """The stored reports of these scopes (one, several: a subtree; None: every scope), newest
+    period first."""
     stmt = select(PeriodicReport).options(defer(PeriodicReport.xlsx), defer(PeriodicReport.pdf))
-    if scope is not None:
-        stmt = stmt.where(PeriodicReport.scope == scope)
+    wanted = _scoped(scopes)
+    if wanted is not None:
+        stmt = stmt.where(PeriodicReport.scope.in_(wanted))
     stmt = stmt.order_by(
         PeriodicReport.through.desc(), PeriodicReport.kind, PeriodicReport.generated_at.desc()
     )
@@ -201,16 +208,17 @@ async def listed(sessions: Sessions, scope: str | None) -> list[StoredReport]:
 
 
 async def file(
-    sessions: Sessions, report_id: str, fmt: str, scope: str | None
+    sessions: Sessions, report_id: str, fmt: str, scopes: str | Collection[str] | None
 ) -> tuple[StoredReport, bytes] | None:
-    """One stored file, or None when there is no such report *in the caller's scope* (None:
+    """One stored file, or None when there is no such report *in the caller's scopes* (None:
     every scope): another unit's report is as unknown as a missing one."""
     if fmt not in FORMATS or not _ID.fullmatch(report_id):
         return None
     column = PeriodicReport.xlsx if fmt == "xlsx" else PeriodicReport.pdf
     stmt = select(PeriodicReport).where(PeriodicReport.id == report_id)
-    if scope is not None:
-        stmt = stmt.where(PeriodicReport.scope == scope)
+    wanted = _scoped(scopes)
+    if wanted is not None:
+        stmt = stmt.where(PeriodicReport.scope.in_(wanted))
     async with sessions() as session:
         row = await session.scalar(
             stmt.options(defer(PeriodicReport.xlsx), defer(PeriodicReport.pdf))

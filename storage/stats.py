@@ -202,6 +202,8 @@ class CriterionStat:
     zero_share_dissatisfied: float | None
     dissatisfied: int | None
     suppressed: bool
+    #: The unit's whole subtree (itself and every unit under it), not the unit alone.
+    subtree: bool = False
 
     @property
     def lift(self) -> float | None:

@@ -290,7 +290,11 @@ async def test_the_demo_shows_its_last_closed_quarter_on_the_public_page(
     assert document["period"]["kind"] == "quarter"
     assert document["period"]["starts_on"] == start.isoformat()
     units = {f["code"]: f for f in document["figures"] if f["level"] == "unit"}
-    assert set(units) == {"ubnd-demo", "ubnd-demo-2"}
+    # The demo's small province: every unit's figure is its subtree's, ranked within its kind.
+    assert {"ubnd-demo", "ubnd-demo-2", "quan-1-demo", "tp-demo"} <= set(units)
+    assert units["ubnd-demo"]["kind"] == "commune" and units["ubnd-demo"]["parent"] == "quan-1-demo"
+    wards = [f for f in units.values() if f["kind"] == "commune" and f["rank"] is not None]
+    assert sorted(f["rank"] for f in wards) == list(range(1, len(wards) + 1))
     assert any(f["rated"] for f in units.values())  # something is shown, not all withheld
 
 

@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from bot.dashboard import auth
 from bot.runtime import Runtime
+from storage import units
 from storage.models import Agency, AuditEntry, PeriodicReport
 from tests.adminseed import Batch, add_agency, release, seed
 from tests.test_dashboard import login
@@ -128,3 +129,24 @@ async def test_reports_on_demand_are_scoped_checked_and_audited(
         ("admin:xem", "ubnd-test", "2026-Q4", "request"),
         ("admin:lan", "*", "2026", "request"),
     ]
+
+
+async def test_a_district_viewer_sees_the_reports_of_its_wards_and_no_other(
+    client: TestClient[Any, Any], runtime: Runtime, agency: Agency
+) -> None:
+    """A viewer bound to a district reads its subtree: its own and its wards' reports, never a
+    unit outside it (the scope rule, not "its own unit only")."""
+    district = await units.create_unit(runtime.sessions, "quan-x", "UBND quận X", "district", None)
+    await units.move_unit(runtime.sessions, agency.id, district.id)  # ubnd-test is its ward
+    ids = await two_agencies_reported(runtime)
+    assert ("quan-x", "2026-Q4") in ids
+    await auth.create_user(runtime.sessions, "quan", "mat-khau-dai", "viewer", "quan-x")
+    assert (await login(client, "quan", "mat-khau-dai")).status == 303
+    listed = set(
+        re.findall(r'data-report="([^"]+)"', await (await client.get("/admin/reports")).text())
+    )
+    assert listed == {f"{c}:{p}" for c in ("quan-x", "ubnd-test") for p in ("2026", "2026-Q4")}
+    ward = await client.get(f"/admin/reports/{ids[('ubnd-test', '2026-Q4')]}.xlsx")
+    assert ward.status == 200
+    for outside in (("ubnd-khac", "2026-Q4"), ("", "2026-Q4")):
+        assert (await client.get(f"/admin/reports/{ids[outside]}.xlsx")).status == 404

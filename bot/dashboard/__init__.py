@@ -1,15 +1,19 @@
-"""The admin dashboard: server-rendered pages under ``/admin`` (see ``views``)."""
+"""The admin dashboard: server-rendered pages under ``/admin`` (figures in ``views``,
+management in ``manage``, who may do what in ``scope``; for province admins, survey templates in
+``surveys`` and dead letters in ``deadletters``)."""
+
+from __future__ import annotations
 
 import jinja2
 from aiohttp import web
 
-from bot.dashboard import auth, deadletters, surveys, views
+from bot.dashboard import deadletters, manage, surveys, views
+from bot.dashboard.auth import DashboardServices
 
 
-def setup(
-    app: web.Application, templates: jinja2.Environment, services: auth.DashboardServices
-) -> None:
+def setup(app: web.Application, templates: jinja2.Environment, services: DashboardServices) -> None:
     views.setup(app, templates, services)
+    manage.setup(app)
     deadletters.setup(app)
     surveys.setup(app)
 

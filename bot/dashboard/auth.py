@@ -49,7 +49,8 @@ class DashboardServices:
     catalog: SurveyCatalog
 
 
-ROLES = ("admin", "viewer")
+#: Province admin, unit manager, viewer (``bot.dashboard.scope`` says what each may do).
+ROLES = ("admin", "manager", "viewer")
 HASHER = PasswordHasher()
 #: Verified against when the username is unknown, so timing does not reveal valid usernames.
 _DUMMY_HASH = HASHER.hash(secrets.token_urlsafe(16))
@@ -66,10 +67,16 @@ class Principal:
     role: str
     agency_id: str | None
     csrf: str
+    #: A reset password: every page sends the login to the password page until it is changed.
+    must_change_password: bool = False
 
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
+
+    @property
+    def is_manager(self) -> bool:
+        return self.role in ("admin", "manager")
 
 
 def _digest(token: str) -> str:
@@ -88,9 +95,9 @@ async def create_user(
         raise AuthError("username must have 1 to 64 characters")
     async with sessions() as session:
         agency_id = None
-        if role == "viewer":
+        if role != "admin":
             if not agency_code:
-                raise AuthError("an agency viewer needs --agency")
+                raise AuthError(f"a {role} needs --agency (the unit whose subtree it sees)")
             agency_id = (
                 await session.execute(select(Agency.id).where(Agency.code == agency_code))
             ).scalar_one_or_none()
@@ -104,6 +111,7 @@ async def create_user(
             session.add(user)
         user.password_hash = HASHER.hash(password)
         user.role, user.agency_id, user.disabled = role, agency_id, False
+        user.must_change_password = False
         await session.commit()
         return user
 
@@ -226,7 +234,14 @@ async def load_session(sessions: Sessions, token: str | None) -> Principal | Non
     admin_session, user = row
     if admin_session.expires_at <= utcnow() or user.disabled:
         return None
-    return Principal(user.id, user.username, user.role, user.agency_id, admin_session.csrf)
+    return Principal(
+        user.id,
+        user.username,
+        user.role,
+        user.agency_id,
+        admin_session.csrf,
+        user.must_change_password,
+    )
 
 
 async def close_session(sessions: Sessions, token: str | None) -> None:

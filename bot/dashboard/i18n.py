@@ -20,6 +20,32 @@ ERRORS: dict[str, str] = {
     "rows_admin_only": N_(
         "Row-level data is for province admins only; agencies see the released aggregates."
     ),
+    # storage.units.UnitError reasons and the management forms' own
+    "bad_code": N_("A unit's code is 1 to 64 of A-Z, a-z, 0-9, '.', '_' and '-'."),
+    "bad_name": N_("A unit's name must have 1 to 255 characters."),
+    "bad_kind": N_("Choose the kind of unit from the list."),
+    "no_parent": N_("The parent unit does not exist."),
+    "no_unit": N_("Not found."),
+    "code_taken": N_("A unit with this code exists already."),
+    "cycle": N_("A unit cannot move under itself or under a unit below it."),
+    "bad_label": N_("Give the key a label (printable text, up to 128 characters)."),
+    "bad_role": N_("Choose a role from the list."),
+    # bot.dashboard.accounts' AuthError messages
+    "password must have at least 8 characters": N_("The password must have at least 8 characters."),
+    "username must have 1 to 64 printable characters": N_(
+        "The username must have 1 to 64 printable characters."
+    ),
+    "role must be admin, manager or viewer": N_("Choose a role from the list."),
+    "a province admin has no unit; a manager or viewer needs one": N_(
+        "A province admin has no unit; a manager or a viewer needs one."
+    ),
+    "this username is taken": N_("This username is taken."),
+    "no such login": N_("Not found."),
+    "the new password must differ from the current one": N_(
+        "The new password must differ from the current one."
+    ),
+    "the current password is wrong": N_("The current password is wrong."),
+    "the two new passwords differ": N_("The two new passwords differ."),
 }
 
 

@@ -1,7 +1,8 @@
-"""Dashboard pages. Every page resolves a scope first: an admin sees all agencies or the one
-chosen with ``?agency=``; an agency viewer only ever their own, and asking for another agency
-(by editing the URL) is refused with 403 and audited. Views of official-level data and every
-export are written to the audit log.
+"""Dashboard pages. Every page resolves a scope first, through ``bot.dashboard.scope`` (the
+one place that answers "may P act on unit U"): the unit chosen with ``?agency=`` (or a form's
+``agency`` field), else the principal's own (the province for an admin). A unit outside the
+principal's subtree, asked for by editing the URL or a form, is refused with 403 and audited.
+Views of official-level data and every export are written to the audit log.
 """
 
 from __future__ import annotations
@@ -15,16 +16,15 @@ from typing import Any
 
 import jinja2
 from aiohttp import web
-from sqlalchemy import select
 
 from bot.body import read_form
-from bot.dashboard import auth
+from bot.dashboard import auth, scope
 from bot.dashboard.i18n import language, t
 from bot.forwarded import served_over_https
 from bot.i18n import gettext
 from bot.limits import client_address
-from storage import aggregates, export, releases, report_pdf, report_store, reports, stats
-from storage.models import Agency, utcnow
+from storage import aggregates, export, releases, report_pdf, report_store, reports, stats, units
+from storage.models import utcnow
 
 PREFIX = "/admin"
 COOKIE = "sb_admin"
@@ -47,13 +47,25 @@ SECURITY_HEADERS = {
 
 @dataclass(slots=True)
 class Ctx:
-    """What every page knows: who is asking, in which language, and for which agency."""
+    """What every page knows: who is asking, in which language, for which unit, and the tree."""
 
     request: web.Request
     user: auth.Principal
     lang: str
-    agency: Agency | None
-    agencies: list[Agency]
+    agency: units.Unit | None
+    agencies: list[units.Unit]
+    tree: units.Tree
+
+    @property
+    def within(self) -> set[str] | None:
+        """The units this principal may read (None: every unit)."""
+        return scope.readable(self.user, self.tree)
+
+    def may(self, unit_id: str | None, action: scope.Action) -> bool:
+        return scope.may(self.user, self.tree, unit_id, action)
+
+    def depth(self, unit: units.Unit) -> int:
+        return self.tree.depth(unit.id)
 
     @property
     def services(self) -> auth.DashboardServices:
@@ -102,10 +114,17 @@ def error_page(
     )
 
 
+#: The pages a login that must change its password may still open.
+PASSWORD_PATHS = (f"{PREFIX}/password", f"{PREFIX}/logout")
+
+
 def page(
-    admin_only: bool = False,
+    admin_only: bool = False, manage: bool = False
 ) -> Callable[[Page], Callable[[web.Request], Awaitable[web.StreamResponse]]]:
-    """Authenticate, resolve the agency scope, then run the page."""
+    """Authenticate, check the CSRF token of a POST, resolve the unit scope, then run the page.
+
+    ``manage``: managers and admins only (a viewer's 403 is audited like any refusal).
+    """
 
     def wrap(handler: Page) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def run(request: web.Request) -> web.StreamResponse:
@@ -114,43 +133,46 @@ def page(
             user = await auth.load_session(services.sessions, request.cookies.get(COOKIE))
             if user is None:
                 raise web.HTTPSeeOther(f"{PREFIX}/login")
-            if admin_only and not user.is_admin:
-                await services.audit.record(
-                    f"admin:{user.username}",
-                    "access.denied",
-                    {"path": request.path},
-                )
-                return error_page(request, lang, 403, "forbidden")
-            async with services.sessions() as session:
-                agencies = list(
-                    (await session.execute(select(Agency).order_by(Agency.code))).scalars()
-                )
+            if user.must_change_password and request.path not in PASSWORD_PATHS:
+                raise web.HTTPSeeOther(f"{PREFIX}/password")
+            if (admin_only and not user.is_admin) or (manage and not user.is_manager):
+                return await _denied(request, lang, user, {})
             wanted = request.query.get("agency", "")
-            agency: Agency | None = None
-            if user.is_admin:
-                if wanted:
-                    agency = next((a for a in agencies if a.code == wanted), None)
-                    if agency is None:
-                        return error_page(request, lang, 404, "not_found")
-            else:
-                own = next((a for a in agencies if a.id == user.agency_id), None)
-                if own is None or (wanted and wanted != own.code):
-                    await services.audit.record(
-                        f"admin:{user.username}",
-                        "access.denied",
-                        {"path": request.path, "agency": wanted[:64]},
-                    )
-                    return error_page(request, lang, 403, "forbidden")
-                agency, agencies = own, [own]
             if request.method == "POST":
                 form = await read_form(request)
                 if not _same(form.get("csrf", ""), user.csrf):
                     return error_page(request, lang, 403, "bad_request")
-            return await handler(Ctx(request, user, lang, agency, agencies))
+                wanted = wanted or str(form.get("agency", ""))
+            tree = await units.load_tree(services.sessions)
+            agency: units.Unit | None = None
+            if wanted:
+                agency = tree.by_code(wanted[:64])
+                if agency is None and user.is_admin:
+                    return error_page(request, lang, 404, "not_found")
+                if agency is None or not scope.may(user, tree, agency.id, scope.Action.READ):
+                    return await _denied(request, lang, user, {"agency": wanted[:64]})
+            else:
+                home = scope.home(user)
+                agency = tree.units.get(home) if home else None
+                if not scope.may(user, tree, home, scope.Action.READ):
+                    return await _denied(request, lang, user, {})
+            within = scope.readable(user, tree)
+            agencies = [u for u, _ in tree.walk() if within is None or u.id in within]
+            return await handler(Ctx(request, user, lang, agency, agencies, tree))
 
         return run
 
     return wrap
+
+
+async def _denied(
+    request: web.Request, lang: str, user: auth.Principal, detail: dict[str, Any]
+) -> web.Response:
+    """403, polite, and audited: someone reached for what their scope does not hold."""
+    await request.app[DASHBOARD].audit.record(
+        f"admin:{user.username}", "access.denied", {"path": request.path, **detail}
+    )
+    return error_page(request, lang, 403, "forbidden")
 
 
 def _same(given: str, expected: str) -> bool:
@@ -263,7 +285,9 @@ async def switch_language(request: web.Request) -> web.StreamResponse:
 async def _release(ctx: Ctx) -> releases.Published:
     """The figures this page may show: a frozen release (the latest, or ``?release=``)."""
     wanted = ctx.request.query.get("release", "")[:16] or None
-    return await releases.published(ctx.services.sessions, ctx.thresholds, ctx.agency_id, wanted)
+    return await releases.published(
+        ctx.services.sessions, ctx.thresholds, ctx.agency_id, wanted, within=ctx.within
+    )
 
 
 async def _figures(
@@ -314,16 +338,22 @@ async def overview(ctx: Ctx) -> web.StreamResponse:
 @page()
 async def ranking(ctx: Ctx) -> web.StreamResponse:
     view = await _release(ctx)
-    if ctx.agency is not None:
-        # An agency's own total is the same figure its province document ranks.
-        label = view.release.label if view.release else None
-        province = await releases.published(ctx.services.sessions, ctx.thresholds, None, label)
-        cells = [c for c in province.agencies if c.key == ctx.agency.code]
-    else:
-        cells = view.agencies
+    # A unit's scope ranks its subtree (itself and every unit under it that it may read), the
+    # same figures the province's document ranks; units are ranked among their own kind
+    # (wards among wards, districts among districts), never a district against its wards.
+    kinds: dict[str, list[stats.Cell]] = {}
+    for cell in view.agencies:
+        unit = ctx.tree.by_code(cell.key)
+        cell.rank = None
+        kinds.setdefault(unit.kind if unit else units.KINDS[-2], []).append(cell)
+    groups = [
+        (kind, stats.rank(kinds[kind], ctx.thresholds.k_group))
+        for kind in (*units.KINDS, *sorted(set(kinds) - set(units.KINDS)))
+        if kind in kinds
+    ]
     names = {a.code: a.name for a in ctx.agencies}
     return await _figures(
-        ctx, "ranking.html", view, cells=cells, names=names, k=ctx.thresholds.k_group
+        ctx, "ranking.html", view, groups=groups, names=names, k=ctx.thresholds.k_group
     )
 
 
@@ -412,7 +442,7 @@ async def download(ctx: Ctx) -> web.StreamResponse:
             # becomes an error page, not a broken download.
             first = await anext(chunks)
         else:
-            wanted = aggregates.AggregateSpec(level, release, ctx.agency_id)
+            wanted = aggregates.AggregateSpec(level, release, ctx.agency_id, ctx.within)
             header, rows = await aggregates.aggregate_table(
                 ctx.services.sessions, wanted, ctx.thresholds
             )
@@ -463,18 +493,19 @@ def _report_scope(ctx: Ctx) -> str:
     return ctx.agency_id if ctx.agency_id is not None else releases.PROVINCE
 
 
-def _visible_scope(ctx: Ctx) -> str | None:
-    """The reports a user may list and download: an admin every scope (narrowed by ``?agency=``),
-    a viewer only their own agency's."""
-    if ctx.user.is_admin and ctx.agency is None:
-        return None
-    return _report_scope(ctx)
+def _visible_scopes(ctx: Ctx) -> set[str] | None:
+    """The reports a user may list and download: the chosen unit's subtree (a viewer's or
+    manager's own, or one inside it; the scope rule decided which), or, for a province admin
+    with no unit chosen, every scope (None)."""
+    if ctx.agency is None:
+        return None if ctx.user.is_admin else set()
+    return set(ctx.tree.subtree(ctx.agency.id))
 
 
 @page()
 async def reports_page(ctx: Ctx) -> web.StreamResponse:
     sessions = ctx.services.sessions
-    stored = await report_store.listed(sessions, _visible_scope(ctx))
+    stored = await report_store.listed(sessions, _visible_scopes(ctx))
     periods = reports.periods_with_releases(await releases.list_releases(sessions))
     return _view(
         ctx,
@@ -514,7 +545,7 @@ async def download_report(ctx: Ctx) -> web.StreamResponse:
     """One stored report's file; another unit's report is Not Found, like a missing one."""
     fmt = ctx.request.match_info["fmt"]
     found = await report_store.file(
-        ctx.services.sessions, ctx.request.match_info["report_id"], fmt, _visible_scope(ctx)
+        ctx.services.sessions, ctx.request.match_info["report_id"], fmt, _visible_scopes(ctx)
     )
     if found is None:
         return error_page(ctx.request, ctx.lang, 404, "not_found")

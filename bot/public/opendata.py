@@ -20,6 +20,8 @@ COLUMNS = [
     "period",
     "level",
     "agency",
+    "kind",
+    "parent",
     "code",
     "name",
     "status",
@@ -55,6 +57,8 @@ def figure(level: str, f: PublicFigure) -> dict[str, Any]:
     return {
         "level": level,
         "agency": c.parent if level == "official" else (c.key if level == "unit" else ""),
+        "kind": f.kind if level == "unit" else "",
+        "parent": c.parent if level == "unit" else "",
         "code": c.key,
         "name": c.label,
         "status": f.status,

@@ -27,10 +27,9 @@ from bot.schemas import (
 )
 from bot.usecases.context import Context, ServiceError
 from bot.usecases.surveys import CAPPED, add_phone, engine, first_contact, reach, start_on
-from storage import invite_cap
+from storage import api_keys, invite_cap
 from storage.models import (
     Agency,
-    ApiKey,
     Dossier,
     Invitation,
     Official,
@@ -46,27 +45,13 @@ class Reception:
         self.ctx = ctx
 
     async def authenticate(self, raw_key: str) -> Agency | None:
-        async with self.ctx.sessions() as session:
-            row = (
-                await session.execute(
-                    select(Agency)
-                    .join(ApiKey, ApiKey.agency_id == Agency.id)
-                    .where(ApiKey.key_hash == token_digest(raw_key), ApiKey.revoked_at.is_(None))
-                )
-            ).scalar_one_or_none()
-            return row
+        return await api_keys.authenticate(self.ctx.sessions, raw_key)
 
     async def create_api_key(self, agency_code: str, label: str | None = None) -> str:
         """A new key, returned once; only its SHA-256 is stored."""
-        raw = "sbk_" + secrets.token_urlsafe(32)
         async with self.ctx.sessions() as session:
             agency = await self._agency_by_code(session, agency_code)
-            session.add(
-                ApiKey(
-                    agency_id=agency.id, prefix=raw[:10], key_hash=token_digest(raw), label=label
-                )
-            )
-            await session.commit()
+        _, raw = await api_keys.create(self.ctx.sessions, agency.id, label)
         return raw
 
     async def _agency_by_code(self, session: AsyncSession, code: str) -> Agency:

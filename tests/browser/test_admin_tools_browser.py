@@ -4,10 +4,11 @@ axe-core."""
 
 from __future__ import annotations
 
+import re
 import secrets
 from pathlib import Path
 
-from playwright.async_api import Browser
+from playwright.async_api import Browser, expect
 
 from bot.dashboard import auth
 from bot.runtime import Runtime
@@ -31,9 +32,7 @@ async def test_an_admin_publishes_a_survey_template_from_a_file(
     await page.click("nav >> text=Mẫu phiếu khảo sát")
     await assert_accessible(page, "20-survey-templates")
     await page.set_input_files("#definition-file", str(upload))
-    await page.wait_for_function(
-        "document.getElementById('definition').value.includes('version: 1')"
-    )
+    await expect(page.locator("#definition")).to_have_value(re.compile("version: 1"))
     await page.click("[data-testid=upload]")
     await page.wait_for_selector("[data-testid=questions]")
     await assert_accessible(page, "21-survey-draft")
@@ -49,7 +48,7 @@ async def test_an_admin_publishes_a_survey_template_from_a_file(
     # A broken file comes back with its problems named, the text still in the form.
     upload.write_text(survey_text(survey_id, 2).replace("title:", "titel:", 1), encoding="utf-8")
     await page.set_input_files("#definition-file", str(upload))
-    await page.wait_for_function("document.getElementById('definition').value.includes('titel')")
+    await expect(page.locator("#definition")).to_have_value(re.compile("titel"))
     await page.click("[data-testid=upload]")
     await page.wait_for_selector("[data-testid=problems]")
     assert "titel" in await page.input_value("#definition")
