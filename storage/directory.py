@@ -254,7 +254,7 @@ async def sync_procedures(
     agency_id: str,
     entries: Sequence[ProcedureEntry],
     whole: bool,
-    item_path: Callable[[int], str] = lambda i: f"procedures.{i}",
+    item_path: Callable[[int], str] = lambda i: f"procedures.{i}.",
 ) -> SyncResult:
     """Upsert ``entries`` into the national catalogue and assign them to the unit; with
     ``whole``, unassign every other procedure of the unit.
@@ -297,7 +297,7 @@ async def sync_procedures(
                     if procedure.id in shared:
                         problems.append(
                             (
-                                f"{item_path(index)}.{name}",
+                                f"{item_path(index)}{name}",
                                 f"procedure {entry.code!r} is shared with other units: its "
                                 f"{name} is {getattr(procedure, name)!r}, set by the province "
                                 "admin (surveybot procedure)",
@@ -430,7 +430,9 @@ async def official_for_report(session: AsyncSession, agency_id: str, code: str) 
         )
     ).scalar_one_or_none()
     if row is None:
-        return Reference(None, ("unknown_official", f"no official with code {code!r} in this agency"))
+        return Reference(
+            None, ("unknown_official", f"no official with code {code!r} in this agency")
+        )
     if row.status == OFFICIAL_LEFT:
         return Reference(
             None, ("official_left", f"official {code!r} left this unit on {row.ended_on}")

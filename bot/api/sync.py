@@ -156,7 +156,7 @@ async def put_procedure(request: web.Request) -> web.Response:
     entry = directory.ProcedureEntry(item.code, item.name, item.field)
     try:
         result = await directory.sync_procedures(
-            _sessions(request), agency.id, [entry], False, lambda _: "(body)"
+            _sessions(request), agency.id, [entry], False, lambda _: ""
         )
     except directory.Problem as problem:
         return _refused(problem)
