@@ -30,7 +30,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import Text
 
 from bot.flows.scoring import DISSATISFIED_MAX_LEVEL
-from storage import disclosure
+from storage import disclosure, fields
 from storage.db import Sessions
 from storage.disclosure import Figure, Line, Rule
 from storage.models import (
@@ -42,6 +42,12 @@ from storage.models import (
     Response,
     SurveyLedger,
     utcnow,
+)
+from storage.release_fields import (
+    field_criteria,
+    field_lines,
+    province_crossed,
+    province_field_lines,
 )
 from storage.stats import (
     CLASS_ORDER,
@@ -232,12 +238,18 @@ async def _criteria_groups(session: AsyncSession, period: Period) -> list[Any]:
     stmt = (
         select(
             Response.agency_id,
+            Response.procedure_id,
             Response.satisfaction,
             cast(Response.criteria, Text).label("criteria"),
             func.count().label("n"),
         )
         .where(*period.covers(Response.answered_on), Response.criteria.is_not(None))
-        .group_by(Response.agency_id, Response.satisfaction, cast(Response.criteria, Text))
+        .group_by(
+            Response.agency_id,
+            Response.procedure_id,
+            Response.satisfaction,
+            cast(Response.criteria, Text),
+        )
     )
     return list(await session.execute(stmt))
 
@@ -259,6 +271,12 @@ async def _coverage_groups(session: AsyncSession, period: Period) -> list[Any]:
     return list(await session.execute(stmt))
 
 
+async def _fields(session: AsyncSession) -> dict[str, str]:
+    """Each procedure's field as the release cuts it (its field at release time, frozen)."""
+    rows = await session.execute(select(Procedure.id, Procedure.field))
+    return {pid: field_code or NO_UNIT for pid, field_code in rows}
+
+
 async def _names(session: AsyncSession, model: Any) -> dict[str, tuple[str, str]]:
     return {
         r.id: (r.code, r.name)
@@ -271,18 +289,26 @@ async def build(session: AsyncSession, period: Period, rule: Rule) -> dict[str, 
     agencies = await _names(session, Agency)
     officials = await _names(session, Official)
     procedures = await _names(session, Procedure)
+    field_of = await _fields(session)
     province = _Group()
     per_agency: dict[str, _Group] = defaultdict(_Group)
     per_official: dict[tuple[str, str | None], _Group] = defaultdict(_Group)
     per_procedure: dict[tuple[str, str | None], _Group] = defaultdict(_Group)
     per_pair: dict[tuple[str, str | None, str | None], _Group] = defaultdict(_Group)
+    per_field: dict[tuple[str, str | None], _Group] = defaultdict(_Group)
+    per_official_field: dict[tuple[str, str | None, str | None], _Group] = defaultdict(_Group)
+    province_fields: dict[str, _Group] = defaultdict(_Group)
     for row in await _response_groups(session, period):
+        field_code = field_of.get(row.procedure_id or "", NO_UNIT)
         for group in (
             province,
             per_agency[row.agency_id],
             per_official[(row.agency_id, row.official_id)],
             per_procedure[(row.agency_id, row.procedure_id)],
             per_pair[(row.agency_id, row.official_id, row.procedure_id)],
+            per_field[(row.agency_id, field_code)],
+            per_official_field[(row.agency_id, row.official_id, field_code)],
+            province_fields[field_code],
         ):
             group.add(row)
 
@@ -297,9 +323,11 @@ async def build(session: AsyncSession, period: Period, rule: Rule) -> dict[str, 
     }
     children: dict[str, dict[str, list[_Unit]]] = defaultdict(lambda: defaultdict(list))
     ids: dict[str, dict[str, list[str | None]]] = defaultdict(lambda: defaultdict(list))
+    field_names = {code: (code, fields.label(code)) for code in fields.CODES}
     for level, table, source in (
         ("officials", officials, per_official),
         ("procedures", procedures, per_procedure),
+        ("fields", field_names, per_field),
     ):
         for (aid, unit_id), group in source.items():
             code, name = table.get(unit_id or "", (NO_UNIT, ""))
@@ -313,18 +341,37 @@ async def build(session: AsyncSession, period: Period, rule: Rule) -> dict[str, 
             # lone official's remainder is held to the official's k by the rule itself).
             parts = [u.figure for u in units]
             lines.append(Line(parts, agency_units[aid].figure, UNIT_COUNTS, rule.k_group))
+    lines += field_lines(children, ids, field_of, rule)
+    field_units = {
+        code: unit(code, fields.label(code), "", group, False)
+        for code, group in province_fields.items()
+    }
+    lines += province_field_lines(field_units, top, children, ids, rule)
     figures = [top.figure, *(u.figure for u in agency_units.values())]
     figures += [u.figure for levels in children.values() for us in levels.values() for u in us]
+    figures += [u.figure for u in field_units.values()]
     pairs: dict[str, dict[tuple[str | None, str | None], _Group]] = defaultdict(dict)
     for (aid, oid, pid), group in per_pair.items():
         pairs[aid][(oid, pid)] = group
+    field_pairs: dict[str, dict[tuple[str | None, str | None], _Group]] = defaultdict(dict)
+    for (aid, oid, field_key), group in per_official_field.items():
+        field_pairs[aid][(oid, field_key)] = group
     crossed = [_Crossed(aid, ids[aid], children[aid], pairs[aid], rule) for aid in children]
+    # Officials against fields too: a field is a union of procedures, so an official minus
+    # the fields wholly theirs is a remainder the procedures' audit does not see when one of
+    # those procedures is withheld.
+    crossed += [
+        _Crossed(aid, ids[aid], children[aid], field_pairs[aid], rule, "fields") for aid in children
+    ]
+    across = province_crossed(agency_units, field_units, per_field, rule)
     while True:
         disclosure.apply(figures, lines, UNIT_COUNTS)
         changed = False
         for audit in crossed:
             while agency_units[audit.agency_id].figure.shown and audit.run():
                 changed = True
+        while top.figure.shown and across():
+            changed = True
         if not changed:
             break
 
@@ -333,10 +380,13 @@ async def build(session: AsyncSession, period: Period, rule: Rule) -> dict[str, 
         PROVINCE: {
             "total": top.document(),
             "agencies": [u.document() for u in agency_units.values()],
+            "fields": [u.document() for u in field_units.values()],
             **_distributions(top, shown=top.figure.shown and every_agency_shown),
         }
     }
-    criteria = _criteria(await _criteria_groups(session, period), agency_units, rule)
+    criteria_rows = await _criteria_groups(session, period)
+    criteria = _criteria(criteria_rows, agency_units, rule)
+    by_field = field_criteria(criteria_rows, field_of, children, criteria, rule)
     coverage = _coverage(await _coverage_groups(session, period), agencies, rule)
     for aid in set(agencies) & (set(agency_units) | set(coverage)):
         agency_unit = agency_units.get(aid) or unit(
@@ -346,6 +396,8 @@ async def build(session: AsyncSession, period: Period, rule: Rule) -> dict[str, 
             "total": agency_unit.document(),
             "officials": [u.document() for u in children[aid]["officials"]],
             "procedures": [u.document() for u in children[aid]["procedures"]],
+            "fields": [u.document() for u in children[aid]["fields"]],
+            "field_criteria": by_field.get(aid, []),
             **_distributions(agency_unit, shown=agency_unit.figure.shown),
             "criteria": criteria.get(aid, []),
             "coverage": coverage.get(aid, []),
@@ -614,11 +666,16 @@ class Published:
     trend: list[Cell]
     #: Every release, oldest first (the page's choice of release and its next-release notice).
     history: list[ReleaseInfo]
+    #: Fields (lĩnh vực), ranked: the province's own, or the agency's.
+    fields: list[Cell] = field(default_factory=list)
+    #: Per field and criterion of the agency (or of every agency, for the province).
+    field_criteria: list[CriterionStat] = field(default_factory=list)
 
 
-def _criterion(doc: dict[str, Any]) -> CriterionStat:
+def _criterion(doc: dict[str, Any], agency: str | None = None) -> CriterionStat:
     return CriterionStat(
-        agency=doc["agency"],
+        field=doc.get("field", ""),
+        agency=agency if agency is not None else doc["agency"],
         criterion=doc["criterion"],
         scored=doc["scored"],
         mean_points=doc["mean_points"],
@@ -676,6 +733,12 @@ async def published(
         coverage=[r for d in parts for r in d.get("coverage", [])],
         trend=trend,
         history=releases,
+        fields=rank(
+            [cell(c, thresholds) for c in own_doc.get("fields", [])], thresholds.k_group
+        ),
+        field_criteria=[
+            _criterion(c, d["total"]["key"]) for d in parts for c in d.get("field_criteria", [])
+        ],
     )
     return view
 
@@ -704,13 +767,15 @@ class _Crossed:
     children: dict[str, list[_Unit]]
     pairs: dict[tuple[str | None, str | None], _Group]
     rule: Rule
+    #: The breakdown the officials are crossed with: procedures, or fields.
+    column: str = "procedures"
     #: The intersections' counts by (official index, procedure index): they never change, only
     #: which parts are shown does, so they are counted once for every run.
     cells: dict[tuple[int, int], dict[str, int]] = field(init=False)
 
     def __post_init__(self) -> None:
         row = {oid: i for i, oid in enumerate(self.ids.get("officials", []))}
-        column = {pid: i for i, pid in enumerate(self.ids.get("procedures", []))}
+        column = {pid: i for i, pid in enumerate(self.ids.get(self.column, []))}
         self.cells = {
             (row[oid], column[pid]): group.counts() for (oid, pid), group in self.pairs.items()
         }
@@ -718,11 +783,11 @@ class _Crossed:
     def run(self) -> bool:
         """Withhold one more part if a remainder is too small; False when none is."""
         officials = self.ids.get("officials", [])
-        if not officials or not self.ids.get("procedures"):
+        if not officials or not self.ids.get(self.column):
             return False
         return disclosure.audit_crossed(
             [u.figure for u in self.children["officials"]],
-            [u.figure for u in self.children["procedures"]],
+            [u.figure for u in self.children[self.column]],
             self.cells,
             UNIT_COUNTS,
             lambda rows: self.rule.k_for({officials[r] for r in rows}),

@@ -202,6 +202,8 @@ class CriterionStat:
     zero_share_dissatisfied: float | None
     dissatisfied: int | None
     suppressed: bool
+    #: The field (lĩnh vực) of a per-field figure; '' for the agency's own.
+    field: str = ""
 
     @property
     def lift(self) -> float | None:
