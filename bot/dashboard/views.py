@@ -23,7 +23,7 @@ from bot.dashboard.i18n import language, t
 from bot.forwarded import served_over_https
 from bot.i18n import gettext
 from bot.limits import client_address
-from storage import aggregates, export, releases, stats
+from storage import aggregates, export, fields, releases, stats
 from storage.models import Agency, utcnow
 
 PREFIX = "/admin"
@@ -356,6 +356,26 @@ async def procedures(ctx: Ctx) -> web.StreamResponse:
 
 
 @page()
+async def fields_page(ctx: Ctx) -> web.StreamResponse:
+    """Fields (lĩnh vực) ranked, and per field the criteria that drive dissatisfaction (the
+    highest lift first): the province's fields for an admin, the agency's own for a viewer."""
+    view = await _release(ctx)
+    driving = sorted(
+        view.field_criteria,
+        key=lambda s: (s.field, s.suppressed, -(s.lift or 0.0), s.agency, s.criterion),
+    )
+    return await _figures(
+        ctx,
+        "fields.html",
+        view,
+        cells=view.fields,
+        driving=driving,
+        field_name=lambda code: fields.label(code, ctx.lang) or code,
+        k=ctx.thresholds.k_group,
+    )
+
+
+@page()
 async def criteria(ctx: Ctx) -> web.StreamResponse:
     return await _figures(ctx, "criteria.html", k=ctx.thresholds.k_group)
 
@@ -487,6 +507,7 @@ def setup(
     app.router.add_get(f"{PREFIX}/ranking", ranking, name="admin_ranking")
     app.router.add_get(f"{PREFIX}/officials", officials, name="admin_officials")
     app.router.add_get(f"{PREFIX}/procedures", procedures, name="admin_procedures")
+    app.router.add_get(f"{PREFIX}/fields", fields_page, name="admin_fields")
     app.router.add_get(f"{PREFIX}/criteria", criteria, name="admin_criteria")
     app.router.add_get(f"{PREFIX}/coverage", coverage, name="admin_coverage")
     app.router.add_get(f"{PREFIX}/exports", exports_page, name="admin_exports")
