@@ -733,9 +733,7 @@ async def published(
         coverage=[r for d in parts for r in d.get("coverage", [])],
         trend=trend,
         history=releases,
-        fields=rank(
-            [cell(c, thresholds) for c in own_doc.get("fields", [])], thresholds.k_group
-        ),
+        fields=rank([cell(c, thresholds) for c in own_doc.get("fields", [])], thresholds.k_group),
         field_criteria=[
             _criterion(c, d["total"]["key"]) for d in parts for c in d.get("field_criteria", [])
         ],
