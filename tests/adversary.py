@@ -874,7 +874,7 @@ class Adversary:
         return found
 
 
-QUASI = ("official", "procedure", "channel", "language", "period", "survey")
+QUASI = ("official", "procedure", "field", "channel", "language", "period", "survey")
 
 
 def _unkeyed(header: Sequence[str], values: Iterable[str]) -> list[str]:
@@ -920,6 +920,8 @@ def _row_measure(column: str, value: str) -> str | None:
 
 def _covers(value: str, column: str, k: Known, named: set[str]) -> bool:
     """Whether a row's released value can be this citizen's."""
+    if column == "field":
+        return value == "*" or FIELD_OF.get(k.procedure or "", "") == value
     if value == "*" or value == "":
         return value == "*" or getattr(k, column, None) in (None, "")
     if value.startswith("(other"):
