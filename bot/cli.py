@@ -229,9 +229,9 @@ Admin dashboard      : {base}/admin/   (figures of closed periods only; released
 
 DEMO_OFFICIALS = [("CB01", "Nguyễn Thị Lan"), ("CB02", "Trần Văn Minh"), ("CB03", "Lê Thu Hà")]
 DEMO_PROCEDURES = [
-    ("1.001234", "Đăng ký khai sinh"),
-    ("1.004227", "Chứng thực bản sao từ bản chính"),
-    ("2.000986", "Cấp giấy phép xây dựng nhà ở riêng lẻ"),
+    ("1.001234", "Đăng ký khai sinh", "tu-phap"),
+    ("1.004227", "Chứng thực bản sao từ bản chính", "tu-phap"),
+    ("2.000986", "Cấp giấy phép xây dựng nhà ở riêng lẻ", "xay-dung"),
 ]
 
 
@@ -244,11 +244,11 @@ async def seed_demo(runtime: Runtime, history: int = 120) -> str:
         if agency is None:
             agency = Agency(id=new_id(), code="ubnd-demo", name="UBND phường Bến Thành (demo)")
             session.add(agency)
-            for code, name in DEMO_PROCEDURES:
+            for code, name, field_code in DEMO_PROCEDURES:
                 if (
                     await session.execute(select(Procedure).where(Procedure.code == code))
                 ).scalar_one_or_none() is None:
-                    session.add(Procedure(code=code, name=name))
+                    session.add(Procedure(code=code, name=name, field=field_code))
             for code, name in DEMO_OFFICIALS:
                 session.add(Official(agency_id=agency.id, code=code, name=name))
             await session.flush()
