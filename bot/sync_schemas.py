@@ -85,7 +85,8 @@ class OfficialItem(_Strict):
 
 
 class OfficialList(_Strict):
-    """The unit's whole staff: officials absent from it are marked left (never deleted)."""
+    """The unit's whole staff: officials absent from it are marked left (never deleted). Each
+    code at most once (a repeat is 422, naming it)."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -93,7 +94,8 @@ class OfficialList(_Strict):
                 {
                     "officials": [
                         {"code": "CB01", "name": "Nguyễn Văn A"},
-                        {"code": "CB02", "name": "Trần Thị B", "status": "left"},
+                        {"code": "CB02", "name": "Trần Thị B"},
+                        {"code": "CB03", "name": "Lê Văn C", "status": "left"},
                     ]
                 }
             ]
@@ -144,7 +146,8 @@ class ProcedureItem(_Strict):
 
 
 class ProcedureList(_Strict):
-    """The unit's whole catalogue: procedures absent from it are unassigned from the unit."""
+    """The unit's whole catalogue: procedures absent from it are unassigned from the unit. Each
+    code at most once (a repeat is 422, naming it)."""
 
     model_config = ConfigDict(
         json_schema_extra={
