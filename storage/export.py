@@ -260,6 +260,7 @@ async def response_rows(
                 hashed.hexdigest(),
                 names.agencies.get(agency, ""),
                 names.procedures.get(proc, ""),
+                names.fields.get(proc, ""),
                 names.officials.get(off, ""),
                 clean(survey),
                 version,
