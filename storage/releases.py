@@ -176,6 +176,23 @@ class _Group:
         if row.score_band:
             self.classes[str(row.score_band)] += n
 
+    def merge(self, other: _Group) -> None:
+        """Add another group's counts (a field is the sum of its procedures' groups)."""
+        self.responses += other.responses
+        self.rated += other.rated
+        self.satisfied += other.satisfied
+        self.scored += other.scored
+        self.score_sum += other.score_sum
+        self.score_max_sum += other.score_max_sum
+        self.officials |= other.officials
+        for mine, theirs in (
+            (self.levels, other.levels),
+            (self.classes, other.classes),
+            (self.rated_by_survey, other.rated_by_survey),
+        ):
+            for key, n in theirs.items():
+                mine[key] += n  # type: ignore[index]
+
     def counts(self) -> dict[str, int]:
         return {"responses": self.responses, "rated": self.rated, "scored": self.scored}
 
@@ -299,18 +316,21 @@ async def build(session: AsyncSession, period: Period, rule: Rule) -> dict[str, 
     per_official_field: dict[tuple[str, str | None, str | None], _Group] = defaultdict(_Group)
     province_fields: dict[str, _Group] = defaultdict(_Group)
     for row in await _response_groups(session, period):
-        field_code = field_of.get(row.procedure_id or "", NO_UNIT)
         for group in (
             province,
             per_agency[row.agency_id],
             per_official[(row.agency_id, row.official_id)],
             per_procedure[(row.agency_id, row.procedure_id)],
             per_pair[(row.agency_id, row.official_id, row.procedure_id)],
-            per_field[(row.agency_id, field_code)],
-            per_official_field[(row.agency_id, row.official_id, field_code)],
-            province_fields[field_code],
         ):
             group.add(row)
+    # Fields are unions of procedures: summed from the procedures' groups, not row by row.
+    for (aid, pid), group in per_procedure.items():
+        field_code = field_of.get(pid or "", NO_UNIT)
+        per_field[(aid, field_code)].merge(group)
+        province_fields[field_code].merge(group)
+    for (aid, oid, pid), group in per_pair.items():
+        per_official_field[(aid, oid, field_of.get(pid or "", NO_UNIT))].merge(group)
 
     def unit(key: str, label: str, parent: str, group: _Group, about_official: bool) -> _Unit:
         k = rule.k_for(group.officials, about_official=about_official)
