@@ -76,6 +76,29 @@ async def test_a_whole_staff_push_upserts_marks_the_absent_left_and_is_idempoten
     assert refused["fields"][0]["field"] == "official_code" and "CB02" in refused["detail"]
     status, accepted = await report(client, api_key, code="2", official_code="CB07")
     assert status == 200 and accepted["accepted"] == 1
+    registered = await client.post(
+        "/api/v1/dossiers",
+        json={"dossier_code": "HS-R", "official_code": "CB02"},
+        headers=auth(api_key),
+    )
+    body = await registered.json()
+    assert registered.status == 422 and body["error"] == "official_left"
+    assert body["fields"] == [{"field": "official_code", "problem": body["detail"]}]
+    batch = await client.post(
+        "/api/v1/results",
+        json={
+            "results": [
+                {
+                    "dossier_code": "HS-B",
+                    "returned_at": today().isoformat(),
+                    "official_code": "CB02",
+                }
+            ]
+        },
+        headers=auth(api_key),
+    )
+    item = (await batch.json())["items"][0]
+    assert batch.status == 200 and (item["status"], item["code"]) == ("rejected", "official_left")
     # Listed again, the official is back.
     back = {"officials": [*staff["officials"], {"code": "CB02", "name": "Trần Thị B"}]}
     status, body = await put(client, "/api/v1/officials", api_key, back)
