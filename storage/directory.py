@@ -12,6 +12,7 @@ constraints decide, and the loser retries its whole transaction on what the winn
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage.backoff import backoff
 from storage.db import Sessions
 from storage.models import (
     OFFICIAL_ACTIVE,
@@ -88,6 +90,8 @@ async def retrying(sessions: Sessions, work: Callable[[AsyncSession], Awaitable[
                 await session.rollback()
                 if attempt == ATTEMPTS - 1:
                     raise
+        # A short jittered pause, so racers that lost together do not collide again at once.
+        await asyncio.sleep(backoff(attempt + 1, base=0.02, cap=0.5).total_seconds())
     raise AssertionError("unreachable")
 
 
