@@ -204,11 +204,15 @@ class _Unit:
     parent: str
     group: _Group
     figure: Figure
+    #: A procedure's field as the release cut it ('' for none), kept with its figures.
+    field: str | None = None
 
     def document(self) -> dict[str, Any]:
         shown = self.figure.shown
         g = self.group
+        extra = {"field": self.field} if self.field is not None else {}
         return {
+            **extra,
             "key": self.key,
             "label": self.label,
             "parent": self.parent,
@@ -352,7 +356,10 @@ async def build(session: AsyncSession, period: Period, rule: Rule) -> dict[str, 
         for (aid, unit_id), group in source.items():
             code, name = table.get(unit_id or "", (NO_UNIT, ""))
             about = level == "officials" and unit_id is not None
-            children[aid][level].append(unit(code, name, agencies[aid][0], group, about))
+            part = unit(code, name, agencies[aid][0], group, about)
+            if level == "procedures":
+                part.field = "" if unit_id is None else field_of.get(unit_id, NO_UNIT)
+            children[aid][level].append(part)
             ids[aid][level].append(unit_id)
     lines = [Line([u.figure for u in agency_units.values()], top.figure, UNIT_COUNTS, rule.k_group)]
     for aid, levels in children.items():
@@ -666,6 +673,7 @@ def cell(doc: dict[str, Any], thresholds: Thresholds) -> Cell:
     result.score_sum = doc["score_sum"] or 0.0
     result.maximum_sum = doc.get("score_max_sum") or 0.0
     result.suppressed = doc["suppressed"]
+    result.field = doc.get("field", "")
     result.bands = thresholds.bands_766
     return result
 

@@ -86,6 +86,8 @@ class Cell:
     suppressed: str | None = None  # "small", "complementary" or "parent"
     rank: int | None = None
     bands: Bands | None = None
+    #: A procedure's field (lĩnh vực) code; '' for other units.
+    field: str = ""
 
     @property
     def shown(self) -> bool:

@@ -109,3 +109,5 @@ async def test_the_fields_page_ranks_fields_and_shows_what_drives_dissatisfactio
     assert "ubnd-khac" not in html  # a viewer sees its own agency only
     english = await (await client.get("/admin/fields?lang=en")).text()
     assert "Health" in english and "Justice" in english
+    procedures = await (await client.get("/admin/procedures")).text()
+    assert re.search(r'data-unit="3.0001".*?data-k="field">Y tế<', procedures, re.S)

@@ -341,6 +341,7 @@ async def _units(ctx: Ctx, level: str) -> web.StreamResponse:
         view,
         cells=view.officials if level == "official" else view.procedures,
         level=level,
+        field_name=lambda code: fields.label(code, ctx.lang) or "–",
         k=ctx.thresholds.k_official if level == "official" else ctx.thresholds.k_group,
     )
 
