@@ -12,8 +12,9 @@ worker processes included, each counted at its peak):
   the report; keyed-hash re-keying, a fresh random order in SQL, cell cleaning; at this size
   one worker process per core, each writing a random part through the same recoding);
 * ``aggregates``: building the release of the file's last month (``storage.releases``: agency,
-  official and procedure cells, distributions, criteria, coverage, cut by the disclosure rule
-  and the officials × procedures audit), which is what the dashboard's figures cost, once a
+  official, procedure and field cells, distributions, criteria (also per field), coverage, cut
+  by the disclosure rule and the officials × procedures, officials × fields and agencies ×
+  fields audits), which is what the dashboard's figures cost, once a
   month; pages then read one stored document.
 
 Prints the figures, records them in docs/benchmarks.md, and ends with one JSON line.
@@ -67,8 +68,11 @@ def generate(path: Path, rows: int, seed: int = 5) -> None:
         for j in range(10)
     ]
     conn.executemany("INSERT INTO official (id, agency_id, code, name) VALUES (?,?,?,?)", officials)
-    procedures = [(uuid.uuid4().hex, f"1.{i:06d}", f"Thủ tục {i}") for i in range(40)]
-    conn.executemany("INSERT INTO procedure (id, code, name) VALUES (?,?,?)", procedures)
+    from storage.fields import CODES
+
+    # 40 procedures in 8 fields: a release also cuts fields, each a union of five procedures.
+    procedures = [(uuid.uuid4().hex, f"1.{i:06d}", f"Thủ tục {i}", CODES[i % 8]) for i in range(40)]
+    conn.executemany("INSERT INTO procedure (id, code, name, field) VALUES (?,?,?,?)", procedures)
     start = dt.date(2025, 1, 1)
     batch = 50_000
     overall = ('"rat_hai_long"', '"hai_long"', '"khong_hai_long"')

@@ -38,7 +38,7 @@ from bot.runtime import Runtime
 from bot.service import ServiceError
 from bot.supervisor import Supervisor
 from settings import Settings, SettingsError, load_settings
-from storage import export, releases, report_pdf, report_store, reports, units
+from storage import directory, export, fields, releases, report_pdf, report_store, reports, units
 from storage.migrate import upgrade
 from storage.models import (
     Agency,
@@ -49,6 +49,7 @@ from storage.models import (
     OptOut,
     OutboxMessage,
     Procedure,
+    ProcedureAssignment,
     Response,
     SurveyLedger,
     ZaloToken,
@@ -236,9 +237,9 @@ Admin dashboard      : {base}/admin/   (figures of closed periods only; released
 
 DEMO_OFFICIALS = [("CB01", "Nguyễn Thị Lan"), ("CB02", "Trần Văn Minh"), ("CB03", "Lê Thu Hà")]
 DEMO_PROCEDURES = [
-    ("1.001234", "Đăng ký khai sinh"),
-    ("1.004227", "Chứng thực bản sao từ bản chính"),
-    ("2.000986", "Cấp giấy phép xây dựng nhà ở riêng lẻ"),
+    ("1.001234", "Đăng ký khai sinh", "tu-phap"),
+    ("1.004227", "Chứng thực bản sao từ bản chính", "tu-phap"),
+    ("2.000986", "Cấp giấy phép xây dựng nhà ở riêng lẻ", "xay-dung"),
 ]
 
 
@@ -251,11 +252,11 @@ async def seed_demo(runtime: Runtime, history: int = 120) -> str:
         if agency is None:
             agency = Agency(id=new_id(), code="ubnd-demo", name="UBND phường Bến Thành (demo)")
             session.add(agency)
-            for code, name in DEMO_PROCEDURES:
+            for code, name, field_code in DEMO_PROCEDURES:
                 if (
                     await session.execute(select(Procedure).where(Procedure.code == code))
                 ).scalar_one_or_none() is None:
-                    session.add(Procedure(code=code, name=name))
+                    session.add(Procedure(code=code, name=name, field=field_code))
             for code, name in DEMO_OFFICIALS:
                 session.add(Official(agency_id=agency.id, code=code, name=name))
             await session.flush()
@@ -494,37 +495,175 @@ def agency_criteria(code: str, c5: int | None, c8: int | None, c9: int | None,
 @click.argument("code")
 @click.argument("name")
 def official_add(agency_code: str, code: str, name: str) -> None:
-    """Add an official (the staff being rated) to an agency."""
+    """Add an official (the staff being rated) to an agency, or rename one (an official who
+    left is active again). The agency's one-stop system can do the same: PUT /api/v1/officials."""
+    settings = _settings()
+
+    async def action(runtime: Runtime) -> directory.SyncResult:
+        agency_id = await _agency_id(runtime, agency_code)
+        entry = directory.OfficialEntry(code, name)
+        result = await directory.sync_officials(
+            runtime.sessions, agency_id, [entry], whole=False, today=_today()
+        )
+        await runtime.audit.record("cli", "official.put", {"agency": agency_code, "official": code})
+        return result
+
+    result = _run(lambda: _with_runtime(settings, action))
+    verb = "added to" if result.created else "updated in" if result.updated else "unchanged in"
+    click.echo(f"official {code} {verb} {agency_code}")
+
+
+@main.command("official-move")
+@click.argument("agency_code")
+@click.argument("code")
+@click.argument("to_agency")
+@click.option("--as", "new_code", help="The official's code in the new unit (default: the same).")
+def official_move(agency_code: str, code: str, to_agency: str, new_code: str | None) -> None:
+    """Move an official to another unit. Their past ratings stay with the old unit and their
+    old row (marked moved, refused in new results there); the new unit rates them from now."""
+    settings = _settings()
+
+    async def action(runtime: Runtime) -> str:
+        there = await _directory_call(
+            directory.move_official(
+                runtime.sessions, agency_code, code, to_agency, _today(), new_code
+            )
+        )
+        await runtime.audit.record(
+            "cli",
+            "official.move",
+            {"agency": agency_code, "official": code, "to": to_agency, "as": there},
+        )
+        return there
+
+    there = _run(lambda: _with_runtime(settings, action))
+    click.echo(f"official {code} of {agency_code} moved to {to_agency} as {there}")
+
+
+@main.command("official-leave")
+@click.argument("agency_code")
+@click.argument("code")
+def official_leave(agency_code: str, code: str) -> None:
+    """Retire an official who left: new results naming them are refused (422 official_left);
+    their past ratings stay."""
     settings = _settings()
 
     async def action(runtime: Runtime) -> None:
-        async with runtime.sessions() as session:
-            found = (
-                await session.execute(select(Agency).where(Agency.code == agency_code))
-            ).scalar_one_or_none()
-            if found is None:
-                raise click.ClickException(f"no agency {agency_code!r}")
-            session.add(Official(agency_id=found.id, code=code, name=name))
-            await session.commit()
+        await _directory_call(
+            directory.leave_official(runtime.sessions, agency_code, code, _today())
+        )
+        await runtime.audit.record(
+            "cli", "official.leave", {"agency": agency_code, "official": code}
+        )
 
     _run(lambda: _with_runtime(settings, action))
-    click.echo(f"official {code} added to {agency_code}")
+    click.echo(f"official {code} of {agency_code} has left")
+
+
+@main.command("officials")
+@click.argument("agency_code")
+def officials_list(agency_code: str) -> None:
+    """List an agency's officials with their status (active, moved, left)."""
+    settings = _settings()
+
+    async def action(runtime: Runtime) -> list[tuple[str, str, str, str]]:
+        agency_id = await _agency_id(runtime, agency_code)
+        async with runtime.sessions() as session:
+            rows = await session.execute(
+                select(Official.code, Official.name, Official.status, Official.ended_on)
+                .where(Official.agency_id == agency_id)
+                .order_by(Official.code)
+            )
+            return [(c, n, st, str(e or "")) for c, n, st, e in rows]
+
+    for code, name, status, ended in _run(lambda: _with_runtime(settings, action)):
+        click.echo("\t".join((code, status, ended, name)))
+
+
+FIELD_CHOICE = click.Choice(fields.CODES)
 
 
 @main.command("procedure")
 @click.argument("code")
-@click.argument("name")
-def procedure_add(code: str, name: str) -> None:
-    """Add an administrative procedure (thủ tục hành chính)."""
+@click.argument("name", required=False)
+@click.option("--field", "field_code", type=FIELD_CHOICE, help="Its field (lĩnh vực).")
+@click.option("--assign", "assign_to", multiple=True, help="Assign it to this agency (repeat).")
+@click.option("--unassign", "unassign_from", multiple=True, help="Unassign it from this agency.")
+def procedure_add(
+    code: str,
+    name: str | None,
+    field_code: str | None,
+    assign_to: tuple[str, ...],
+    unassign_from: tuple[str, ...],
+) -> None:
+    """Add or edit an administrative procedure (thủ tục hành chính) of the national catalogue:
+    CODE is its national code (mã TTHC), with its field; assign it to the units handling it.
+    The province admin's word on a procedure's name and field is final."""
     settings = _settings()
 
-    async def action(runtime: Runtime) -> None:
-        async with runtime.sessions() as session:
-            session.add(Procedure(code=code, name=name))
-            await session.commit()
+    async def action(runtime: Runtime) -> bool:
+        created = await _directory_call(
+            directory.set_procedure(runtime.sessions, code, name, field_code)
+        )
+        for agency, active in [(a, True) for a in assign_to] + [(a, False) for a in unassign_from]:
+            await _directory_call(
+                directory.assign_procedure(runtime.sessions, agency, code, active)
+            )
+        detail = {"procedure": code, "field": field_code, "assign": list(assign_to),
+                  "unassign": list(unassign_from)}  # fmt: skip
+        await runtime.audit.record("cli", "procedure.put", detail)
+        return created
 
-    _run(lambda: _with_runtime(settings, action))
-    click.echo(f"procedure {code} added")
+    created = _run(lambda: _with_runtime(settings, action))
+    click.echo(f"procedure {code} {'added' if created else 'updated'}")
+
+
+@main.command("procedures")
+@click.option("--agency", "agency_code", help="Only those assigned to this agency.")
+def procedures_list(agency_code: str | None) -> None:
+    """List the procedures with their field (and, for an agency, whether assigned)."""
+    settings = _settings()
+
+    async def action(runtime: Runtime) -> list[tuple[str, str, str, str]]:
+        async with runtime.sessions() as session:
+            stmt = select(Procedure.code, Procedure.name, Procedure.field).order_by(Procedure.code)
+            if agency_code is None:
+                return [(c, f or "", "", n) for c, n, f in await session.execute(stmt)]
+        agency_id = await _agency_id(runtime, agency_code)
+        async with runtime.sessions() as session:
+            rows = await session.execute(
+                stmt.add_columns(ProcedureAssignment.active).join(
+                    ProcedureAssignment,
+                    (ProcedureAssignment.procedure_id == Procedure.id)
+                    & (ProcedureAssignment.agency_id == agency_id),
+                )
+            )
+            return [(c, f or "", "assigned" if a else "unassigned", n) for c, n, f, a in rows]
+
+    for row in _run(lambda: _with_runtime(settings, action)):
+        click.echo("\t".join(row))
+
+
+async def _agency_id(runtime: Runtime, code: str) -> str:
+    async with runtime.sessions() as session:
+        found = await session.scalar(select(Agency.id).where(Agency.code == code))
+    if found is None:
+        raise click.ClickException(f"no agency {code!r}")
+    return str(found)
+
+
+async def _directory_call(call: Awaitable[T]) -> T:
+    """A directory change, its refusals as one clear line."""
+    try:
+        return await call
+    except directory.Unknown as exc:
+        raise click.ClickException(str(exc)) from None
+    except directory.Problem as exc:
+        raise click.ClickException("; ".join(p for _, p in exc.problems)) from None
+
+
+def _today() -> dt.date:
+    return dt.datetime.now(dt.UTC).date()
 
 
 @main.group()

@@ -82,10 +82,12 @@ def _answer(
     error: str,
     detail: str,
     headers: dict[str, str] | None = None,
+    fields: list[dict[str, str]] | None = None,
 ) -> web.Response:
     if is_page(request.path):
         return page_error(status, error, headers)
-    response = error_response(status, error, detail)
+    extra = {"fields": fields} if fields else {}
+    response = error_response(status, error, detail, **extra)
     if headers:
         response.headers.update(headers)
     return response
@@ -111,7 +113,8 @@ async def _errors_as_answers(request: web.Request, handler: Handler) -> web.Stre
     try:
         return await handler(request)
     except ServiceError as exc:
-        return _answer(request, exc.status, exc.error, exc.detail)
+        named = [{"field": f, "problem": p} for f, p in exc.fields]
+        return _answer(request, exc.status, exc.error, exc.detail, fields=named or None)
     except ValidationError as exc:
         return validation_response(exc)
     except web.HTTPRequestEntityTooLarge as exc:

@@ -23,6 +23,15 @@ from bot.schemas import (
     ResultBatchOutcome,
     ResultReport,
 )
+from bot.sync_schemas import (
+    OfficialFields,
+    OfficialList,
+    OfficialState,
+    ProcedureFields,
+    ProcedureList,
+    ProcedureState,
+    SyncOutcome,
+)
 from settings import Settings
 
 REF = "#/components/schemas/{model}"
@@ -39,7 +48,8 @@ ERROR_TEXT = {
     409: "The dossier was already surveyed",
     413: "Body over SURVEYBOT_MAX_BODY_BYTES, or a batch over SURVEYBOT_MAX_BATCH_SIZE",
     415: "Not Content-Type: application/json",
-    422: "Invalid fields (listed in `fields`), or an unknown survey, procedure or official",
+    422: "Invalid fields (listed in `fields`), or an unknown survey, procedure or official, an "
+    "official who left or moved, a procedure not assigned to this unit (named in `fields`)",
     429: "Rate limited: per API key (SURVEYBOT_API_RATE_PER_SECOND, _API_BURST, per agency "
     "SURVEYBOT_API_RATE_BY_AGENCY), or per client for requests without a valid key. Retry "
     "after the Retry-After header's seconds",
@@ -143,8 +153,22 @@ def openapi_document(max_batch_size: int = DEFAULT_MAX_BATCH_SIZE) -> dict[str, 
         ResultBatch,
         ResultBatchOutcome,
         ErrorBody,
+        OfficialList,
+        OfficialFields,
+        OfficialState,
+        ProcedureList,
+        ProcedureFields,
+        ProcedureState,
+        SyncOutcome,
     ]
-    outputs = (RegistrationResult, ResultBatchOutcome, ErrorBody)
+    outputs = (
+        RegistrationResult,
+        ResultBatchOutcome,
+        ErrorBody,
+        OfficialState,
+        ProcedureState,
+        SyncOutcome,
+    )
     modes = [(m, "serialization" if m in outputs else "validation") for m in models]
     _, schemas = models_json_schema(modes, ref_template=REF)  # type: ignore[arg-type]
     components = schemas.get("$defs", {})
@@ -215,9 +239,12 @@ def openapi_document(max_batch_size: int = DEFAULT_MAX_BATCH_SIZE) -> dict[str, 
                 "post": {
                     "operationId": "reportResults",
                     "summary": "Report returned results (one or a batch); each triggers one survey",
-                    "description": "A per-item problem (unknown survey, procedure or official) "
-                    "rejects that item only, with its reason; the rest go through. Reporting a "
-                    "dossier again is safe: its item is a duplicate and no second survey is sent.",
+                    "description": "In a batch, a per-item problem (an unknown survey, procedure "
+                    "or official, an official who left or moved, a procedure not assigned to "
+                    "this unit) rejects that item only, with its `code` and `fields`; the rest "
+                    "go through. One result sent alone and refused is a 422 naming the codes. "
+                    "Reporting a dossier again is safe: its item is a duplicate and no second "
+                    "survey is sent.",
                     "requestBody": {
                         "required": True,
                         "content": {
@@ -228,10 +255,11 @@ def openapi_document(max_batch_size: int = DEFAULT_MAX_BATCH_SIZE) -> dict[str, 
                     },
                     "responses": {
                         "200": _json(_ref("ResultBatchOutcome"), "Per-item outcome"),
-                        **_errors(400, 401, 408, 413, 415, 422, 429, s422=("invalid_fields",)),
+                        **_errors(400, 401, 408, 413, 415, 422, 429),
                     },
                 }
             },
+            **_sync_paths(),
             "/api/v1/openapi.json": {
                 "get": {
                     "operationId": "openapiDocument",
@@ -348,5 +376,91 @@ def _rating_links() -> dict[str, Any]:
             "operationId": "reportResults",
             "description": "Report the result of the dossier just registered",
             "requestBody": {"dossier_code": "$request.body#/dossier_code"},
+        },
+    }
+
+
+def _code_parameter(what: str) -> dict[str, Any]:
+    return {
+        "name": "code",
+        "in": "path",
+        "required": True,
+        "description": what,
+        "schema": {"type": "string", "minLength": 1, "maxLength": 64},
+    }
+
+
+def _put(
+    operation_id: str, summary: str, description: str, body: str, answers: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "put": {
+            "operationId": operation_id,
+            "summary": summary,
+            "description": description,
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _ref(body)}},
+            },
+            "responses": {
+                **answers,
+                **_errors(400, 401, 408, 413, 415, 422, 429, s422=("invalid_fields",)),
+            },
+        }
+    }
+
+
+def _sync_paths() -> dict[str, Any]:
+    """The sync API: a unit's one-stop system pushes its officials and procedures."""
+    scoped = " Scoped to the key's own unit; idempotent (the same push twice changes nothing)."
+    official = "The official's code in this unit"
+    procedure = "The procedure's national code (mã thủ tục hành chính)"
+    return {
+        "/api/v1/officials": _put(
+            "putOfficials",
+            "Push the unit's whole staff; officials left out are marked left",
+            "Creates or updates every listed official; every other active official of the "
+            "unit is marked left (never deleted: their ratings stay with them). A 422 names "
+            "each bad item and field, and nothing is written." + scoped,
+            "OfficialList",
+            {"200": _json(_ref("SyncOutcome"), "What the push changed")},
+        ),
+        "/api/v1/officials/{code}": {
+            "parameters": [_code_parameter(official)],
+            **_put(
+                "putOfficial",
+                "Create or update one official of the unit",
+                "status left retires them: no new result may name them (422 official_left)."
+                + scoped,
+                "OfficialFields",
+                {
+                    "201": _json(_ref("OfficialState"), "Created"),
+                    "200": _json(_ref("OfficialState"), "Updated, or already so"),
+                },
+            ),
+        },
+        "/api/v1/procedures": _put(
+            "putProcedures",
+            "Push the unit's whole catalogue; procedures left out are unassigned from it",
+            "Creates unknown procedures in the national catalogue, assigns every listed one to "
+            "the unit, unassigns the others (never deleted). A procedure shared with other "
+            "units keeps the name and field the province set: a different one is a 422 naming "
+            "the item and field." + scoped,
+            "ProcedureList",
+            {"200": _json(_ref("SyncOutcome"), "What the push changed")},
+        ),
+        "/api/v1/procedures/{code}": {
+            "parameters": [_code_parameter(procedure)],
+            **_put(
+                "putProcedure",
+                "Create or update one procedure and assign it to the unit",
+                "A procedure shared with other units keeps the name and field the province "
+                "set: a different one is a 422 naming the field." + scoped,
+                "ProcedureFields",
+                {
+                    "201": _json(_ref("ProcedureState"), "Created"),
+                    "200": _json(_ref("ProcedureState"), "Updated, or already so"),
+                },
+            ),
         },
     }

@@ -222,11 +222,30 @@ class ResultBatch(_Strict):
     results: list[ResultReport] = Field(min_length=1)
 
 
+class FieldProblem(BaseModel):
+    field: str = Field(description="Dotted path of the field, e.g. results.0.returned_at")
+    problem: str
+
+
+ITEM_ERROR = Literal[
+    "unknown_procedure",
+    "procedure_unassigned",
+    "unknown_official",
+    "official_left",
+    "official_moved",
+    "unknown_survey",
+]
+
+
 class ResultItemOutcome(BaseModel):
     index: int
     status: Literal["survey_created", "duplicate", "rejected"]
     survey_status: Literal["sent", "waiting_for_binding", "opted_out", "capped"] | None = None
-    error: str | None = None
+    error: str | None = Field(None, description="Why a rejected item was rejected, for a person")
+    code: ITEM_ERROR | None = Field(None, description="A rejected item's stable error code")
+    fields: list[FieldProblem] | None = Field(
+        None, description="A rejected item's fields and what is wrong with each"
+    )
 
 
 class ResultBatchOutcome(BaseModel):
@@ -246,15 +265,18 @@ ERROR_CODES: dict[int, tuple[str, ...]] = {
     409: ("already_surveyed",),
     413: ("body_too_large", "batch_too_large"),
     415: ("unsupported_media_type",),
-    422: ("invalid_fields", "unknown_procedure", "unknown_official", "unknown_survey"),
+    422: (
+        "invalid_fields",
+        "unknown_procedure",
+        "procedure_unassigned",
+        "unknown_official",
+        "official_left",
+        "official_moved",
+        "unknown_survey",
+    ),
     429: ("rate_limited", "too_many_bad_keys"),
 }
 ALL_ERROR_CODES = tuple(code for codes in ERROR_CODES.values() for code in codes)
-
-
-class FieldProblem(BaseModel):
-    field: str = Field(description="Dotted path of the field, e.g. results.0.returned_at")
-    problem: str
 
 
 class ErrorBody(BaseModel):

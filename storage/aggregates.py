@@ -1,4 +1,5 @@
-"""Aggregate exports (agency, official, procedure, criterion, period), read from releases only.
+"""Aggregate exports (agency, official, procedure, field, criterion, criterion per field,
+period), read from releases only.
 
 The same frozen, rule-cut documents the dashboard shows (``storage.releases``), so an export can
 never show a figure a page withholds, and two exports taken an hour apart are identical until
@@ -18,7 +19,15 @@ from storage.db import Sessions
 from storage.export_formats import write_file
 from storage.stats import NOT_ENOUGH, Cell, Thresholds
 
-LEVELS: tuple[str, ...] = ("agency", "official", "procedure", "criterion", "period")
+LEVELS: tuple[str, ...] = (
+    "agency",
+    "official",
+    "procedure",
+    "field",
+    "criterion",
+    "field_criterion",
+    "period",
+)
 UNIT_COLUMNS = [
     "release",
     "agency",
@@ -39,6 +48,7 @@ UNIT_COLUMNS = [
 CRITERION_COLUMNS = [
     "release",
     "agency",
+    "field",
     "criterion",
     "scored",
     "mean_points",
@@ -85,11 +95,13 @@ async def aggregate_table(
         sessions, thresholds, spec.agency_id, spec.release, within=spec.within
     )
     label = view.release.label if view.release else ""
-    if spec.level == "criterion":
+    if spec.level in ("criterion", "field_criterion"):
+        stats = view.criteria if spec.level == "criterion" else view.field_criteria
         rows = [
             [
                 label,
                 s.agency,
+                s.field,
                 s.criterion,
                 _blank(s.scored),
                 _blank(s.mean_points),
@@ -100,7 +112,7 @@ async def aggregate_table(
                 # "subtree": the unit and every unit under it; "unit": the unit alone.
                 "subtree" if s.subtree else "unit",
             ]
-            for s in view.criteria
+            for s in stats
         ]
         return CRITERION_COLUMNS, rows
     if spec.level == "agency":
@@ -108,6 +120,8 @@ async def aggregate_table(
         cells = view.agencies
     elif spec.level == "official":
         cells = view.officials
+    elif spec.level == "field":
+        cells = view.fields
     else:
         cells = view.procedures
     return UNIT_COLUMNS, [_unit_row(label, c, spec.level) for c in cells]

@@ -19,8 +19,12 @@ THE RULE (docs/threat-model.md quotes it)
   aggregates' (``storage.disclosure``).
 * Values first (per agency, over the whole file): an official with fewer than k_official rows
   becomes "(other officials)"; a procedure, channel or language with fewer than k_group rows
-  becomes "(other procedures)" (until procedures have a field, issue 14), "(other channels)",
-  "(other languages)". Such a value can never stand in a combination that passes.
+  becomes "(other procedures)", "(other channels)", "(other languages)". Such a value can
+  never stand in a combination that passes.
+* The field (lĩnh vực) is a quasi-identifier the file shows without planning it: a row shows
+  the field every true procedure of its released combination shares, else "*"
+  (``export_rows.planned_heads``). It is a function of the released combination, so it splits
+  none and every combination still holds k.
 * Then whole columns, per agency, along this ladder: language → "*", channel → "*", period
   month → quarter, procedure → "*", official → "*", period → year. The order gives up first
   what analyses need least. A step that would merge nothing is skipped (it would only blur a
@@ -72,6 +76,8 @@ STEPS = ("language", "channel", "quarter", "procedure", "official", "year")
 RULE = (
     "Quasi-identifiers: agency, official, procedure, channel, language, period; survey and "
     "survey version frame every combination and are never generalised.",
+    "The field shown is the one every procedure of a row's combination shares, else '*': it "
+    "follows the combination and splits none.",
     "Every combination of quasi-identifiers in ratings holds at least k rows: k_official when "
     "all its rows rate one and the same official, k_group otherwise.",
     "The period is never a day: month, or the requested period when coarser.",

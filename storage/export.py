@@ -21,7 +21,8 @@ Row level (``level="responses"``): one ZIP (``storage.export_package``) holding
 suppressed, the period as asked): for tests and the re-identification test only, to show
 what the protection stops. No command or page passes it.
 
-Aggregate levels (agency, official, procedure, criterion, period) come from the releases
+Aggregate levels (agency, official, procedure, field, criterion, field_criterion, period) come
+from the releases
 (``storage.aggregates``). Every cell of every format goes through ``storage.cells.clean``:
 illegal characters stripped, then formulas neutralised, in that order.
 """
@@ -68,9 +69,18 @@ __all__ = [
 ]
 
 Format = Literal["csv", "xlsx", "jsonl"]
-Level = Literal["responses", "agency", "official", "procedure", "criterion", "period"]
+Level = Literal[
+    "responses",
+    "agency",
+    "official",
+    "procedure",
+    "field",
+    "criterion",
+    "field_criterion",
+    "period",
+]
 FORMATS: tuple[str, ...] = ("csv", "xlsx", "jsonl")
-LEVELS: tuple[str, ...] = ("responses", "agency", "official", "procedure", "criterion", "period")
+LEVELS: tuple[str, ...] = ("responses", *aggregates.LEVELS)
 PERIODS: tuple[str, ...] = ("day", "week", "month", "quarter", "year")
 #: The columns of the unprotected one-table dump (``response_rows``, tests only).
 BASE_COLUMNS = [*RATING_COLUMNS, "score_total", "score_maximum", "score_band"]
@@ -250,6 +260,7 @@ async def response_rows(
                 hashed.hexdigest(),
                 names.agencies.get(agency, ""),
                 names.procedures.get(proc, ""),
+                names.fields.get(proc, ""),
                 names.officials.get(off, ""),
                 clean(survey),
                 version,

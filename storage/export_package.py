@@ -232,7 +232,15 @@ def _report(
         },
         "anonymised": plan is not None,
         "rule": list(anonymise.RULE) if plan is not None else ["none: anonymise=False (tests)"],
-        "quasi_identifiers": ["agency", "official", "procedure", "channel", "language", "period"],
+        "quasi_identifiers": [
+            "agency",
+            "official",
+            "procedure",
+            "field",
+            "channel",
+            "language",
+            "period",
+        ],
         "k": rule.as_dict() | {"comments": max(rule.k_official, rule.k_group)},
         "ratings": ratings,
         "comments": {

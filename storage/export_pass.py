@@ -102,16 +102,29 @@ async def codes(
     return found
 
 
+async def procedure_fields(conn: AsyncConnection) -> dict[Any, str]:
+    """Procedure id → its field's code ('' for none)."""
+    found: dict[Any, str] = {None: ""}
+    for key, field_code in await conn.execute(select(Procedure.id, Procedure.field)):
+        found[key] = clean(field_code or "")
+    return found
+
+
 @dataclass(slots=True)
 class Codes:
     agencies: dict[Any, str]
     officials: dict[Any, str]
     procedures: dict[Any, str]
+    #: procedure id → field code
+    fields: dict[Any, str]
 
     @classmethod
     async def read(cls, conn: AsyncConnection) -> Codes:
         return cls(
-            await codes(conn, Agency), await codes(conn, Official), await codes(conn, Procedure)
+            await codes(conn, Agency),
+            await codes(conn, Official),
+            await codes(conn, Procedure),
+            await procedure_fields(conn),
         )
 
     def head(self, key: tuple[Any, ...]) -> Head:
@@ -120,6 +133,7 @@ class Codes:
         return (
             self.agencies.get(agency, ""),
             self.procedures.get(procedure, ""),
+            self.fields.get(procedure, ""),
             self.officials.get(official, ""),
             clean(survey),
             version,

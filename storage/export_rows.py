@@ -26,7 +26,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from bot.flows.definition import SurveyDefinitionError, builtin_catalog, parse_definition
 from bot.flows.scrub import scrub
-from storage.anonymise import MARKERS, Key, Plan, period_label
+from storage.anonymise import ALL, MARKERS, Key, Plan, period_label
 from storage.cells import clean
 from storage.db import Sessions, make_engine, make_sessions
 from storage.export_pass import BATCH, KEY_COLUMNS, Codes, Head, _Memo, month_of, scoped
@@ -36,6 +36,7 @@ RATING_COLUMNS = [
     "response",
     "agency",
     "procedure",
+    "field",
     "official",
     "survey",
     "survey_version",
@@ -122,6 +123,13 @@ def planned_heads(plan: Plan, names: Codes) -> list[Head | None]:
     def label(value: Any, table: dict[Any, str]) -> str:
         return value if value in MARKERS else table.get(value, "")
 
+    # The field a released combination shows is the one every true procedure merged into it
+    # shares, else "*": a function of the released combination, so it splits none of them
+    # and the plan's k holds for it as it stands.
+    merged: dict[Any, set[str]] = {}
+    for key, out in zip(plan.keys, plan.released, strict=True):
+        if out is not None:
+            merged.setdefault(out, set()).add(names.fields.get(key[4], ""))
     shared: dict[Any, Head] = {}
     heads: list[Head | None] = []
     for out in plan.released:
@@ -131,9 +139,11 @@ def planned_heads(plan: Plan, names: Codes) -> list[Head | None]:
         head = shared.get(out)
         if head is None:
             agency, survey, version, official, procedure, channel, language, period = out
+            common = merged[out]
             head = shared[out] = (
                 names.agencies.get(agency, ""),
                 label(procedure, names.procedures),
+                next(iter(common)) if len(common) == 1 else ALL,
                 label(official, names.officials),
                 clean(survey),
                 version,

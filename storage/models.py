@@ -98,20 +98,54 @@ class ApiKey(Base):
     last_used_at: Mapped[dt.datetime | None] = mapped_column()
 
 
+#: An official's lifecycle (``storage.officials``): serving, moved to another unit, gone.
+OFFICIAL_ACTIVE, OFFICIAL_MOVED, OFFICIAL_LEFT = "active", "moved", "left"
+
+
 class Official(Base):
+    """One official's service in one unit. A move to another unit is a new row there and this
+    one marked ``moved``: past ratings point at this row, so they keep the unit and the
+    official they rated. Rows are never deleted (ratings refer to them)."""
+
     __tablename__ = "official"
     __table_args__ = (UniqueConstraint("agency_id", "code"),)
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     agency_id: Mapped[str] = mapped_column(ForeignKey("agency.id", ondelete="CASCADE"))
     code: Mapped[str] = mapped_column(String(64))
     name: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16), default=OFFICIAL_ACTIVE)
+    #: The day the official moved or left (None while active).
+    ended_on: Mapped[dt.date | None] = mapped_column(Date)
+    #: The row of the unit they moved to.
+    moved_to_id: Mapped[str | None] = mapped_column(ForeignKey("official.id"))
 
 
 class Procedure(Base):
+    """An administrative procedure of the national catalogue: ``code`` is its national code
+    (mã thủ tục hành chính on the national public service portal), ``field`` its lĩnh vực
+    (``storage.fields``), the dimension that groups procedures in every release."""
+
     __tablename__ = "procedure"
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     code: Mapped[str] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(String(255))
+    field: Mapped[str | None] = mapped_column(String(32))
+
+
+class ProcedureAssignment(Base):
+    """A procedure a unit handles. Unassigning keeps the row (``active`` false), so a sync
+    that drops a procedure can be told apart from one that never had it. A procedure no unit
+    was ever assigned is the shared catalogue every unit may report (as before assignments)."""
+
+    __tablename__ = "procedure_assignment"
+    agency_id: Mapped[str] = mapped_column(
+        ForeignKey("agency.id", ondelete="CASCADE"), primary_key=True
+    )
+    procedure_id: Mapped[str] = mapped_column(
+        ForeignKey("procedure.id", ondelete="CASCADE"), primary_key=True
+    )
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
 # --- operational store -----------------------------------------------------------------------

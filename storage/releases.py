@@ -30,7 +30,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import Text
 
 from bot.flows.scoring import DISSATISFIED_MAX_LEVEL
-from storage import disclosure, units
+from storage import disclosure, fields, units
 from storage.db import Sessions
 from storage.disclosure import Figure, Line, Rule
 from storage.models import (
@@ -41,6 +41,12 @@ from storage.models import (
     Response,
     SurveyLedger,
     utcnow,
+)
+from storage.release_fields import (
+    field_criteria,
+    field_lines,
+    province_crossed,
+    province_field_lines,
 )
 from storage.stats import (
     CLASS_ORDER,
@@ -169,6 +175,23 @@ class _Group:
         if row.score_band:
             self.classes[str(row.score_band)] += n
 
+    def merge(self, other: _Group) -> None:
+        """Add another group's counts (a field is the sum of its procedures' groups)."""
+        self.responses += other.responses
+        self.rated += other.rated
+        self.satisfied += other.satisfied
+        self.scored += other.scored
+        self.score_sum += other.score_sum
+        self.score_max_sum += other.score_max_sum
+        self.officials |= other.officials
+        for mine, theirs in (
+            (self.levels, other.levels),
+            (self.classes, other.classes),
+            (self.rated_by_survey, other.rated_by_survey),
+        ):
+            for key, n in theirs.items():
+                mine[key] += n  # type: ignore[index]
+
     def counts(self) -> dict[str, int]:
         return {"responses": self.responses, "rated": self.rated, "scored": self.scored}
 
@@ -180,11 +203,15 @@ class _Unit:
     parent: str
     group: _Group
     figure: Figure
+    #: A procedure's field as the release cut it ('' for none), kept with its figures.
+    field: str | None = None
 
     def document(self) -> dict[str, Any]:
         shown = self.figure.shown
         g = self.group
+        extra = {"field": self.field} if self.field is not None else {}
         return {
+            **extra,
             "key": self.key,
             "label": self.label,
             "parent": self.parent,
@@ -231,12 +258,18 @@ async def _criteria_groups(session: AsyncSession, period: Period) -> list[Any]:
     stmt = (
         select(
             Response.agency_id,
+            Response.procedure_id,
             Response.satisfaction,
             cast(Response.criteria, Text).label("criteria"),
             func.count().label("n"),
         )
         .where(*period.covers(Response.answered_on), Response.criteria.is_not(None))
-        .group_by(Response.agency_id, Response.satisfaction, cast(Response.criteria, Text))
+        .group_by(
+            Response.agency_id,
+            Response.procedure_id,
+            Response.satisfaction,
+            cast(Response.criteria, Text),
+        )
     )
     return list(await session.execute(stmt))
 
@@ -256,6 +289,12 @@ async def _coverage_groups(session: AsyncSession, period: Period) -> list[Any]:
         .group_by(SurveyLedger.agency_id, SurveyLedger.channel)
     )
     return list(await session.execute(stmt))
+
+
+async def _fields(session: AsyncSession) -> dict[str, str]:
+    """Each procedure's field as the release cuts it (its field at release time, frozen)."""
+    rows = await session.execute(select(Procedure.id, Procedure.field))
+    return {pid: field_code or NO_UNIT for pid, field_code in rows}
 
 
 async def _names(session: AsyncSession, model: Any) -> dict[str, tuple[str, str]]:
@@ -278,6 +317,7 @@ async def build(session: AsyncSession, period: Period, rule: Rule) -> dict[str, 
     agencies = {u.id: (u.code, u.name) for u in tree.units.values()}
     officials = await _names(session, Official)
     procedures = await _names(session, Procedure)
+    field_of = await _fields(session)
     province = _Group()
     per_agency: dict[str, _Group] = defaultdict(_Group)
     per_subtree: dict[str, _Group] = defaultdict(_Group)
@@ -286,6 +326,9 @@ async def build(session: AsyncSession, period: Period, rule: Rule) -> dict[str, 
     per_pair: dict[tuple[str, str | None, str | None], _Group] = defaultdict(_Group)
     #: Each unit and its ancestors, walked once per unit rather than once per grouped row.
     chains = {aid: (aid, *tree.ancestors(aid)) for aid in tree.units}
+    per_field: dict[tuple[str, str | None], _Group] = defaultdict(_Group)
+    per_official_field: dict[tuple[str, str | None, str | None], _Group] = defaultdict(_Group)
+    province_fields: dict[str, _Group] = defaultdict(_Group)
     for row in await _response_groups(session, period):
         aid = row.agency_id
         for group in (
@@ -297,6 +340,13 @@ async def build(session: AsyncSession, period: Period, rule: Rule) -> dict[str, 
             per_pair[(aid, row.official_id, row.procedure_id)],
         ):
             group.add(row)
+    # Fields are unions of procedures: summed from the procedures' groups, not row by row.
+    for (aid, pid), group in per_procedure.items():
+        field_code = field_of.get(pid or "", NO_UNIT)
+        per_field[(aid, field_code)].merge(group)
+        province_fields[field_code].merge(group)
+    for (aid, oid, pid), group in per_pair.items():
+        per_official_field[(aid, oid, field_of.get(pid or "", NO_UNIT))].merge(group)
 
     def unit(key: str, label: str, parent: str, group: _Group, about_official: bool) -> _Unit:
         k = rule.k_for(group.officials, about_official=about_official)
@@ -325,14 +375,19 @@ async def build(session: AsyncSession, period: Period, rule: Rule) -> dict[str, 
     }
     children: dict[str, dict[str, list[_Unit]]] = defaultdict(lambda: defaultdict(list))
     ids: dict[str, dict[str, list[str | None]]] = defaultdict(lambda: defaultdict(list))
+    field_names = {code: (code, fields.label(code)) for code in fields.CODES}
     for level, table, source in (
         ("officials", officials, per_official),
         ("procedures", procedures, per_procedure),
+        ("fields", field_names, per_field),
     ):
         for (aid, unit_id), group in source.items():
             code, name = table.get(unit_id or "", (NO_UNIT, ""))
             about = level == "officials" and unit_id is not None
-            children[aid][level].append(unit(code, name, agencies[aid][0], group, about))
+            part = unit(code, name, agencies[aid][0], group, about)
+            if level == "procedures":
+                part.field = "" if unit_id is None else field_of.get(unit_id, NO_UNIT)
+            children[aid][level].append(part)
             ids[aid][level].append(unit_id)
     roots = [aid for aid in tree.roots() if aid in subtree_units]
     lines = [Line([subtree_units[a].figure for a in roots], top.figure, UNIT_COUNTS, rule.k_group)]
@@ -347,19 +402,38 @@ async def build(session: AsyncSession, period: Period, rule: Rule) -> dict[str, 
             # lone official's remainder is held to the official's k by the rule itself).
             member_figures = [u.figure for u in members]
             lines.append(Line(member_figures, agency_units[aid].figure, UNIT_COUNTS, rule.k_group))
+    lines += field_lines(children, ids, field_of, rule)
+    field_units = {
+        code: unit(code, fields.label(code), "", group, False)
+        for code, group in province_fields.items()
+    }
+    lines += province_field_lines(field_units, top, children, ids, rule)
     figures = [top.figure, *(u.figure for u in subtree_units.values())]
     figures += [u.figure for aid, u in agency_units.items() if u is not subtree_units[aid]]
     figures += [u.figure for levels in children.values() for us in levels.values() for u in us]
+    figures += [u.figure for u in field_units.values()]
     pairs: dict[str, dict[tuple[str | None, str | None], _Group]] = defaultdict(dict)
     for (aid, oid, pid), group in per_pair.items():
         pairs[aid][(oid, pid)] = group
+    field_pairs: dict[str, dict[tuple[str | None, str | None], _Group]] = defaultdict(dict)
+    for (aid, oid, field_key), group in per_official_field.items():
+        field_pairs[aid][(oid, field_key)] = group
     crossed = [_Crossed(aid, ids[aid], children[aid], pairs[aid], rule) for aid in children]
+    # Officials against fields too: a field is a union of procedures, so an official minus
+    # the fields wholly theirs is a remainder the procedures' audit does not see when one of
+    # those procedures is withheld.
+    crossed += [
+        _Crossed(aid, ids[aid], children[aid], field_pairs[aid], rule, "fields") for aid in children
+    ]
+    across = province_crossed(agency_units, field_units, per_field, rule)
     while True:
         disclosure.apply(figures, lines, UNIT_COUNTS)
         changed = False
         for audit in crossed:
             while agency_units[audit.agency_id].figure.shown and audit.run():
                 changed = True
+        while top.figure.shown and across():
+            changed = True
         if not changed:
             break
 
@@ -387,12 +461,17 @@ async def build(session: AsyncSession, period: Period, rule: Rule) -> dict[str, 
                 for u, _ in tree.walk()
                 if u.id in subtree_units
             ],
+            "fields": [u.document() for u in field_units.values()],
             **_distributions(top, shown=province_open),
         }
     }
-    criteria = _criteria(
-        await _criteria_groups(session, period), agency_units, subtree_units, tree, rule
-    )
+    criteria_rows = await _criteria_groups(session, period)
+    criteria = _criteria(criteria_rows, agency_units, subtree_units, tree, rule)
+    # A unit's fields are of its own responses: checked against its own criteria rows.
+    own_criteria = {
+        aid: [c for c in rows if not c.get("subtree")] for aid, rows in criteria.items()
+    }
+    by_field = field_criteria(criteria_rows, field_of, children, own_criteria, rule)
     coverage = _coverage(await _coverage_groups(session, period), tree, rule)
     for aid in set(agencies) & (set(subtree_units) | set(coverage)):
         whole = subtree_units.get(aid) or unit(
@@ -411,6 +490,8 @@ async def build(session: AsyncSession, period: Period, rule: Rule) -> dict[str, 
             ],
             "officials": [u.document() for u in children[aid]["officials"]],
             "procedures": [u.document() for u in children[aid]["procedures"]],
+            "fields": [u.document() for u in children[aid]["fields"]],
+            "field_criteria": by_field.get(aid, []),
             **_distributions(whole, shown=aid in subtree_units and levels_open(whole)),
             # The unit's own rows keep their keys (readers that sum them stay right); the
             # subtree's rows, for a unit with sub-units, sit apart.
@@ -789,6 +870,7 @@ def cell(doc: dict[str, Any], thresholds: Thresholds) -> Cell:
     result.score_sum = doc["score_sum"] or 0.0
     result.maximum_sum = doc.get("score_max_sum") or 0.0
     result.suppressed = doc["suppressed"]
+    result.field = doc.get("field", "")
     result.bands = thresholds.bands_766
     return result
 
@@ -809,11 +891,16 @@ class Published:
     trend: list[Cell]
     #: Every release, oldest first (the page's choice of release and its next-release notice).
     history: list[ReleaseInfo]
+    #: Fields (lĩnh vực), ranked: the province's own, or the agency's.
+    fields: list[Cell] = field(default_factory=list)
+    #: Per field and criterion of the agency (or of every agency, for the province).
+    field_criteria: list[CriterionStat] = field(default_factory=list)
 
 
-def _criterion(doc: dict[str, Any]) -> CriterionStat:
+def _criterion(doc: dict[str, Any], agency: str | None = None) -> CriterionStat:
     return CriterionStat(
-        agency=doc["agency"],
+        field=doc.get("field", ""),
+        agency=agency if agency is not None else doc["agency"],
         criterion=doc["criterion"],
         scored=doc["scored"],
         mean_points=doc["mean_points"],
@@ -887,6 +974,10 @@ async def published(
         ],
         trend=trend,
         history=releases,
+        fields=rank([cell(c, thresholds) for c in own_doc.get("fields", [])], thresholds.k_group),
+        field_criteria=[
+            _criterion(c, d["total"]["key"]) for d in parts for c in d.get("field_criteria", [])
+        ],
     )
     return view
 
@@ -915,13 +1006,15 @@ class _Crossed:
     children: dict[str, list[_Unit]]
     pairs: dict[tuple[str | None, str | None], _Group]
     rule: Rule
+    #: The breakdown the officials are crossed with: procedures, or fields.
+    column: str = "procedures"
     #: The intersections' counts by (official index, procedure index): they never change, only
     #: which parts are shown does, so they are counted once for every run.
     cells: dict[tuple[int, int], dict[str, int]] = field(init=False)
 
     def __post_init__(self) -> None:
         row = {oid: i for i, oid in enumerate(self.ids.get("officials", []))}
-        column = {pid: i for i, pid in enumerate(self.ids.get("procedures", []))}
+        column = {pid: i for i, pid in enumerate(self.ids.get(self.column, []))}
         self.cells = {
             (row[oid], column[pid]): group.counts() for (oid, pid), group in self.pairs.items()
         }
@@ -929,11 +1022,11 @@ class _Crossed:
     def run(self) -> bool:
         """Withhold one more part if a remainder is too small; False when none is."""
         officials = self.ids.get("officials", [])
-        if not officials or not self.ids.get("procedures"):
+        if not officials or not self.ids.get(self.column):
             return False
         return disclosure.audit_crossed(
             [u.figure for u in self.children["officials"]],
-            [u.figure for u in self.children["procedures"]],
+            [u.figure for u in self.children[self.column]],
             self.cells,
             UNIT_COUNTS,
             lambda rows: self.rule.k_for({officials[r] for r in rows}),

@@ -86,6 +86,8 @@ class Cell:
     suppressed: str | None = None  # "small", "complementary" or "parent"
     rank: int | None = None
     bands: Bands | None = None
+    #: A procedure's field (lĩnh vực) code; '' for other units.
+    field: str = ""
 
     @property
     def shown(self) -> bool:
@@ -204,6 +206,8 @@ class CriterionStat:
     suppressed: bool
     #: The unit's whole subtree (itself and every unit under it), not the unit alone.
     subtree: bool = False
+    #: The field (lĩnh vực) of a per-field figure; '' for the agency's own.
+    field: str = ""
 
     @property
     def lift(self) -> float | None:

@@ -59,6 +59,15 @@ PROCEDURES = {
     "1.003583": "Cấp giấy phép xây dựng",
     "1.000656": "Đăng ký khai tử",
 }
+#: Each procedure's field: justice groups four, so a field is a sum of procedures to subtract.
+FIELD_OF = {
+    "1.001234": "tu-phap",
+    "1.000894": "tu-phap",
+    "2.000908": "tu-phap",
+    "1.004222": "cong-an",
+    "1.003583": "xay-dung",
+    "1.000656": "tu-phap",
+}
 
 
 # ------------------------------------------------------------------------------ the month
@@ -349,7 +358,7 @@ def _citizen(
 async def add_agencies(runtime: Runtime) -> None:
     async with runtime.sessions() as session:
         for code, name in PROCEDURES.items():
-            session.add(Procedure(code=code, name=name))
+            session.add(Procedure(code=code, name=name, field=FIELD_OF[code]))
         for code, (name, desks) in AGENCIES.items():
             agency = Agency(code=code, name=name)
             session.add(agency)
@@ -448,10 +457,11 @@ async def wipe(runtime: Runtime) -> None:
 
 # ------------------------------------------------------------------------------ snapshots
 CSRF = re.compile(r'name="csrf" value="[^"]*"')
-PAGES = ("/admin/", "/admin/ranking", "/admin/officials", "/admin/procedures", "/admin/criteria",
-         "/admin/coverage", "/admin/exports")  # fmt: skip
+PAGES = ("/admin/", "/admin/ranking", "/admin/officials", "/admin/procedures", "/admin/fields",
+         "/admin/criteria", "/admin/coverage", "/admin/exports")  # fmt: skip
 FIGURE_PAGES = PAGES[:-2]
-AGGREGATE_LEVELS = ("agency", "official", "procedure", "criterion", "period")
+AGGREGATE_LEVELS = ("agency", "official", "procedure", "field", "criterion", "field_criterion",
+                    "period")  # fmt: skip
 
 
 @dataclass
@@ -586,6 +596,8 @@ class Adversary:
             members = [k for k in members if k.official == value]
         elif level == "procedure":
             members = [k for k in members if k.procedure == value]
+        elif level == "field":
+            members = [k for k in members if FIELD_OF.get(k.procedure or "") == value]
         elif level == "scored":
             members = [k for k in members if k.scored]
         return frozenset(k.id for k in members)
@@ -615,7 +627,7 @@ class Adversary:
         for row in csv.DictReader(io.StringIO(text)):
             label = row["release"]
             who = raters[label]
-            if level == "criterion":
+            if level in ("criterion", "field_criterion"):
                 if row["agency"] != self.code or row["scored"] == "":
                     continue
                 found += self._criterion(
@@ -626,6 +638,7 @@ class Adversary:
                     float(row["zero_pct"]),
                     _float(row["zero_pct_dissatisfied"]),
                     _int(row["dissatisfied"]),
+                    row["field"].removeprefix("'") or None,
                 )
                 continue
             if row["agency"] != self.code or row["satisfied"] == "":
@@ -651,10 +664,13 @@ class Adversary:
         zero_pct: float,
         zero_dis_pct: float | None,
         dissatisfied: int | None,
+        field: str | None = None,
     ) -> list[Equation]:
         members = self.group(raters, "scored")
-        assert scored == len(members), f"{label} criterion {criterion}: {scored} scored"
-        cell = f"{label}|criterion|{criterion}"
+        if field is not None:
+            members &= self.group(raters, "field", field)
+        assert scored == len(members), f"{label} criterion {criterion} {field}: {scored} scored"
+        cell = f"{label}|criterion|{criterion}" + (f"|{field}" if field else "")
         found = []
         if criterion in CITIZEN_CRITERIA:
             zeros = round(zero_pct * scored / 100)
@@ -676,10 +692,12 @@ class Adversary:
         base = path.split("?")[0]
         if base == "/admin/":
             found += self._overview(html, who, label, raters)
-        elif base in ("/admin/officials", "/admin/procedures", "/admin/ranking"):
-            level = {"/admin/officials": "official", "/admin/procedures": "procedure"}.get(
-                base, "agency"
-            )
+        elif base in ("/admin/officials", "/admin/procedures", "/admin/fields", "/admin/ranking"):
+            level = {
+                "/admin/officials": "official",
+                "/admin/procedures": "procedure",
+                "/admin/fields": "field",
+            }.get(base, "agency")
             for unit, row in _rows(html, "data-unit"):
                 rated, rate = _num(_k(row, "rated")), _pct(_k(row, "rate"))
                 if rated is None or rate is None:
@@ -696,6 +714,13 @@ class Adversary:
                 if scored is None or zero is None:
                     continue
                 found += self._criterion(who, label, key.split(":")[1], scored, zero, None, None)
+        if base == "/admin/fields":
+            for key, row in _rows(html, "data-criterion"):
+                scored, zero = _num(_k(row, "scored")), _pct(_k(row, "zero"))
+                if scored is None or zero is None:
+                    continue
+                field, _, criterion = key.split(":")
+                found += self._criterion(who, label, criterion, scored, zero, None, None, field)
         return found
 
     def _overview(
@@ -849,7 +874,7 @@ class Adversary:
         return found
 
 
-QUASI = ("official", "procedure", "channel", "language", "period", "survey")
+QUASI = ("official", "procedure", "field", "channel", "language", "period", "survey")
 
 
 def _unkeyed(header: Sequence[str], values: Iterable[str]) -> list[str]:
@@ -895,6 +920,8 @@ def _row_measure(column: str, value: str) -> str | None:
 
 def _covers(value: str, column: str, k: Known, named: set[str]) -> bool:
     """Whether a row's released value can be this citizen's."""
+    if column == "field":
+        return value == "*" or FIELD_OF.get(k.procedure or "", "") == value
     if value == "*" or value == "":
         return value == "*" or getattr(k, column, None) in (None, "")
     if value.startswith("(other"):
@@ -1010,13 +1037,21 @@ def differences_across_granularities(equations: Sequence[Equation]) -> list[Equa
     by_cell: dict[tuple[str, str], Equation] = {(e.cell, e.measure): e for e in equations}
     for (cell, measure), total in by_cell.items():
         label, level, _ = cell.split("|", 2) if cell.count("|") >= 2 else (cell, "", "")
-        if level != "agency":
+        if level == "field":
+            # A field minus its published procedures: the field's withheld procedures.
+            field = cell.split("|", 2)[2]
+            part_levels: tuple[str, ...] = ("procedure",)
+        elif level == "agency":
+            field, part_levels = "", ("official", "procedure", "field")
+        else:
             continue
-        for part_level in ("official", "procedure"):
+        for part_level in part_levels:
             parts = [
                 e
                 for (c, m), e in by_cell.items()
-                if m == measure and c.startswith(f"{label}|{part_level}|")
+                if m == measure
+                and c.startswith(f"{label}|{part_level}|")
+                and (not field or FIELD_OF.get(c.split("|", 2)[2]) == field)
             ]
             covered = frozenset().union(*(p.members for p in parts)) if parts else frozenset()
             rest = total.members - covered

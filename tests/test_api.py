@@ -82,6 +82,10 @@ async def test_a_day_batch_with_one_bad_item_keeps_the_rest(
         "status": "rejected",
         "survey_status": None,
         "error": "no official with code 'NOBODY' in this agency",
+        "code": "unknown_official",
+        "fields": [
+            {"field": "official_code", "problem": "no official with code 'NOBODY' in this agency"}
+        ],
     }
     assert await count(runtime, SurveyLedger) == 199
 
@@ -126,7 +130,8 @@ BAD_REQUESTS = [
     ("oversized code", {"json": {"dossier_code": "X" * 65, "returned_at": "2026-11-20"}}, 422, "invalid_fields"),
     ("empty batch", {"json": {"results": []}}, 422, "invalid_fields"),
     ("not an object", {"json": [1, 2, 3]}, 422, "invalid_fields"),
-    ("unknown survey", {"json": {"dossier_code": "X", "returned_at": "2026-11-20", "survey": "nope"}}, 200, None),
+    ("unknown survey", {"json": {"dossier_code": "X", "returned_at": "2026-11-20", "survey": "nope"}}, 422, "unknown_survey"),
+    ("unknown survey in a batch", {"json": {"results": [{"dossier_code": "X", "returned_at": "2026-11-20", "survey": "nope"}]}}, 200, None),
     ("dates reversed", {"json": {"dossier_code": "X", "returned_at": "2026-11-01", "received_at": "2026-11-20"}}, 422, "invalid_fields"),
 ]  # fmt: skip
 

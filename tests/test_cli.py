@@ -131,3 +131,40 @@ def test_terminal_chat_runs_a_survey_to_the_end() -> None:
     assert result.exit_code == 0, result.output
     assert "1. Hài lòng" in result.output and "2. Không hài lòng" in result.output
     assert "Cảm ơn Ông/Bà đã đánh giá." in result.output
+
+
+def test_officials_and_procedures_through_the_cli(cli_env: Path) -> None:
+    """An admin adds, moves and retires officials and files procedures by field and unit."""
+    runner = CliRunner()
+
+    def run(*args: str) -> str:
+        result = runner.invoke(main, list(args))
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    run("db", "upgrade")
+    run("agency", "add", "ubnd-a", "UBND phường A")
+    run("agency", "add", "ubnd-b", "UBND phường B")
+    assert "added to ubnd-a" in run("official", "ubnd-a", "CB01", "Nguyễn Văn A")
+    assert "unchanged in" in run("official", "ubnd-a", "CB01", "Nguyễn Văn A")
+    run("official", "ubnd-a", "CB02", "Trần Thị B")
+    assert "moved to ubnd-b as CB11" in run("official-move", "ubnd-a", "CB01", "ubnd-b", "--as", "CB11")  # fmt: skip
+    run("official-leave", "ubnd-a", "CB02")
+    listed = [line.split("\t")[:2] for line in run("officials", "ubnd-a").splitlines()]
+    assert listed == [["CB01", "moved"], ["CB02", "left"]]
+    assert run("officials", "ubnd-b").split("\t")[:2] == ["CB11", "active"]
+    again = runner.invoke(main, ["official-move", "ubnd-a", "CB01", "ubnd-b"])
+    assert again.exit_code != 0 and "already moved" in again.output and "Traceback" not in again.output  # fmt: skip
+    nobody = runner.invoke(main, ["official-leave", "ubnd-a", "CB99"])
+    assert nobody.exit_code != 0 and "no official 'CB99'" in nobody.output
+
+    assert "added" in run("procedure", "1.001234", "Đăng ký khai sinh", "--field", "tu-phap", "--assign", "ubnd-a")  # fmt: skip
+    run("procedure", "1.001234", "--assign", "ubnd-b", "--unassign", "ubnd-a")
+    bad = runner.invoke(main, ["procedure", "1.0001", "X", "--field", "astrology"])
+    assert bad.exit_code != 0 and "tu-phap" in bad.output
+    nameless = runner.invoke(main, ["procedure", "1.0002"])
+    assert nameless.exit_code != 0 and "needs a name" in nameless.output
+    assert run("procedures").split("\t")[:2] == ["1.001234", "tu-phap"]
+    assert run("procedures", "--agency", "ubnd-a").split("\t")[:3] == ["1.001234", "tu-phap", "unassigned"]  # fmt: skip
+    assert run("procedures", "--agency", "ubnd-b").split("\t")[2] == "assigned"
+    assert "intact" in run("audit", "verify")

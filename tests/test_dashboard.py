@@ -6,10 +6,11 @@ import re
 from typing import Any
 
 from aiohttp.test_utils import TestClient
+from sqlalchemy import select
 
 from bot.dashboard import auth
 from bot.runtime import Runtime
-from storage.models import Agency
+from storage.models import Agency, Procedure
 from tests.adminseed import Batch, add_agency, release, seed
 
 
@@ -77,3 +78,36 @@ async def test_mean_scores_read_total_out_of_the_maximum_the_data_holds(
     assert "/18" not in overview
     officials = await (await client.get("/admin/officials?agency=ubnd-test")).text()
     assert "18,0 / 18" in officials and "6,0 / 18" in officials
+
+
+async def test_the_fields_page_ranks_fields_and_shows_what_drives_dissatisfaction(
+    client: TestClient[Any, Any], runtime: Runtime, agency: Agency
+) -> None:
+    await add_agency(runtime, "ubnd-khac", "UBND khác", ["CB01", "CB02"])
+    async with runtime.sessions() as session:
+        session.add(Procedure(code="3.0001", name="Cấp thẻ BHYT", field="y-te"))
+        procedure = await session.scalar(select(Procedure).where(Procedure.code == "1.001234"))
+        assert procedure is not None
+        procedure.field = "tu-phap"
+        await session.commit()
+    for code in ("ubnd-test", "ubnd-khac"):
+        await seed(
+            runtime,
+            code,
+            [Batch(10, official, "1.001234", 5) for official in ("CB01", "CB02")]
+            + [Batch(10, "CB01", "3.0001", 5), Batch(10, "CB02", "3.0001", 1)],
+        )
+    assert await release(runtime) == ["2026-10"]
+    await auth.create_user(runtime.sessions, "xem", "mat-khau-dai", "viewer", "ubnd-test")
+    assert (await login(client, "xem", "mat-khau-dai")).status == 303
+    html = await (await client.get("/admin/fields")).text()
+    rows = re.findall(r'<tr data-unit="([^"]+)"', html)
+    assert rows == ["tu-phap", "y-te"]  # ranked: justice satisfied, health not
+    assert "Y tế" in html and "Lĩnh vực" in html
+    driving = re.findall(r'data-criterion="y-te:([^:]+):([^"]+)"', html)
+    assert driving[0] == ("ubnd-test", "3")  # scored 0 by every unhappy rater, half the rest
+    assert "ubnd-khac" not in html  # a viewer sees its own agency only
+    english = await (await client.get("/admin/fields?lang=en")).text()
+    assert "Health" in english and "Justice" in english
+    procedures = await (await client.get("/admin/procedures")).text()
+    assert re.search(r'data-unit="3.0001".*?data-k="field">Y tế<', procedures, re.S)

@@ -27,7 +27,7 @@ from storage import anonymise, export, export_pass, export_rows
 from storage.anonymise import ALL, MARKERS, Rule
 from storage.cells import clean
 from storage.export import ChangedDuringExport, ExportError, ExportSpec
-from storage.models import Agency, Official, Response
+from storage.models import Agency, Official, Procedure, Response
 from storage.stats import Period, Thresholds, period_label
 from tests.exportseed import COMMENTS, Truth, add_units, seed_month, store
 
@@ -488,3 +488,27 @@ def test_bad_export_requests_are_refused_and_the_row_level_is_a_zip() -> None:
     )
     agency = ExportSpec(level="agency", fmt="jsonl")
     assert agency.content_type.startswith("application/x-ndjson")
+
+
+async def test_ratings_show_the_field_and_every_combination_with_it_still_holds_k(
+    runtime: Runtime, month: list[Truth]
+) -> None:
+    """The field is a quasi-identifier too: it follows the released procedure (or what all the
+    merged ones share, else "*"), so adding it to the combinations splits none below k."""
+    field_of = {"1.000001": "tu-phap", "1.000002": "tu-phap", "1.000003": "tnmt",
+                "1.000004": "tnmt", "1.000005": "y-te"}  # fmt: skip
+    async with runtime.sessions() as session:
+        for procedure in (await session.execute(select(Procedure))).scalars():
+            procedure.field = field_of.get(procedure.code)
+        await session.commit()
+    package = await _export(runtime, period="day")
+    rows = package.ratings
+    assert {r["field"] for r in rows} - {ALL} <= set(field_of.values())
+    assert {r["field"] for r in rows} & {"tu-phap", "tnmt"}
+    for row in rows:
+        if row["procedure"] not in MARKERS:
+            assert row["field"] == field_of[row["procedure"]], row
+    with_field = Counter(tuple(str(r[c]) for c in (*QI, "field")) for r in rows)
+    assert min(with_field.values()) >= K.k_group
+    assert len(with_field) == len(_combinations(rows))  # the field split no combination
+    assert "field" in package.report["quasi_identifiers"]

@@ -41,4 +41,4 @@ def test_bench_runs_small_and_ends_with_one_json_line(tmp_path: Path) -> None:
         ratings = archive.read("ratings.csv").decode("utf-8-sig").splitlines()
     assert report["ratings"]["rows_read"] == 2000
     assert len(ratings) == report["ratings"]["rows"] + 1 > 1900  # a busy desk loses few rows
-    assert ratings[0].startswith("response,agency,procedure,official")
+    assert ratings[0].startswith("response,agency,procedure,field,official")

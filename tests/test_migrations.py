@@ -8,6 +8,7 @@ import json
 
 from sqlalchemy import text
 
+from storage import directory
 from storage.db import make_engine, make_sessions
 from storage.export import export_csv
 from storage.migrate import upgrade_async
@@ -157,3 +158,40 @@ async def test_0008_converts_old_scores_to_circular_01_2018_out_of_18(empty_data
         "criteria": [{"scored": 2}],
     }
     assert moved == 180 + 90
+
+
+async def test_0019_keeps_every_official_active_and_every_procedure_open_to_every_unit(
+    empty_database: str,
+) -> None:
+    """Before 0019 (sync) nobody could leave and procedures were one shared list: after it, every
+    official is active and every procedure can still be reported by every unit."""
+    await upgrade_async(empty_database, "0011_invite_cap")
+    engine = make_engine(empty_database)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO agency (id, code, name, created_at) "
+                    "VALUES ('a1', 'ubnd-cu', 'UBND cũ', '2026-10-01 00:00:00+00')"
+                )
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO official (id, agency_id, code, name) VALUES ('o1', 'a1', 'CB01', 'A')"
+                )
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO procedure (id, code, name) VALUES ('p1', '1.001234', 'Khai sinh')"
+                )
+            )
+        await upgrade_async(empty_database)
+        sessions = make_sessions(engine)
+        async with sessions() as session:
+            official = await directory.official_for_report(session, "a1", "CB01")
+            procedure = await directory.procedure_for_report(session, "a1", "1.001234")
+            status = await session.scalar(text("SELECT status FROM official WHERE id = 'o1'"))
+            field = await session.scalar(text("SELECT field FROM procedure WHERE id = 'p1'"))
+        assert (official.id, procedure.id, status, field) == ("o1", "p1", "active", None)
+    finally:
+        await engine.dispose()

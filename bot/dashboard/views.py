@@ -23,7 +23,17 @@ from bot.dashboard.i18n import language, t
 from bot.forwarded import served_over_https
 from bot.i18n import gettext
 from bot.limits import client_address
-from storage import aggregates, export, releases, report_pdf, report_store, reports, stats, units
+from storage import (
+    aggregates,
+    export,
+    fields,
+    releases,
+    report_pdf,
+    report_store,
+    reports,
+    stats,
+    units,
+)
 from storage.models import utcnow
 
 PREFIX = "/admin"
@@ -371,6 +381,7 @@ async def _units(ctx: Ctx, level: str) -> web.StreamResponse:
         view,
         cells=view.officials if level == "official" else view.procedures,
         level=level,
+        field_name=lambda code: fields.label(code, ctx.lang) or "–",
         k=ctx.thresholds.k_official if level == "official" else ctx.thresholds.k_group,
     )
 
@@ -383,6 +394,26 @@ async def officials(ctx: Ctx) -> web.StreamResponse:
 @page()
 async def procedures(ctx: Ctx) -> web.StreamResponse:
     return await _units(ctx, "procedure")
+
+
+@page()
+async def fields_page(ctx: Ctx) -> web.StreamResponse:
+    """Fields (lĩnh vực) ranked, and per field the criteria that drive dissatisfaction (the
+    highest lift first): the province's fields for an admin, the agency's own for a viewer."""
+    view = await _release(ctx)
+    driving = sorted(
+        view.field_criteria,
+        key=lambda s: (s.field, s.suppressed, -(s.lift or 0.0), s.agency, s.criterion),
+    )
+    return await _figures(
+        ctx,
+        "fields.html",
+        view,
+        cells=view.fields,
+        driving=driving,
+        field_name=lambda code: fields.label(code, ctx.lang) or code,
+        k=ctx.thresholds.k_group,
+    )
 
 
 @page()
@@ -593,6 +624,7 @@ def setup(
     app.router.add_get(f"{PREFIX}/ranking", ranking, name="admin_ranking")
     app.router.add_get(f"{PREFIX}/officials", officials, name="admin_officials")
     app.router.add_get(f"{PREFIX}/procedures", procedures, name="admin_procedures")
+    app.router.add_get(f"{PREFIX}/fields", fields_page, name="admin_fields")
     app.router.add_get(f"{PREFIX}/criteria", criteria, name="admin_criteria")
     app.router.add_get(f"{PREFIX}/coverage", coverage, name="admin_coverage")
     app.router.add_get(f"{PREFIX}/exports", exports_page, name="admin_exports")

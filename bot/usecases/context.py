@@ -32,11 +32,15 @@ FORGET = "forget"
 class ServiceError(Exception):
     """A request the service refuses, with the HTTP status an API would answer."""
 
-    def __init__(self, status: int, error: str, detail: str) -> None:
+    def __init__(
+        self, status: int, error: str, detail: str, fields: Sequence[tuple[str, str]] = ()
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.error = error
         self.detail = detail
+        #: (field, problem) pairs an API answers in ``fields``: which input was wrong, and why.
+        self.fields = list(fields)
 
 
 @dataclass(frozen=True, slots=True)

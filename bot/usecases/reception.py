@@ -19,6 +19,7 @@ from bot.flows.definition import SurveyDefinition
 from bot.i18n import normalise_language
 from bot.schemas import (
     DossierRegistration,
+    FieldProblem,
     RegistrationResult,
     ResultBatch,
     ResultBatchOutcome,
@@ -27,13 +28,11 @@ from bot.schemas import (
 )
 from bot.usecases.context import Context, ServiceError
 from bot.usecases.surveys import CAPPED, add_phone, engine, first_contact, reach, start_on
-from storage import api_keys, invite_cap
+from storage import api_keys, directory, invite_cap
 from storage.models import (
     Agency,
     Dossier,
     Invitation,
-    Official,
-    Procedure,
     SurveyLedger,
     new_id,
 )
@@ -112,7 +111,13 @@ class Reception:
                     async with session.begin_nested():
                         item = await self._report_one(session, agency, report, index)
                 except ServiceError as exc:
-                    item = ResultItemOutcome(index=index, status="rejected", error=exc.detail)
+                    item = ResultItemOutcome(
+                        index=index,
+                        status="rejected",
+                        error=exc.detail,
+                        code=exc.error,
+                        fields=[FieldProblem(field=f, problem=p) for f, p in exc.fields] or None,
+                    )
                 except IntegrityError:
                     item = ResultItemOutcome(index=index, status="duplicate")
                 items.append(item)
@@ -212,34 +217,36 @@ class Reception:
     def _survey_for(self, agency: Agency, requested: str | None) -> SurveyDefinition:
         survey_id = requested or agency.default_survey or self.ctx.settings.default_survey
         if survey_id not in self.ctx.catalog:
-            raise ServiceError(422, "unknown_survey", f"no survey named {survey_id!r}")
+            detail = f"no survey named {survey_id!r}"
+            raise ServiceError(422, "unknown_survey", detail, [("survey", detail)])
         return self.ctx.catalog.latest(survey_id)
 
     async def _references(
         self, session: AsyncSession, agency: Agency, procedure: str | None, official: str | None
     ) -> tuple[str | None, str | None]:
-        procedure_id = official_id = None
-        if procedure:
-            procedure_id = (
-                await session.execute(select(Procedure.id).where(Procedure.code == procedure))
-            ).scalar_one_or_none()
-            if procedure_id is None:
-                raise ServiceError(
-                    422, "unknown_procedure", f"no procedure with code {procedure!r}"
-                )
-        if official:
-            official_id = (
-                await session.execute(
-                    select(Official.id).where(
-                        Official.agency_id == agency.id, Official.code == official
-                    )
-                )
-            ).scalar_one_or_none()
-            if official_id is None:
-                raise ServiceError(
-                    422, "unknown_official", f"no official with code {official!r} in this agency"
-                )
-        return procedure_id, official_id
+        """The ids of the codes a report names; a 422 naming every code it may not name
+        (unknown, an official who left or moved, a procedure not assigned to this unit)."""
+        found = {
+            name: await lookup(session, agency.id, code)
+            for name, code, lookup in (
+                ("procedure_code", procedure, directory.procedure_for_report),
+                ("official_code", official, directory.official_for_report),
+            )
+            if code
+        }
+        refused = [(name, ref.refusal) for name, ref in found.items() if ref.refusal]
+        if refused:
+            raise ServiceError(
+                422,
+                refused[0][1][0],
+                "; ".join(detail for _, (_, detail) in refused),
+                [(name, detail) for name, (_, detail) in refused],
+            )
+        procedure_ref, official_ref = found.get("procedure_code"), found.get("official_code")
+        return (
+            procedure_ref.id if procedure_ref else None,
+            official_ref.id if official_ref else None,
+        )
 
     def _dossier_digests(self, agency: Agency, code: str) -> list[str]:
         value = f"{agency.id}:{normalise_identifier(code)}"

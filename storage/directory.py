@@ -1,0 +1,470 @@
+"""A unit's officials and procedures: idempotent upserts, whole-list syncs, moves and leaves.
+
+The system of record is the agency's one-stop system (it pushes through the sync API) or an
+admin (the CLI); both land here. Nothing is ever deleted, because ratings point at officials
+and procedures: an official absent from a whole list is marked *left*, a procedure absent from
+it is *unassigned* from the unit. A move is a new official row in the new unit and the old row
+marked *moved*, so past ratings keep the unit and official they rated.
+
+Upserts race (two pushes at once, two units creating one new national procedure): the unique
+constraints decide, and the loser retries its whole transaction on what the winner wrote.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.backoff import backoff
+from storage.db import Sessions
+from storage.models import (
+    OFFICIAL_ACTIVE,
+    OFFICIAL_LEFT,
+    OFFICIAL_MOVED,
+    Agency,
+    Official,
+    Procedure,
+    ProcedureAssignment,
+    utcnow,
+)
+
+T = TypeVar("T")
+ATTEMPTS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class OfficialEntry:
+    code: str
+    name: str
+    #: active or left (a move is the admin's: it names two units)
+    status: str = OFFICIAL_ACTIVE
+
+
+@dataclass(frozen=True, slots=True)
+class ProcedureEntry:
+    code: str
+    name: str
+    field: str | None
+
+
+@dataclass(slots=True)
+class SyncResult:
+    """What a sync changed, by code: the answer the agency's system logs."""
+
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    #: officials marked left, or procedures unassigned, because the whole list left them out
+    retired: list[str] = field(default_factory=list)
+
+
+class Problem(Exception):
+    """Input the directory refuses, naming the item's field (``procedures.2.field``)."""
+
+    def __init__(self, problems: Sequence[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{f}: {p}" for f, p in problems))
+        self.problems = list(problems)
+
+
+class Unknown(Exception):
+    """No such unit or official (the CLI's 'not found')."""
+
+
+async def retrying(sessions: Sessions, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """Run ``work`` in a transaction, again when a concurrent writer won a unique constraint
+    (PostgreSQL) or held the write lock (SQLite): the next try reads what it wrote."""
+    for attempt in range(ATTEMPTS):
+        async with sessions() as session:
+            try:
+                result = await work(session)
+                await session.commit()
+                return result
+            except (IntegrityError, OperationalError):
+                await session.rollback()
+                if attempt == ATTEMPTS - 1:
+                    raise
+        # A short jittered pause, so racers that lost together do not collide again at once.
+        await asyncio.sleep(backoff(attempt + 1, base=0.02, cap=0.5).total_seconds())
+    raise AssertionError("unreachable")
+
+
+# ------------------------------------------------------------------------------ officials
+async def sync_officials(
+    sessions: Sessions,
+    agency_id: str,
+    entries: Sequence[OfficialEntry],
+    whole: bool,
+    today: dt.date,
+) -> SyncResult:
+    """Upsert ``entries`` in the unit; with ``whole``, mark every other active official left."""
+
+    async def work(session: AsyncSession) -> SyncResult:
+        result = SyncResult()
+        rows = {
+            o.code: o
+            for o in (
+                await session.execute(select(Official).where(Official.agency_id == agency_id))
+            ).scalars()
+        }
+        for entry in entries:
+            row = rows.get(entry.code)
+            if row is None:
+                session.add(_new_official(agency_id, entry, today))
+                result.created.append(entry.code)
+            elif _apply_official(row, entry, today):
+                result.updated.append(entry.code)
+            else:
+                result.unchanged.append(entry.code)
+        if whole:
+            listed = {e.code for e in entries}
+            for code, row in sorted(rows.items()):
+                if code not in listed and row.status == OFFICIAL_ACTIVE:
+                    row.status, row.ended_on = OFFICIAL_LEFT, today
+                    result.retired.append(code)
+        await session.flush()
+        return result
+
+    return await retrying(sessions, work)
+
+
+def _new_official(agency_id: str, entry: OfficialEntry, today: dt.date) -> Official:
+    left = entry.status == OFFICIAL_LEFT
+    return Official(
+        agency_id=agency_id,
+        code=entry.code,
+        name=entry.name,
+        status=entry.status,
+        ended_on=today if left else None,
+    )
+
+
+def _apply_official(row: Official, entry: OfficialEntry, today: dt.date) -> bool:
+    """Bring ``row`` to ``entry``; True when anything changed. Listing a moved or left
+    official as active brings them back to this unit (the agency's system knows)."""
+    changed = row.name != entry.name or row.status != entry.status
+    if not changed:
+        return False
+    row.name = entry.name
+    if row.status != entry.status:
+        row.status = entry.status
+        row.ended_on = None if entry.status == OFFICIAL_ACTIVE else today
+        row.moved_to_id = None
+    return True
+
+
+async def official_view(
+    sessions: Sessions, agency_id: str, code: str
+) -> tuple[Official, str | None] | None:
+    """The unit's official and the code of the unit they moved to (None: not moved)."""
+    async with sessions() as session:
+        row = (
+            await session.execute(
+                select(Official).where(Official.agency_id == agency_id, Official.code == code)
+            )
+        ).scalar_one_or_none()
+        if row is None:
+            return None
+        moved_to = None
+        if row.moved_to_id is not None:
+            moved_to = await session.scalar(
+                select(Agency.code)
+                .join(Official, Official.agency_id == Agency.id)
+                .where(Official.id == row.moved_to_id)
+            )
+        return row, moved_to
+
+
+async def move_official(
+    sessions: Sessions,
+    from_agency: str,
+    code: str,
+    to_agency: str,
+    today: dt.date,
+    new_code: str | None = None,
+) -> str:
+    """Move an active official to another unit (by agency codes); returns their code there.
+
+    Their row in the old unit stays, marked moved, with the ratings it has; the new unit gets
+    a new active row (reactivated if they served there before)."""
+
+    async def work(session: AsyncSession) -> str:
+        source = await _agency_id(session, from_agency)
+        target = await _agency_id(session, to_agency)
+        if source == target:
+            raise Problem([("to", "the official is already in this unit")])
+        row = (
+            await session.execute(
+                select(Official).where(Official.agency_id == source, Official.code == code)
+            )
+        ).scalar_one_or_none()
+        if row is None:
+            raise Unknown(f"no official {code!r} in {from_agency!r}")
+        if row.status != OFFICIAL_ACTIVE:
+            raise Problem([("code", f"official {code!r} has already {row.status}")])
+        there_code = new_code or code
+        there = (
+            await session.execute(
+                select(Official).where(Official.agency_id == target, Official.code == there_code)
+            )
+        ).scalar_one_or_none()
+        if there is None:
+            there = Official(agency_id=target, code=there_code, name=row.name)
+            session.add(there)
+        elif there.status == OFFICIAL_ACTIVE:
+            raise Problem([("new_code", f"{to_agency!r} already has an active {there_code!r}")])
+        there.status, there.ended_on, there.moved_to_id = OFFICIAL_ACTIVE, None, None
+        await session.flush()
+        row.status, row.ended_on, row.moved_to_id = OFFICIAL_MOVED, today, there.id
+        return there_code
+
+    return await retrying(sessions, work)
+
+
+async def leave_official(sessions: Sessions, agency: str, code: str, today: dt.date) -> None:
+    """Mark an official left (by agency code): no new result may name them."""
+
+    async def work(session: AsyncSession) -> None:
+        agency_id = await _agency_id(session, agency)
+        row = (
+            await session.execute(
+                select(Official).where(Official.agency_id == agency_id, Official.code == code)
+            )
+        ).scalar_one_or_none()
+        if row is None:
+            raise Unknown(f"no official {code!r} in {agency!r}")
+        if row.status != OFFICIAL_LEFT:
+            row.status, row.ended_on, row.moved_to_id = OFFICIAL_LEFT, today, None
+
+    await retrying(sessions, work)
+
+
+async def _agency_id(session: AsyncSession, code: str) -> str:
+    agency_id = await session.scalar(select(Agency.id).where(Agency.code == code))
+    if agency_id is None:
+        raise Unknown(f"no agency with code {code!r}")
+    return str(agency_id)
+
+
+# ------------------------------------------------------------------------------ procedures
+async def sync_procedures(
+    sessions: Sessions,
+    agency_id: str,
+    entries: Sequence[ProcedureEntry],
+    whole: bool,
+    item_path: Callable[[int], str] = lambda i: f"procedures.{i}.",
+) -> SyncResult:
+    """Upsert ``entries`` into the national catalogue and assign them to the unit; with
+    ``whole``, unassign every other procedure of the unit.
+
+    A procedure's name and field are national facts that every unit handling it reads its
+    figures by, so a unit may set them only while no other unit has the procedure assigned;
+    a different value for a shared one is refused, naming the item and field."""
+
+    async def work(session: AsyncSession) -> SyncResult:
+        result = SyncResult()
+        codes = [e.code for e in entries]
+        catalogue = {
+            p.code: p
+            for p in (
+                await session.execute(select(Procedure).where(Procedure.code.in_(codes)))
+            ).scalars()
+        }
+        assigned = {
+            a.procedure_id: a
+            for a in (
+                await session.execute(
+                    select(ProcedureAssignment).where(ProcedureAssignment.agency_id == agency_id)
+                )
+            ).scalars()
+        }
+        shared = await _shared(session, agency_id, [p.id for p in catalogue.values()])
+        problems: list[tuple[str, str]] = []
+        for index, entry in enumerate(entries):
+            procedure = catalogue.get(entry.code)
+            changed = False
+            if procedure is None:
+                procedure = Procedure(code=entry.code, name=entry.name, field=entry.field)
+                session.add(procedure)
+                await session.flush()
+                result.created.append(entry.code)
+            else:
+                for name in ("name", "field"):
+                    if getattr(procedure, name) == getattr(entry, name):
+                        continue
+                    if procedure.id in shared:
+                        problems.append(
+                            (
+                                f"{item_path(index)}{name}",
+                                f"procedure {entry.code!r} is shared with other units: its "
+                                f"{name} is {getattr(procedure, name)!r}, set by the province "
+                                "admin (surveybot procedure)",
+                            )
+                        )
+                    else:
+                        setattr(procedure, name, getattr(entry, name))
+                        changed = True
+            assignment = assigned.get(procedure.id)
+            if assignment is None:
+                session.add(ProcedureAssignment(agency_id=agency_id, procedure_id=procedure.id))
+                changed = True
+            elif not assignment.active:
+                assignment.active, assignment.updated_at = True, utcnow()
+                changed = True
+            if entry.code not in result.created:
+                (result.updated if changed else result.unchanged).append(entry.code)
+        if problems:
+            raise Problem(problems)
+        if whole:
+            listed = {p.id for p in catalogue.values()}
+            names = await _codes(session, [pid for pid in assigned if pid not in listed])
+            for pid, assignment in sorted(assigned.items(), key=lambda kv: names.get(kv[0], "")):
+                if pid not in listed and assignment.active and pid in names:
+                    assignment.active, assignment.updated_at = False, utcnow()
+                    result.retired.append(names[pid])
+        await session.flush()
+        return result
+
+    return await retrying(sessions, work)
+
+
+async def _shared(session: AsyncSession, agency_id: str, procedure_ids: list[str]) -> set[str]:
+    """The procedures another unit has assigned (active or not: its past figures read it)."""
+    if not procedure_ids:
+        return set()
+    rows = await session.execute(
+        select(ProcedureAssignment.procedure_id).where(
+            ProcedureAssignment.procedure_id.in_(procedure_ids),
+            ProcedureAssignment.agency_id != agency_id,
+        )
+    )
+    return {r for (r,) in rows}
+
+
+async def _codes(session: AsyncSession, procedure_ids: list[str]) -> dict[str, str]:
+    if not procedure_ids:
+        return {}
+    rows = await session.execute(
+        select(Procedure.id, Procedure.code).where(Procedure.id.in_(procedure_ids))
+    )
+    return {pid: code for pid, code in rows}
+
+
+async def procedure_view(
+    sessions: Sessions, agency_id: str, code: str
+) -> tuple[Procedure, bool] | None:
+    """The procedure and whether it is assigned to the unit now."""
+    async with sessions() as session:
+        procedure = (
+            await session.execute(select(Procedure).where(Procedure.code == code))
+        ).scalar_one_or_none()
+        if procedure is None:
+            return None
+        active = await session.scalar(
+            select(ProcedureAssignment.active).where(
+                ProcedureAssignment.agency_id == agency_id,
+                ProcedureAssignment.procedure_id == procedure.id,
+            )
+        )
+        return procedure, bool(active)
+
+
+async def set_procedure(
+    sessions: Sessions, code: str, name: str | None, field_code: str | None
+) -> bool:
+    """The province admin's edit of a catalogue entry (name, field); True when created."""
+
+    async def work(session: AsyncSession) -> bool:
+        procedure = (
+            await session.execute(select(Procedure).where(Procedure.code == code))
+        ).scalar_one_or_none()
+        if procedure is None:
+            if name is None:
+                raise Problem([("name", f"a new procedure {code!r} needs a name")])
+            session.add(Procedure(code=code, name=name, field=field_code))
+            return True
+        if name is not None:
+            procedure.name = name
+        if field_code is not None:
+            procedure.field = field_code
+        return False
+
+    return await retrying(sessions, work)
+
+
+async def assign_procedure(sessions: Sessions, agency: str, code: str, active: bool) -> None:
+    """Assign (or unassign) a catalogue procedure to a unit, by codes."""
+
+    async def work(session: AsyncSession) -> None:
+        agency_id = await _agency_id(session, agency)
+        procedure_id = await session.scalar(select(Procedure.id).where(Procedure.code == code))
+        if procedure_id is None:
+            raise Unknown(f"no procedure with code {code!r}")
+        row = await session.get(ProcedureAssignment, (agency_id, procedure_id))
+        if row is None:
+            session.add(
+                ProcedureAssignment(agency_id=agency_id, procedure_id=procedure_id, active=active)
+            )
+        else:
+            row.active, row.updated_at = active, utcnow()
+
+    await retrying(sessions, work)
+
+
+# ------------------------------------------------------------------------------ reporting
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """What a result report or registration may name: the row's id, or why it may not."""
+
+    id: str | None
+    refusal: tuple[str, str] | None = None
+
+
+async def official_for_report(session: AsyncSession, agency_id: str, code: str) -> Reference:
+    """The unit's active official; else the error code and detail naming why not."""
+    row = (
+        await session.execute(
+            select(Official).where(Official.agency_id == agency_id, Official.code == code)
+        )
+    ).scalar_one_or_none()
+    if row is None:
+        return Reference(
+            None, ("unknown_official", f"no official with code {code!r} in this agency")
+        )
+    if row.status == OFFICIAL_LEFT:
+        return Reference(
+            None, ("official_left", f"official {code!r} left this unit on {row.ended_on}")
+        )
+    if row.status == OFFICIAL_MOVED:
+        return Reference(
+            None,
+            ("official_moved", f"official {code!r} moved to another unit on {row.ended_on}"),
+        )
+    return Reference(row.id)
+
+
+async def procedure_for_report(session: AsyncSession, agency_id: str, code: str) -> Reference:
+    """A catalogue procedure the unit handles: assigned to it, or assigned to no unit yet."""
+    procedure_id = await session.scalar(select(Procedure.id).where(Procedure.code == code))
+    if procedure_id is None:
+        return Reference(None, ("unknown_procedure", f"no procedure with code {code!r}"))
+    assignments = {
+        a: active
+        for a, active in await session.execute(
+            select(ProcedureAssignment.agency_id, ProcedureAssignment.active).where(
+                ProcedureAssignment.procedure_id == procedure_id
+            )
+        )
+    }
+    if assignments and not assignments.get(agency_id, False):
+        return Reference(
+            None,
+            ("procedure_unassigned", f"procedure {code!r} is not assigned to this unit"),
+        )
+    return Reference(str(procedure_id))
