@@ -224,6 +224,12 @@ class Dispatcher:
             await self._failed(message, exc.__class__.__name__, None, False)
             return False
         metrics.message_sent(message.channel, started)
+        if (
+            message.priority == outbox.PRIORITY_REPLY
+            and message.invitation_id
+            and message.created_at is not None
+        ):
+            metrics.answer_handed_over(message.channel, message.created_at)
         return True
 
     async def _failed(

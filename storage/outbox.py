@@ -59,6 +59,10 @@ class Claimed:
     attempts: int
     invitation_id: str | None
     conversation: str
+    #: The lane it was claimed in, and when it was enqueued (for a reply, the moment the answer
+    #: that caused it was accepted): the answer-latency metric reads both.
+    priority: int = PRIORITY_INVITATION
+    created_at: dt.datetime | None = None
 
 
 def seal_payload(keys: KeyRing, payload: dict[str, Any]) -> dict[str, Any]:
@@ -255,6 +259,8 @@ async def claim(
             row.attempts,
             row.invitation_id,
             row.conversation,
+            row.priority,
+            row.created_at,
         )
         for row in rows
     ]
