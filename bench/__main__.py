@@ -1,12 +1,11 @@
-"""``python -m bench export [--rows N]`` | ``python -m bench ingest [--results N]``."""
+"""``python -m bench NAME [options]``: export (the default), ingest, answer_path, dispatch."""
 
+import importlib
 import sys
 
-if len(sys.argv) > 1 and sys.argv[1] == "ingest":
-    from bench.ingest import main as ingest
+BENCHES = ("export", "ingest", "answer_path", "dispatch")
 
-    ingest(sys.argv[2:])
-else:
-    from bench.export import main as export
-
-    export()
+if __name__ == "__main__":
+    named = len(sys.argv) > 1 and sys.argv[1] in BENCHES
+    name = sys.argv[1] if named else "export"
+    importlib.import_module(f"bench.{name}").main(sys.argv[2:] if named else sys.argv[1:])
