@@ -72,7 +72,7 @@ async def add_agency(sessions: Any) -> Agency:
         )
         session.add(Procedure(code=PROCEDURE, name="Đăng ký khai sinh"))
         await session.commit()
-        return agency  # type: ignore[no-any-return]
+        return agency
 
 
 def percentile(values: list[float], q: float) -> float:
