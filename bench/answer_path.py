@@ -81,11 +81,7 @@ async def _citizens(
     results = [ResultReport(dossier_code=c, returned_at=today) for c in codes]
     await runtime.service.report_results(agency, ResultBatch(results=results))
     for uid in uids:
-        await emulator.wait_chat(
-            uid,
-            lambda u=uid: emulator.live_question(u, set()) is not None,  # type: ignore[misc]
-            TIMEOUT,
-        )
+        await emulator.wait_first_question(uid, TIMEOUT)
     return uids
 
 

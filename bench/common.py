@@ -128,6 +128,10 @@ class TimedEmulator(TelegramEmulator):
                 event.clear()
                 await event.wait()
 
+    async def wait_first_question(self, uid: int, timeout: float) -> None:
+        """Until chat ``uid`` shows a question to answer."""
+        await self.wait_chat(uid, lambda: self.live_question(uid, set()) is not None, timeout)
+
     def live_question(self, uid: int, answered: set[str]) -> tuple[ChatMessage, str, str] | None:
         """The newest bot message with a button of a question not yet answered: the message,
         its question and its first button's data."""

@@ -209,7 +209,7 @@ async def run(workers: int, live: int, backlog: int, seconds: float) -> dict[str
         async with scratch_database("surveybot_bench_dispatch") as url:
             await upgrade_async(url)
             settings = _settings(url, keys, f"bench:{url.rsplit('/', 1)[1]}:", emulator)
-            local = await Runtime.create(load_settings(**settings, var_dir=tmp / "local"))  # type: ignore[arg-type]
+            local = await Runtime.create(load_settings(**settings, var_dir=tmp / "local"))
             try:
                 setup_started = time.perf_counter()
                 uids = await _setup(local, emulator, live, backlog)
@@ -219,9 +219,7 @@ async def run(workers: int, live: int, backlog: int, seconds: float) -> dict[str
                     await bot.set_webhook(f"{base}/telegram/webhook", secret_token=SECRET)
                     await bot.shutdown()
                     for uid in uids:  # the live citizens' first questions lead the backlog
-                        await emulator.wait_chat(
-                            uid, lambda u=uid: emulator.live_question(u, set()) is not None, 120
-                        )  # type: ignore[misc]
+                        await emulator.wait_first_question(uid, 120)
                     window_start = time.time()
                     waits: dict[str, list[float]] = {"first": [], "next": []}
                     spacing = seconds * 0.8 / max(1, live)
