@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import secrets
 import warnings
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -324,7 +325,10 @@ class TelegramChannel:
         if question and markup is not None:
             ref = await self._get_ref(contact, question) or QuestionRef(text)
             ref.text = text
-            ref.live = [*ref.live[-4:], sent.message_id]
+            # A tap can come back before this note is written (the inbound side then notes
+            # the message itself, ``remember_tapped``): the same message is listed once.
+            earlier = [m for m in ref.live if m != sent.message_id]
+            ref.live = [*earlier[-4:], sent.message_id]
             await self._put_ref(contact, question, ref)
 
     async def _acknowledge(self, chat_id: int, contact: str, question: str, ack: str) -> None:
@@ -392,21 +396,39 @@ class TelegramChannel:
         raw: bool = False,
         max_wait: float | None = None,
     ) -> T:
-        """One rate-limited Bot API call; PTB errors become DeliveryError unless ``raw``."""
-        await self._slot(contact, max_wait)
+        """One rate-limited Bot API call; PTB errors become DeliveryError unless ``raw``. Its
+        slot is settled when the answer is back (or the call failed): the windows count it from
+        then, after Telegram saw it (``TelegramState.settle``)."""
+        slot = secrets.token_hex(8)
+        await self._slot(contact, max_wait, slot)
         try:
-            return await action()
+            result = await action()
+        except asyncio.CancelledError:
+            raise  # a stop: nothing more is awaited here (the slot expires with its window)
         except RetryAfter as exc:
+            await self._settle(contact, slot)
             seconds = retry_after_seconds(exc)
             with contextlib.suppress(Exception):
                 await self.state.pause(seconds)
             raise delivery_error(exc) from None
         except TelegramError as exc:
+            await self._settle(contact, slot)
             if raw:
                 raise
             raise delivery_error(exc) from None
+        except Exception:
+            await self._settle(contact, slot)
+            raise
+        await self._settle(contact, slot)
+        return result
 
-    async def _slot(self, contact: str | None, max_wait: float | None) -> None:
+    async def _settle(self, contact: str | None, slot: str) -> None:
+        try:
+            await self.state.settle(contact, slot)
+        except Exception as exc:  # the slot keeps its acquire time: the padding covers most
+            log.debug("send slot not settled (%s)", exc.__class__.__name__)
+
+    async def _slot(self, contact: str | None, max_wait: float | None, slot: str) -> None:
         """Wait for a send slot: short waits here, long ones back in the outbox.
 
         A chat's own window is only waited for briefly, so one busy chat never holds up a
@@ -415,7 +437,7 @@ class TelegramChannel:
         waited = 0.0
         while True:
             try:
-                wait, scope = await self.state.acquire(contact)
+                wait, scope = await self.state.acquire(contact, slot)
             except Exception as exc:  # Redis unreachable: try again later rather than flood
                 reason = f"telegram: rate limiter unavailable ({exc.__class__.__name__})"
                 raise DeliveryError(reason) from None

@@ -35,8 +35,10 @@ class RateLimits:
     per_bot_window: float = 1.0
 
     def padded(self, window: float) -> float:
-        """Our clock reads a send a little before Telegram's does: keep a small safety margin."""
-        return window + min(0.25, window / 10)
+        """A small safety margin (2 %, at most 50 ms): a send's place in a window is when its
+        answer came back (``settle``), never before Telegram saw it, so the margin only covers
+        the clocks' resolution and Telegram's own rounding, not network delay."""
+        return window + min(0.05, window / 50)
 
 
 @dataclass(slots=True)
@@ -58,10 +60,20 @@ class QuestionRef:
 
 
 class TelegramState(Protocol):
-    async def acquire(self, contact: str | None) -> tuple[float, str]:
-        """Take one send slot for this chat (None: bot-wide only). ``(0, "")`` when taken, else
-        the seconds to wait before trying again and the limit that binds: "chat", "bot" or
-        "pause" (nothing is taken then)."""
+    async def acquire(self, contact: str | None, slot: str | None = None) -> tuple[float, str]:
+        """Take one send slot for this chat (None: bot-wide only), named ``slot`` for
+        ``settle``. ``(0, "")`` when taken, else the seconds to wait before trying again and
+        the limit that binds: "chat", "bot" or "pause" (nothing is taken then)."""
+
+    async def settle(self, contact: str | None, slot: str) -> None:
+        """The send that took ``slot`` has its answer: its place in the windows moves to now.
+
+        Telegram counts a message when it arrives, which is after we took the slot by however
+        long the request took to get there; counted from the acquire, a request delayed on
+        the way (a busy process, a slow network) and the next one sent on time could arrive
+        closer together than the window, and Telegram answers 429 (measured: python -m bench
+        dispatch, docs/benchmarks.md). Counted from the answer, which comes after the
+        arrival, they cannot."""
 
     async def pause(self, seconds: float) -> None:
         """Telegram said 429: hold every send of this bot for ``seconds``."""
@@ -82,20 +94,21 @@ class MemoryTelegramState:
         self.limits = limits
         self.ref_ttl = ref_ttl_seconds
         self.clock = clock
-        self._chats: dict[str, deque[float]] = {}
-        self._bot: deque[float] = deque()
+        #: Each window's sends as (when, slot), oldest first.
+        self._chats: dict[str, deque[tuple[float, str]]] = {}
+        self._bot: deque[tuple[float, str]] = deque()
         self._paused_until = 0.0
         self._refs: dict[tuple[str, str], tuple[float, str]] = {}
         self._lock = asyncio.Lock()
 
-    async def acquire(self, contact: str | None) -> tuple[float, str]:
+    async def acquire(self, contact: str | None, slot: str | None = None) -> tuple[float, str]:
         async with self._lock:
             now = self.clock()
             if self._paused_until > now:
                 return self._paused_until - now, "pause"
             if len(self._chats) > 50_000:
-                self._chats = {k: q for k, q in self._chats.items() if q and q[-1] > now - 60}
-            windows: list[tuple[str, deque[float], int, float]] = [
+                self._chats = {k: q for k, q in self._chats.items() if q and q[-1][0] > now - 60}
+            windows: list[tuple[str, deque[tuple[float, str]], int, float]] = [
                 ("bot", self._bot, self.limits.per_bot,
                  self.limits.padded(self.limits.per_bot_window)),
             ]  # fmt: skip
@@ -107,18 +120,28 @@ class MemoryTelegramState:
             for name, queue, limit, window in windows:
                 if limit <= 0:
                     continue
-                while queue and queue[0] <= now - window:
+                while queue and queue[0][0] <= now - window:
                     queue.popleft()
                 if len(queue) >= limit:
-                    needed = queue[len(queue) - limit] + window - now
+                    needed = queue[len(queue) - limit][0] + window - now
                     if needed > wait:
                         wait, scope = needed, name
             if wait > 0:
                 return max(wait, 0.001), scope
             for _, queue, limit, _ in windows:
                 if limit > 0:
-                    queue.append(now)
+                    queue.append((now, slot or ""))
             return 0.0, ""
+
+    async def settle(self, contact: str | None, slot: str) -> None:
+        async with self._lock:
+            now = self.clock()
+            queues = [self._bot] + ([self._chats[contact]] if contact in self._chats else [])
+            for queue in queues:
+                if any(taken == slot for _, taken in queue):
+                    moved = sorted((now if taken == slot else at, taken) for at, taken in queue)
+                    queue.clear()
+                    queue.extend(moved)
 
     async def pause(self, seconds: float) -> None:
         async with self._lock:
@@ -182,6 +205,19 @@ end
 return {0, 0}
 """
 
+# KEYS: the chat window (or a dummy), the bot window. ARGV: 1 the slot, 2 and 3 their TTLs in ms.
+# Moves the slot to now in each window that still holds it (XX: never adds one).
+_SETTLE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for i = 1, 2 do
+  if redis.call('ZADD', KEYS[i], 'XX', 'CH', now, ARGV[1]) > 0 then
+    redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[i + 1]))
+  end
+end
+return 1
+"""
+
 _PAUSE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -209,24 +245,32 @@ class RedisTelegramState:
         self.base = f"{prefix}tg:{bot_key}:"
         self._acquire = redis.register_script(_ACQUIRE)
         self._pause = redis.register_script(_PAUSE)
+        self._settle = redis.register_script(_SETTLE)
 
-    async def acquire(self, contact: str | None) -> tuple[float, str]:
+    def _windows(self, contact: str | None) -> list[str]:
+        return [f"{self.base}rate:chat:{contact or '-'}", f"{self.base}rate:bot"]
+
+    async def acquire(self, contact: str | None, slot: str | None = None) -> tuple[float, str]:
         limits = self.limits
         chat_limit = limits.per_chat if contact is not None else 0
-        keys = [
-            f"{self.base}rate:chat:{contact or '-'}",
-            f"{self.base}rate:bot",
-            f"{self.base}rate:pause",
-        ]
+        keys = [*self._windows(contact), f"{self.base}rate:pause"]
         args: list[str | int] = [
             chat_limit,
             int(limits.padded(limits.per_chat_window) * 1000),
             limits.per_bot,
             int(limits.padded(limits.per_bot_window) * 1000),
-            secrets.token_hex(8),
+            slot or secrets.token_hex(8),
         ]
         wait_ms, scope = await self._acquire(keys=keys, args=args)
         return int(wait_ms) / 1000.0, _SCOPES[int(scope)]
+
+    async def settle(self, contact: str | None, slot: str) -> None:
+        limits = self.limits
+        ttls = [
+            int(limits.padded(limits.per_chat_window) * 1000) + 1000,
+            int(limits.padded(limits.per_bot_window) * 1000) + 1000,
+        ]
+        await self._settle(keys=self._windows(contact), args=[slot, *ttls])
 
     async def pause(self, seconds: float) -> None:
         await self._pause(keys=[f"{self.base}rate:pause"], args=[max(1, int(seconds * 1000))])
