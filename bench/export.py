@@ -16,6 +16,10 @@ worker processes included, each counted at its peak):
   and the officials × procedures audit), which is what the dashboard's figures cost, once a
   month; pages then read one stored document.
 
+``--postgres``: the same rows in a PostgreSQL database (``PG_URL`` or ``$BENCH_POSTGRES_URL``),
+loaded with COPY; the floor is then a plain ``COPY (…) TO STDOUT WITH CSV`` of the same rows,
+and the export and aggregates run unchanged on that URL (printed, not recorded in the table).
+
 Prints the figures, records them in docs/benchmarks.md, and ends with one JSON line.
 Targets: export ≤ 15 s, ≤ 300 MB peak, ≤ 3× plain; aggregates ≤ 3 s.
 """
