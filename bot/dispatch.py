@@ -213,7 +213,9 @@ class Dispatcher:
             address = self.keys.open(message.address_sealed)
             raw = address.split(":", 1)[1]
             payload = outbox.open_payload(self.keys, message.payload)
-            await channel.send(raw, OutboundMessage.from_dict(payload))
+            outbound = OutboundMessage.from_dict(payload)
+            outbound.reply = message.priority == outbox.PRIORITY_REPLY
+            await channel.send(raw, outbound)
         except DeliveryError as exc:
             await self._failed(
                 message, exc.reason, exc.retry_after, exc.permanent, counted=not exc.paused

@@ -144,6 +144,23 @@ async def test_a_send_counts_from_its_answer_so_a_slow_request_cannot_crowd_the_
     assert (await one.acquire("chat-z"))[1] == "bot"
 
 
+async def test_a_waiting_reply_gets_the_next_bot_slot_before_the_backlog(states: States) -> None:
+    """A reply refused by a full bot window marks itself waiting: in the next window the
+    backlog's sends stop one short of the bot's limit (the reply reserve, here 1 of 4), and
+    the reply takes the slot they left; with no reply waiting they use the whole limit."""
+    limits = RateLimits(per_chat=0, per_chat_window=1.0, per_bot=4, per_bot_window=0.5)
+    backlog, conversation = states.make(limits), states.make(limits)
+    assert [await backlog.acquire(None) for _ in range(4)] == [(0.0, "")] * 4
+    wait, scope = await conversation.acquire("chat-r", reply=True)
+    assert scope == "bot"
+    await states.advance(wait + 0.01)
+    taken = [(await backlog.acquire(None))[1] for _ in range(4)]
+    assert taken == ["", "", "", "bot"]  # three of four: one is left for the reply
+    assert await conversation.acquire("chat-r", reply=True) == (0.0, "")
+    await states.advance(limits.padded(0.5) + 0.05)  # the mark is gone: the whole limit again
+    assert [await backlog.acquire(None) for _ in range(4)] == [(0.0, "")] * 4
+
+
 async def test_a_limit_of_zero_is_off(states: States) -> None:
     state = states.make(RateLimits(per_chat=0, per_chat_window=1.0, per_bot=0))
     assert [await state.acquire("chat-a") for _ in range(50)] == [(0.0, "")] * 50

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import datetime as dt
 import logging
 import secrets
@@ -79,6 +80,9 @@ MAX_CHAT_WAIT_SECONDS = 1.0
 #: Sleep at most this long in total for bot-wide slots before handing the message back.
 MAX_BOT_WAIT_SECONDS = 10.0
 ANSWERED_MARK = "✅"
+#: Whether the send under way (this task's) is a reply inside a running conversation: every Bot
+#: API call it makes (the edit, the message) asks the limiter as a reply.
+_REPLYING: contextvars.ContextVar[bool] = contextvars.ContextVar("telegram_replying", default=False)
 
 
 class _DropArguments(logging.Filter):
@@ -298,7 +302,11 @@ class TelegramChannel:
         """Send one outbox message; the last one of a conversation (``extra["forget"]``, set by
         the service on the thank-you, the /stop and the /delete replies) then drops the chat's
         state: its send window and the notes of the listed questions."""
-        await self._send(address, message)
+        replying = _REPLYING.set(message.reply)
+        try:
+            await self._send(address, message)
+        finally:
+            _REPLYING.reset(replying)
         forget = message.extra.get("forget")
         if isinstance(forget, list):
             await self.forget(address, [str(question) for question in forget])
@@ -446,7 +454,7 @@ class TelegramChannel:
         waited = 0.0
         while True:
             try:
-                wait, scope = await self.state.acquire(contact, slot)
+                wait, scope = await self.state.acquire(contact, slot, reply=_REPLYING.get())
             except Exception as exc:  # Redis unreachable: try again later rather than flood
                 reason = f"telegram: rate limiter unavailable ({exc.__class__.__name__})"
                 raise DeliveryError(reason) from None
