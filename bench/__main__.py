@@ -1,9 +1,10 @@
-"""``python -m bench NAME [options]``: export (the default), ingest, answer_path, dispatch."""
+"""``python -m bench NAME [options]``: export (the default), ingest, reports, answer_path,
+dispatch; each module's ``main(argv)`` parses its own options."""
 
 import importlib
 import sys
 
-BENCHES = ("export", "ingest", "answer_path", "dispatch")
+BENCHES = ("export", "ingest", "reports", "answer_path", "dispatch")
 
 if __name__ == "__main__":
     named = len(sys.argv) > 1 and sys.argv[1] in BENCHES
