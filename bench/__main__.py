@@ -1,16 +1,12 @@
-"""``python -m bench export [--rows N]`` | ``ingest [--results N]`` | ``reports [--units N]``."""
+"""``python -m bench NAME [options]``: export (the default), ingest, reports, answer_path,
+dispatch; each module's ``main(argv)`` parses its own options."""
 
+import importlib
 import sys
 
-if len(sys.argv) > 1 and sys.argv[1] == "ingest":
-    from bench.ingest import main as ingest
+BENCHES = ("export", "ingest", "reports", "answer_path", "dispatch")
 
-    ingest(sys.argv[2:])
-elif len(sys.argv) > 1 and sys.argv[1] == "reports":
-    from bench.reports import main as reports
-
-    reports(sys.argv[2:])
-else:
-    from bench.export import main as export
-
-    export()
+if __name__ == "__main__":
+    named = len(sys.argv) > 1 and sys.argv[1] in BENCHES
+    name = sys.argv[1] if named else "export"
+    importlib.import_module(f"bench.{name}").main(sys.argv[2:] if named else sys.argv[1:])

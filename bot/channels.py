@@ -48,6 +48,9 @@ class OutboundMessage:
     question_id: str | None = None
     update: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Sent inside a running conversation (the dispatcher's reply lane; never stored): a channel
+    #: whose rate is shared by every send lets it go before invitations and reminders.
+    reply: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {

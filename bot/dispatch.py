@@ -215,7 +215,9 @@ class Dispatcher:
             address = self.keys.open(message.address_sealed)
             raw = address.split(":", 1)[1]
             payload = outbox.open_payload(self.keys, message.payload)
-            await channel.send(raw, OutboundMessage.from_dict(payload))
+            outbound = OutboundMessage.from_dict(payload)
+            outbound.reply = message.priority == outbox.PRIORITY_REPLY
+            await channel.send(raw, outbound)
         except DeliveryError as exc:
             await self._failed(
                 message, exc.reason, exc.retry_after, exc.permanent, counted=not exc.paused
@@ -226,6 +228,12 @@ class Dispatcher:
             await self._failed(message, exc.__class__.__name__, None, False)
             return False
         metrics.message_sent(message.channel, started)
+        if (
+            message.priority == outbox.PRIORITY_REPLY
+            and message.invitation_id
+            and message.created_at is not None
+        ):
+            metrics.answer_handed_over(message.channel, message.created_at)
         return True
 
     async def _failed(

@@ -16,6 +16,7 @@ beyond counters' usual monotonic sums.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import time
 from collections.abc import Iterable
@@ -62,6 +63,14 @@ WEBHOOK_SECONDS = Histogram(
     buckets=_BUCKETS,
 )  # fmt: skip
 
+ANSWER_SECONDS = Histogram(
+    "surveybot_answer_latency_seconds",
+    "From a citizen's answer accepted (its reply enqueued) to the next question (or the "
+    "thank-you) handed to the channel",
+    ["channel"],
+    buckets=_BUCKETS,
+)  # fmt: skip
+
 
 def now() -> float:
     """A monotonic start time for ``message_sent``."""
@@ -72,6 +81,15 @@ def message_sent(channel: str, started: float) -> None:
     """One message the channel accepted, ``started`` at ``now()``."""
     MESSAGES_SENT.labels(channel).inc()
     SEND_SECONDS.labels(channel).observe(time.perf_counter() - started)
+
+
+def answer_handed_over(channel: str, accepted_at: dt.datetime) -> None:
+    """A reply to an answer accepted at ``accepted_at`` (the wall clock of the process that
+    accepted it, stored with its outbox row) was just handed to ``channel``. Measured on wall
+    clocks because acceptance and hand-over may happen in two processes; a clock behind the
+    acceptor's counts as 0, never as a negative wait."""
+    waited = (dt.datetime.now(dt.UTC) - accepted_at).total_seconds()
+    ANSWER_SECONDS.labels(channel).observe(max(waited, 0.0))
 
 
 def send_failed(channel: str, retry_after: float | None, dead: bool) -> None:

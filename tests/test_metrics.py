@@ -17,16 +17,18 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import select
 
 from bot import metrics
 from bot.app import create_app
 from bot.channels import DeliveryError
 from bot.runtime import Runtime
 from settings import SettingsError, load_settings
-from storage.models import Agency, Release
+from storage import outbox
+from storage.models import Agency, OutboxMessage, Release
 from storage.pseudonym import KeyRing
 from tests.conftest import REDIS_URL, _truncate, add_test_agency, make_settings, today
-from tests.helpers import answer_with_first_buttons
+from tests.helpers import answer_with_first_buttons, simulator_messages
 from tests.test_outbox import force_ready, make_runtime, start_survey
 
 METRICS_TOKEN = "scraper-token-for-tests"
@@ -152,6 +154,58 @@ async def test_webhooks_are_timed_per_channel(
         k for k in after if k[0] == "surveybot_webhook_seconds_count" and ("channel", "web") in k[1]
     ]
     assert not simulator  # only routes named <channel>_webhook are timed
+
+
+async def test_answer_latency_counts_each_reply_to_an_answer_and_shows_a_reply_that_waited(
+    metered: tuple[Runtime, TestClient[Any, Any]],
+) -> None:
+    runtime, client = metered
+    agency = await add_test_agency(runtime)
+    headers = {"Authorization": f"Bearer {await runtime.service.create_api_key(agency.code, 't')}"}
+    registration = await client.post(
+        "/api/v1/dossiers", headers=headers, json={"dossier_code": "HS-AL"}
+    )
+    token = (await registration.json())["rating_token"]
+    opened = await client.post("/simulator/api/session", json={"token": token})
+    session = (await opened.json())["session"]
+    await client.post(
+        "/api/v1/results", headers=headers,
+        json={"dossier_code": "HS-AL", "returned_at": today().isoformat()},
+    )  # fmt: skip
+    await runtime.dispatcher.drain()  # the acknowledgement and the invitation: no answer yet
+    first = await simulator_messages(client, session)
+    question = next(m for m in reversed(first) if m["buttons"])
+    name = "surveybot_answer_latency_seconds"
+    before = await scrape(client)  # the registry is the process's: counted from here
+
+    def grew(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], **labels: str) -> float:
+        suffix = "_bucket" if "le" in labels else "_count"
+        return value(samples, name + suffix, **labels) - value(before, name + suffix, **labels)
+
+    # One answer whose reply sat in the outbox for 3 s before the dispatcher took it.
+    body = {"session": session, "payload": question["buttons"][0][1]}
+    assert (await client.post("/simulator/api/send", json=body)).status == 202
+    async with runtime.sessions() as db:
+        pending = select(OutboxMessage).where(
+            OutboxMessage.status == "pending", OutboxMessage.priority == outbox.PRIORITY_REPLY
+        )
+        for row in (await db.execute(pending)).scalars():
+            row.created_at -= dt.timedelta(seconds=3)  # order within the conversation kept
+        await db.commit()
+    await runtime.dispatcher.drain()
+    waited = await scrape(client)
+    replies = grew(waited, channel="web")
+    assert replies >= 1  # the next question (and, on the web, the answer's acknowledgement)
+    assert grew(waited, channel="web", le="2.0") == 0  # every one of them waited 3 s
+    assert grew(waited, channel="web", le="5.0") == replies
+
+    # The rest of the survey: each reply handed to the channel is one more observation.
+    seen = await answer_with_first_buttons(client, runtime, session)  # the whole transcript
+    assert seen[-1]["text"].startswith("Cảm ơn")
+    assert [m["id"] for m in seen[: len(first)]] == [m["id"] for m in first]
+    done = await scrape(client)
+    assert grew(done, channel="web") == len(seen) - len(first)  # every message after an answer
+    assert grew(done, channel="telegram") == 0
 
 
 def counter(name: str, **labels: str) -> float:

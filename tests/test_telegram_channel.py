@@ -467,6 +467,35 @@ async def test_a_storm_of_429_and_5xx_ends_with_every_message_seen_once(
     assert dead == []
 
 
+@emulator_with(per_chat_limit=1, per_chat_window=1.0, global_limit=30)
+@settings_with(telegram_per_chat_limit=1, telegram_per_chat_window_seconds=1.0)
+async def test_at_one_message_a_second_per_chat_an_answers_two_replies_go_out_in_one_attempt(
+    emulator: TelegramEmulator, hooked: TelegramChannel, agency_api: Agency, runtime: Runtime
+) -> None:
+    """At Telegram's 1/s per chat, a tap's acknowledgement (the answer edited in) and the next
+    question are a second apart: the dispatcher waits for the chat's slot instead of handing the
+    question back to the outbox as a failed attempt, and Telegram never answers 429."""
+    token = (await agency_api.register("HS-1PS"))["rating_token"]
+    uid = emulator.new_user_id()
+    await start_citizen(emulator, uid, token)
+    await agency_api.report("HS-1PS")
+    assert await answer_survey(emulator, uid, timeout=40) == [
+        "c3", "c4", "c6", "c7", "overall", "comment"
+    ]  # fmt: skip
+    assert [c for c in emulator.calls if c.status == 429] == []
+
+    async def outbox_rows() -> list[OutboxMessage]:
+        async with runtime.sessions() as session:
+            return list((await session.execute(select(OutboxMessage))).scalars().all())
+
+    async def all_marked() -> bool:  # the thank-you is marked sent just after it arrived
+        return {r.status for r in await outbox_rows()} == {"sent"}
+
+    await eventually(all_marked)
+    rows = await outbox_rows()
+    assert max(r.attempts for r in rows) == 1, "a send was handed back for the chat's slot"
+
+
 async def test_a_redelivered_update_never_counts_an_answer_twice(
     emulator: TelegramEmulator,
     hooked: TelegramChannel,

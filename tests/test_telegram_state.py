@@ -120,6 +120,47 @@ async def test_a_denied_acquire_takes_no_slot(states: States) -> None:
     assert await state.acquire("chat-a") == (0.0, "")  # the refusals queued nothing
 
 
+async def test_a_send_counts_from_its_answer_so_a_slow_request_cannot_crowd_the_next(
+    states: States,
+) -> None:
+    """A request that took 0.3 s to be answered holds its chat's and the bot's window from its
+    answer on: half a second after the acquire the next send still waits (unsettled it would
+    go, and could reach Telegram less than a window after the slow one arrived)."""
+    limits = RateLimits(per_chat=1, per_chat_window=0.5, per_bot=1, per_bot_window=0.5)
+    one, other = states.make(limits), states.make(limits)
+    assert await one.acquire("chat-a", "slow") == (0.0, "")
+    await states.advance(0.3)  # the request is on its way
+    since = time.monotonic()
+    await one.settle("chat-a", "slow")  # its answer is back
+    await states.advance(0.3)  # 0.6 s after the acquire, 0.3 s after the answer
+    wait, scope = await other.acquire("chat-a", "next")
+    assert scope in {"chat", "bot"}
+    assert_wait(wait, limits.padded(0.5) - 0.3, since)
+    wait, scope = await other.acquire("chat-b", "elsewhere")  # the bot's window holds too
+    assert scope == "bot"
+    await states.advance(wait + 0.01)
+    assert await other.acquire("chat-a", "next") == (0.0, "")
+    await one.settle("chat-z", "unknown")  # a slot no window holds: nothing changes or appears
+    assert (await one.acquire("chat-z"))[1] == "bot"
+
+
+async def test_a_waiting_reply_gets_the_next_bot_slot_before_the_backlog(states: States) -> None:
+    """A reply refused by a full bot window marks itself waiting: in the next window the
+    backlog's sends stop one short of the bot's limit (the reply reserve, here 1 of 4), and
+    the reply takes the slot they left; with no reply waiting they use the whole limit."""
+    limits = RateLimits(per_chat=0, per_chat_window=1.0, per_bot=4, per_bot_window=0.5)
+    backlog, conversation = states.make(limits), states.make(limits)
+    assert [await backlog.acquire(None) for _ in range(4)] == [(0.0, "")] * 4
+    wait, scope = await conversation.acquire("chat-r", reply=True)
+    assert scope == "bot"
+    await states.advance(wait + 0.01)
+    taken = [(await backlog.acquire(None))[1] for _ in range(4)]
+    assert taken == ["", "", "", "bot"]  # three of four: one is left for the reply
+    assert await conversation.acquire("chat-r", reply=True) == (0.0, "")
+    await states.advance(limits.padded(0.5) + 0.05)  # the mark is gone: the whole limit again
+    assert [await backlog.acquire(None) for _ in range(4)] == [(0.0, "")] * 4
+
+
 async def test_a_limit_of_zero_is_off(states: States) -> None:
     state = states.make(RateLimits(per_chat=0, per_chat_window=1.0, per_bot=0))
     assert [await state.acquire("chat-a") for _ in range(50)] == [(0.0, "")] * 50

@@ -34,9 +34,24 @@ class RateLimits:
     per_bot: int = 25
     per_bot_window: float = 1.0
 
+    @property
+    def reply_reserve(self) -> int:
+        """Bot-wide slots per window that invitations leave to replies while a reply waits:
+        a tenth, at least one (3 of Telegram's 30)."""
+        return max(1, self.per_bot // 10) if self.per_bot >= 2 else 0
+
+    def bot_limit(self, reply: bool, reply_waiting: bool) -> int:
+        """The bot-wide limit one acquire sees: all of it for a reply, or while no reply
+        waits; less the reply reserve for anything else while one does."""
+        if reply or not reply_waiting:
+            return self.per_bot
+        return self.per_bot - self.reply_reserve
+
     def padded(self, window: float) -> float:
-        """Our clock reads a send a little before Telegram's does: keep a small safety margin."""
-        return window + min(0.25, window / 10)
+        """A small safety margin (2 %, at most 50 ms): a send's place in a window is when its
+        answer came back (``settle``), never before Telegram saw it, so the margin only covers
+        the clocks' resolution and Telegram's own rounding, not network delay."""
+        return window + min(0.05, window / 50)
 
 
 @dataclass(slots=True)
@@ -58,10 +73,27 @@ class QuestionRef:
 
 
 class TelegramState(Protocol):
-    async def acquire(self, contact: str | None) -> tuple[float, str]:
-        """Take one send slot for this chat (None: bot-wide only). ``(0, "")`` when taken, else
-        the seconds to wait before trying again and the limit that binds: "chat", "bot" or
-        "pause" (nothing is taken then)."""
+    async def acquire(
+        self, contact: str | None, slot: str | None = None, *, reply: bool = False
+    ) -> tuple[float, str]:
+        """Take one send slot for this chat (None: bot-wide only), named ``slot`` for
+        ``settle``. ``(0, "")`` when taken, else the seconds to wait before trying again and
+        the limit that binds: "chat", "bot" or "pause" (nothing is taken then).
+
+        A ``reply`` (inside a running conversation) refused by the bot-wide window marks that
+        a reply waits; until a window after the slot it waits for, every other send sees the bot's limit less the
+        reply reserve, so the next free slots go to replies instead of being raced for by a
+        backlog of invitations (bench dispatch: a reply's p99 5.3 s behind 10,000)."""
+
+    async def settle(self, contact: str | None, slot: str) -> None:
+        """The send that took ``slot`` has its answer: its place in the windows moves to now.
+
+        Telegram counts a message when it arrives, which is after we took the slot by however
+        long the request took to get there; counted from the acquire, a request delayed on
+        the way (a busy process, a slow network) and the next one sent on time could arrive
+        closer together than the window, and Telegram answers 429 (measured: python -m bench
+        dispatch, docs/benchmarks.md). Counted from the answer, which comes after the
+        arrival, they cannot."""
 
     async def pause(self, seconds: float) -> None:
         """Telegram said 429: hold every send of this bot for ``seconds``."""
@@ -82,23 +114,28 @@ class MemoryTelegramState:
         self.limits = limits
         self.ref_ttl = ref_ttl_seconds
         self.clock = clock
-        self._chats: dict[str, deque[float]] = {}
-        self._bot: deque[float] = deque()
+        #: Each window's sends as (when, slot), oldest first.
+        self._chats: dict[str, deque[tuple[float, str]]] = {}
+        self._bot: deque[tuple[float, str]] = deque()
         self._paused_until = 0.0
+        self._reply_waiting_until = 0.0
         self._refs: dict[tuple[str, str], tuple[float, str]] = {}
         self._lock = asyncio.Lock()
 
-    async def acquire(self, contact: str | None) -> tuple[float, str]:
+    async def acquire(
+        self, contact: str | None, slot: str | None = None, *, reply: bool = False
+    ) -> tuple[float, str]:
         async with self._lock:
             now = self.clock()
             if self._paused_until > now:
                 return self._paused_until - now, "pause"
             if len(self._chats) > 50_000:
-                self._chats = {k: q for k, q in self._chats.items() if q and q[-1] > now - 60}
-            windows: list[tuple[str, deque[float], int, float]] = [
-                ("bot", self._bot, self.limits.per_bot,
-                 self.limits.padded(self.limits.per_bot_window)),
-            ]  # fmt: skip
+                self._chats = {k: q for k, q in self._chats.items() if q and q[-1][0] > now - 60}
+            bot_window = self.limits.padded(self.limits.per_bot_window)
+            bot_limit = self.limits.bot_limit(reply, self._reply_waiting_until > now)
+            windows: list[tuple[str, deque[tuple[float, str]], int, float]] = [
+                ("bot", self._bot, bot_limit, bot_window),
+            ]
             if contact is not None:
                 queue = self._chats.setdefault(contact, deque())
                 window = self.limits.padded(self.limits.per_chat_window)
@@ -107,18 +144,31 @@ class MemoryTelegramState:
             for name, queue, limit, window in windows:
                 if limit <= 0:
                     continue
-                while queue and queue[0] <= now - window:
+                while queue and queue[0][0] <= now - window:
                     queue.popleft()
                 if len(queue) >= limit:
-                    needed = queue[len(queue) - limit] + window - now
+                    needed = queue[len(queue) - limit][0] + window - now
                     if needed > wait:
                         wait, scope = needed, name
             if wait > 0:
+                if reply and scope == "bot":
+                    # until a window after the slot it waits for frees
+                    self._reply_waiting_until = now + wait + bot_window
                 return max(wait, 0.001), scope
             for _, queue, limit, _ in windows:
                 if limit > 0:
-                    queue.append(now)
+                    queue.append((now, slot or ""))
             return 0.0, ""
+
+    async def settle(self, contact: str | None, slot: str) -> None:
+        async with self._lock:
+            now = self.clock()
+            queues = [self._bot] + ([self._chats[contact]] if contact in self._chats else [])
+            for queue in queues:
+                if any(taken == slot for _, taken in queue):
+                    moved = sorted((now if taken == slot else at, taken) for at, taken in queue)
+                    queue.clear()
+                    queue.extend(moved)
 
     async def pause(self, seconds: float) -> None:
         async with self._lock:
@@ -144,8 +194,9 @@ class MemoryTelegramState:
                     self._refs.pop((contact, question), None)
 
 
-# KEYS: 1 chat window (or a dummy), 2 bot window, 3 pause marker.
-# ARGV: 1 chat limit, 2 chat window ms, 3 bot limit, 4 bot window ms, 5 unique member.
+# KEYS: 1 chat window (or a dummy), 2 bot window, 3 pause marker, 4 reply-waiting marker.
+# ARGV: 1 chat limit, 2 chat window ms, 3 bot limit, 4 bot window ms, 5 unique member,
+# 6 1 for a reply, 7 the bot limit of a non-reply while a reply waits.
 # Returns {0, 0} when a slot was taken, else {milliseconds to wait, 1 chat | 2 bot | 3 pause}. Redis's clock is the only clock,
 # so several processes on several machines agree on the windows.
 _ACQUIRE = """
@@ -153,10 +204,14 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local paused = tonumber(redis.call('GET', KEYS[3]) or '0')
 if paused > now then return {paused - now, 3} end
+local reply = ARGV[6] == '1'
 local wait = 0
 local scope = 0
 for i = 1, 2 do
   local limit = tonumber(ARGV[i * 2 - 1])
+  if i == 2 and not reply and redis.call('EXISTS', KEYS[4]) == 1 then
+    limit = tonumber(ARGV[7])
+  end
   local window = tonumber(ARGV[i * 2])
   if limit > 0 then
     redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - window)
@@ -171,7 +226,12 @@ for i = 1, 2 do
     end
   end
 end
-if wait > 0 then return {math.max(1, math.ceil(wait)), scope} end
+if wait > 0 then
+  if reply and scope == 2 then
+    redis.call('SET', KEYS[4], '1', 'PX', math.ceil(wait) + tonumber(ARGV[4]))
+  end
+  return {math.max(1, math.ceil(wait)), scope}
+end
 for i = 1, 2 do
   local limit = tonumber(ARGV[i * 2 - 1])
   if limit > 0 then
@@ -180,6 +240,19 @@ for i = 1, 2 do
   end
 end
 return {0, 0}
+"""
+
+# KEYS: the chat window (or a dummy), the bot window. ARGV: 1 the slot, 2 and 3 their TTLs in ms.
+# Moves the slot to now in each window that still holds it (XX: never adds one).
+_SETTLE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for i = 1, 2 do
+  if redis.call('ZADD', KEYS[i], 'XX', 'CH', now, ARGV[1]) > 0 then
+    redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[i + 1]))
+  end
+end
+return 1
 """
 
 _PAUSE = """
@@ -209,24 +282,36 @@ class RedisTelegramState:
         self.base = f"{prefix}tg:{bot_key}:"
         self._acquire = redis.register_script(_ACQUIRE)
         self._pause = redis.register_script(_PAUSE)
+        self._settle = redis.register_script(_SETTLE)
 
-    async def acquire(self, contact: str | None) -> tuple[float, str]:
+    def _windows(self, contact: str | None) -> list[str]:
+        return [f"{self.base}rate:chat:{contact or '-'}", f"{self.base}rate:bot"]
+
+    async def acquire(
+        self, contact: str | None, slot: str | None = None, *, reply: bool = False
+    ) -> tuple[float, str]:
         limits = self.limits
         chat_limit = limits.per_chat if contact is not None else 0
-        keys = [
-            f"{self.base}rate:chat:{contact or '-'}",
-            f"{self.base}rate:bot",
-            f"{self.base}rate:pause",
-        ]
+        keys = [*self._windows(contact), f"{self.base}rate:pause", f"{self.base}rate:reply"]
         args: list[str | int] = [
             chat_limit,
             int(limits.padded(limits.per_chat_window) * 1000),
             limits.per_bot,
             int(limits.padded(limits.per_bot_window) * 1000),
-            secrets.token_hex(8),
+            slot or secrets.token_hex(8),
+            1 if reply else 0,
+            limits.bot_limit(False, True),
         ]
         wait_ms, scope = await self._acquire(keys=keys, args=args)
         return int(wait_ms) / 1000.0, _SCOPES[int(scope)]
+
+    async def settle(self, contact: str | None, slot: str) -> None:
+        limits = self.limits
+        ttls = [
+            int(limits.padded(limits.per_chat_window) * 1000) + 1000,
+            int(limits.padded(limits.per_bot_window) * 1000) + 1000,
+        ]
+        await self._settle(keys=self._windows(contact), args=[slot, *ttls])
 
     async def pause(self, seconds: float) -> None:
         await self._pause(keys=[f"{self.base}rate:pause"], args=[max(1, int(seconds * 1000))])
