@@ -94,7 +94,11 @@ async def claim_many(
         .where(InviteCap.cap_hash.in_(stale))
         .execution_options(synchronize_session=False)
     )
-    rows = [{"cap_hash": h, "invited_on": today} for own in wanted.values() for h in own]
+    # Sorted: concurrent batches claiming the same citizens take the rows in one order.
+    rows = [
+        {"cap_hash": h, "invited_on": today}
+        for h in sorted(h for own in wanted.values() for h in own)
+    ]
     written = set(
         (
             await session.execute(

@@ -25,17 +25,20 @@ import datetime as dt
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.flows.definition import SurveyDefinition
+from bot.flows.engine import Start
 from bot.i18n import normalise_language
 from bot.schemas import ResultBatch, ResultBatchOutcome, ResultItemOutcome, ResultReport
 from bot.usecases.context import Context, ServiceError
-from bot.usecases.surveys import CAPPED, contact_order, engine, reach_of, start_on
-from storage import invite_cap
+from bot.usecases.outbound import step_rows
+from bot.usecases.surveys import CAPPED, contact_order, engine, reach_of, reminder_due, start_on
+from storage import invite_cap, outbox
 from storage.models import (
     Agency,
     Dossier,
@@ -46,10 +49,14 @@ from storage.models import (
     Procedure,
     SurveyLedger,
     new_id,
+    utcnow,
 )
 from storage.pseudonym import Pseudonym, normalise_identifier
-from storage.upsert import insert_ignoring
+from storage.upsert import insert_ignoring, table_of
 
+#: PostgreSQL's deadlock and serialization failures: the transaction is gone, run it again.
+RETRYABLE = {"40P01", "40001"}
+RETRIES = 3
 SurveyStatus = Literal["sent", "waiting_for_binding", "opted_out", "capped"]
 
 
@@ -68,9 +75,28 @@ class _Item:
     survey: SurveyDefinition | None = None
     procedure_id: str | None = None
     official_id: str | None = None
-    #: Carries the ledger row's outcome to the bulk UPDATE (never added to the session).
-    ledger: SurveyLedger | None = None
+    ledger: _Ledger | None = None
     contacts: list[DossierContact] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Ledger:
+    """An item's ledger row: written by one INSERT for the batch, its outcome (status,
+    channel, the template survey a channel asked for) by one bulk UPDATE at the end."""
+
+    id: str
+    agency_id: str
+    dossier_hash: str
+    dossier_key_id: str
+    survey_id: str
+    reported_on: dt.date
+    status: str = "waiting"
+    channel: str | None = None
+    delivered: bool = False
+    completed: bool = False
+
+    def row(self) -> dict[str, object]:
+        return {name: getattr(self, name) for name in self.__slots__}
 
 
 def dossier_digests(ctx: Context, agency: Agency, code: str) -> list[str]:
@@ -109,7 +135,27 @@ def unknown_official(code: str) -> ServiceError:
 
 
 async def report(ctx: Context, agency: Agency, batch: ResultBatch) -> ResultBatchOutcome:
-    """The batch's outcome, item by item, in its order."""
+    """The batch's outcome, item by item, in its order. A transaction PostgreSQL chose as a
+    deadlock's victim (rows of concurrent batches met in another order somewhere) left
+    nothing behind: it is run again, from the start, a few times."""
+    for attempt in range(1, RETRIES + 1):
+        try:
+            items = await _report_once(ctx, agency, batch)
+            break
+        except DBAPIError as exc:
+            if attempt == RETRIES or _sqlstate(exc) not in RETRYABLE:
+                raise
+    ctx.notify()
+    outcomes = [item.outcome for item in items if item.outcome is not None]
+    return ResultBatchOutcome(
+        accepted=sum(i.status == "survey_created" for i in outcomes),
+        duplicates=sum(i.status == "duplicate" for i in outcomes),
+        rejected=sum(i.status == "rejected" for i in outcomes),
+        items=outcomes,
+    )
+
+
+async def _report_once(ctx: Context, agency: Agency, batch: ResultBatch) -> list[_Item]:
     now = ctx.clock()
     items = []
     for index, result in enumerate(batch.results):
@@ -121,14 +167,16 @@ async def report(ctx: Context, agency: Agency, batch: ResultBatch) -> ResultBatc
         await _resolve_dossiers(ctx, session, agency, taken)
         await _start(ctx, session, taken, now)
         await session.commit()
-    ctx.notify()
-    outcomes = [item.outcome for item in items if item.outcome is not None]
-    return ResultBatchOutcome(
-        accepted=sum(i.status == "survey_created" for i in outcomes),
-        duplicates=sum(i.status == "duplicate" for i in outcomes),
-        rejected=sum(i.status == "rejected" for i in outcomes),
-        items=outcomes,
-    )
+    return items
+
+
+def _sqlstate(exc: DBAPIError) -> str | None:
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return str(code) if code else None
+
+
+def _by_dossier(row: dict[str, Any]) -> tuple[str, str]:
+    return str(row["agency_id"]), str(row["dossier_hash"])
 
 
 async def _judge(ctx: Context, session: AsyncSession, agency: Agency, items: list[_Item]) -> None:
@@ -222,17 +270,13 @@ async def _write_ledgers(
             if item.dossier is not None
             else (item.digests[0], item.key_id)
         )
-        item.ledger = SurveyLedger(
-            id=new_id(), agency_id=agency.id, dossier_hash=hash_, dossier_key_id=key_id,
-            survey_id=item.survey.id, reported_on=now.date(), status="waiting", channel=None,
-            delivered=False, completed=False,
-        )  # fmt: skip
+        item.ledger = _Ledger(new_id(), agency.id, hash_, key_id, item.survey.id, now.date())
     if not candidates:
         return []
     table = SurveyLedger.__table__
-    columns = ("id", "agency_id", "dossier_hash", "dossier_key_id", "survey_id", "reported_on",
-               "status", "channel", "delivered", "completed")  # fmt: skip
-    rows = [{c: getattr(item.ledger, c) for c in columns} for item in candidates]
+    # In one order (the unique key's) in every batch: two batches racing for the same
+    # dossiers then queue behind each other instead of deadlocking.
+    rows = sorted((i.ledger.row() for i in candidates if i.ledger), key=_by_dossier)
     written = set(
         (
             await session.execute(
@@ -262,7 +306,7 @@ async def _resolve_dossiers(
     missing = [item for item in items if item.dossier is None]
     if missing:
         created = ctx.clock()
-        rows = [_dossier_row(agency, item, created) for item in missing]
+        rows = sorted((_dossier_row(agency, i, created) for i in missing), key=_by_dossier)
         await session.execute(
             insert_ignoring(session, Dossier, ["agency_id", "dossier_hash"]), rows
         )
@@ -323,37 +367,24 @@ def _add_phone(ctx: Context, session: AsyncSession, item: _Item, phone: str) -> 
 
 
 async def _start(ctx: Context, session: AsyncSession, items: list[_Item], now: dt.datetime) -> None:
-    """Opt-outs and the cap decided for the batch at once, then each survey started."""
-    opted = await _opted_out(ctx, session, items)
-    reachable: dict[int, DossierContact] = {}
-    gone: list[_Item] = []
-    for item in items:
-        dossier = item.dossier
-        assert dossier is not None and item.ledger is not None
-        if dossier.contact_hash and opted.intersection(
-            ctx.opt_out_digests(dossier.contact_hash, dossier.address_sealed)
-        ):
-            item.ledger.status = "opted_out"
-            item.outcome = _created(item, "opted_out")
-            gone.append(item)
-            continue
-        for contact in contact_order(ctx, dossier, item.contacts):
-            if opted.isdisjoint(ctx.opt_out_digests(contact.contact_hash, contact.address_sealed)):
-                reachable[item.index] = contact
-                break
+    """Opt-outs and the cap decided for the batch at once, then each survey started: its
+    invitation and first messages written with one multi-row INSERT each."""
+    reachable = await _reachable(ctx, session, items)
+    days = ctx.settings.invite_cap_days
     claimed = await invite_cap.claim_many(
         session,
         ctx.keys,
         {
             item.index: reach_of(ctx, item.dossier, [c.address_sealed for c in item.contacts])
             for item in items
-            if item.index in reachable and item.dossier is not None
+            if item.index in reachable and item.dossier is not None and days > 0
         },
         now.date(),
-        ctx.settings.invite_cap_days,
+        days,
     )
+    gone = [item for item in items if item.outcome is not None]  # opted out
     for item in items:
-        if item.index in reachable and item.index not in claimed:
+        if item.index in reachable and days > 0 and item.index not in claimed:
             # Invited (by this or another agency) within the cap's window: no survey now.
             # The ledger row says so, and coverage counts it; nothing else is kept.
             assert item.ledger is not None
@@ -364,53 +395,93 @@ async def _start(ctx: Context, session: AsyncSession, items: list[_Item], now: d
         await session.execute(
             delete(Dossier).where(Dossier.id.in_([i.dossier.id for i in gone if i.dossier]))
         )
+    invitations: list[dict[str, Any]] = []
+    messages: list[dict[str, Any]] = []
     for item in items:
         if item.outcome is not None:
             continue
-        invitation = _invitation(ctx, item, now)
-        session.add(invitation)
-        reached = reachable.get(item.index)
-        if reached is None:
-            item.outcome = _created(item, "waiting_for_binding")
+        contact = reachable.get(item.index)
+        if contact is not None and ctx.capabilities[contact.channel].template_survey is not None:
+            await _start_template(ctx, session, item, contact, now)
             continue
-        assert item.ledger is not None
-        await start_on(ctx, session, invitation, item.ledger, reached)
-        item.outcome = _created(item, "sent")
+        invitation = _invitation(ctx, item, now)
+        if contact is None:
+            item.outcome = _created(item, "waiting_for_binding")
+        else:
+            messages += _open(ctx, item, invitation, contact)
+            item.outcome = _created(item, "sent")
+        invitations.append(invitation)
+    if invitations:
+        await session.execute(insert(table_of(Invitation)), invitations)
+    await outbox.enqueue_rows(session, messages)
     await _write_outcomes(session, items)
 
 
-async def _opted_out(ctx: Context, session: AsyncSession, items: list[_Item]) -> set[str]:
-    """Which of the pseudonyms of every contact of the batch said /stop: one query."""
-    digests: set[str] = set()
+async def _reachable(
+    ctx: Context, session: AsyncSession, items: list[_Item]
+) -> dict[int, DossierContact]:
+    """Each item's best contact that did not say /stop (``surveys.first_contact``), from one
+    query of the opt-outs of every contact of the batch; an item whose bound chat said /stop
+    is ``opted_out`` (its ledger says so)."""
+    known: dict[str, set[str]] = {}
+
+    def pseudonyms(contact_hash: str, sealed: str | None) -> set[str]:
+        # A bound chat is both the dossier's address and one of its contacts (sealed twice,
+        # one address): its pseudonyms are computed once, unless its first seal did not open.
+        if len(known.get(contact_hash, ())) <= 1:
+            known[contact_hash] = ctx.opt_out_digests(contact_hash, sealed)
+        return known[contact_hash]
+
     for item in items:
         dossier = item.dossier
         assert dossier is not None
         if dossier.contact_hash:
-            digests |= ctx.opt_out_digests(dossier.contact_hash, dossier.address_sealed)
+            pseudonyms(dossier.contact_hash, dossier.address_sealed)
         for contact in item.contacts:
-            digests |= ctx.opt_out_digests(contact.contact_hash, contact.address_sealed)
-    if not digests:
-        return set()
-    rows = await session.execute(
-        select(OptOut.contact_hash).where(OptOut.contact_hash.in_(sorted(digests)))
-    )
-    return set(rows.scalars())
+            pseudonyms(contact.contact_hash, contact.address_sealed)
+    every = sorted(set().union(*known.values())) if known else []
+    opted: set[str] = set()
+    if every:
+        rows = await session.execute(
+            select(OptOut.contact_hash).where(OptOut.contact_hash.in_(every))
+        )
+        opted = set(rows.scalars())
+    reachable: dict[int, DossierContact] = {}
+    for item in items:
+        dossier = item.dossier
+        assert dossier is not None and item.ledger is not None
+        if dossier.contact_hash and not opted.isdisjoint(
+            pseudonyms(dossier.contact_hash, dossier.address_sealed)
+        ):
+            item.ledger.status = "opted_out"
+            item.outcome = _created(item, "opted_out")
+            continue
+        for contact in contact_order(ctx, dossier, item.contacts):
+            if opted.isdisjoint(pseudonyms(contact.contact_hash, contact.address_sealed)):
+                reachable[item.index] = contact
+                break
+    return reachable
 
 
-def _invitation(ctx: Context, item: _Item, now: dt.datetime) -> Invitation:
+def _invitation(ctx: Context, item: _Item, now: dt.datetime) -> dict[str, Any]:
+    """A new invitation's row, waiting for its citizen to bind."""
     dossier, survey, ledger, report = item.dossier, item.survey, item.ledger, item.report
     assert dossier is not None and survey is not None and ledger is not None
     language = normalise_language(dossier.language or ctx.settings.default_language)
-    return Invitation(
-        id=new_id(),
-        ledger_id=ledger.id,
-        dossier_id=dossier.id,
-        survey_id=survey.id,
-        survey_version=survey.version,
-        status="waiting",
-        language=language,
-        state=engine(ctx, survey).new_state(secrets.token_hex(3), language),
-        timing={
+    return {
+        "id": new_id(),
+        "ledger_id": ledger.id,
+        "dossier_id": dossier.id,
+        "survey_id": survey.id,
+        "survey_version": survey.version,
+        "status": "waiting",
+        "channel": None,
+        "address_sealed": None,
+        "contact_hash": None,
+        "language": language,
+        "state": engine(ctx, survey).new_state(secrets.token_hex(3), language),
+        "response_id": None,
+        "timing": {
             "received": _iso(dossier.received_on),
             "due": _iso(dossier.due_on),
             "returned": report.returned_at.isoformat(),
@@ -418,8 +489,45 @@ def _invitation(ctx: Context, item: _Item, now: dt.datetime) -> Invitation:
                 {"due": s.due_at.isoformat(), "done": s.done_at.isoformat()} for s in report.steps
             ],
         },
-        expires_at=now + dt.timedelta(hours=ctx.settings.survey_ttl_hours),
-    )
+        "expires_at": now + dt.timedelta(hours=ctx.settings.survey_ttl_hours),
+        "reminder_due_at": None,
+        "created_at": utcnow(),
+    }
+
+
+def _open(
+    ctx: Context, item: _Item, invitation: dict[str, Any], contact: DossierContact
+) -> list[dict[str, Any]]:
+    """``surveys.start_on`` for a chat channel, on the invitation's row: its first question
+    (the outbox rows returned), the reminder's due time, and the ledger's channel."""
+    assert item.survey is not None and item.ledger is not None
+    invitation.update(
+        address_sealed=contact.address_sealed, contact_hash=contact.contact_hash,
+        channel=contact.channel, status="sent",
+        reminder_due_at=reminder_due(ctx, contact.channel),
+    )  # fmt: skip
+    item.ledger.status, item.ledger.channel, item.ledger.delivered = "sent", contact.channel, False
+    step = engine(ctx, item.survey).step(invitation["state"], Start())
+    invitation["state"] = step.state
+    return step_rows(ctx, invitation["id"], contact.channel, contact.address_sealed,
+                     contact.contact_hash, step, outbox.PRIORITY_INVITATION, "start")  # fmt: skip
+
+
+async def _start_template(
+    ctx: Context, session: AsyncSession, item: _Item, contact: DossierContact, now: dt.datetime
+) -> None:
+    """A channel with a survey of its own (the ZNS rating template): ``surveys.start_on``
+    itself, on ORM objects (rare in a batch: only results whose citizen has no chat)."""
+    ledger = item.ledger
+    assert ledger is not None
+    row = _invitation(ctx, item, now)
+    invitation = Invitation(**row)
+    session.add(invitation)
+    stand_in = SurveyLedger(id=ledger.id, status=ledger.status, survey_id=ledger.survey_id)
+    await start_on(ctx, session, invitation, stand_in, contact)
+    ledger.status, ledger.channel = stand_in.status, stand_in.channel
+    ledger.delivered, ledger.survey_id = bool(stand_in.delivered), stand_in.survey_id
+    item.outcome = _created(item, "sent")
 
 
 async def _write_outcomes(session: AsyncSession, items: list[_Item]) -> None:
