@@ -202,6 +202,9 @@ class Settings(BaseSettings):
     #: Agency API, per API key (generous: a whole day's batch is one request).
     api_rate_per_second: float = Field(50.0, gt=0)
     api_burst: int = Field(500, ge=1)
+    #: Seconds a process keeps a valid API key's agency and known procedure and official codes
+    #: in memory (0: never): a revoked key is refused at most this long after its revocation.
+    api_cache_seconds: float = Field(5.0, ge=0, le=60)
     #: Per agency: "code=rate[:burst],..." (e.g. "ubnd-q1=200:2000"); others use the defaults.
     api_rate_by_agency: str = ""
     #: Missing, unknown or revoked keys, per client address.

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
-from sqlalchemy import select
+from cachetools import TTLCache
+from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.flows.definition import SurveyDefinition
@@ -31,22 +33,44 @@ from storage.models import (
     SurveyLedger,
 )
 from storage.pseudonym import new_token, token_digest
+from storage.upsert import insert_ignoring, table_of
 
 
 class Reception:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        #: The clock of the caches below (seconds, monotonic); tests move it.
+        self.cache_clock: Callable[[], float] = time.monotonic
+        ttl = ctx.settings.api_cache_seconds
+        #: A valid key's agency by the key's SHA-256, for ``SURVEYBOT_API_CACHE_SECONDS``:
+        #: a key revoked in the database is refused by every process at most that much later
+        #: (docs/threat-model.md). Unknown and revoked keys are never cached.
+        self._agencies: TTLCache[str, Agency] = TTLCache(
+            maxsize=4096, ttl=max(ttl, 1e-9), timer=lambda: self.cache_clock()
+        )
+        #: Existing procedure and official codes (never an unknown one: a code added a moment
+        #: ago is found at once), for as long.
+        self._codes: TTLCache[tuple[str, ...], str] = TTLCache(
+            maxsize=65536, ttl=max(ttl, 1e-9), timer=lambda: self.cache_clock()
+        )
+        self._caching = ttl > 0
 
     async def authenticate(self, raw_key: str) -> Agency | None:
+        digest = token_digest(raw_key)
+        cached = self._agencies.get(digest) if self._caching else None
+        if cached is not None:
+            return cached
         async with self.ctx.sessions() as session:
             row = (
                 await session.execute(
                     select(Agency)
                     .join(ApiKey, ApiKey.agency_id == Agency.id)
-                    .where(ApiKey.key_hash == token_digest(raw_key), ApiKey.revoked_at.is_(None))
+                    .where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))
                 )
             ).scalar_one_or_none()
-            return row
+        if row is not None and self._caching:
+            self._agencies[digest] = row
+        return row
 
     async def create_api_key(self, agency_code: str, label: str | None = None) -> str:
         """A new key, returned once; only its SHA-256 is stored."""
@@ -72,31 +96,66 @@ class Reception:
     async def register_dossier(
         self, agency: Agency, reg: DossierRegistration
     ) -> RegistrationResult:
+        """One lookup (the dossier, or whether its survey has closed) and one write: a new
+        dossier by ``INSERT … ON CONFLICT DO NOTHING`` (two registrations racing: one
+        creates it, the other updates it), a known one updated."""
         now = self.ctx.clock()
+        token = new_token()
+        expires = now + dt.timedelta(days=self.ctx.settings.rating_token_ttl_days)
         async with self.ctx.sessions() as session:
             survey = self._survey_for(agency, reg.survey)
             procedure_id, official_id = await self._references(
                 session, agency, reg.procedure_code, reg.official_code
             )
             digests = self._dossier_digests(agency, reg.dossier_code)
-            dossier = await self._dossier(session, agency, digests)
-            if dossier is None and await self._ledger(session, agency, digests) is not None:
+            dossier_id, surveyed = (
+                await session.execute(
+                    select(
+                        select(Dossier.id)
+                        .where(Dossier.agency_id == agency.id, Dossier.dossier_hash.in_(digests))
+                        .limit(1)
+                        .scalar_subquery(),
+                        exists().where(
+                            SurveyLedger.agency_id == agency.id,
+                            SurveyLedger.dossier_hash.in_(digests),
+                        ),
+                    )
+                )
+            ).one()
+            if dossier_id is None and surveyed:
                 raise ServiceError(409, "already_surveyed", "the survey of this dossier has closed")
-            created = dossier is None
-            if dossier is None:
-                dossier = self._new_dossier(agency, reg.dossier_code)
-                session.add(dossier)
-            token = new_token()
-            expires = now + dt.timedelta(days=self.ctx.settings.rating_token_ttl_days)
-            dossier.token_hash = token_digest(token)
-            dossier.token_expires_at = expires
-            dossier.survey_id = survey.id
-            dossier.procedure_id = procedure_id or dossier.procedure_id
-            dossier.official_id = official_id or dossier.official_id
-            dossier.received_on = reg.received_at or dossier.received_on
-            dossier.due_on = reg.due_at or dossier.due_on
-            dossier.language = reg.language or dossier.language
-            if reg.phone:
+            created = False
+            if dossier_id is None:
+                fresh = self._new_dossier(agency, reg.dossier_code)
+                row = {
+                    "id": fresh.id, "agency_id": agency.id, "dossier_hash": fresh.dossier_hash,
+                    "dossier_key_id": fresh.dossier_key_id, "created_at": fresh.created_at,
+                    "token_hash": token_digest(token), "token_expires_at": expires,
+                    "survey_id": survey.id, "procedure_id": procedure_id,
+                    "official_id": official_id, "received_on": reg.received_at,
+                    "due_on": reg.due_at, "language": reg.language,
+                }  # fmt: skip
+                written = await session.execute(
+                    insert_ignoring(session, Dossier, ["agency_id", "dossier_hash"]).returning(
+                        table_of(Dossier).c.id
+                    ),
+                    [row],
+                )
+                created = written.first() is not None
+                dossier_id = (
+                    fresh.id if created else await self._dossier_id(session, agency, digests)
+                )
+            dossier = await session.get(Dossier, dossier_id) if not created or reg.phone else None
+            if dossier is not None and not created:
+                dossier.token_hash = token_digest(token)
+                dossier.token_expires_at = expires
+                dossier.survey_id = survey.id
+                dossier.procedure_id = procedure_id or dossier.procedure_id
+                dossier.official_id = official_id or dossier.official_id
+                dossier.received_on = reg.received_at or dossier.received_on
+                dossier.due_on = reg.due_at or dossier.due_on
+                dossier.language = reg.language or dossier.language
+            if dossier is not None and reg.phone:
                 await add_phone(self.ctx, session, dossier, reg.phone)
             await session.commit()
         base = self.ctx.settings.effective_public_base_url
@@ -121,14 +180,30 @@ class Reception:
     async def _references(
         self, session: AsyncSession, agency: Agency, procedure: str | None, official: str | None
     ) -> tuple[str | None, str | None]:
-        procedures, officials = await results.references(
-            session, agency, [procedure] if procedure else [], [official] if official else []
-        )
-        if procedure and procedure not in procedures:
+        """The ids of the codes given, from the cache when it holds them."""
+        wanted: set[tuple[str, ...]] = {("procedure", procedure)} if procedure else set()
+        wanted |= {("official", agency.id, official)} if official else set()
+        found: dict[tuple[str, ...], str] = {
+            key: self._codes[key] for key in wanted if self._caching and key in self._codes
+        }
+        if len(found) < len(wanted):
+            procedures, officials = await results.references(
+                session, agency, [procedure] if procedure else [], [official] if official else []
+            )
+            if procedure and procedure in procedures:
+                found["procedure", procedure] = procedures[procedure]
+            if official and official in officials:
+                found["official", agency.id, official] = officials[official]
+            if self._caching:
+                self._codes.update(found)
+        if procedure and ("procedure", procedure) not in found:
             raise results.unknown_procedure(procedure)
-        if official and official not in officials:
+        if official and ("official", agency.id, official) not in found:
             raise results.unknown_official(official)
-        return procedures.get(procedure or ""), officials.get(official or "")
+        return (
+            found.get(("procedure", procedure)) if procedure else None,
+            found.get(("official", agency.id, official)) if official else None,
+        )
 
     def _dossier_digests(self, agency: Agency, code: str) -> list[str]:
         return results.dossier_digests(self.ctx, agency, code)
@@ -136,24 +211,15 @@ class Reception:
     def _new_dossier(self, agency: Agency, code: str) -> Dossier:
         return results.new_dossier(self.ctx, agency, code)
 
-    async def _dossier(
+    async def _dossier_id(
         self, session: AsyncSession, agency: Agency, digests: Sequence[str]
-    ) -> Dossier | None:
-        return (
-            await session.execute(
-                select(Dossier).where(
-                    Dossier.agency_id == agency.id, Dossier.dossier_hash.in_(digests)
-                )
+    ) -> str:
+        """The dossier a concurrent registration created a moment ago."""
+        found = await session.scalar(
+            select(Dossier.id).where(
+                Dossier.agency_id == agency.id, Dossier.dossier_hash.in_(digests)
             )
-        ).scalar_one_or_none()
-
-    async def _ledger(
-        self, session: AsyncSession, agency: Agency, digests: Sequence[str]
-    ) -> SurveyLedger | None:
-        return (
-            await session.execute(
-                select(SurveyLedger).where(
-                    SurveyLedger.agency_id == agency.id, SurveyLedger.dossier_hash.in_(digests)
-                )
-            )
-        ).scalar_one_or_none()
+        )
+        if found is None:
+            raise ServiceError(409, "conflict", "the dossier changed meanwhile; send it again")
+        return str(found)
