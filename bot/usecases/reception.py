@@ -11,9 +11,10 @@ import datetime as dt
 import secrets
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from cachetools import TTLCache
-from sqlalchemy import exists, select
+from sqlalchemy import Exists, exists, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.flows.definition import SurveyDefinition
@@ -96,9 +97,9 @@ class Reception:
     async def register_dossier(
         self, agency: Agency, reg: DossierRegistration
     ) -> RegistrationResult:
-        """One lookup (the dossier, or whether its survey has closed) and one write: a new
-        dossier by ``INSERT … ON CONFLICT DO NOTHING`` (two registrations racing: one
-        creates it, the other updates it), a known one updated."""
+        """A new dossier in one statement (``_create_unless_known``); a known one (or a closed
+        survey) read by one lookup, then updated. Two registrations racing with one code:
+        one creates the dossier, the other updates it."""
         now = self.ctx.clock()
         token = new_token()
         expires = now + dt.timedelta(days=self.ctx.settings.rating_token_ttl_days)
@@ -108,43 +109,37 @@ class Reception:
                 session, agency, reg.procedure_code, reg.official_code
             )
             digests = self._dossier_digests(agency, reg.dossier_code)
-            dossier_id, surveyed = (
-                await session.execute(
-                    select(
-                        select(Dossier.id)
-                        .where(Dossier.agency_id == agency.id, Dossier.dossier_hash.in_(digests))
-                        .limit(1)
-                        .scalar_subquery(),
-                        exists().where(
-                            SurveyLedger.agency_id == agency.id,
-                            SurveyLedger.dossier_hash.in_(digests),
-                        ),
+            fresh = self._new_dossier(agency, reg.dossier_code)
+            row = {
+                "id": fresh.id, "agency_id": agency.id, "dossier_hash": fresh.dossier_hash,
+                "dossier_key_id": fresh.dossier_key_id, "created_at": fresh.created_at,
+                "token_hash": token_digest(token), "token_expires_at": expires,
+                "survey_id": survey.id, "procedure_id": procedure_id,
+                "official_id": official_id, "received_on": reg.received_at,
+                "due_on": reg.due_at, "language": reg.language,
+            }  # fmt: skip
+            created = await self._create_unless_known(session, agency, digests, row)
+            dossier_id: str | None = fresh.id
+            if not created:
+                dossier_id, surveyed = (
+                    await session.execute(
+                        select(
+                            select(Dossier.id)
+                            .where(
+                                Dossier.agency_id == agency.id, Dossier.dossier_hash.in_(digests)
+                            )
+                            .limit(1)
+                            .scalar_subquery(),
+                            _surveyed(agency, digests),
+                        )
                     )
-                )
-            ).one()
-            if dossier_id is None and surveyed:
-                raise ServiceError(409, "already_surveyed", "the survey of this dossier has closed")
-            created = False
-            if dossier_id is None:
-                fresh = self._new_dossier(agency, reg.dossier_code)
-                row = {
-                    "id": fresh.id, "agency_id": agency.id, "dossier_hash": fresh.dossier_hash,
-                    "dossier_key_id": fresh.dossier_key_id, "created_at": fresh.created_at,
-                    "token_hash": token_digest(token), "token_expires_at": expires,
-                    "survey_id": survey.id, "procedure_id": procedure_id,
-                    "official_id": official_id, "received_on": reg.received_at,
-                    "due_on": reg.due_at, "language": reg.language,
-                }  # fmt: skip
-                written = await session.execute(
-                    insert_ignoring(session, Dossier, ["agency_id", "dossier_hash"]).returning(
-                        table_of(Dossier).c.id
-                    ),
-                    [row],
-                )
-                created = written.first() is not None
-                dossier_id = (
-                    fresh.id if created else await self._dossier_id(session, agency, digests)
-                )
+                ).one()
+                if dossier_id is None and surveyed:
+                    raise ServiceError(
+                        409, "already_surveyed", "the survey of this dossier has closed"
+                    )
+                if dossier_id is None:  # a racing registration rolled back meanwhile
+                    raise ServiceError(409, "conflict", "the dossier changed meanwhile; send again")
             dossier = await session.get(Dossier, dossier_id) if not created or reg.phone else None
             if dossier is not None and not created:
                 dossier.token_hash = token_digest(token)
@@ -211,15 +206,28 @@ class Reception:
     def _new_dossier(self, agency: Agency, code: str) -> Dossier:
         return results.new_dossier(self.ctx, agency, code)
 
-    async def _dossier_id(
-        self, session: AsyncSession, agency: Agency, digests: Sequence[str]
-    ) -> str:
-        """The dossier a concurrent registration created a moment ago."""
-        found = await session.scalar(
-            select(Dossier.id).where(
-                Dossier.agency_id == agency.id, Dossier.dossier_hash.in_(digests)
-            )
+    async def _create_unless_known(
+        self, session: AsyncSession, agency: Agency, digests: Sequence[str], row: dict[str, Any]
+    ) -> bool:
+        """``INSERT … SELECT … WHERE NOT EXISTS … ON CONFLICT DO NOTHING``: the dossier is
+        written unless it is known under any listed key or its survey has closed, and a
+        concurrent registration of the same code makes this one write nothing. True when
+        written: the common case costs one round trip, no lookup first."""
+        table = table_of(Dossier)
+        values = select(*(literal(v, table.c[k].type).label(k) for k, v in row.items())).where(
+            ~exists().where(Dossier.agency_id == agency.id, Dossier.dossier_hash.in_(digests)),
+            ~_surveyed(agency, digests),
         )
-        if found is None:
-            raise ServiceError(409, "conflict", "the dossier changed meanwhile; send it again")
-        return str(found)
+        written = await session.execute(
+            insert_ignoring(session, Dossier, ["agency_id", "dossier_hash"])
+            .from_select(list(row), values)
+            .returning(table.c.id)
+        )
+        return written.first() is not None
+
+
+def _surveyed(agency: Agency, digests: Sequence[str]) -> Exists:
+    """Whether this dossier's survey has already been started (its ledger row exists)."""
+    return exists().where(
+        SurveyLedger.agency_id == agency.id, SurveyLedger.dossier_hash.in_(digests)
+    )
