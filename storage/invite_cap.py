@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import InviteCap
 from storage.pseudonym import KeyRing
-from storage.upsert import insert_ignoring
+from storage.upsert import chunks, insert_ignoring
 
 PURPOSE = "contact"
 
@@ -71,15 +71,18 @@ async def claim_many(
     claimed = {item for item, own in values.items() if not own}
     digests = {item: _every_digest(keys, own) for item, own in values.items() if own}
     every = sorted({d for own in digests.values() for d in own})
-    recent = set() if not every else set(
-        (
-            await session.execute(
-                select(InviteCap.cap_hash).where(
-                    InviteCap.cap_hash.in_(every), InviteCap.invited_on > today - dt.timedelta(days)
+    recent: set[str] = set()
+    for part in chunks(every):
+        recent.update(
+            (
+                await session.execute(
+                    select(InviteCap.cap_hash).where(
+                        InviteCap.cap_hash.in_(part),
+                        InviteCap.invited_on > today - dt.timedelta(days),
+                    )
                 )
-            )
-        ).scalars()
-    )  # fmt: skip
+            ).scalars()
+        )
     taken: set[str] = set()
     wanted: dict[Hashable, list[str]] = {}
     for item, own in digests.items():
@@ -89,11 +92,12 @@ async def claim_many(
     if not wanted:
         return claimed
     stale = sorted({d for item in wanted for d in digests[item]})  # expired rows, other keys
-    await session.execute(
-        delete(InviteCap)
-        .where(InviteCap.cap_hash.in_(stale))
-        .execution_options(synchronize_session=False)
-    )
+    for part in chunks(stale):
+        await session.execute(
+            delete(InviteCap)
+            .where(InviteCap.cap_hash.in_(part))
+            .execution_options(synchronize_session=False)
+        )
     # Sorted: concurrent batches claiming the same citizens take the rows in one order.
     rows = [
         {"cap_hash": h, "invited_on": today}

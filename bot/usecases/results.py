@@ -52,7 +52,7 @@ from storage.models import (
     utcnow,
 )
 from storage.pseudonym import Pseudonym, normalise_identifier
-from storage.upsert import insert_ignoring, table_of
+from storage.upsert import chunks, insert_ignoring, table_of
 
 #: PostgreSQL's deadlock and serialization failures: the transaction is gone, run it again.
 RETRYABLE = {"40P01", "40001"}
@@ -182,15 +182,17 @@ def _by_dossier(row: dict[str, Any]) -> tuple[str, str]:
 async def _judge(ctx: Context, session: AsyncSession, agency: Agency, items: list[_Item]) -> None:
     """Duplicates and rejections, in the batch's order; the others get survey and references."""
     every = sorted({d for item in items for d in item.digests})
-    surveyed = set(
-        (
-            await session.execute(
-                select(SurveyLedger.dossier_hash).where(
-                    SurveyLedger.agency_id == agency.id, SurveyLedger.dossier_hash.in_(every)
+    surveyed: set[str] = set()
+    for part in chunks(every):
+        surveyed.update(
+            (
+                await session.execute(
+                    select(SurveyLedger.dossier_hash).where(
+                        SurveyLedger.agency_id == agency.id, SurveyLedger.dossier_hash.in_(part)
+                    )
                 )
-            )
-        ).scalars()
-    )
+            ).scalars()
+        )
     dossiers = await _dossiers(session, agency, every)
     procedures, officials = await references(
         session,
@@ -249,12 +251,13 @@ async def references(
 async def _dossiers(
     session: AsyncSession, agency: Agency, digests: Sequence[str]
 ) -> dict[str, Dossier]:
-    if not digests:
-        return {}
-    rows = await session.execute(
-        select(Dossier).where(Dossier.agency_id == agency.id, Dossier.dossier_hash.in_(digests))
-    )
-    return {dossier.dossier_hash: dossier for dossier in rows.scalars()}
+    found: dict[str, Dossier] = {}
+    for part in chunks(digests):
+        rows = await session.execute(
+            select(Dossier).where(Dossier.agency_id == agency.id, Dossier.dossier_hash.in_(part))
+        )
+        found.update((dossier.dossier_hash, dossier) for dossier in rows.scalars())
+    return found
 
 
 async def _write_ledgers(
@@ -324,9 +327,9 @@ async def _resolve_dossiers(
         dossier.language = report.language or dossier.language
     ids = [item.dossier.id for item in items if item.dossier is not None]
     contacts: dict[str, list[DossierContact]] = {}
-    if ids:
+    for part in chunks(ids):
         found_contacts = await session.execute(
-            select(DossierContact).where(DossierContact.dossier_id.in_(ids))
+            select(DossierContact).where(DossierContact.dossier_id.in_(part))
         )
         for contact in found_contacts.scalars():
             contacts.setdefault(contact.dossier_id, []).append(contact)
@@ -441,11 +444,11 @@ async def _reachable(
             pseudonyms(contact.contact_hash, contact.address_sealed)
     every = sorted(set().union(*known.values())) if known else []
     opted: set[str] = set()
-    if every:
+    for part in chunks(every):
         rows = await session.execute(
-            select(OptOut.contact_hash).where(OptOut.contact_hash.in_(every))
+            select(OptOut.contact_hash).where(OptOut.contact_hash.in_(part))
         )
-        opted = set(rows.scalars())
+        opted.update(rows.scalars())
     reachable: dict[int, DossierContact] = {}
     for item in items:
         dossier = item.dossier
