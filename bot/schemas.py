@@ -262,7 +262,7 @@ ERROR_CODES: dict[int, tuple[str, ...]] = {
     404: ("not_found",),
     405: ("method_not_allowed",),
     408: ("body_timeout",),
-    409: ("already_surveyed",),
+    409: ("already_surveyed", "conflict"),
     413: ("body_too_large", "batch_too_large"),
     415: ("unsupported_media_type",),
     422: (

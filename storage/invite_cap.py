@@ -13,7 +13,7 @@ that this citizen was invited by someone in the last days (docs/threat-model.md)
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable, Mapping
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import InviteCap
 from storage.pseudonym import KeyRing
+from storage.upsert import chunks, insert_ignoring
 
 PURPOSE = "contact"
 
@@ -51,6 +52,77 @@ async def claim(
     if recent.first() is not None:
         return False
     return await _record(session, keys, values, digests, today)
+
+
+async def claim_many(
+    session: AsyncSession,
+    keys: KeyRing,
+    reaches: Mapping[Hashable, Iterable[str]],
+    today: dt.date,
+    days: int,
+) -> set[Hashable]:
+    """``claim`` for a batch, in a few statements whatever its size: the keys of ``reaches``
+    (in order) whose citizen may be invited today, each then recorded. A citizen reached by
+    two results of the batch is claimed by the first; one claimed by a concurrent report
+    (the unique hash) is capped here, and nothing of its claim is kept."""
+    values = {item: _values(addresses) for item, addresses in reaches.items()}
+    if days <= 0:
+        return set(values)
+    claimed = {item for item, own in values.items() if not own}
+    digests = {item: _every_digest(keys, own) for item, own in values.items() if own}
+    every = sorted({d for own in digests.values() for d in own})
+    recent: set[str] = set()
+    for part in chunks(every):
+        recent.update(
+            (
+                await session.execute(
+                    select(InviteCap.cap_hash).where(
+                        InviteCap.cap_hash.in_(part),
+                        InviteCap.invited_on > today - dt.timedelta(days),
+                    )
+                )
+            ).scalars()
+        )
+    taken: set[str] = set()
+    wanted: dict[Hashable, list[str]] = {}
+    for item, own in digests.items():
+        if recent.isdisjoint(own) and taken.isdisjoint(values[item]):
+            taken.update(values[item])
+            wanted[item] = [keys.pseudonym(PURPOSE, value).digest for value in values[item]]
+    if not wanted:
+        return claimed
+    stale = sorted({d for item in wanted for d in digests[item]})  # expired rows, other keys
+    for part in chunks(stale):
+        await session.execute(
+            delete(InviteCap)
+            .where(InviteCap.cap_hash.in_(part))
+            .execution_options(synchronize_session=False)
+        )
+    # Sorted: concurrent batches claiming the same citizens take the rows in one order.
+    rows = [
+        {"cap_hash": h, "invited_on": today}
+        for h in sorted(h for own in wanted.values() for h in own)
+    ]
+    written = set(
+        (
+            await session.execute(
+                insert_ignoring(session, InviteCap, ["cap_hash"]).returning(
+                    InviteCap.__table__.c.cap_hash
+                ),
+                rows,
+            )
+        ).scalars()
+    )
+    lost = [item for item, own in wanted.items() if not written.issuperset(own)]
+    if lost:  # a concurrent report invited this citizen first: capped, nothing of ours kept
+        mine = sorted({h for item in lost for h in wanted[item]} & written)
+        if mine:
+            await session.execute(
+                delete(InviteCap)
+                .where(InviteCap.cap_hash.in_(mine))
+                .execution_options(synchronize_session=False)
+            )
+    return claimed | (set(wanted) - set(lost))
 
 
 async def record(

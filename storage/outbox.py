@@ -38,6 +38,7 @@ from sqlalchemy import (
     delete,
     exists,
     func,
+    insert,
     literal,
     or_,
     select,
@@ -50,6 +51,7 @@ from sqlalchemy.orm import aliased
 from storage.backoff import backoff
 from storage.models import Invitation, OutboxMessage, UTCDateTime, new_id, utcnow
 from storage.pseudonym import KeyRing
+from storage.upsert import table_of
 
 PRIORITY_REPLY = 0
 PRIORITY_INVITATION = 1
@@ -125,8 +127,14 @@ def retired(status: str, at: dt.datetime, reason: str | None = None) -> dict[str
     return values
 
 
-def enqueue(
-    session: AsyncSession,
+def enqueue(session: AsyncSession, keys: KeyRing, **fields: Any) -> OutboxMessage:
+    """Add a message to the caller's transaction (``row`` says what it holds)."""
+    message = OutboxMessage(**row(keys, **fields))
+    session.add(message)
+    return message
+
+
+def row(
     keys: KeyRing,
     *,
     channel: str,
@@ -139,8 +147,8 @@ def enqueue(
     order: int = 0,
     now: dt.datetime | None = None,
     not_before: dt.datetime | None = None,
-) -> OutboxMessage:
-    """Add a message to the caller's transaction; ``order`` keeps messages of one step in sequence.
+) -> dict[str, Any]:
+    """The column values of a new message; ``order`` keeps messages of one step in sequence.
 
     The payload is sealed here, so no caller can queue a readable one. ``not_before`` holds the
     message until then (quiet hours, ``storage.schedule``): it is stamped as created then too,
@@ -149,21 +157,25 @@ def enqueue(
     due = now or utcnow()
     if not_before is not None and not_before > due:
         due = not_before
-    created = due + dt.timedelta(microseconds=order)
-    row = OutboxMessage(
-        id=new_id(),
-        dedup_key=dedup_key or new_id(),
-        channel=channel,
-        address_sealed=address_sealed,
-        conversation=conversation,
-        payload=seal_payload(keys, payload),
-        priority=priority,
-        invitation_id=invitation_id,
-        created_at=created,
-        available_at=due,
-    )
-    session.add(row)
-    return row
+    return {
+        "id": new_id(),
+        "dedup_key": dedup_key or new_id(),
+        "channel": channel,
+        "address_sealed": address_sealed,
+        "conversation": conversation,
+        "payload": seal_payload(keys, payload),
+        "priority": priority,
+        "invitation_id": invitation_id,
+        "created_at": due + dt.timedelta(microseconds=order),
+        "available_at": due,
+    }
+
+
+async def enqueue_rows(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Write many ``row``s at once, in the caller's transaction (a batch's invitations: one
+    multi-row INSERT instead of an ORM object and a unit-of-work entry per message)."""
+    if rows:
+        await session.execute(insert(table_of(OutboxMessage)), list(rows))
 
 
 async def enqueue_once(session: AsyncSession, keys: KeyRing, **kwargs: Any) -> bool:

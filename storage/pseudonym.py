@@ -214,7 +214,9 @@ class KeyRing:
 
 
 def _hmac(key: bytes, value: str) -> str:
-    return hmac.new(key, value.encode("utf-8"), hashlib.sha256).hexdigest()
+    # The one-shot C digest: the same HMAC-SHA256, a third of the cost of hmac.new (a batch
+    # of results computes several per item).
+    return hmac.digest(key, value.encode("utf-8"), "sha256").hex()
 
 
 def namespaced(purpose: str, channel: str, value: str) -> str:

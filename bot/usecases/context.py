@@ -148,6 +148,15 @@ class Context:
         """Whether this contact said /stop, under every listed key: the stored pseudonym and,
         when the sealed address is at hand, its pseudonyms under every key (an opt-out recorded
         before a key rotation is honoured after it)."""
+        digests = self.opt_out_digests(contact_digest, address_sealed)
+        found = await session.execute(
+            select(OptOut.contact_hash).where(OptOut.contact_hash.in_(digests)).limit(1)
+        )
+        return found.first() is not None
+
+    def opt_out_digests(self, contact_digest: str, address_sealed: str | None) -> set[str]:
+        """The pseudonyms an opt-out of this contact may be stored under (``opted_out``'s
+        lookup; a batch looks up all of its contacts' at once)."""
         digests = {contact_digest}
         if address_sealed:
             try:
@@ -155,7 +164,4 @@ class Context:
                 digests.update(self.contacts(channel, address))
             except ValueError:  # sealed under a retired key: the stored pseudonym decides
                 pass
-        found = await session.execute(
-            select(OptOut.contact_hash).where(OptOut.contact_hash.in_(digests)).limit(1)
-        )
-        return found.first() is not None
+        return digests

@@ -4,6 +4,8 @@ a message is sent if and only if the state change that caused it committed."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.channels import OutboundMessage, render
@@ -29,13 +31,40 @@ def enqueue_step(
     closing: bool = False,
 ) -> None:
     """Queue a step's acknowledgements and prompts; ``closing`` marks the last message as the
-    end of the conversation, after which the channel drops its chat state (``FORGET``).
+    end of the conversation, after which the channel drops its chat state (``FORGET``)."""
+    assert invitation.address_sealed and invitation.contact_hash and invitation.channel
+    rows = step_rows(
+        ctx,
+        invitation.id,
+        invitation.channel,
+        invitation.address_sealed,
+        invitation.contact_hash,
+        step,
+        priority,
+        dedup,
+        forget=ctx.question_ids(invitation) if closing else None,
+    )
+    session.add_all(OutboxMessage(**row) for row in rows)
+
+
+def step_rows(
+    ctx: Context,
+    invitation_id: str,
+    channel: str,
+    address_sealed: str,
+    conversation: str,
+    step: Step,
+    priority: int,
+    dedup: str,
+    forget: list[str] | None = None,
+) -> list[dict[str, Any]]:
+    """The outbox rows of a step (``enqueue_step``; a batch writes many at once): ``forget``
+    on the last message ends the conversation.
 
     What the service says on its own initiative (``PRIORITY_INVITATION``: an invitation, a
     reminder) is held until the end of quiet hours; replies go at once."""
-    assert invitation.address_sealed and invitation.contact_hash and invitation.channel
     held = ctx.quiet_until() if priority == outbox.PRIORITY_INVITATION else None
-    capabilities = ctx.capabilities[invitation.channel]
+    capabilities = ctx.capabilities[channel]
     language = step.state["lang"]
     messages: list[OutboundMessage] = []
     if capabilities.edits:
@@ -44,23 +73,25 @@ def enqueue_step(
             messages.append(OutboundMessage(label, question_id=answer.question_id,
                                             extra={"ack": True}))  # fmt: skip
     messages += [render(p, capabilities, language) for p in step.prompts]
-    if closing and messages:
-        messages[-1].extra[FORGET] = ctx.question_ids(invitation)
-    for order, message in enumerate(messages):
-        outbox.enqueue(
-            session,
+    if forget is not None and messages:
+        messages[-1].extra[FORGET] = forget
+    now = ctx.clock()
+    return [
+        outbox.row(
             ctx.keys,
-            channel=invitation.channel,
-            address_sealed=invitation.address_sealed,
-            conversation=invitation.contact_hash,
+            channel=channel,
+            address_sealed=address_sealed,
+            conversation=conversation,
             payload=message.to_dict(),
             priority=priority,
-            dedup_key=f"{invitation.id}:{dedup}:{order}",
-            invitation_id=invitation.id,
+            dedup_key=f"{invitation_id}:{dedup}:{order}",
+            invitation_id=invitation_id,
             order=order,
-            now=ctx.clock(),
+            now=now,
             not_before=held,
         )
+        for order, message in enumerate(messages)
+    ]
 
 
 async def drop_held(ctx: Context, session: AsyncSession, invitation: Invitation) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+from collections.abc import Iterable
+from typing import Final
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -32,7 +34,7 @@ from storage.models import (
 ERASED_LEDGER_STATUS = "expired"
 #: The ledger status (and API ``survey_status``) of a result whose citizen was invited within
 #: ``SURVEYBOT_INVITE_CAP_DAYS``: no survey was started (``storage.invite_cap``).
-CAPPED = "capped"
+CAPPED: Final = "capped"
 
 
 def engine(ctx: Context, survey: SurveyDefinition) -> SurveyEngine:
@@ -73,14 +75,19 @@ async def add_phone(ctx: Context, session: AsyncSession, dossier: Dossier, phone
 async def reach(ctx: Context, session: AsyncSession, dossier: Dossier) -> list[str]:
     """Every way the service knows to reach this dossier's citizen (``<channel>:<address>``,
     opened in memory from the sealed addresses): what the invitation cap is keyed on."""
+    sealed = (
+        await session.execute(
+            select(DossierContact.address_sealed).where(DossierContact.dossier_id == dossier.id)
+        )
+    ).scalars()
+    return reach_of(ctx, dossier, sealed)
+
+
+def reach_of(ctx: Context, dossier: Dossier, contacts_sealed: Iterable[str]) -> list[str]:
+    """``reach`` given the sealed addresses of the dossier's contacts (a batch reads them for
+    all its dossiers in one query)."""
     sealed = {dossier.address_sealed} if dossier.address_sealed else set()
-    sealed.update(
-        (
-            await session.execute(
-                select(DossierContact.address_sealed).where(DossierContact.dossier_id == dossier.id)
-            )
-        ).scalars()
-    )
+    sealed.update(contacts_sealed)
     addresses = []
     for token in sealed:
         try:
@@ -95,13 +102,21 @@ async def first_contact(
 ) -> DossierContact | None:
     """The best reachable channel the citizen bound: admin order, configured channels only,
     never one that refused for good or whose contact said /stop."""
-    rows = list(
-        (
-            await session.execute(
-                select(DossierContact).where(DossierContact.dossier_id == dossier.id)
-            )
-        ).scalars()
-    )
+    rows = (
+        await session.execute(select(DossierContact).where(DossierContact.dossier_id == dossier.id))
+    ).scalars()
+    for row in contact_order(ctx, dossier, rows):
+        if not await ctx.opted_out(session, row.contact_hash, row.address_sealed):
+            return row
+    return None
+
+
+def contact_order(
+    ctx: Context, dossier: Dossier, contacts: Iterable[DossierContact]
+) -> list[DossierContact]:
+    """The dossier's usable contacts, best first (``first_contact`` before the opt-out check,
+    which a batch makes for all its dossiers in one query)."""
+    rows = list(contacts)
     known = {row.channel for row in rows}
     rows = [row for row in rows if not row.failed]
     if dossier.address_sealed and dossier.contact_hash:
@@ -113,10 +128,7 @@ async def first_contact(
     order = ctx.settings.channel_priority
     rows = [r for r in rows if r.channel in ctx.capabilities]
     rows.sort(key=lambda r: order.index(r.channel) if r.channel in order else len(order))
-    for row in rows:
-        if not await ctx.opted_out(session, row.contact_hash, row.address_sealed):
-            return row
-    return None
+    return rows
 
 
 async def start_on(
