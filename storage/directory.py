@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from sqlalchemy import select
+from sqlalchemy.orm import aliased
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -158,6 +159,39 @@ def _apply_official(row: Official, entry: OfficialEntry, today: dt.date) -> bool
         row.ended_on = None if entry.status == OFFICIAL_ACTIVE else today
         row.moved_to_id = None
     return True
+
+
+@dataclass(frozen=True, slots=True)
+class OfficialRow:
+    """An official as the management page lists it."""
+
+    code: str
+    name: str
+    unit_code: str
+    status: str
+    ended_on: dt.date | None
+    moved_to: str | None
+
+
+async def officials_of(sessions: Sessions, unit_ids: Iterable[str] | None) -> list[OfficialRow]:
+    """The officials of these units (None: every unit), active first, by unit and code."""
+    target = aliased(Official)
+    target_unit = aliased(Agency)
+    stmt = (
+        select(Official, Agency.code, target_unit.code)
+        .join(Agency, Agency.id == Official.agency_id)
+        .outerjoin(target, target.id == Official.moved_to_id)
+        .outerjoin(target_unit, target_unit.id == target.agency_id)
+    )
+    if unit_ids is not None:
+        stmt = stmt.where(Official.agency_id.in_(sorted(unit_ids)))
+    async with sessions() as session:
+        rows = (await session.execute(stmt)).all()
+    listed = [
+        OfficialRow(o.code, o.name, unit_code, o.status, o.ended_on, moved_to)
+        for o, unit_code, moved_to in rows
+    ]
+    return sorted(listed, key=lambda r: (r.status != OFFICIAL_ACTIVE, r.unit_code, r.code))
 
 
 async def official_view(

@@ -7,13 +7,14 @@ from __future__ import annotations
 import jinja2
 from aiohttp import web
 
-from bot.dashboard import deadletters, manage, surveys, views
+from bot.dashboard import deadletters, manage, staff, surveys, views
 from bot.dashboard.auth import DashboardServices
 
 
 def setup(app: web.Application, templates: jinja2.Environment, services: DashboardServices) -> None:
     views.setup(app, templates, services)
     manage.setup(app)
+    staff.setup(app)
     deadletters.setup(app)
     surveys.setup(app)
 

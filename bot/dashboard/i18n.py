@@ -29,6 +29,11 @@ ERRORS: dict[str, str] = {
     "code_taken": N_("A unit with this code exists already."),
     "cycle": N_("A unit cannot move under itself or under a unit below it."),
     "bad_label": N_("Give the key a label (printable text, up to 128 characters)."),
+    "bad_official": N_("Give the official a code and a name (printable text)."),
+    "bad_move_official": N_(
+        "That official cannot be moved there: they are no longer active, or the unit already "
+        "has an active official with that code."
+    ),
     "bad_role": N_("Choose a role from the list."),
     # bot.dashboard.accounts' AuthError messages
     "password must have at least 8 characters": N_("The password must have at least 8 characters."),

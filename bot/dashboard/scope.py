@@ -4,8 +4,8 @@ dashboard asks it here, never on its own).
 * A **province admin** (role ``admin``) may do anything anywhere.
 * A **unit manager** (``manager``, bound to a unit R) reads R's subtree, creates units under any
   unit of it, renames and moves the units strictly under R (never R itself, which is the
-  province's to place and name) within the subtree, and manages the API keys and the *viewer*
-  logins of every unit of the subtree.
+  province's to place and name) within the subtree, and manages the API keys, the officials
+  and the *viewer* logins of every unit of the subtree.
 * A **viewer** (``viewer``, bound to R) reads R's subtree; nothing else.
 
 Decided on the tree as it is now (``storage.units``): a unit moved out of a manager's subtree
@@ -30,6 +30,8 @@ class Action(StrEnum):
     KEYS = "keys"
     #: Create, disable and reset its viewer logins (any login, for a province admin).
     LOGINS = "logins"
+    #: Add, move and retire its officials.
+    OFFICIALS = "officials"
 
 
 class Who(Protocol):
@@ -43,7 +45,7 @@ class Who(Protocol):
 
 
 MANAGER_ACTIONS = frozenset(
-    {Action.READ, Action.ADD_UNDER, Action.EDIT, Action.KEYS, Action.LOGINS}
+    {Action.READ, Action.ADD_UNDER, Action.EDIT, Action.KEYS, Action.LOGINS, Action.OFFICIALS}
 )
 
 

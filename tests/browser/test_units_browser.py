@@ -156,3 +156,27 @@ async def test_units_keys_and_logins_managed_in_a_real_browser(
     await viewer.goto(f"{server}/admin/")
     await expect(viewer).to_have_url(re.compile(r"/admin/login$"))
     await assert_accessible(manager, "36-logins-disabled")
+
+
+async def test_a_district_manager_adds_then_retires_an_official_of_a_ward(
+    runtime: Runtime, server: str, browser: Browser
+) -> None:
+    """The issue's walk-through: a district manager adds an official to one of its wards, later
+    records them as left; the page says so and nothing is deleted."""
+    await _province(runtime)
+    await auth.create_user(runtime.sessions, "ql-quan-1", PASSWORD, "manager", "quan-1")
+    manager = await _sign_in(browser, server, "ql-quan-1", PASSWORD)
+    await manager.get_by_test_id("nav-staff").click()
+    await expect(manager.locator("h1")).to_have_text("Cán bộ của các đơn vị")
+    form = manager.get_by_test_id("official-create")
+    await form.locator("select[name=unit]").select_option("phuong-a")
+    await form.locator("input[name=code]").fill("CB21")
+    await form.locator("input[name=name]").fill("Nguyễn Thị Hoa")
+    await form.get_by_role("button", name="Thêm").click()
+    row = manager.locator('tr[data-official="phuong-a:CB21"]')
+    await expect(row.get_by_test_id("official-status")).to_have_text("đang công tác")
+    assert await manager.locator('tr[data-official^="phuong-x:"]').count() == 0
+    await assert_accessible(manager, "37-officials-added")
+    await manager.get_by_test_id("leave-CB21").click()
+    await expect(row.get_by_test_id("official-status")).to_contain_text("đã nghỉ")
+    await assert_accessible(manager, "38-officials-retired")
