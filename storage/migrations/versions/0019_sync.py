@@ -22,14 +22,22 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("official", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("status", sa.String(length=16), nullable=False, server_default="active")
+    # Never a batch copy of ``official`` on SQLite: dropping the old table would fail on (or,
+    # with a cascade, delete) every response and dossier that references it. SQLite adds the
+    # columns in place, the self-reference inline (its default is NULL).
+    op.add_column(
+        "official",
+        sa.Column("status", sa.String(length=16), nullable=False, server_default="active"),
+    )
+    op.add_column("official", sa.Column("ended_on", sa.Date(), nullable=True))
+    if op.get_bind().dialect.name == "sqlite":
+        op.execute(
+            "ALTER TABLE official ADD COLUMN moved_to_id VARCHAR(32) REFERENCES official (id)"
         )
-        batch_op.add_column(sa.Column("ended_on", sa.Date(), nullable=True))
-        batch_op.add_column(sa.Column("moved_to_id", sa.String(length=32), nullable=True))
-        batch_op.create_foreign_key(
-            "fk_official_moved_to_id_official", "official", ["moved_to_id"], ["id"]
+    else:
+        op.add_column("official", sa.Column("moved_to_id", sa.String(length=32), nullable=True))
+        op.create_foreign_key(
+            "fk_official_moved_to_id_official", "official", "official", ["moved_to_id"], ["id"]
         )
     with op.batch_alter_table("procedure", schema=None) as batch_op:
         batch_op.add_column(sa.Column("field", sa.String(length=32), nullable=True))
@@ -49,8 +57,9 @@ def downgrade() -> None:
     op.drop_table("procedure_assignment")
     with op.batch_alter_table("procedure", schema=None) as batch_op:
         batch_op.drop_column("field")
-    with op.batch_alter_table("official", schema=None) as batch_op:
-        batch_op.drop_constraint("fk_official_moved_to_id_official", type_="foreignkey")
-        batch_op.drop_column("moved_to_id")
-        batch_op.drop_column("ended_on")
-        batch_op.drop_column("status")
+    if op.get_bind().dialect.name != "sqlite":
+        op.drop_constraint("fk_official_moved_to_id_official", "official", type_="foreignkey")
+    # SQLite (3.35+) drops these columns in place; no batch copy of ``official`` (see upgrade).
+    op.drop_column("official", "moved_to_id")
+    op.drop_column("official", "ended_on")
+    op.drop_column("official", "status")
