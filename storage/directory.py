@@ -452,6 +452,28 @@ async def assign_procedure(sessions: Sessions, agency: str, code: str, active: b
     await retrying(sessions, work)
 
 
+async def catalogue(sessions: Sessions) -> list[Procedure]:
+    """The national catalogue, by code (a province handles hundreds of procedures, not more)."""
+    async with sessions() as session:
+        return list((await session.execute(select(Procedure).order_by(Procedure.code))).scalars())
+
+
+async def assignments(sessions: Sessions, unit_ids: Iterable[str] | None) -> set[tuple[str, str]]:
+    """The (unit id, procedure code) pairs assigned now, within ``unit_ids`` (None: all)."""
+    query = (
+        select(ProcedureAssignment.agency_id, Procedure.code)
+        .join(Procedure, Procedure.id == ProcedureAssignment.procedure_id)
+        .where(ProcedureAssignment.active.is_(True))
+    )
+    if unit_ids is not None:
+        wanted = list(unit_ids)
+        if not wanted:
+            return set()
+        query = query.where(ProcedureAssignment.agency_id.in_(wanted))
+    async with sessions() as session:
+        return {(agency_id, code) for agency_id, code in await session.execute(query)}
+
+
 # ------------------------------------------------------------------------------ reporting
 @dataclass(frozen=True, slots=True)
 class Reference:

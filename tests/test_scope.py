@@ -45,6 +45,8 @@ def test_a_manager_acts_inside_its_subtree_and_never_on_its_own_unit_s_place() -
         assert scope.may(MANAGER, TREE, unit, Action.ADD_UNDER)
         assert scope.may(MANAGER, TREE, unit, Action.KEYS)
         assert scope.may(MANAGER, TREE, unit, Action.LOGINS)
+        assert scope.may(MANAGER, TREE, unit, Action.OFFICIALS)
+        assert scope.may(MANAGER, TREE, unit, Action.PROCEDURES)
         assert scope.may(MANAGER, TREE, unit, Action.EDIT) == (unit != "D")
     for elsewhere in outside:
         assert not any(scope.may(MANAGER, TREE, elsewhere, a) for a in Action), elsewhere

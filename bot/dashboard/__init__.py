@@ -1,5 +1,5 @@
 """The admin dashboard: server-rendered pages under ``/admin`` (figures in ``views``,
-management in ``manage``, who may do what in ``scope``; for province admins, survey templates in
+management in ``manage``, ``staff`` and ``catalogue``, who may do what in ``scope``; for province admins, survey templates in
 ``surveys`` and dead letters in ``deadletters``)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import jinja2
 from aiohttp import web
 
-from bot.dashboard import deadletters, manage, staff, surveys, views
+from bot.dashboard import catalogue, deadletters, manage, staff, surveys, views
 from bot.dashboard.auth import DashboardServices
 
 
@@ -15,6 +15,7 @@ def setup(app: web.Application, templates: jinja2.Environment, services: Dashboa
     views.setup(app, templates, services)
     manage.setup(app)
     staff.setup(app)
+    catalogue.setup(app)
     deadletters.setup(app)
     surveys.setup(app)
 

@@ -35,6 +35,11 @@ ERRORS: dict[str, str] = {
         "has an active official with that code."
     ),
     "bad_role": N_("Choose a role from the list."),
+    "bad_procedure": N_(
+        "Give the procedure its national code (letters, digits, '.', '_', '-') and a name."
+    ),
+    "bad_field": N_("Choose the field from the list."),
+    "bad_survey": N_("Choose a survey from the list."),
     # bot.dashboard.accounts' AuthError messages
     "password must have at least 8 characters": N_("The password must have at least 8 characters."),
     "username must have 1 to 64 printable characters": N_(

@@ -4,8 +4,9 @@ dashboard asks it here, never on its own).
 * A **province admin** (role ``admin``) may do anything anywhere.
 * A **unit manager** (``manager``, bound to a unit R) reads R's subtree, creates units under any
   unit of it, renames and moves the units strictly under R (never R itself, which is the
-  province's to place and name) within the subtree, and manages the API keys, the officials
-  and the *viewer* logins of every unit of the subtree.
+  province's to place and name) within the subtree, chooses their survey, and manages the API
+  keys, the officials, the procedures assigned and the *viewer* logins of every unit of the
+  subtree (the procedure catalogue, a national list, is the province admin's).
 * A **viewer** (``viewer``, bound to R) reads R's subtree; nothing else.
 
 Decided on the tree as it is now (``storage.units``): a unit moved out of a manager's subtree
@@ -32,6 +33,8 @@ class Action(StrEnum):
     LOGINS = "logins"
     #: Add, move and retire its officials.
     OFFICIALS = "officials"
+    #: Assign and unassign catalogue procedures to it (the catalogue itself: admins only).
+    PROCEDURES = "procedures"
 
 
 class Who(Protocol):
@@ -45,7 +48,15 @@ class Who(Protocol):
 
 
 MANAGER_ACTIONS = frozenset(
-    {Action.READ, Action.ADD_UNDER, Action.EDIT, Action.KEYS, Action.LOGINS, Action.OFFICIALS}
+    {
+        Action.READ,
+        Action.ADD_UNDER,
+        Action.EDIT,
+        Action.KEYS,
+        Action.LOGINS,
+        Action.OFFICIALS,
+        Action.PROCEDURES,
+    }
 )
 
 
