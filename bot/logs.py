@@ -165,6 +165,10 @@ def make_handler(log_format: LogFormat, stream: TextIO | None = None) -> logging
     return handler
 
 
+#: Libraries whose INFO lines are their own working notes (fpdf2's font subsetting).
+QUIET_LIBRARIES = ("fontTools",)
+
+
 def configure_logging(
     level: str, log_format: LogFormat = "text", stream: TextIO | None = None
 ) -> logging.Handler | None:
@@ -184,4 +188,6 @@ def configure_logging(
     for other in root.handlers:
         if not any(isinstance(f, Redact) for f in other.filters):
             other.addFilter(Redact())
+    for chatty in QUIET_LIBRARIES:  # a line per font table at INFO says nothing to an operator
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     return handler
