@@ -25,6 +25,13 @@ async def login(client: TestClient[Any, Any], username: str, password: str) -> A
     )
 
 
+async def csrf_of(client: TestClient[Any, Any], path: str) -> str:
+    """The session's CSRF token, read from the form on ``path``."""
+    found = re.search(r'name="csrf" value="([^"]+)"', await (await client.get(path)).text())
+    assert found
+    return found.group(1)
+
+
 async def test_login_roles_scope_and_audit(
     client: TestClient[Any, Any], runtime: Runtime, agency: Agency
 ) -> None:

@@ -3,7 +3,6 @@ the retried event is then processed once, with its original body."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from aiohttp.test_utils import TestClient
@@ -13,16 +12,10 @@ from bot.dashboard import auth
 from bot.runtime import Runtime
 from storage import inbox, outbox
 from storage.models import Agency, OutboxMessage
-from tests.test_dashboard import login
+from tests.test_dashboard import csrf_of, login
 from tests.test_outbox import make_runtime, stall
 
 SECRET = "Cán bộ Nguyễn Văn A rất tận tình"
-
-
-async def csrf_of(client: TestClient[Any, Any], path: str) -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', await (await client.get(path)).text())
-    assert found
-    return found.group(1)
 
 
 async def test_an_admin_retries_a_dead_letter_and_it_is_processed_once(

@@ -17,8 +17,7 @@ from bot.runtime import Runtime
 from storage import survey_drafts
 from storage.models import Agency
 from storage.surveys import load_catalog
-from tests.test_dashboard import login
-from tests.test_dashboard_dead_letters import csrf_of
+from tests.test_dashboard import csrf_of, login
 from tests.test_survey_sources import V1_INTRO, _answer, _report, survey_text
 
 V2_INTRO = "Xin chào, đây là phiên bản hai của phiếu."

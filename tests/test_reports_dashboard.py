@@ -14,7 +14,7 @@ from bot.runtime import Runtime
 from storage import units
 from storage.models import Agency, AuditEntry, PeriodicReport
 from tests.adminseed import Batch, add_agency, release, seed
-from tests.test_dashboard import login
+from tests.test_dashboard import csrf_of, login
 
 OCT = dt.date(2026, 10, 15)
 AFTER_Q4 = dt.datetime(2027, 1, 20, tzinfo=dt.UTC)
@@ -30,12 +30,6 @@ async def two_agencies_reported(runtime: Runtime) -> dict[tuple[str, str], str]:
     async with runtime.sessions() as session:
         rows = (await session.execute(select(PeriodicReport))).scalars()
         return {(r.code, r.label): r.id for r in rows}
-
-
-async def csrf_of(client: TestClient[Any, Any], path: str) -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', await (await client.get(path)).text())
-    assert found
-    return found.group(1)
 
 
 async def audited(runtime: Runtime, action: str) -> list[dict[str, Any]]:
