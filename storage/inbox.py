@@ -379,17 +379,24 @@ async def dead_letters(session: AsyncSession, limit: int = 100) -> list[DeadLett
     ]
 
 
-async def requeue(session: AsyncSession, event_id: str, *, now: dt.datetime | None = None) -> bool:
-    """An admin's retry of a dead letter: pending again, attempts from zero; commits."""
+async def requeue(
+    session: AsyncSession, event_ids: Sequence[str] | None, *, now: dt.datetime | None = None
+) -> list[str]:
+    """An admin's retry of dead letters (those of ``event_ids``, or every one when None):
+    pending again, attempts from zero, in one statement; commits. The channel of each event
+    requeued (an id already retried, or purged, is simply not among them)."""
     now = now or utcnow()
+    chosen = update(InboxEvent).where(InboxEvent.status == DEAD)
+    if event_ids is not None:
+        chosen = chosen.where(InboxEvent.id.in_(list(event_ids)))
     result = await session.execute(
-        update(InboxEvent)
-        .where(InboxEvent.id == event_id, InboxEvent.status == DEAD)
-        .values(status=PENDING, attempts=0, available_at=now, leased_until=None)
+        chosen.values(status=PENDING, attempts=0, available_at=now, leased_until=None)
+        .returning(InboxEvent.channel)
         .execution_options(synchronize_session=False)
     )
+    channels = list(result.scalars())
     await session.commit()
-    return int(result.rowcount or 0) == 1  # type: ignore[attr-defined]
+    return channels
 
 
 async def pending_count(session: AsyncSession) -> int:

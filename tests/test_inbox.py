@@ -138,7 +138,7 @@ async def test_failures_back_off_then_dead_letter_then_an_admin_requeues(
     async with sessions() as session:
         [dead] = await inbox.dead_letters(session)
         assert (dead.attempts, dead.last_error) == (3, "boom")
-        assert await inbox.requeue(session, dead.id, now=now)
+        assert await inbox.requeue(session, [dead.id], now=now) == [dead.channel]
     assert await claim(sessions, keyring, at=now) == ["m-1"]
 
 

@@ -50,10 +50,8 @@ async def retry(ctx: Ctx) -> web.StreamResponse:
     channels: set[str] = set()
     async with ctx.services.sessions() as session:
         if queue == "inbox":
-            dead = await inbox.dead_letters(session, limit=10_000)
-            chosen = dead if wanted == "all" else [d for d in dead if d.id == wanted]
-            requeued = [d for d in chosen if await inbox.requeue(session, d.id)]
-            count, channels = len(requeued), {d.channel for d in requeued}
+            requeued = await inbox.requeue(session, None if wanted == "all" else [wanted])
+            count, channels = len(requeued), set(requeued)
         else:
             waiting = await outbox.stalled(session, limit=10_000)
             chosen_ids = None if wanted == "all" else [wanted]
