@@ -433,6 +433,27 @@ async def set_procedure(
     return await retrying(sessions, work)
 
 
+async def edit_procedure(
+    sessions: Sessions, code: str, name: str, field_code: str | None
+) -> tuple[str, str | None] | None:
+    """The dashboard's edit of a catalogue entry: the name and field given replace the old
+    ones (``None`` clears the field, unlike ``set_procedure``'s "leave it"). The previous
+    (name, field), for the audit; None when the procedure was created."""
+
+    async def work(session: AsyncSession) -> tuple[str, str | None] | None:
+        procedure = (
+            await session.execute(select(Procedure).where(Procedure.code == code))
+        ).scalar_one_or_none()
+        if procedure is None:
+            session.add(Procedure(code=code, name=name, field=field_code))
+            return None
+        before = (procedure.name, procedure.field)
+        procedure.name, procedure.field = name, field_code
+        return before
+
+    return await retrying(sessions, work)
+
+
 async def assign_procedure(sessions: Sessions, agency: str, code: str, active: bool) -> None:
     """Assign (or unassign) a catalogue procedure to a unit, by codes."""
 
@@ -481,6 +502,9 @@ class Reference:
 
     id: str | None
     refusal: tuple[str, str] | None = None
+    #: A procedure's own survey (``Procedure.survey_id``), read with it: what a dossier naming
+    #: no survey gets before its unit's.
+    survey: str | None = None
 
 
 def _official_reference(row: Official | None, code: str) -> Reference:
@@ -501,7 +525,11 @@ def _official_reference(row: Official | None, code: str) -> Reference:
 
 
 def _procedure_reference(
-    procedure_id: str | None, assignments: dict[str, bool], agency_id: str, code: str
+    procedure_id: str | None,
+    assignments: dict[str, bool],
+    agency_id: str,
+    code: str,
+    survey: str | None = None,
 ) -> Reference:
     if procedure_id is None:
         return Reference(None, ("unknown_procedure", f"no procedure with code {code!r}"))
@@ -510,7 +538,7 @@ def _procedure_reference(
             None,
             ("procedure_unassigned", f"procedure {code!r} is not assigned to this unit"),
         )
-    return Reference(str(procedure_id))
+    return Reference(str(procedure_id), survey=survey)
 
 
 async def official_for_report(session: AsyncSession, agency_id: str, code: str) -> Reference:
@@ -524,8 +552,14 @@ async def official_for_report(session: AsyncSession, agency_id: str, code: str) 
 
 
 async def procedure_for_report(session: AsyncSession, agency_id: str, code: str) -> Reference:
-    """A catalogue procedure the unit handles: assigned to it, or assigned to no unit yet."""
-    procedure_id = await session.scalar(select(Procedure.id).where(Procedure.code == code))
+    """A catalogue procedure the unit handles: assigned to it, or assigned to no unit yet;
+    its survey read by the same query."""
+    found = (
+        await session.execute(
+            select(Procedure.id, Procedure.survey_id).where(Procedure.code == code)
+        )
+    ).first()
+    procedure_id, survey = found if found is not None else (None, None)
     assignments: dict[str, bool] = {}
     if procedure_id is not None:
         assignments = {
@@ -536,7 +570,7 @@ async def procedure_for_report(session: AsyncSession, agency_id: str, code: str)
                 )
             )
         }
-    return _procedure_reference(procedure_id, assignments, agency_id, code)
+    return _procedure_reference(procedure_id, assignments, agency_id, code, survey)
 
 
 async def references_for_reports(
@@ -549,11 +583,15 @@ async def references_for_reports(
     the same rules, in a few IN-list queries whatever the batch's size."""
     procedure_wanted, official_wanted = set(procedure_codes), set(official_codes)
     procedures: dict[str, str] = {}
+    surveys: dict[str, str | None] = {}
     for part in chunks(sorted(procedure_wanted)):
         rows = await session.execute(
-            select(Procedure.code, Procedure.id).where(Procedure.code.in_(part))
+            select(Procedure.code, Procedure.id, Procedure.survey_id).where(
+                Procedure.code.in_(part)
+            )
         )
-        procedures.update({code: pid for code, pid in rows})
+        for code, pid, survey in rows:
+            procedures[code], surveys[code] = pid, survey
     assignments: dict[str, dict[str, bool]] = {pid: {} for pid in procedures.values()}
     for part in chunks(sorted(assignments)):
         assigned = await session.execute(
@@ -574,7 +612,11 @@ async def references_for_reports(
     return (
         {
             code: _procedure_reference(
-                procedures.get(code), assignments.get(procedures.get(code, ""), {}), agency_id, code
+                procedures.get(code),
+                assignments.get(procedures.get(code, ""), {}),
+                agency_id,
+                code,
+                surveys.get(code),
             )
             for code in procedure_wanted
         },

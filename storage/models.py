@@ -130,6 +130,9 @@ class Procedure(Base):
     code: Mapped[str] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(String(255))
     field: Mapped[str | None] = mapped_column(String(32))
+    #: The survey a dossier of this procedure gets when it names none, before its unit's
+    #: ``Agency.default_survey`` (None: the unit's; ``storage.unit_surveys``).
+    survey_id: Mapped[str | None] = mapped_column(String(64))
 
 
 class ProcedureAssignment(Base):

@@ -1,8 +1,10 @@
-"""The survey each unit asks its citizens (``Agency.default_survey``).
+"""The survey a dossier gets when it names none: its procedure's (``Procedure.survey_id``), else
+its unit's (``Agency.default_survey``), else the deployment's default.
 
-A dossier or result that names no survey gets its unit's, else the deployment's default
-(``bot.usecases.results.survey_for``); choosing it is a management act (the dashboard, the CLI),
-read here in one query for a whole subtree.
+Registration reads the procedure's with the procedure itself (``storage.directory.
+procedure_for_report``: no extra query) and hands it on as if requested, so the unit's and the
+default follow in ``bot.usecases.results.survey_for``. Choosing either is a management act (the
+dashboard's catalogue page, the CLI), read here in one query for a whole subtree.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Iterable
 from sqlalchemy import select
 
 from storage.db import Sessions
-from storage.models import Agency
+from storage.models import Agency, Procedure
 
 
 async def surveys_of(sessions: Sessions, unit_ids: Iterable[str] | None) -> dict[str, str | None]:
@@ -31,5 +33,19 @@ async def set_survey(sessions: Sessions, unit_id: str, survey_id: str | None) ->
         if agency is None:
             raise LookupError(unit_id)
         before, agency.default_survey = agency.default_survey, survey_id
+        await session.commit()
+        return before
+
+
+async def set_procedure_survey(sessions: Sessions, code: str, survey_id: str | None) -> str | None:
+    """Set a procedure's survey (None: its units' own apply); the previous one, for the audit.
+    A province-wide choice: the catalogue is the province's."""
+    async with sessions() as session:
+        procedure = (
+            await session.execute(select(Procedure).where(Procedure.code == code))
+        ).scalar_one_or_none()
+        if procedure is None:
+            raise LookupError(code)
+        before, procedure.survey_id = procedure.survey_id, survey_id
         await session.commit()
         return before

@@ -5,13 +5,16 @@ Nothing is deleted: a moved official's past ratings stay with the unit and the o
 rated (``storage.directory``: the old row is marked moved, the new unit gets its own row), and
 an official who left can no longer be named by a result report (422 ``official_left``). The
 agency's own system can push the same lists through the sync API. Every unit a form names goes
-through ``bot.dashboard.scope`` first; every change is audited.
+through ``bot.dashboard.scope`` first; every change is audited. A province's officials are
+thousands: the list is paged and filtered (``paging``), each form carrying its page back.
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from bot.body import read_form
+from bot.dashboard import paging
 from bot.dashboard.manage import _bad, _field, _subtree, _unit_field
 from bot.dashboard.scope import Action
 from bot.dashboard.views import PREFIX, Ctx, _view, error_page, page, redirect
@@ -19,19 +22,36 @@ from storage import directory
 from storage.models import OFFICIAL_ACTIVE, utcnow
 
 PATH = f"{PREFIX}/staff"
+#: The page's state a form carries back: the unit chosen, the filter and the page.
+STATE = ("agency", "q", "page")
 
 
 @page(manage=True)
 async def staff_page(ctx: Ctx) -> web.StreamResponse:
-    scope = _subtree(ctx)
-    rows = await directory.officials_of(ctx.services.sessions, scope)
+    try:
+        asked = paging.number(ctx.request.query, "page")
+    except paging.BadPage:
+        return error_page(ctx.request, ctx.lang, 400, "bad_request")
+    keep = paging.state(ctx.request.query, STATE)
+    search = keep.get("q", "")
+    rows = await directory.officials_of(ctx.services.sessions, _subtree(ctx))
+    found = paging.matching(rows, search, lambda r: r.code, lambda r: r.name)
     targets = [u for u in ctx.agencies if ctx.may(u.id, Action.OFFICIALS)]
-    return _view(ctx, "manage_staff.html", rows=rows, targets=targets, active=OFFICIAL_ACTIVE)
+    return _view(
+        ctx,
+        "manage_staff.html",
+        rows=paging.paginate(found, asked, "page", keep, PATH),
+        search=search,
+        keep=keep,
+        targets=targets,
+        active=OFFICIAL_ACTIVE,
+    )
 
 
-def _back(ctx: Ctx) -> web.Response:
-    query = f"?agency={ctx.agency.code}" if ctx.agency and ctx.request.query.get("agency") else ""
-    return redirect(f"{PATH}{query}")
+async def _back(ctx: Ctx) -> web.Response:
+    """Back to the page the form was on (its unit, filter and page)."""
+    kept = paging.state(await read_form(ctx.request), STATE)
+    return redirect(f"{PATH}{paging.query_string(kept)}")
 
 
 @page(manage=True)
@@ -49,7 +69,7 @@ async def staff_add(ctx: Ctx) -> web.StreamResponse:
     await ctx.services.audit.record(
         ctx.actor, "official.add", {"agency": unit.code, "official": code}
     )
-    return _back(ctx)
+    return await _back(ctx)
 
 
 @page(manage=True)
@@ -74,7 +94,7 @@ async def staff_move(ctx: Ctx) -> web.StreamResponse:
         "official.move",
         {"agency": source.code, "official": code, "to": target.code, "as": there},
     )
-    return _back(ctx)
+    return await _back(ctx)
 
 
 @page(manage=True)
@@ -90,7 +110,7 @@ async def staff_leave(ctx: Ctx) -> web.StreamResponse:
     await ctx.services.audit.record(
         ctx.actor, "official.leave", {"agency": unit.code, "official": code}
     )
-    return _back(ctx)
+    return await _back(ctx)
 
 
 def setup(app: web.Application) -> None:

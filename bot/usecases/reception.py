@@ -66,10 +66,11 @@ class Reception:
         token = new_token()
         expires = now + dt.timedelta(days=self.ctx.settings.rating_token_ttl_days)
         async with self.ctx.sessions() as session:
-            survey = self._survey_for(agency, reg.survey)
-            procedure_id, official_id = await self._references(
+            procedure_id, official_id, procedure_survey = await self._references(
                 session, agency, reg.procedure_code, reg.official_code
             )
+            # Named, else the procedure's, else the unit's, else the default.
+            survey = self._survey_for(agency, reg.survey or procedure_survey)
             digests = self._dossier_digests(agency, reg.dossier_code)
             fresh = self._new_dossier(agency, reg.dossier_code)
             row = {
@@ -136,9 +137,10 @@ class Reception:
 
     async def _references(
         self, session: AsyncSession, agency: Agency, procedure: str | None, official: str | None
-    ) -> tuple[str | None, str | None]:
-        """The ids of the codes a report names; a 422 naming every code it may not name
-        (unknown, an official who left or moved, a procedure not assigned to this unit)."""
+    ) -> tuple[str | None, str | None, str | None]:
+        """The ids of the codes a report names and the procedure's own survey (read with it);
+        a 422 naming every code it may not name (unknown, an official who left or moved, a
+        procedure not assigned to this unit)."""
         found = {
             name: await lookup(session, agency.id, code)
             for name, code, lookup in (
@@ -159,6 +161,7 @@ class Reception:
         return (
             procedure_ref.id if procedure_ref else None,
             official_ref.id if official_ref else None,
+            procedure_ref.survey if procedure_ref else None,
         )
 
     def _dossier_digests(self, agency: Agency, code: str) -> list[str]:
