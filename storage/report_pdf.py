@@ -121,7 +121,7 @@ def _units(pdf: FPDF, rows: list[Row], with_unit: bool = False) -> None:
         return
     header = [*header[:3], text.UNIT_COLUMN, *header[3:]]
     body = [[*values[:3], row.unit, *values[3:]] for row, values in zip(rows, body, strict=True)]
-    _table(pdf, header, body, (10, 18, 38, 36, 13, 15, 13, 16, 24, 16, 16, 38))
+    _table(pdf, header, body, (12, 20, 36, 36, 13, 15, 13, 16, 24, 16, 20, 32))
 
 
 def _by_kind(pdf: FPDF, rows: list[Row]) -> None:
@@ -265,7 +265,7 @@ def write(report: Report, font: Path = DEFAULT_FONT) -> bytes:
         text.COVERAGE_HEADER,
         [
             [
-                text.CHANNELS.get(c.channel, c.channel),
+                text.channel_name(c.channel, bool(report.units)),
                 *(
                     [c.counts[n] for n in ("reported", "sent", "delivered", "answered", "capped")]
                     if c.counts

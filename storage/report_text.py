@@ -20,7 +20,13 @@ LEVEL_NAMES = {
     2: "Không hài lòng",
     1: "Rất không hài lòng",
 }
-CHANNELS = {"*": "Tất cả kênh", "": "Chưa gửi được"}
+CHANNELS = {
+    "*": "Tất cả kênh",
+    "": "Chưa gửi được",
+    "subtree": "Toàn đơn vị, gồm đơn vị trực thuộc",
+}
+#: The unit's own all-channel row, beside its whole subtree's (a report with sub-units).
+OWN_CHANNELS = "Tất cả kênh (riêng đơn vị)"
 LEVELS = {"agency": "Cơ quan, đơn vị", "official": "Cán bộ, công chức", "procedure": "Thủ tục"}
 #: The kinds of unit (``storage.units.KINDS``), as the dashboard and the public page word them.
 KIND_NAMES = {
@@ -80,6 +86,13 @@ def period_name(period: ReportPeriod) -> str:
         return f"Năm {period.starts_on.year}"
     quarter = (period.starts_on.month - 1) // 3 + 1
     return f"Quý {ROMAN[quarter]} năm {period.starts_on.year}"
+
+
+def channel_name(channel: str, subtree: bool) -> str:
+    """A coverage row's label; in a report with sub-units the unit's own rows say so."""
+    if subtree and channel == "*":
+        return OWN_CHANNELS
+    return CHANNELS.get(channel, channel)
 
 
 def kind_name(kind: str) -> str:

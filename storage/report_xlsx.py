@@ -163,7 +163,7 @@ def write(report: Report) -> bytes:
         text.COVERAGE_HEADER,
         [
             [
-                text.CHANNELS.get(c.channel, c.channel),
+                text.channel_name(c.channel, bool(report.units)),
                 *(
                     [c.counts[n] for n in ("reported", "sent", "delivered", "answered", "capped")]
                     if c.counts

@@ -296,7 +296,8 @@ class CoverageRow:
 
 
 def sum_coverage(series: Sequence[tuple[str, Iterable[dict[str, Any]]]]) -> list[CoverageRow]:
-    """Per channel ("*" is all of them), the released coverage rows summed."""
+    """Per channel ("*" is all of them; ``releases.SUBTREE`` a unit's whole subtree, first), the
+    released coverage rows summed."""
     acc: dict[str, dict[str, int]] = {}
     withheld: dict[str, list[str]] = {}
     for label, rows in series:
@@ -309,7 +310,7 @@ def sum_coverage(series: Sequence[tuple[str, Iterable[dict[str, Any]]]]) -> list
                 continue
             for name in COVERAGE_COUNTS:
                 counts[name] += int(row.get(name) or 0)
-    order = sorted(acc, key=lambda ch: (ch != "*", ch))
+    order = sorted(acc, key=lambda ch: (ch != releases.SUBTREE, ch != "*", ch))
     return [CoverageRow(ch, None if withheld[ch] else acc[ch], withheld[ch]) for ch in order]
 
 
@@ -487,11 +488,32 @@ def build(src: Source, thresholds: Thresholds) -> Report:
         classes=classes,
         classes_withheld_in=classes_withheld,
         trend=trend,
-        coverage=sum_coverage([(lb, d.get("coverage", [])) for lb, d in labelled]),
-        criteria=sum_criteria([(lb, d.get("criteria", [])) for lb, d in labelled]),
+        coverage=sum_coverage([(lb, _coverage_of(d, bool(units))) for lb, d in labelled]),
+        criteria=sum_criteria([(lb, _criteria_of(d)) for lb, d in labelled]),
         k_group=thresholds.k_group,
         k_official=thresholds.k_official,
     )
+
+
+def _criteria_of(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """A unit's criteria rows over its whole subtree, like its total: the subtree's row of a
+    criterion when one was released (its sub-units scored it), else its own row, which then is
+    the subtree's."""
+    rows = {str(c["criterion"]): c for c in doc.get("criteria", [])}
+    rows.update({str(c["criterion"]): c for c in doc.get("criteria_subtree", [])})
+    return list(rows.values())
+
+
+def _coverage_of(doc: dict[str, Any], subtree: bool) -> list[dict[str, Any]]:
+    """A unit's coverage rows; with sub-units, first its whole subtree's row (all channels;
+    its own all-channel row in a release where no sub-unit had any), then its own rows."""
+    own = list(doc.get("coverage", []))
+    if not subtree:
+        return own
+    whole = doc.get("coverage_subtree") or [
+        {**r, "channel": releases.SUBTREE} for r in own if r["channel"] == "*"
+    ]
+    return [*whole, *own]
 
 
 def _of_units(

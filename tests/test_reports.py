@@ -438,6 +438,13 @@ async def test_a_districts_quarter_ranks_its_wards_and_lists_their_officials(
         "UBND quận Một",
     ]
 
+    # Coverage and criteria are the subtree's too, like the total: 108 results reported.
+    coverage = {row[0]: row for row in sheet_rows(xlsx, "Độ phủ")[1:]}
+    assert coverage["Toàn đơn vị, gồm đơn vị trực thuộc"][1] == 34 + 38 + 36
+    assert coverage["Tất cả kênh (riêng đơn vị)"][1] == 36
+    criteria = {row[0]: row for row in sheet_rows(xlsx, "Tiêu chí")[1:]}
+    assert criteria["Chỉ số 3"][1] == 34 + 38 + 36
+
     words = unicodedata.normalize(
         "NFC", "\n".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf)).pages)
     )
