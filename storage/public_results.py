@@ -124,7 +124,10 @@ def _summed(
     for ident, summed in accumulate(entries).items():
         cell = Cell(summed.key, summed.label, summed.parent, bands=thresholds.bands_766)
         figures[ident] = PublicFigure(
-            summed.into(cell), summed.published_in, summed.withheld_in, kind=summed.kind
+            summed.into(cell),
+            summed.published_in,
+            summed.withheld_in,
+            kind=summed.kind or "commune",
         )
         # Withheld in every release it appears in: nothing of it is known, so nothing is shown.
         cell.suppressed = None if summed.published_in else "withheld"

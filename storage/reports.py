@@ -139,10 +139,12 @@ async def source(sessions: Sessions, scope: str, period: ReportPeriod) -> Source
     parts: dict[str, list[dict[str, Any]]] = {}
     if scope != releases.PROVINCE and wanted:
         below = await releases.documents(sessions, list(own), sorted(wanted))
-        for (rid, unit), doc in sorted(below.items()):
-            # Only the units that release put under the scope: a later move changes nothing.
-            if unit in own[rid].get("subtree", []):
-                parts.setdefault(rid, []).append(doc)
+        for rid, doc in own.items():
+            # Only the units that release put under the scope (parents first): a later move
+            # changes nothing.
+            held = [below[(rid, u)] for u in doc.get("subtree", []) if (rid, u) in below]
+            if held:
+                parts[rid] = held
     return Source(scope, period, chosen, own, complete, parts)
 
 
@@ -159,6 +161,7 @@ class Summed:
     key: str
     label: str
     parent: str
+    #: A unit's kind as released ('' for officials, procedures and releases before kinds).
     kind: str
     sums: dict[str, float]
     published_in: list[str] = field(default_factory=list)
@@ -192,7 +195,7 @@ def accumulate(entries: Iterable[tuple[str, Ident, dict[str, Any]]]) -> dict[Ide
                 doc["key"],
                 doc["label"],
                 doc["parent"],
-                str(doc.get("kind") or "commune"),
+                str(doc.get("kind") or ""),
                 dict.fromkeys(SUMMED, 0.0),
             )
         if doc["suppressed"]:

@@ -460,6 +460,18 @@ async def test_a_districts_quarter_ranks_its_wards_and_lists_their_officials(
     ):
         assert expected in words, expected
 
+    # The province ranks its units within their kind too, and counts each rating once in its
+    # bands: the wards, not the district that sums them.
+    province = reports.build(
+        await reports.source(runtime.sessions, releases.PROVINCE, Q4), Thresholds()
+    )
+    assert [(r.kind, r.cell.key, r.cell.rank) for r in province.ranking] == [
+        ("district", DISTRICT, 1),
+        ("commune", DA_KAO, 1),
+        ("commune", BEN_NGHE, 2),
+    ]
+    assert sum(province.bands.values()) == 2
+
     # A ward's own report has no sub-unit section and no unit column: it is what it was.
     ward, _ = await report_store.generate(runtime.sessions, ids[DA_KAO], Q4, Thresholds(), "x")
     ward_xlsx, ward_pdf = await stored_files(runtime, ward)
