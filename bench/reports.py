@@ -1,7 +1,9 @@
 """``python -m bench reports [--units N]``: a year's report of N units over 12 monthly releases.
 
 Pure rendering cost (``storage.reports.build``, the XLSX and the PDF) on synthetic release
-documents: the maintenance round pays this once per scope and closed period, in a thread.
+documents: the maintenance round pays this once per scope and closed period, in a thread. The
+last case is a district over N/10 wards of 10 officials each (N officials in all, the sub-unit
+ranking and a unit column more), printed as a ratio to the agency of N officials before it.
 """
 
 from __future__ import annotations
@@ -73,3 +75,49 @@ def main(argv: list[str]) -> None:
             f"{scope or 'province'}: {args.units} {level} x 12 releases: {took:.2f} s, "
             f"XLSX {len(xlsx) // 1024} KiB, PDF {len(pdf) // 1024} KiB ({len(report.ranking)} ranked)"
         )
+        baseline = took
+    wards = max(args.units // 10, 1)
+    ward_docs: list[dict[str, Any]] = [
+        {
+            "total": _unit(f"W{w:03d}", f"Ủy ban nhân dân phường số {w}", 300, 250)
+            | {"parent": "D"},
+            "officials": [
+                _unit(f"CB{w:03d}{i}", f"Cán bộ {w}.{i}", 30, 20 + i) | {"parent": f"W{w:03d}"}
+                for i in range(10)
+            ],
+            "procedures": [
+                _unit("1.0001", "Đăng ký khai sinh", 300, 250) | {"parent": f"W{w:03d}"}
+            ],
+            "criteria": [],
+            "coverage": [],
+        }
+        for w in range(wards)
+    ]
+    district = {
+        "total": _unit("D", "Ủy ban nhân dân quận Một", 300 * wards, 250 * wards),
+        "units": [d["total"] | {"kind": "commune"} for d in ward_docs],
+        "subtree": [f"w{w}" for w in range(wards)],
+        "officials": [],
+        "procedures": [],
+        "levels": None,
+        "classes": None,
+        "criteria": [],
+        "coverage": [],
+    }
+    source = reports.Source(
+        "district",
+        reports.parse_period("2026"),
+        infos,
+        {i.id: district for i in infos},
+        True,
+        {i.id: ward_docs for i in infos},
+    )
+    started = time.perf_counter()
+    report = reports.build(source, Thresholds())
+    xlsx, pdf = report_xlsx.write(report), report_pdf.write(report)
+    took = time.perf_counter() - started
+    print(
+        f"district: {wards} wards x 10 officials x 12 releases: {took:.2f} s "
+        f"({took / baseline:.2f}x the agency of {args.units} officials), XLSX {len(xlsx) // 1024} "
+        f"KiB, PDF {len(pdf) // 1024} KiB ({len(report.units)} wards, {len(report.ranking)} ranked)"
+    )

@@ -12,7 +12,8 @@ published it and says so (``withheld_in``): its figure then covers part of the p
 not ranked, since a ranking of part-periods against whole ones would mislead. Per-official
 figures are read only when the caller asks (``SURVEYBOT_PUBLIC_OFFICIALS``).
 
-Later the units become a tree: rolling a figure up to its ancestors is one more pass here.
+Quarters, years and the summing of released cells are the periodic reports' own
+(``storage.reports``): a page and a report of the same period add the same numbers the same way.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from typing import Any, Literal
 from storage import releases
 from storage.db import Sessions
 from storage.releases import PROVINCE, ReleaseInfo
+from storage.reports import KINDS as KINDS_OF_PERIOD
+from storage.reports import accumulate, period_of
 from storage.stats import NO_UNIT, Cell, Thresholds, rank
 from storage.units import KINDS
 
@@ -83,23 +86,14 @@ class PublicResults:
     k_official: int
 
 
-def _quarter_of(day: dt.date) -> tuple[PublicKind, str, dt.date, dt.date]:
-    first = dt.date(day.year, (day.month - 1) // 3 * 3 + 1, 1)
-    following = dt.date(day.year + (first.month == 10), (first.month + 2) % 12 + 1, 1)
-    return "quarter", f"{day.year}-Q{(day.month - 1) // 3 + 1}", first, following - dt.timedelta(1)
-
-
-def _year_of(day: dt.date) -> tuple[PublicKind, str, dt.date, dt.date]:
-    return "year", str(day.year), dt.date(day.year, 1, 1), dt.date(day.year, 12, 31)
-
-
 def closed_periods(history: Sequence[ReleaseInfo]) -> list[PublicPeriod]:
     """Every quarter and year wholly covered by releases, newest first (quarters before years
     of the same end)."""
     candidates: dict[tuple[PublicKind, str], tuple[dt.date, dt.date]] = {}
     for info in history:
-        for kind, label, start, end in (_quarter_of(info.starts_on), _year_of(info.starts_on)):
-            candidates[(kind, label)] = (start, end)
+        for kind in KINDS_OF_PERIOD:
+            period = period_of(kind, info.starts_on)
+            candidates[(kind, period.label)] = (period.starts_on, period.ends_on)
     found = []
     for (kind, label), (start, end) in candidates.items():
         inside = sorted(
@@ -121,35 +115,22 @@ def _covers(inside: Sequence[ReleaseInfo], start: dt.date, end: dt.date) -> bool
     return bool(inside) and day == end + dt.timedelta(days=1)
 
 
-def _add(target: PublicFigure, doc: dict[str, Any], label: str) -> None:
-    """Add one release's published figure of a unit (or note that it was withheld there)."""
-    if doc["suppressed"]:
-        target.withheld_in.append(label)
-        return
-    c = target.cell
-    c.responses += int(doc["responses"] or 0)
-    c.rated += int(doc["rated"] or 0)
-    c.satisfied += int(doc["satisfied"] or 0)
-    c.scored += int(doc["scored"] or 0)
-    c.score_sum += float(doc["score_sum"] or 0.0)
-    c.maximum_sum += float(doc.get("score_max_sum") or 0.0)
-    target.published_in.append(label)
-
-
 def _summed(
     entries: Iterable[tuple[str, tuple[str, str], dict[str, Any]]], thresholds: Thresholds
 ) -> dict[tuple[str, str], PublicFigure]:
-    """(release label, (parent, key), document) → each unit's figure over them all."""
+    """(release label, (parent, key), document) → each unit's figure over them all: the sums of
+    the releases that published it (``reports.accumulate``, the reports' summing too)."""
     figures: dict[tuple[str, str], PublicFigure] = {}
-    for label, ident, doc in entries:
-        figure = figures.get(ident)
-        if figure is None:
-            cell = Cell(doc["key"], doc["label"], doc["parent"], bands=thresholds.bands_766)
-            figure = figures[ident] = PublicFigure(cell, kind=str(doc.get("kind") or "commune"))
-        _add(figure, doc, label)
-    for figure in figures.values():
+    for ident, summed in accumulate(entries).items():
+        cell = Cell(summed.key, summed.label, summed.parent, bands=thresholds.bands_766)
+        figures[ident] = PublicFigure(
+            summed.into(cell),
+            summed.published_in,
+            summed.withheld_in,
+            kind=summed.kind or "commune",
+        )
         # Withheld in every release it appears in: nothing of it is known, so nothing is shown.
-        figure.cell.suppressed = None if figure.published_in else "withheld"
+        cell.suppressed = None if summed.published_in else "withheld"
     return figures
 
 

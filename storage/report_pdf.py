@@ -1,5 +1,6 @@
 """A periodic report as a PDF (fpdf2) in the shape a People's Committee office files: the
-national heading, the title and period, then scope and sources, the overall result, the ranking,
+national heading, the title and period, then scope and sources, the overall result, the sub-units
+ranked within their kind (a unit with sub-units), the ranking,
 satisfaction bands, the trend, survey coverage and the Circular 01/2018 criteria.
 
 Vietnamese needs a font that has its every letter: the TrueType font given (DejaVu Sans by
@@ -106,7 +107,8 @@ def _table(
     pdf.set_font(FAMILY, "", 8)
 
 
-def _units(pdf: FPDF, rows: list[Row]) -> None:
+def _units(pdf: FPDF, rows: list[Row], with_unit: bool = False) -> None:
+    """A ranked table; ``with_unit``: each row also names its unit (a subtree's officials)."""
     header = [*text.UNIT_HEADER[:7], "Khoảng tin cậy 95% (%)", *text.UNIT_HEADER[9:]]
     body = []
     for row in rows:
@@ -114,7 +116,38 @@ def _units(pdf: FPDF, rows: list[Row]) -> None:
         low, high = values[7], values[8]
         interval = "–" if low is None else f"{text.number(low)} – {text.number(high)}"
         body.append([*values[:7], interval, *values[9:]])
-    _table(pdf, header, body, (12, 20, 46, 14, 16, 14, 18, 26, 18, 18, 51))
+    if not with_unit:
+        _table(pdf, header, body, (12, 20, 46, 14, 16, 14, 18, 26, 18, 18, 51))
+        return
+    header = [*header[:3], text.UNIT_COLUMN, *header[3:]]
+    body = [[*values[:3], row.unit, *values[3:]] for row, values in zip(rows, body, strict=True)]
+    _table(pdf, header, body, (12, 20, 36, 36, 13, 15, 13, 16, 24, 16, 20, 32))
+
+
+def _by_kind(pdf: FPDF, rows: list[Row]) -> None:
+    """Units ranked within their kind: one table per kind, top down, under the kind's name."""
+    kinds = list(dict.fromkeys(r.kind for r in rows))
+    if not kinds:
+        _units(pdf, rows)
+    for kind in kinds:
+        if len(kinds) > 1:
+            _line(pdf, text.kind_name(kind), 10, "B")
+            pdf.ln(1)
+        _units(pdf, [r for r in rows if r.kind == kind])
+        pdf.ln(2)
+
+
+class _Numbering:
+    """The sections' Roman numerals: a report with sub-units has one section more."""
+
+    NUMERALS = ("I", "II", "III", "IV", "V", "VI", "VII", "VIII", "IX", "X")
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, title: str) -> str:
+        self.count += 1
+        return f"{self.NUMERALS[self.count - 1]}. {title}"
 
 
 def write(report: Report, font: Path = DEFAULT_FONT) -> bytes:
@@ -135,7 +168,8 @@ def write(report: Report, font: Path = DEFAULT_FONT) -> bytes:
     _line(pdf, period, 11, "B", "C")
     pdf.ln(2)
 
-    _heading(pdf, "I. Phạm vi và nguồn số liệu")
+    section = _Numbering()
+    _heading(pdf, section("Phạm vi và nguồn số liệu"))
     rule = report.rule
     _line(
         pdf,
@@ -150,7 +184,7 @@ def write(report: Report, font: Path = DEFAULT_FONT) -> bytes:
         9,
     )
 
-    _heading(pdf, "II. Kết quả chung")
+    _heading(pdf, section("Kết quả chung"))
     total = report.total.cell
     if total.shown and total.rated:
         _line(
@@ -170,13 +204,22 @@ def write(report: Report, font: Path = DEFAULT_FONT) -> bytes:
     else:
         _line(pdf, text.withheld_note(report.total.withheld_in) or "Chưa có đánh giá.", 9)
 
-    _heading(pdf, f"III. Xếp hạng {text.LEVELS[report.ranking_level].lower()}")
-    _units(pdf, report.ranking)
+    if report.units:
+        _heading(pdf, section(text.SUBUNITS))
+        _line(pdf, text.SUBUNITS_NOTE, 8)
+        pdf.ln(1)
+        _by_kind(pdf, report.units)
+
+    _heading(pdf, section(f"Xếp hạng {text.LEVELS[report.ranking_level].lower()}"))
+    if report.ranking_level == "agency":
+        _by_kind(pdf, report.ranking)
+    else:
+        _units(pdf, report.ranking, with_unit=bool(report.units))
     if report.procedures:
         _heading(pdf, "Xếp hạng thủ tục hành chính")
-        _units(pdf, report.procedures)
+        _units(pdf, report.procedures, with_unit=bool(report.units))
 
-    _heading(pdf, "IV. Mức độ hài lòng và xếp loại")
+    _heading(pdf, section("Mức độ hài lòng và xếp loại"))
     levels = report.levels
     _table(
         pdf,
@@ -202,7 +245,7 @@ def write(report: Report, font: Path = DEFAULT_FONT) -> bytes:
             pdf, ["Xếp loại (Thông tư 01/2018)", "Số phiếu"], list(report.classes.items()), (60, 30)
         )
 
-    _heading(pdf, "V. Diễn biến qua các kỳ")
+    _heading(pdf, section("Diễn biến qua các kỳ"))
     trend = []
     for row in report.trend:
         values = unit_row(row)
@@ -216,13 +259,13 @@ def write(report: Report, font: Path = DEFAULT_FONT) -> bytes:
         (24, 18, 20, 18, 22, 30, 20, 22, 80),
     )
 
-    _heading(pdf, "VI. Độ phủ khảo sát")
+    _heading(pdf, section("Độ phủ khảo sát"))
     _table(
         pdf,
         text.COVERAGE_HEADER,
         [
             [
-                text.CHANNELS.get(c.channel, c.channel),
+                text.channel_name(c.channel, bool(report.units)),
                 *(
                     [c.counts[n] for n in ("reported", "sent", "delivered", "answered", "capped")]
                     if c.counts
@@ -236,7 +279,7 @@ def write(report: Report, font: Path = DEFAULT_FONT) -> bytes:
         (30, 22, 22, 22, 22, 26, 22, 80),
     )
 
-    _heading(pdf, "VII. Các chỉ số theo Thông tư 01/2018")
+    _heading(pdf, section("Các chỉ số theo Thông tư 01/2018"))
     _table(
         pdf,
         text.CRITERIA_HEADER,

@@ -20,8 +20,29 @@ LEVEL_NAMES = {
     2: "Không hài lòng",
     1: "Rất không hài lòng",
 }
-CHANNELS = {"*": "Tất cả kênh", "": "Chưa gửi được"}
+CHANNELS = {
+    "*": "Tất cả kênh",
+    "": "Chưa gửi được",
+    "subtree": "Toàn đơn vị, gồm đơn vị trực thuộc",
+}
+#: The unit's own all-channel row, beside its whole subtree's (a report with sub-units).
+OWN_CHANNELS = "Tất cả kênh (riêng đơn vị)"
 LEVELS = {"agency": "Cơ quan, đơn vị", "official": "Cán bộ, công chức", "procedure": "Thủ tục"}
+#: The kinds of unit (``storage.units.KINDS``), as the dashboard and the public page word them.
+KIND_NAMES = {
+    "province": "Tỉnh",
+    "department": "Sở, ban, ngành",
+    "district": "Quận, huyện",
+    "commune": "Xã, phường",
+    "desk": "Bộ phận một cửa",
+}
+SUBUNITS = "Xếp hạng đơn vị trực thuộc"
+SUBUNITS_NOTE = (
+    "Mỗi đơn vị trực thuộc gồm cả các đơn vị dưới nó; đơn vị được xếp hạng trong cùng loại."
+)
+#: The column naming an official's or a procedure's unit in a report of a unit with sub-units.
+UNIT_COLUMN = "Đơn vị"
+KIND_COLUMN = "Loại đơn vị"
 #: What the bands table counts, by the ranking's level.
 COUNTED = {"agency": "Số đơn vị", "official": "Số cán bộ", "procedure": "Số thủ tục"}
 UNIT_HEADER = [
@@ -65,6 +86,17 @@ def period_name(period: ReportPeriod) -> str:
         return f"Năm {period.starts_on.year}"
     quarter = (period.starts_on.month - 1) // 3 + 1
     return f"Quý {ROMAN[quarter]} năm {period.starts_on.year}"
+
+
+def channel_name(channel: str, subtree: bool) -> str:
+    """A coverage row's label; in a report with sub-units the unit's own rows say so."""
+    if subtree and channel == "*":
+        return OWN_CHANNELS
+    return CHANNELS.get(channel, channel)
+
+
+def kind_name(kind: str) -> str:
+    return KIND_NAMES.get(kind, kind)
 
 
 def withheld_note(labels: list[str]) -> str:

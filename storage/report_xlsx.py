@@ -46,6 +46,25 @@ def unit_row(row: Row) -> list[Any]:
     ]
 
 
+def unit_header(report: Report) -> list[str]:
+    """The officials' and procedures' header: with their unit's name when the report spans
+    sub-units."""
+    if not report.units:
+        return list(text.UNIT_HEADER)
+    return [*text.UNIT_HEADER[:3], text.UNIT_COLUMN, *text.UNIT_HEADER[3:]]
+
+
+def member_row(report: Report, row: Row) -> list[Any]:
+    """An official's or a procedure's row in ``unit_header``'s order."""
+    values = unit_row(row)
+    return [*values[:3], row.unit, *values[3:]] if report.units else values
+
+
+def kind_rows(rows: Sequence[Row]) -> list[list[Any]]:
+    """Units ranked within their kind, each row led by the kind's name."""
+    return [[text.kind_name(r.kind), *unit_row(r)] for r in rows]
+
+
 def _sheet(
     wb: Workbook, title: str, header: Sequence[str] | None, rows: Sequence[Sequence[Any]]
 ) -> Worksheet:
@@ -125,9 +144,18 @@ def write(report: Report) -> bytes:
     wb.remove(first)
     for cell in _sheet(wb, "Tổng hợp", None, summary_rows(report))["A"]:
         cell.font = BOLD
-    _sheet(wb, "Xếp hạng", text.UNIT_HEADER, [unit_row(r) for r in report.ranking])
+    if report.ranking_level == "agency":
+        _sheet(wb, "Xếp hạng", [text.KIND_COLUMN, *text.UNIT_HEADER], kind_rows(report.ranking))
+    else:
+        ranking = [member_row(report, r) for r in report.ranking]
+        _sheet(wb, "Xếp hạng", unit_header(report), ranking)
+    if report.units:
+        _sheet(
+            wb, "Đơn vị trực thuộc", [text.KIND_COLUMN, *text.UNIT_HEADER], kind_rows(report.units)
+        )
     if report.procedures:
-        _sheet(wb, "Thủ tục", text.UNIT_HEADER, [unit_row(r) for r in report.procedures])
+        procedures = [member_row(report, r) for r in report.procedures]
+        _sheet(wb, "Thủ tục", unit_header(report), procedures)
     _sheet(wb, "Xu hướng", ["Kỳ", *text.UNIT_HEADER[3:]], [unit_row(r)[2:] for r in report.trend])
     _sheet(
         wb,
@@ -135,7 +163,7 @@ def write(report: Report) -> bytes:
         text.COVERAGE_HEADER,
         [
             [
-                text.CHANNELS.get(c.channel, c.channel),
+                text.channel_name(c.channel, bool(report.units)),
                 *(
                     [c.counts[n] for n in ("reported", "sent", "delivered", "answered", "capped")]
                     if c.counts

@@ -16,8 +16,16 @@ from pypdf import PdfReader
 from sqlalchemy import delete, func, select
 
 from bot.runtime import Runtime
-from storage import releases, report_pdf, report_store, reports
-from storage.models import Agency, AuditEntry, PeriodicReport, Response, SurveyLedger
+from storage import releases, report_pdf, report_store, reports, units
+from storage.models import (
+    Agency,
+    AuditEntry,
+    Official,
+    PeriodicReport,
+    Procedure,
+    Response,
+    SurveyLedger,
+)
 from storage.stats import Thresholds, wilson
 from tests.adminseed import Batch, release, seed
 from tests.children import child_env
@@ -309,3 +317,233 @@ async def test_the_province_year_ranks_agencies_and_sums_coverage_and_criteria(
         c["scored"] for c in monthly
     )
     assert c3.zero_share == pytest.approx(weighted)
+
+
+# ------------------------------------------------------------------------------ sub-units
+DISTRICT, BEN_NGHE, DA_KAO = "quan-mot", "phuong-ben-nghe", "phuong-da-kao"
+
+
+async def seed_district(runtime: Runtime, da_kao_in_november: int = 11) -> dict[str, str]:
+    """A district (12 ratings of its own a month, CB31) over two wards: Bến Nghé (CB11,
+    CB12: 38 ratings, 36 satisfied) and Đa Kao (CB21: 11, ``da_kao_in_november`` and 12, every
+    one satisfied). Returns each unit's id by code."""
+    district = await units.create_unit(
+        runtime.sessions, DISTRICT, "UBND quận Một", "district", None
+    )
+    ids = {DISTRICT: district.id}
+    for code, name in ((BEN_NGHE, "UBND phường Bến Nghé"), (DA_KAO, "UBND phường Đa Kao")):
+        ward = await units.create_unit(runtime.sessions, code, name, "commune", district.id)
+        ids[code] = ward.id
+    async with runtime.sessions() as session:
+        for unit, code, name in (
+            (BEN_NGHE, "CB11", "Lê Thị Hằng"),
+            (BEN_NGHE, "CB12", "Phạm Quốc Dũng"),
+            (DA_KAO, "CB21", "Võ Thị Ánh Tuyết"),
+            (DISTRICT, "CB31", "Đặng Hữu Phước"),
+        ):
+            session.add(Official(agency_id=ids[unit], code=code, name=name))
+        session.add(Procedure(code="1.001234", name="Đăng ký khai sinh"))
+        await session.commit()
+    await seed(
+        runtime,
+        BEN_NGHE,
+        [
+            Batch(14, "CB11", satisfaction=5, day=OCT),
+            Batch(2, "CB11", satisfaction=1, day=OCT),
+            Batch(12, "CB11", satisfaction=5, day=NOV),
+            Batch(10, "CB12", satisfaction=4, day=DEC),
+        ],
+    )
+    da_kao_november = 5 if da_kao_in_november >= 10 else 1
+    await seed(
+        runtime,
+        DA_KAO,
+        [
+            Batch(11, "CB21", satisfaction=4, day=OCT),
+            Batch(da_kao_in_november, "CB21", satisfaction=da_kao_november, day=NOV),
+            Batch(12, "CB21", satisfaction=5, day=DEC),
+        ],
+    )
+    await seed(
+        runtime,
+        DISTRICT,
+        [
+            Batch(12, "CB31", satisfaction=5, day=OCT),
+            Batch(12, "CB31", satisfaction=4, day=NOV),
+            Batch(12, "CB31", satisfaction=4, day=DEC),
+        ],
+    )
+    assert await release(runtime, AFTER_Q4) == ["2026-10", "2026-11", "2026-12"]
+    return ids
+
+
+async def labelled_cells(
+    runtime: Runtime, scope: str, level: str
+) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+    """Each unit's released cells over the quarter with their release's label."""
+    infos = reports.inside(await releases.list_releases(runtime.sessions), Q4)
+    docs = await releases.documents(runtime.sessions, [r.id for r in infos], [scope])
+    cells: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for info in infos:
+        doc = docs.get((info.id, scope))
+        for cell in (
+            (doc or {}).get(level, []) if level != "total" else [doc["total"]] if doc else []
+        ):
+            cells.setdefault(cell["key"], []).append((info.label, cell))
+    return cells
+
+
+async def own_totals(runtime: Runtime, unit_id: str) -> list[dict[str, Any]]:
+    """A unit's own released totals over the quarter, read straight from its documents."""
+    return [
+        c for cells in (await labelled_cells(runtime, unit_id, "total")).values() for _, c in cells
+    ]
+
+
+async def test_a_districts_quarter_ranks_its_wards_and_lists_their_officials(
+    runtime: Runtime,
+) -> None:
+    ids = await seed_district(runtime)
+    report, _ = await report_store.generate(
+        runtime.sessions, ids[DISTRICT], Q4, Thresholds(), "request"
+    )
+    xlsx, pdf = await stored_files(runtime, report)
+
+    header, *rows = sheet_rows(xlsx, "Đơn vị trực thuộc")
+    wards = [dict(zip(header, row, strict=True)) for row in rows]
+    # Both wards, each its own subtree's total, ranked by the Wilson lower bound: 34 of 34
+    # satisfied before 36 of 38.
+    assert [(w["Mã"], w["Hạng"], w["Loại đơn vị"]) for w in wards] == [
+        (DA_KAO, 1, "Xã, phường"),
+        (BEN_NGHE, 2, "Xã, phường"),
+    ]
+    assert [(w["Số đánh giá"], w["Hài lòng"]) for w in wards] == [(34, 34), (38, 36)]
+    summary = {row[0]: row[1] for row in sheet_rows(xlsx, "Tổng hợp") if row and row[0]}
+    assert summary["Số phiếu"] == 34 + 38 + 36  # the district's total is its subtree's
+
+    # The officials of the whole subtree, each under its unit; the district's own too.
+    header, *rows = sheet_rows(xlsx, "Xếp hạng")
+    officials = {row[1]: dict(zip(header, row, strict=True)) for row in rows}
+    assert {code: o["Đơn vị"] for code, o in officials.items() if code != "-"} == {
+        "CB11": "UBND phường Bến Nghé",
+        "CB12": "UBND phường Bến Nghé",
+        "CB21": "UBND phường Đa Kao",
+        "CB31": "UBND quận Một",
+    }
+    assert officials["CB11"]["Số đánh giá"] == 28 and officials["CB21"]["Số đánh giá"] == 34
+    header, *rows = sheet_rows(xlsx, "Thủ tục")
+    assert sorted(row[header.index("Đơn vị")] for row in rows) == [
+        "UBND phường Bến Nghé",
+        "UBND phường Đa Kao",
+        "UBND quận Một",
+    ]
+
+    # Coverage and criteria are the subtree's too, like the total: 108 results reported.
+    coverage = {row[0]: row for row in sheet_rows(xlsx, "Độ phủ")[1:]}
+    assert coverage["Toàn đơn vị, gồm đơn vị trực thuộc"][1] == 34 + 38 + 36
+    assert coverage["Tất cả kênh (riêng đơn vị)"][1] == 36
+    criteria = {row[0]: row for row in sheet_rows(xlsx, "Tiêu chí")[1:]}
+    assert criteria["Chỉ số 3"][1] == 34 + 38 + 36
+
+    words = unicodedata.normalize(
+        "NFC", "\n".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf)).pages)
+    )
+    for expected in (
+        "UBND QUẬN MỘT",
+        "III. Xếp hạng đơn vị trực thuộc",
+        "UBND phường Bến Nghé",
+        "UBND phường Đa Kao",
+        "IV. Xếp hạng cán bộ, công chức",
+        "Võ Thị Ánh Tuyết",
+        "Đặng Hữu Phước",
+        "VIII. Các chỉ số theo Thông tư 01/2018",
+    ):
+        assert expected in words, expected
+
+    # The province ranks its units within their kind too, and counts each rating once in its
+    # bands: the wards, not the district that sums them.
+    province = reports.build(
+        await reports.source(runtime.sessions, releases.PROVINCE, Q4), Thresholds()
+    )
+    assert [(r.kind, r.cell.key, r.cell.rank) for r in province.ranking] == [
+        ("district", DISTRICT, 1),
+        ("commune", DA_KAO, 1),
+        ("commune", BEN_NGHE, 2),
+    ]
+    assert sum(province.bands.values()) == 2
+
+    # A ward's own report has no sub-unit section and no unit column: it is what it was.
+    ward, _ = await report_store.generate(runtime.sessions, ids[DA_KAO], Q4, Thresholds(), "x")
+    ward_xlsx, ward_pdf = await stored_files(runtime, ward)
+    assert "Đơn vị trực thuộc" not in load_workbook(io.BytesIO(ward_xlsx)).sheetnames
+    assert "Đơn vị" not in sheet_rows(ward_xlsx, "Xếp hạng")[0]
+    ward_words = "\n".join(p.extract_text() for p in PdfReader(io.BytesIO(ward_pdf)).pages)
+    assert "trực thuộc" not in unicodedata.normalize("NFC", ward_words)
+
+
+async def test_a_ward_withheld_in_a_month_stays_withheld_in_the_districts_quarter(
+    runtime: Runtime,
+) -> None:
+    ids = await seed_district(runtime, da_kao_in_november=3)
+    district = reports.build(
+        await reports.source(runtime.sessions, ids[DISTRICT], Q4), Thresholds()
+    )
+    da_kao = next(r for r in district.units if r.cell.key == DA_KAO)
+    assert da_kao.withheld_in == ["2026-11"] and da_kao.cell.rated == 0
+    assert da_kao.cell.rank is None and da_kao.cell.rate is None
+    cb21 = next(r for r in district.ranking if r.cell.key == "CB21")
+    assert cb21.withheld_in == ["2026-11"] and cb21.unit == "UBND phường Đa Kao"
+
+    report, _ = await report_store.generate(
+        runtime.sessions, ids[DISTRICT], Q4, Thresholds(), "request"
+    )
+    xlsx, pdf = await stored_files(runtime, report)
+    header, *rows = sheet_rows(xlsx, "Đơn vị trực thuộc")
+    (row,) = [dict(zip(header, r, strict=True)) for r in rows if r[2] == DA_KAO]
+    assert row["Số phiếu"] is None and row["Tỷ lệ hài lòng (%)"] is None and row["Hạng"] is None
+    assert row["Ghi chú"] == "Không công bố: chưa đủ số đánh giá trong kỳ 2026-11"
+    words = unicodedata.normalize(
+        "NFC", "\n".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf)).pages)
+    )
+    assert "UBND phường Đa Kao" in words and "2026-11" in words
+
+
+async def test_a_districts_figures_for_a_ward_are_the_wards_own_released_figures(
+    runtime: Runtime,
+) -> None:
+    """The adversary compares the district's report with each ward's releases: every figure
+    the district shows of a ward is a sum of that ward's own released figures, a ward the
+    releases withheld in a month has none, and live rows added afterwards change nothing."""
+    ids = await seed_district(runtime, da_kao_in_november=3)
+    before = reports.build(await reports.source(runtime.sessions, ids[DISTRICT], Q4), Thresholds())
+    await seed(runtime, DA_KAO, [Batch(9, "CB21", satisfaction=1, day=NOV)])  # late answers
+    district = reports.build(
+        await reports.source(runtime.sessions, ids[DISTRICT], Q4), Thresholds()
+    )
+    assert district == before
+    assert {r.cell.key for r in district.units} == {BEN_NGHE, DA_KAO}
+    for row in district.units:
+        released = await own_totals(runtime, ids[row.cell.key])
+        withheld = [c for c in released if c["suppressed"]]
+        if withheld:
+            assert row.withheld_in and not row.cell.shown
+            continue
+        for name, attribute in (("responses", "responses"), ("rated", "rated")):
+            assert getattr(row.cell, attribute) == sum(c[name] for c in released)
+        assert row.cell.satisfied == sum(c["satisfied"] for c in released)
+        # The ward's own report says the same.
+        own = reports.build(
+            await reports.source(runtime.sessions, ids[row.cell.key], Q4), Thresholds()
+        )
+        assert (own.total.cell.rated, own.total.cell.satisfied) == (
+            row.cell.rated,
+            row.cell.satisfied,
+        )
+    # Every official the district lists is a sum of that official's released cells in its
+    # unit, or withheld in exactly the releases that withheld it there.
+    for row in district.ranking:
+        cells = (await labelled_cells(runtime, ids[row.cell.parent], "officials"))[row.cell.key]
+        assert row.withheld_in == [label for label, c in cells if c["suppressed"]]
+        if row.cell.shown:
+            assert row.cell.rated == sum(c["rated"] for _, c in cells)
+    assert any(row.withheld_in == ["2026-11"] for row in district.ranking)
