@@ -49,7 +49,7 @@ RULES: tuple[Rule, ...] = (
                 2,
                 N_(
                     "The desk receives, appraises and approves at least the set share of the "
-                    "procedure list (20% at ministry and province, 50% at district, 100% at "
+                    "procedure list (20%% at ministry and province, 50%% at district, 100%% at "
                     "commune level)."
                 ),
             ),
@@ -62,8 +62,8 @@ RULES: tuple[Rule, ...] = (
         N_("Receiving and answering feedback and petitions"),
         (
             (2, N_("No feedback or petitions, or all handled on time and none dragging on.")),
-            (1, N_("At least 90% handled on time and none dragging on.")),
-            (0, N_("Under 90% handled on time, or a case dragging on.")),
+            (1, N_("At least 90%% handled on time and none dragging on.")),
+            (0, N_("Under 90%% handled on time, or a case dragging on.")),
         ),
     ),
     Rule(
@@ -73,18 +73,18 @@ RULES: tuple[Rule, ...] = (
             (
                 2,
                 N_(
-                    "At least 20% of eligible procedures online at level 3 or 4, at least 30% "
+                    "At least 20%% of eligible procedures online at level 3 or 4, at least 30%% "
                     "of dossiers filed online, and no online dossier late or unresolved."
                 ),
             ),
             (
                 1,
                 N_(
-                    "Level 3 or 4 services deployed, 15% to under 30% of dossiers filed "
+                    "Level 3 or 4 services deployed, 15%% to under 30%% of dossiers filed "
                     "online, none late."
                 ),
             ),
-            (0, N_("No level 3 or 4 service, under 15% filed online, or a dossier late.")),
+            (0, N_("No level 3 or 4 service, under 15%% filed online, or a dossier late.")),
         ),
     ),
 )
