@@ -145,7 +145,7 @@ def _refused(ctx: Ctx, quarter: Quarter, labels: list[str]) -> web.Response:
     message = gettext(
         ctx.lang,
         N_(
-            "The criteria of %(quarter)s can no longer change: the release of %(releases)s "
+            "The criteria of {quarter} can no longer change: the release of {releases} "
             "covers it, and released figures are frozen."
         ),
         quarter=quarter.label,
