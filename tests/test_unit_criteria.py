@@ -5,18 +5,19 @@ closes is scored with its own quarter's values."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import secrets
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from bot.flows.scoring import CIRCULAR_01_2018, dossier_inputs
 from bot.responses import apply_score
 from bot.runtime import Runtime
-from storage import unit_criteria, units
+from storage import releases, unit_criteria, units
 from storage.models import Agency, Response, ResponseTally
 from storage.stats import Thresholds
 from storage.unit_criteria import Quarter
@@ -208,3 +209,39 @@ async def test_a_closing_survey_is_scored_with_its_quarters_values(
     async with runtime.sessions() as session:
         [again] = (await session.execute(select(Response))).scalars().all()
     assert again.score_total == 17.0 and (again.score_inputs or {})["agency"]["9"] == 2
+
+
+async def _waiting_on_advisory_locks(runtime: Runtime, count: int) -> None:
+    """Until ``count`` transactions wait for an advisory lock (PostgreSQL's own lock table)."""
+    query = text(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND database ="
+        " (SELECT oid FROM pg_database WHERE datname = current_database())"
+    )
+    async with asyncio.timeout(30):
+        while True:
+            async with runtime.engine.connect() as conn:
+                if (await conn.scalar(query)) == count:
+                    return
+            await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])  # SQLite serialises writers at BEGIN
+async def test_a_change_racing_a_release_is_refused_once_the_release_is_in(
+    runtime: Runtime,
+) -> None:
+    ids = await _tree(runtime)
+    a = ids["phuong-a"]
+    answered = await _scored(runtime, a, dt.date(2026, 8, 14))
+    async with runtime.sessions() as other_change:  # another change under way holds it off
+        await releases.hold_off_publication(other_change)
+        publishing = asyncio.create_task(release(runtime, dt.datetime(2026, 10, 20, tzinfo=dt.UTC)))
+        await _waiting_on_advisory_locks(runtime, 1)
+        changing = asyncio.create_task(
+            unit_criteria.set_criteria(runtime.sessions, a, Q3, {"5": 0}, rescore)
+        )
+        await _waiting_on_advisory_locks(runtime, 2)  # queued behind the publication
+        await other_change.commit()
+    assert await publishing == ["2026-08", "2026-09"]
+    with pytest.raises(unit_criteria.Frozen):
+        await changing
+    assert (await _scores(runtime))[answered] == (15.0, {})
