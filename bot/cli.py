@@ -38,7 +38,17 @@ from bot.runtime import Runtime
 from bot.service import ServiceError
 from bot.supervisor import Supervisor
 from settings import Settings, SettingsError, load_settings
-from storage import directory, export, fields, releases, report_pdf, report_store, reports, units
+from storage import (
+    directory,
+    export,
+    fields,
+    releases,
+    report_pdf,
+    report_store,
+    reports,
+    unit_criteria,
+    units,
+)
 from storage.migrate import upgrade
 from storage.models import (
     Agency,
@@ -458,36 +468,65 @@ def agency_add(code: str, name: str, survey: str | None, parent: str | None, kin
     default=None,
     help="Criterion 9: progress and quality of online public services (0-2).",
 )
-@click.option("--clear", is_flag=True, help="Forget every agency-level criterion first.")
+@click.option(
+    "--quarter",
+    default=None,
+    help="The calendar quarter assessed, like 2026-Q3 (default: the current one).",
+)
+@click.option("--clear", is_flag=True, help="Forget the quarter's values first.")
 def agency_criteria(code: str, c5: int | None, c8: int | None, c9: int | None,
-                    clear: bool) -> None:  # fmt: skip
-    """Set the agency-level criteria 5, 8 and 9 (Circular 01/2018), scored 2/1/0 by an admin.
+                    quarter: str | None, clear: bool) -> None:  # fmt: skip
+    """Set a unit's agency-level criteria 5, 8 and 9 (Circular 01/2018) for a quarter, scored
+    2/1/0 by an assessor.
 
-    They count for surveys that close from now on; ``surveybot scores recompute`` does not
-    change the values kept with responses already scored (those were the agency's then).
+    The unit's surveys of that quarter are scored again at once (``storage.unit_criteria``),
+    unless a release already covers the quarter: then nothing changes. ``--clear`` alone
+    returns the quarter to the unit's values from before per-quarter criteria, if any.
     """
     settings = _settings()
     given = {c: v for c, v in zip(AGENCY_CRITERIA, (c5, c8, c9), strict=True) if v is not None}
     if not given and not clear:
         raise click.ClickException("give at least one of --c5, --c8, --c9 (or --clear)")
+    try:
+        chosen = (
+            unit_criteria.Quarter.parse(quarter)
+            if quarter
+            else unit_criteria.Quarter.of(dt.datetime.now(dt.UTC).date())
+        )
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
 
     async def action(runtime: Runtime) -> dict[str, int]:
-        async with runtime.sessions() as session:
-            found = (
-                await session.execute(select(Agency).where(Agency.code == code))
-            ).scalar_one_or_none()
-            if found is None:
-                raise click.ClickException(f"no agency {code!r}")
-            kept = {} if clear else {k: int(v) for k, v in (found.agency_criteria or {}).items()}
-            criteria = {**kept, **given}
-            found.agency_criteria = criteria or None
-            await session.commit()
-        await runtime.audit.record("cli", "agency.criteria", {"agency": code, **criteria})
-        return criteria
+        tree = await units.load_tree(runtime.sessions)
+        unit = tree.by_code(code)
+        if unit is None:
+            raise click.ClickException(f"no agency {code!r}")
+        bands = runtime.service.responses.bands
+
+        def rescore(response: Response) -> bool:
+            return apply_score(response, bands)
+
+        try:
+            if clear and not given:
+                change = await unit_criteria.clear(runtime.sessions, unit.id, chosen, rescore)
+            else:
+                change = await unit_criteria.set_criteria(
+                    runtime.sessions, unit.id, chosen, given, rescore, merge=not clear
+                )
+        except unit_criteria.Frozen as exc:
+            raise click.ClickException(
+                f"the criteria of {chosen} can no longer change: {exc}"
+            ) from None
+        await runtime.audit.record(
+            "cli",
+            "unit.criteria",
+            {"unit": code, "quarter": chosen.label, "from": change.before, "to": change.after},
+        )
+        return change.after
 
     criteria = _run(lambda: _with_runtime(settings, action))
     shown = ", ".join(f"{k}={v}" for k, v in sorted(criteria.items())) or "none"
-    click.echo(f"agency {code} criteria: {shown}")
+    click.echo(f"agency {code} criteria for {chosen}: {shown}")
 
 
 @main.command("official")

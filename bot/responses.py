@@ -18,8 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.flows.definition import SurveyCatalog
 from bot.flows.engine import AnswerEvent
 from bot.flows.scoring import Bands, ScoreInputs, dossier_inputs, scheme
+from storage import unit_criteria
 from storage.db import Sessions
-from storage.models import Agency, Answer, Dossier, Invitation, Response, new_id
+from storage.models import Answer, Dossier, Invitation, Response, new_id
 from storage.pseudonym import KeyRing
 
 
@@ -94,7 +95,8 @@ class ResponseRecorder:
         """Score on closing, while the invitation still holds the dossier's dates.
 
         The dates are reduced to the classes criteria 1-2 define ("early", "on_time", "late")
-        and kept with the answer points and the agency-level criteria as the response's
+        and kept with the answer points and the agency-level criteria (the unit's for the
+        quarter of the response's day, ``storage.unit_criteria``) as the response's
         ``score_inputs``; the dates themselves are deleted with the invitation, so the store
         never holds when a dossier was served, yet the response can be scored again.
         """
@@ -110,7 +112,9 @@ class ResponseRecorder:
         points = {
             criteria_of[a.question_id]: a.points for a in rows if a.question_id in criteria_of
         }
-        agency = await session.get(Agency, response.agency_id)
+        criteria = await unit_criteria.in_force_on(
+            session, response.agency_id, response.answered_on
+        )
         timing = invitation.timing
         steps = [
             {"due": dt.date.fromisoformat(s["due"]), "done": dt.date.fromisoformat(s["done"])}
@@ -121,7 +125,7 @@ class ResponseRecorder:
             _date(timing.get("due")),
             _date(timing.get("returned")),
             steps,
-            {k: int(v) for k, v in (agency.agency_criteria or {}).items()} if agency else None,
+            criteria,
             response.satisfaction,
         )
         response.score_scheme = definition.scoring

@@ -79,7 +79,8 @@ class Agency(Base):
     #: One of ``storage.units.KINDS`` (province, department, district, commune, desk).
     kind: Mapped[str] = mapped_column(String(16), default="commune", server_default="commune")
     default_survey: Mapped[str | None] = mapped_column(String(64))
-    #: Points for the agency-level criteria 5, 8, 9 of Circular 01/2018, set by an admin.
+    #: Points for the agency-level criteria 5, 8, 9 of Circular 01/2018 as set before they were
+    #: kept per quarter (``UnitCriteria``): read only as the fallback of a quarter with none.
     agency_criteria: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
@@ -148,6 +149,23 @@ class ProcedureAssignment(Base):
         ForeignKey("procedure.id", ondelete="CASCADE"), primary_key=True
     )
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class UnitCriteria(Base):
+    """The agency-level criteria 5, 8 and 9 of Circular 01/2018 of one unit for one calendar
+    quarter (``storage.unit_criteria``), each 2/1/0 as an assessor scored it, None when not
+    assessed. A quarter with no row falls back to ``Agency.agency_criteria`` (set before 0020)."""
+
+    __tablename__ = "unit_criteria"
+    agency_id: Mapped[str] = mapped_column(
+        ForeignKey("agency.id", ondelete="CASCADE"), primary_key=True
+    )
+    #: The quarter's first day (1 January, April, July or October).
+    quarter_start: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    c5: Mapped[int | None] = mapped_column(Integer)
+    c8: Mapped[int | None] = mapped_column(Integer)
+    c9: Mapped[int | None] = mapped_column(Integer)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 

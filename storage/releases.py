@@ -23,7 +23,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import case, cast, func, select
+from sqlalchemy import case, cast, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
@@ -742,6 +742,35 @@ def _channels(figures: dict[tuple[str, str], Figure], aid: str) -> list[tuple[st
 
 
 # ------------------------------------------------------------------------------ publishing
+#: Taken by a publication (exclusive) for its whole transaction, and (shared) by every change of
+#: inputs a release must not miss, such as a quarter's agency criteria (``storage.unit_criteria``
+#: re-scores that quarter only while no release covers it): either the change commits before the
+#: release reads the responses, or it sees the release and is refused. "Release" in hex.
+FREEZE_LOCK = 0x52_656C_6561_7365
+
+
+async def _hold_freeze(session: AsyncSession, *, shared: bool) -> None:
+    """PostgreSQL's transaction-level advisory lock (SQLite serialises writers at BEGIN)."""
+    if session.get_bind().dialect.name == "postgresql":
+        function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+        await session.execute(text(f"SELECT {function}(:key)"), {"key": FREEZE_LOCK})
+
+
+async def hold_off_publication(session: AsyncSession) -> None:
+    """Keep a release from being computed until the caller's transaction ends."""
+    await _hold_freeze(session, shared=True)
+
+
+async def covering(session: AsyncSession, starts_on: dt.date, ends_on: dt.date) -> list[str]:
+    """The labels of the releases that cover any day from ``starts_on`` to ``ends_on``."""
+    rows = await session.execute(
+        select(Release.label)
+        .where(Release.starts_on <= ends_on, Release.ends_on >= starts_on)
+        .order_by(Release.starts_on)
+    )
+    return [label for (label,) in rows]
+
+
 async def publish(
     sessions: Sessions, period: Period, rule: Rule, now: dt.datetime | None = None
 ) -> Release | None:
@@ -751,6 +780,7 @@ async def publish(
     others roll back, so a period is never released twice with different figures.
     """
     async with sessions() as session:
+        await _hold_freeze(session, shared=False)
         documents = await build(session, period, rule)
         release = Release(
             label=period.label,

@@ -1,5 +1,5 @@
 """Rules as data: a response keeps its scorer's inputs (never the dossier's dates) and is
-re-scored when the bands change; an admin sets the agency-level criteria from the command line."""
+re-scored when the bands change; an admin sets the agency-level criteria of a quarter from the command line."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from bot.flows.scoring import CIRCULAR_01_2018, dossier_inputs, five_bands
 from bot.responses import apply_score, rescore_all
 from bot.runtime import Runtime
 from settings import load_settings
-from storage import export
+from storage import export, unit_criteria, units
 from storage.models import Agency, Response, ResponseTally
 from storage.stats import Thresholds
 from tests.conftest import today
@@ -109,15 +109,26 @@ def test_agency_criteria_and_scores_recompute_from_the_command_line(
     assert set_.exit_code == 0 and "5=2, 8=1" in set_.output, set_.output
     more = runner.invoke(main, ["agency", "criteria", "ubnd-c", "--c9", "0"])
     assert more.exit_code == 0 and "5=2, 8=1, 9=0" in more.output, more.output
+    # Another quarter has values of its own; the current one (the default) keeps its own.
+    other = runner.invoke(
+        main, ["agency", "criteria", "ubnd-c", "--c5", "0", "--quarter", "2026-Q1"]
+    )
+    assert other.exit_code == 0 and "criteria for 2026-Q1: 5=0" in other.output, other.output
+    bad_quarter = runner.invoke(
+        main, ["agency", "criteria", "ubnd-c", "--c5", "0", "--quarter", "Q1"]
+    )
+    assert bad_quarter.exit_code != 0 and "2026-Q3" in bad_quarter.output
 
     async def store_one() -> dict[str, Any] | None:
         runtime = await Runtime.create(load_settings())
         try:
+            unit = (await units.load_tree(runtime.sessions)).by_code("ubnd-c")
+            assert unit is not None
+            criteria = (await unit_criteria.read(runtime.sessions, unit.id, today())).in_force
             async with runtime.sessions() as session:
                 agency = (
                     await session.execute(select(Agency).where(Agency.code == "ubnd-c"))
                 ).scalar_one()
-                criteria = {k: int(v) for k, v in (agency.agency_criteria or {}).items()}
                 response = Response(
                     agency_id=agency.id, survey_id="mot-cua", survey_version=1,
                     channel="web", language="vi", answered_on=today(), rater_hash="h",

@@ -1,5 +1,6 @@
 """The admin dashboard: server-rendered pages under ``/admin`` (figures in ``views``,
-management in ``manage``, ``staff`` and ``catalogue``, who may do what in ``scope``; for province admins, survey templates in
+management in ``manage``, ``staff``, ``catalogue`` and ``criteria_admin`` (the quarterly
+agency-level criteria), who may do what in ``scope``; for province admins, survey templates in
 ``surveys`` and dead letters in ``deadletters``)."""
 
 from __future__ import annotations
@@ -7,7 +8,7 @@ from __future__ import annotations
 import jinja2
 from aiohttp import web
 
-from bot.dashboard import catalogue, deadletters, manage, staff, surveys, views
+from bot.dashboard import catalogue, criteria_admin, deadletters, manage, staff, surveys, views
 from bot.dashboard.auth import DashboardServices
 
 
@@ -16,6 +17,7 @@ def setup(app: web.Application, templates: jinja2.Environment, services: Dashboa
     manage.setup(app)
     staff.setup(app)
     catalogue.setup(app)
+    criteria_admin.setup(app)
     deadletters.setup(app)
     surveys.setup(app)
 

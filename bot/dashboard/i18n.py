@@ -40,6 +40,8 @@ ERRORS: dict[str, str] = {
     ),
     "bad_field": N_("Choose the field from the list."),
     "bad_survey": N_("Choose a survey from the list."),
+    "bad_quarter": N_("Choose a quarter from the list (written like 2026-Q3)."),
+    "bad_criterion": N_("Each criterion is scored 2, 1 or 0 points, or left not assessed."),
     # bot.dashboard.accounts' AuthError messages
     "password must have at least 8 characters": N_("The password must have at least 8 characters."),
     "username must have 1 to 64 printable characters": N_(

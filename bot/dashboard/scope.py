@@ -6,7 +6,8 @@ dashboard asks it here, never on its own).
   unit of it, renames and moves the units strictly under R (never R itself, which is the
   province's to place and name) within the subtree, chooses their survey, and manages the API
   keys, the officials, the procedures assigned and the *viewer* logins of every unit of the
-  subtree (the procedure catalogue, a national list, is the province admin's).
+  subtree (the procedure catalogue, a national list, is the province admin's), and sets the
+  quarterly agency-level criteria of every unit of it, its own included.
 * A **viewer** (``viewer``, bound to R) reads R's subtree; nothing else.
 
 Decided on the tree as it is now (``storage.units``): a unit moved out of a manager's subtree
@@ -35,6 +36,8 @@ class Action(StrEnum):
     OFFICIALS = "officials"
     #: Assign and unassign catalogue procedures to it (the catalogue itself: admins only).
     PROCEDURES = "procedures"
+    #: Set and clear its agency-level criteria (5, 8, 9) of a quarter.
+    CRITERIA = "criteria"
 
 
 class Who(Protocol):
@@ -56,6 +59,7 @@ MANAGER_ACTIONS = frozenset(
         Action.LOGINS,
         Action.OFFICIALS,
         Action.PROCEDURES,
+        Action.CRITERIA,
     }
 )
 

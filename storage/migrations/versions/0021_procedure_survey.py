@@ -4,7 +4,7 @@ Existing procedures have none, so every dossier goes on getting its unit's surve
 default) as before.
 
 Revision ID: 0021_procedure_survey
-Revises: 0019_sync
+Revises: 0020_unit_criteria
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0021_procedure_survey"
-down_revision = "0019_sync"
+down_revision = "0020_unit_criteria"
 branch_labels = None
 depends_on = None
 
