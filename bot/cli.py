@@ -51,6 +51,7 @@ from storage import (
 )
 from storage.migrate import upgrade
 from storage.models import (
+    OFFICIAL_LEFT,
     Agency,
     Dossier,
     DossierContact,
@@ -246,6 +247,9 @@ Admin dashboard      : {base}/admin/   (figures of closed periods only; released
 
 
 DEMO_OFFICIALS = [("CB01", "Nguyễn Thị Lan"), ("CB02", "Trần Văn Minh"), ("CB03", "Lê Thu Hà")]
+#: An official of the first demo ward who left when the current quarter began: ratings of
+#: the closed quarters name them, new results naming them are refused (422 official_left).
+DEMO_LEAVER = ("CB04", "Phan Minh Tuấn")
 DEMO_PROCEDURES = [
     ("1.001234", "Đăng ký khai sinh", "tu-phap"),
     ("1.004227", "Chứng thực bản sao từ bản chính", "tu-phap"),
@@ -269,6 +273,16 @@ async def seed_demo(runtime: Runtime, history: int = 120) -> str:
                     session.add(Procedure(code=code, name=name, field=field_code))
             for code, name in DEMO_OFFICIALS:
                 session.add(Official(agency_id=agency.id, code=code, name=name))
+            today = dt.date.today()
+            session.add(
+                Official(
+                    agency_id=agency.id,
+                    code=DEMO_LEAVER[0],
+                    name=DEMO_LEAVER[1],
+                    status=OFFICIAL_LEFT,
+                    ended_on=dt.date(today.year, (today.month - 1) // 3 * 3 + 1, 1),
+                )
+            )
             await session.flush()
             await _seed_history(runtime, session, agency, history)
         await session.commit()
@@ -353,11 +367,19 @@ def demo_history_start(today: dt.date, delay_hours: int) -> dt.date:
 
 async def _seed_history(runtime: Runtime, session: Any, agency: Agency, count: int) -> None:
     rng = random.Random(20261124)
-    officials = (
-        (await session.execute(select(Official).where(Official.agency_id == agency.id)))
+    every = (
+        (
+            await session.execute(
+                select(Official).where(Official.agency_id == agency.id).order_by(Official.code)
+            )
+        )
         .scalars()
         .all()
     )
+    officials = [o for o in every if o.ended_on is None]
+    leavers = [o for o in every if o.ended_on is not None]
+    # Its own sequence, so the active officials' history is the same with or without a leaver.
+    leaver_rng = random.Random(20261204)
     procedures = (await session.execute(select(Procedure))).scalars().all()
     definition = runtime.catalog.latest("mot-cua")
     bands = runtime.service.responses.bands
@@ -372,6 +394,9 @@ async def _seed_history(runtime: Runtime, session: Any, agency: Agency, count: i
             answered_on=today - dt.timedelta(days=rng.randrange(1, days + 1)),
             rater_hash=secrets.token_hex(32), rater_key_id="seed", complete=True,
         )  # fmt: skip
+        for leaver in leavers:  # about a third of the days before they left
+            if response.answered_on < (leaver.ended_on or today) and leaver_rng.random() < 0.3:
+                response.official_id = leaver.id
         session.add(response)
         await session.flush()
         points: dict[str, int | None] = {}

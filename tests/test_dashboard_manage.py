@@ -9,11 +9,12 @@ import re
 from typing import Any
 
 from aiohttp.test_utils import TestClient
+from sqlalchemy import func, select
 
 from bot.dashboard import accounts, auth
 from bot.runtime import Runtime
 from storage import units
-from storage.models import Procedure
+from storage.models import Official, Procedure, Response
 from tests.adminseed import Batch, release, seed
 
 SHAPE = [
@@ -374,6 +375,13 @@ async def test_the_demo_seeds_a_small_province_its_three_roles_can_use(
         "so-tu-phap-demo": ("department", "tp-demo"),
         "so-y-te-demo": ("department", "tp-demo"),
     }
+    async with runtime.sessions() as session:  # a retired official with history
+        leaver = (
+            await session.execute(select(Official).where(Official.code == "CB04"))
+        ).scalar_one()
+        rated = select(func.count(), func.max(Response.answered_on))
+        count, last = (await session.execute(rated.where(Response.official_id == leaver.id))).one()
+    assert leaver.status == "left" and leaver.ended_on and count and last < leaver.ended_on
     admin = await As.login(client, "admin", again["admin"])
     status, _ = await admin.post(
         "/admin/units/create", parent="quan-1-demo", code="phuong-moi", name="Phường Mới",
