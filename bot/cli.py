@@ -326,8 +326,8 @@ async def seed_demo_logins(runtime: Runtime) -> list[tuple[str, str]]:
                 unit = by_code[code] = Agency(id=new_id(), code=code, name=name, kind=kind)
                 session.add(unit)
                 officials = {
-                    DEMO_SECOND_AGENCY[0]: (DEMO_SECOND_OFFICIALS, 80),
-                    "so-tu-phap-demo": (DEMO_DEPARTMENT_OFFICIALS, 40),
+                    DEMO_SECOND_AGENCY[0]: (DEMO_SECOND_OFFICIALS, 120),
+                    "so-tu-phap-demo": (DEMO_DEPARTMENT_OFFICIALS, 100),
                 }.get(code)
                 if officials:
                     for official_code, official_name in officials[0]:

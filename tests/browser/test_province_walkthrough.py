@@ -93,6 +93,7 @@ async def test_the_demo_province_walked_through_by_its_three_roles(
     )
     communes = public.locator("table[data-testid=ranking][data-kind=commune]").first
     await expect(communes).to_contain_text("UBND phường Bến Thành (demo)")
+    await expect(communes.locator("tbody tr td:first-child")).to_have_text(["1", "2"])  # ranked
     await assert_accessible(public, "54-walkthrough-public")
 
     # That quarter's report, as the admin downloads it: Vietnamese read back from the PDF.
