@@ -82,18 +82,22 @@ class Inbox:
         """Store one verified event and try to process it now. Raises only when it could not be
         stored; otherwise the handler's outcome, ``DUPLICATE`` or ``QUEUED``."""
         async with self._sessions() as session:
-            event_id = await inbox.accept(
+            event_id, claimed = await inbox.accept_and_claim(
                 session,
                 self._keys,
                 channel=channel,
                 event_key=event_key,
                 conversation=conversation,
                 body=body,
+                lease=self._worker.lease,
+                now=self._worker.clock(),
             )
-            await session.commit()
         if event_id is None:
             return DUPLICATE
-        outcome = await self._worker.process_now(event_id, self.inline_seconds)
+        if claimed is None:  # an earlier event of the chat is pending: it comes first
+            self._worker.notify()
+            return QUEUED
+        outcome = await self._worker.process_claimed(claimed, self.inline_seconds)
         return QUEUED if outcome is LATER else outcome
 
     async def take(
