@@ -7,7 +7,9 @@
   when the row cannot be written the answer is 503, so the platform may redeliver, and nothing
   was acknowledged. A redelivery of an event already stored is a duplicate (by its event id).
 * **Processed from the inbox, exactly once**: the channel's handler runs from the inbox worker
-  (``storage/inbox_worker.py``), at once for the event just stored when it finishes inside
+  (``storage/inbox_worker.py``), at once for the event just stored (leased to this webhook by
+  the statement that stored it, ``inbox.accept_and_claim``, unless an earlier event of the
+  chat is still pending, which comes first) when it finishes inside
   ``inline_seconds`` (the citizen's next question goes out before the platform's deadline),
   else in the background, with retries of our own. A crash after the 200 loses nothing.
 
