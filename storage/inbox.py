@@ -17,7 +17,10 @@ acknowledgement loses nothing: the row is still pending and its lease runs out.
   claimed, so two workers never process one citizen's answers concurrently or out of order.
 * **Claims in one statement.** ``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED)`` on
   PostgreSQL, the same statement under SQLite's single writer; the outer WHERE re-checks the
-  lease, so a row is never claimed twice even by a worker that waited for a lock.
+  lease, so a row is never claimed twice even by a worker that waited for a lock. The lease
+  clock is read inside the statement, and the statement is built once with bound parameters.
+  The webhook's own event is stored already leased to it (``accept_and_claim``, one statement)
+  unless its conversation has a pending event, under the conversation's advisory lock.
 * **Nothing readable.** The body is sealed (AES-GCM, purpose ``inbox``) and erased with the
   conversation key once processed; a processed row keeps only its event key (the replay mark)
   and hour-level times, and is purged after the redelivery windows. A dead letter (``attempts``
