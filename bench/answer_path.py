@@ -25,10 +25,12 @@ import asyncio
 import datetime as dt
 import json
 import time
+from collections import Counter
 from typing import Any
 
 import telegram
 from aiohttp import web
+from sqlalchemy import event
 
 from bench.common import (
     PROCEDURE,
@@ -44,6 +46,7 @@ from bot.app import create_app
 from bot.runtime import Runtime
 from bot.schemas import DossierRegistration, ResultBatch, ResultReport
 from settings import load_settings
+from storage.coordination import RedisCoordinator
 from storage.migrate import upgrade_async
 from storage.models import Agency
 from storage.pseudonym import KeyRing
@@ -110,7 +113,41 @@ async def _answer_all(emulator: TimedEmulator, uid: int, waits: list[float]) -> 
     return len(answered)
 
 
-async def _service(citizens: int, waves: int) -> dict[str, Any]:
+def _count_round_trips(runtime: Runtime, counts: Counter[str]) -> None:
+    """Count what the service asks of PostgreSQL and Redis (``--count``): SQL statements,
+    transactions (each a BEGIN and a COMMIT or ROLLBACK more), connection checkouts (each a
+    pre-ping on PostgreSQL) and Redis commands (a pipeline counts once)."""
+    engine = runtime.engine.sync_engine
+
+    def counter(name: str) -> Any:
+        def count(*_args: Any, **_kwargs: Any) -> None:
+            counts[name] += 1
+
+        return count
+
+    event.listen(engine, "before_cursor_execute", counter("sql"))
+    event.listen(engine, "begin", counter("transactions"))
+    event.listen(engine.pool, "checkout", counter("checkouts"))
+    coordinator = runtime.coordinator
+    if isinstance(coordinator, RedisCoordinator):
+        redis = coordinator.redis
+        command = redis.execute_command
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            counts["redis"] += 1
+            return await command(*args, **kwargs)
+
+        redis.execute_command = counted  # type: ignore[method-assign]
+        pipeline = redis.pipeline
+
+        def counted_pipeline(*args: Any, **kwargs: Any) -> Any:
+            counts["redis"] += 1
+            return pipeline(*args, **kwargs)
+
+        redis.pipeline = counted_pipeline  # type: ignore[method-assign]
+
+
+async def _service(citizens: int, waves: int, count: bool = False) -> dict[str, Any]:
     async with scratch_database("surveybot_bench_answer") as url:
         await upgrade_async(url)
         emulator = TimedEmulator(
@@ -127,6 +164,10 @@ async def _service(citizens: int, waves: int) -> dict[str, Any]:
             telegram_per_chat_limit=0, telegram_per_bot_limit=0,
         )  # fmt: skip
         runtime = await Runtime.create(settings)
+        counts: Counter[str] = Counter()
+        if count:
+            _count_round_trips(runtime, counts)
+        timed: Counter[str] = Counter()
         runner = None
         try:
             agency = await add_agency(runtime.sessions)
@@ -138,17 +179,26 @@ async def _service(citizens: int, waves: int) -> dict[str, Any]:
             answers, seconds = 0, 0.0
             for wave in range(waves):
                 uids = await _citizens(runtime, agency, emulator, citizens, wave)
+                before = Counter(counts)
                 started = time.perf_counter()
-                counts = await asyncio.gather(*(_answer_all(emulator, u, waits) for u in uids))
+                done = await asyncio.gather(*(_answer_all(emulator, u, waits) for u in uids))
                 seconds += time.perf_counter() - started
-                answers += sum(counts)
+                answers += sum(done)
+                timed.update(counts - before)
             failures = [c for c in emulator.calls if not c.ok]
         finally:
             if runner is not None:
                 await runner.cleanup()
             await runtime.close()
             await emulator.stop()
-    return {"answers": answers, "seconds": seconds, "waits": waits, "failed_calls": len(failures)}
+    per_answer = {name: round(value / answers, 1) for name, value in sorted(timed.items())}
+    return {
+        "answers": answers,
+        "seconds": seconds,
+        "waits": waits,
+        "failed_calls": len(failures),
+        "per_answer": per_answer,
+    }
 
 
 async def _bare(citizens: int, requests: int) -> dict[str, Any]:
@@ -208,13 +258,14 @@ def _figures(citizens: int, service: dict[str, Any], bare: dict[str, Any]) -> di
         "ratio": round(rate / bare_rate, 4),
         "failed_calls": service["failed_calls"],
         "target_met": rate / bare_rate >= TARGET,
+        **({"per_answer": service["per_answer"]} if service["per_answer"] else {}),
     }
 
 
-async def run(levels: list[int], waves: int) -> dict[str, Any]:
+async def run(levels: list[int], waves: int, count: bool = False) -> dict[str, Any]:
     rows = []
     for citizens in levels:
-        service = await _service(citizens, waves)
+        service = await _service(citizens, waves, count)
         bare = await _bare(citizens, service["answers"])
         rows.append(_figures(citizens, service, bare))
     return {"bench": "answer_path", "date": dt.date.today().isoformat(), "levels": rows}
@@ -226,10 +277,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="concurrent citizens, one run per value")  # fmt: skip
     parser.add_argument("--waves", type=int, default=2,
                         help="waves of citizens per value (each answers a whole survey)")  # fmt: skip
+    parser.add_argument("--count", action="store_true",
+                        help="count SQL statements, transactions, checkouts and Redis commands "
+                             "per answer (the whole path: webhook, handler, dispatcher)")  # fmt: skip
     args = parser.parse_args(argv)
     if min(args.citizens) < 1 or args.waves < 1:
         parser.error("--citizens and --waves must be at least 1")
-    figures = asyncio.run(run(args.citizens, args.waves))
+    figures = asyncio.run(run(args.citizens, args.waves, args.count))
     for row in figures["levels"]:
         print(
             f"{row['citizens']} citizens: {row['answers_per_s']:,.1f} answers/s, wait p50 "
@@ -237,4 +291,6 @@ def main(argv: list[str] | None = None) -> None:
             f"{row['bare_per_s']:,.0f}/s (p50 {row['bare_p50_s']} s); ratio {row['ratio']} "
             f"(target {TARGET}: {'met' if row['target_met'] else 'missed'})"
         )
+        if "per_answer" in row:
+            print(f"  per answer: {row['per_answer']}")
     print(json.dumps(figures))

@@ -17,7 +17,10 @@ acknowledgement loses nothing: the row is still pending and its lease runs out.
   claimed, so two workers never process one citizen's answers concurrently or out of order.
 * **Claims in one statement.** ``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED)`` on
   PostgreSQL, the same statement under SQLite's single writer; the outer WHERE re-checks the
-  lease, so a row is never claimed twice even by a worker that waited for a lock.
+  lease, so a row is never claimed twice even by a worker that waited for a lock. The lease
+  clock is read inside the statement, and the statement is built once with bound parameters.
+  The webhook's own event is stored already leased to it (``accept_and_claim``, one statement)
+  unless its conversation has a pending event, under the conversation's advisory lock.
 * **Nothing readable.** The body is sealed (AES-GCM, purpose ``inbox``) and erased with the
   conversation key once processed; a processed row keeps only its event key (the replay mark)
   and hour-level times, and is purged after the redelivery windows. A dead letter (``attempts``
@@ -29,20 +32,36 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import datetime as dt
+import functools
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, delete, event, exists, func, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    Interval,
+    and_,
+    bindparam,
+    case,
+    delete,
+    event,
+    exists,
+    func,
+    null,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, aliased
 
 from storage.backoff import backoff as retry_delay
-from storage.models import InboxEvent, new_id, utcnow
-from storage.outbox import lease_clock, to_the_hour
+from storage.models import InboxEvent, UTCDateTime, new_id, utcnow
+from storage.outbox import to_the_hour
 from storage.pseudonym import KeyRing
 
 PENDING, DONE, DEAD = "pending", "done", "dead"
@@ -206,7 +225,7 @@ async def accept(
     return event_id if int(result.rowcount or 0) == 1 else None  # type: ignore[attr-defined]
 
 
-def _claimable(now: dt.datetime, lease_now: dt.datetime) -> Any:
+def _claimable(now: Any, lease_now: Any) -> Any:
     """Pending, due (by the claimant's clock), not leased (by the lease clock), and the oldest
     pending event of its conversation."""
     older = aliased(InboxEvent)
@@ -224,6 +243,57 @@ def _claimable(now: dt.datetime, lease_now: dt.datetime) -> Any:
     )
 
 
+def _lease_now(dialect: str) -> Any:
+    """The lease clock as a statement reads it: on PostgreSQL ``least(:now, now())`` inside the
+    statement (``now()`` is the transaction's start, the value ``outbox.lease_clock``'s separate
+    ``SELECT now()`` read, one round trip fewer per claim); SQLite has no clock of its own, so
+    the caller binds ``lease_now`` (``min`` of its clock and the machine's)."""
+    if dialect == "postgresql":
+        return func.least(bindparam("now", type_=UTCDateTime()), func.now())
+    return bindparam("lease_now", type_=UTCDateTime())
+
+
+def _leased_until(dialect: str) -> Any:
+    if dialect == "postgresql":
+        return _lease_now(dialect) + bindparam("lease", type_=Interval())
+    return bindparam("leased_until", type_=UTCDateTime())
+
+
+@functools.cache
+def _claim_statement(dialect: str, targeted: bool) -> Any:
+    """The claim, built once per dialect and shape with bound parameters (``_claim_params``):
+    building the aliased NOT EXISTS on every claim cost more CPU than running it
+    (docs/benchmarks.md, Answer path)."""
+    now = bindparam("now", type_=UTCDateTime())
+    lease_now = _lease_now(dialect)
+    candidates = select(InboxEvent.id).where(_claimable(now, lease_now))
+    if targeted:
+        candidates = candidates.where(InboxEvent.id == bindparam("only"))
+    candidates = candidates.order_by(InboxEvent.received_at).limit(bindparam("limit"))
+    if dialect == "postgresql":
+        candidates = candidates.with_for_update(skip_locked=True)
+    return (
+        update(InboxEvent)
+        .where(
+            InboxEvent.id.in_(candidates.scalar_subquery()),
+            InboxEvent.status == PENDING,
+            or_(InboxEvent.leased_until.is_(None), InboxEvent.leased_until <= lease_now),
+        )
+        .values(leased_until=_leased_until(dialect), attempts=InboxEvent.attempts + 1)
+        .returning(InboxEvent.id, InboxEvent.channel, InboxEvent.body_sealed, InboxEvent.attempts)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _lease_params(dialect: str, now: dt.datetime, lease: dt.timedelta) -> dict[str, Any]:
+    """The bound values of the lease clock: the claimant's clock, and on SQLite the lease
+    clock itself (never ahead of the machine's)."""
+    if dialect == "postgresql":
+        return {"now": now, "lease": lease}
+    lease_now = min(now, utcnow())
+    return {"now": now, "lease_now": lease_now, "leased_until": lease_now + lease}
+
+
 async def claim(
     session: AsyncSession,
     keys: KeyRing,
@@ -235,34 +305,105 @@ async def claim(
 ) -> list[Claimed]:
     """Lease up to ``limit`` events, at most one per conversation, oldest first; commits.
     ``only`` claims that one event, if it is claimable (the webhook processing what it just
-    accepted). Leases are measured by ``outbox.lease_clock`` (never a clock ahead of the
-    database's), so a worker whose clock runs fast takes no event over early."""
+    accepted). Leases are measured on the lease clock (``outbox.lease_clock``'s: never a clock
+    ahead of the database's), so a worker whose clock runs fast takes no event over early."""
     now = now or utcnow()
-    lease_now = await lease_clock(session, now)
-    candidates = select(InboxEvent.id).where(_claimable(now, lease_now))
+    dialect = _dialect(session)
+    params = {**_lease_params(dialect, now, lease), "limit": limit}
     if only is not None:
-        candidates = candidates.where(InboxEvent.id == only)
-    candidates = candidates.order_by(InboxEvent.received_at).limit(limit)
-    if _dialect(session) == "postgresql":
-        candidates = candidates.with_for_update(skip_locked=True)
-    statement = (
-        update(InboxEvent)
-        .where(
-            InboxEvent.id.in_(candidates.scalar_subquery()),
-            InboxEvent.status == PENDING,
-            or_(InboxEvent.leased_until.is_(None), InboxEvent.leased_until <= lease_now),
-        )
-        .values(leased_until=lease_now + lease, attempts=InboxEvent.attempts + 1)
-        .returning(InboxEvent.id, InboxEvent.channel, InboxEvent.body_sealed, InboxEvent.attempts)
-        .execution_options(synchronize_session=False)
-    )
-    rows = (await session.execute(statement)).all()
+        params["only"] = only
+    rows = (await session.execute(_claim_statement(dialect, only is not None), params)).all()
     await session.commit()
     return [
         Claimed(row.id, row.channel, _opened(keys, row.body_sealed), row.attempts)
         for row in rows
         if row.body_sealed is not None
     ]
+
+
+@functools.cache
+def _accept_statement(dialect: str) -> Any:
+    """Store an event, leased to its claimant at once unless its conversation has a pending
+    event already (that one comes first: the worker takes this one after it)."""
+    waiting = (
+        select(InboxEvent.id)
+        .where(
+            InboxEvent.conversation == bindparam("conversation"),
+            InboxEvent.status == PENDING,
+        )
+        .limit(1)
+    )
+    first = ~exists(waiting)
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    return (
+        insert(InboxEvent)
+        .values(
+            id=bindparam("id"),
+            channel=bindparam("channel"),
+            event_key=bindparam("event_key"),
+            conversation=bindparam("conversation"),
+            body_sealed=bindparam("body_sealed"),
+            status=PENDING,
+            attempts=case((first, 1), else_=0),
+            received_at=bindparam("now", type_=UTCDateTime()),
+            available_at=bindparam("now", type_=UTCDateTime()),
+            leased_until=case((first, _leased_until(dialect)), else_=null()),
+        )
+        .on_conflict_do_nothing(index_elements=["channel", "event_key"])
+        .returning(InboxEvent.attempts)
+    )
+
+
+def _conversation_lock_key(conversation: str) -> int:
+    """A PostgreSQL advisory lock key (signed 64 bits) of a stored conversation key."""
+    digest = hashlib.blake2b(conversation.encode(), digest_size=8, person=b"inbox-conv").digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+async def accept_and_claim(
+    session: AsyncSession,
+    keys: KeyRing,
+    *,
+    channel: str,
+    event_key: str,
+    conversation: str,
+    body: dict[str, Any],
+    lease: dt.timedelta = LEASE,
+    now: dt.datetime | None = None,
+) -> tuple[str | None, Claimed | None]:
+    """``accept`` and the webhook's claim of what it accepted in one statement and one
+    transaction; commits. (None, None) for a redelivery; (id, None) when an earlier event of
+    the conversation is still pending (the worker processes this one after it); else the
+    event, leased by the caller, its attempt number the fence of its ``Receipt``.
+
+    On PostgreSQL the conversation's advisory lock (for this transaction) is taken first, so
+    two events of one chat arriving together are stored one after the other and the second
+    sees the first pending: at most one event per conversation is ever leased, as with
+    ``claim``. SQLite's write lock at BEGIN does the same."""
+    now = now or utcnow()
+    dialect = _dialect(session)
+    stored = keyed(keys, "chat", channel, conversation)
+    if dialect == "postgresql":
+        await session.execute(
+            select(func.pg_advisory_xact_lock(bindparam("key", type_=BigInteger()))),
+            {"key": _conversation_lock_key(stored)},
+        )
+    event_id = new_id()
+    params = {
+        **_lease_params(dialect, now, lease),
+        "id": event_id,
+        "channel": channel,
+        "event_key": keyed(keys, "event", channel, event_key),
+        "conversation": stored,
+        "body_sealed": keys.seal(json.dumps(body, ensure_ascii=False), BODY_PURPOSE),
+    }
+    attempts = (await session.execute(_accept_statement(dialect), params)).scalar_one_or_none()
+    await session.commit()
+    if attempts is None:
+        return None, None
+    if not attempts:
+        return event_id, None
+    return event_id, Claimed(event_id, channel, body, attempts)
 
 
 def _opened(keys: KeyRing, sealed: str) -> dict[str, Any]:
@@ -356,12 +497,13 @@ async def heartbeat(
     """Extend the leases of events still being processed (a slow handler is not a dead one)."""
     if not event_ids:
         return
-    lease_now = await lease_clock(session, now or utcnow())
+    dialect = _dialect(session)
     await session.execute(
         update(InboxEvent)
         .where(InboxEvent.id.in_(list(event_ids)), InboxEvent.status == PENDING)
-        .values(leased_until=lease_now + lease)
-        .execution_options(synchronize_session=False)
+        .values(leased_until=_leased_until(dialect))
+        .execution_options(synchronize_session=False),
+        _lease_params(dialect, now or utcnow(), lease),
     )
     await session.commit()
 

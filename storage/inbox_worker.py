@@ -86,7 +86,13 @@ class InboxWorker:
         if not claimed:
             self.notify()
             return LATER
-        task = asyncio.create_task(self._with_lease(claimed))
+        return await self.process_claimed(claimed[0], deadline)
+
+    async def process_claimed(self, event: inbox.Claimed, deadline: float) -> object:
+        """Process an event this process has just leased (``inbox.accept_and_claim``), waiting
+        at most ``deadline`` seconds: the handler's outcome, or ``LATER`` when it goes on in
+        the background."""
+        task = asyncio.create_task(self._with_lease([event]))
         self._running.add(task)
         task.add_done_callback(self._running.discard)
         try:

@@ -22,7 +22,7 @@ from storage import inbox
 from storage.db import Sessions, make_engine, make_sessions
 from storage.inbox_worker import LATER, InboxWorker
 from storage.migrate import upgrade_async
-from storage.models import InboxEvent
+from storage.models import InboxEvent, utcnow
 from storage.pseudonym import KeyRing
 
 T0 = dt.datetime(2026, 12, 2, 8, 0, tzinfo=dt.UTC)
@@ -415,3 +415,99 @@ async def test_an_event_of_an_unknown_channel_is_kept_for_an_admin(
         assert await inbox.pending_count(session) == 0
         count = await session.scalar(select(func.count()).select_from(InboxEvent))
     assert count == 1
+
+
+async def database_now(sessions: Sessions) -> dt.datetime:
+    """The database's clock (the machine's on SQLite, which has none of its own)."""
+    async with sessions() as session:
+        if session.get_bind().dialect.name != "postgresql":
+            return utcnow()
+        value = await session.scalar(select(func.now()))
+    assert isinstance(value, dt.datetime)
+    return value
+
+
+async def test_a_claimant_whose_clock_runs_five_minutes_ahead_takes_no_lease_over_early(
+    sessions: Sessions, keyring: KeyRing
+) -> None:
+    """Leases are measured on the database's clock, read inside the claim's statement: a worker
+    whose clock is 5 minutes fast neither sees a live lease of 60 s as lapsed nor leases an
+    event until 5 minutes from now."""
+    lease = dt.timedelta(seconds=60)
+    ahead = dt.timedelta(minutes=5)
+    await put(sessions, keyring, "m-1", "c1")
+    assert await claim(sessions, keyring, at=utcnow(), lease=lease) == ["m-1"]
+    assert await claim(sessions, keyring, at=utcnow() + ahead, lease=lease) == []
+
+    await put(sessions, keyring, "m-2", "c2")
+    assert await claim(sessions, keyring, at=utcnow() + ahead, lease=lease) == ["m-2"]
+    hashed = inbox.keyed(keyring, "event", "zalo_oa", "m-2")
+    async with sessions() as session:
+        until = await session.scalar(
+            select(InboxEvent.leased_until).where(InboxEvent.event_key == hashed)
+        )
+    assert until is not None and until <= await database_now(sessions) + lease
+
+
+async def accept_and_claim(
+    sessions: Sessions, keyring: KeyRing, key: str, conversation: str, at: dt.datetime = T0
+) -> tuple[str | None, inbox.Claimed | None]:
+    async with sessions() as session:
+        return await inbox.accept_and_claim(
+            session, keyring, channel="zalo_oa", event_key=key, conversation=conversation,
+            body={"key": key}, now=at, lease=dt.timedelta(seconds=60),
+        )  # fmt: skip
+
+
+async def test_the_webhook_stores_and_leases_its_event_at_once_unless_its_chat_has_one_waiting(
+    sessions: Sessions, keyring: KeyRing
+) -> None:
+    """``accept_and_claim``: one statement stores the event leased to the webhook (attempt 1,
+    the fence of its receipt); a redelivery is a duplicate; an event of a chat whose earlier
+    event is still pending is stored unleased, for the worker to take after that one."""
+    event_id, claimed = await accept_and_claim(sessions, keyring, "a1", "A")
+    assert claimed is not None and claimed.id == event_id
+    assert (claimed.body, claimed.attempts) == ({"key": "a1"}, 1)
+    assert await accept_and_claim(sessions, keyring, "a1", "A") == (None, None)  # redelivered
+    waiting, none = await accept_and_claim(sessions, keyring, "a2", "A", T0 + dt.timedelta(1))
+    assert waiting is not None and none is None
+    assert await claim(sessions, keyring, at=T0 + dt.timedelta(seconds=1)) == []  # a1 leased
+    async with sessions() as session:
+        assert await inbox.done(session, event_id, now=T0, attempt=1)
+        await session.commit()
+    assert await claim(sessions, keyring, at=T0 + dt.timedelta(1)) == ["a2"]
+
+
+async def test_a_webhook_claim_by_a_clock_five_minutes_fast_leases_on_the_database_clock(
+    sessions: Sessions, keyring: KeyRing
+) -> None:
+    lease = dt.timedelta(seconds=60)
+    _, claimed = await accept_and_claim(
+        sessions, keyring, "m-1", "c1", utcnow() + dt.timedelta(minutes=5)
+    )
+    assert claimed is not None
+    async with sessions() as session:
+        until = await session.scalar(
+            select(InboxEvent.leased_until).where(InboxEvent.id == claimed.id)
+        )
+    assert until is not None and until <= await database_now(sessions) + lease
+
+
+async def test_two_events_of_one_chat_arriving_together_are_never_both_leased(
+    database_url: str, sessions: Sessions, keyring: KeyRing
+) -> None:
+    """Two webhooks of one chat at once, over their own connections: one event is leased to its
+    webhook, the other waits for the worker (the conversation's lock orders them)."""
+    engines = [make_engine(database_url) for _ in range(2)]
+    try:
+        results = await asyncio.gather(
+            *(
+                accept_and_claim(make_sessions(engine), keyring, f"t{n}", "same-chat")
+                for n, engine in enumerate(engines)
+            )
+        )
+    finally:
+        for engine in engines:
+            await engine.dispose()
+    assert all(event_id is not None for event_id, _ in results)
+    assert sum(claimed is not None for _, claimed in results) == 1

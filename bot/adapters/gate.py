@@ -7,7 +7,9 @@
   when the row cannot be written the answer is 503, so the platform may redeliver, and nothing
   was acknowledged. A redelivery of an event already stored is a duplicate (by its event id).
 * **Processed from the inbox, exactly once**: the channel's handler runs from the inbox worker
-  (``storage/inbox_worker.py``), at once for the event just stored when it finishes inside
+  (``storage/inbox_worker.py``), at once for the event just stored (leased to this webhook by
+  the statement that stored it, ``inbox.accept_and_claim``, unless an earlier event of the
+  chat is still pending, which comes first) when it finishes inside
   ``inline_seconds`` (the citizen's next question goes out before the platform's deadline),
   else in the background, with retries of our own. A crash after the 200 loses nothing.
 
@@ -82,18 +84,22 @@ class Inbox:
         """Store one verified event and try to process it now. Raises only when it could not be
         stored; otherwise the handler's outcome, ``DUPLICATE`` or ``QUEUED``."""
         async with self._sessions() as session:
-            event_id = await inbox.accept(
+            event_id, claimed = await inbox.accept_and_claim(
                 session,
                 self._keys,
                 channel=channel,
                 event_key=event_key,
                 conversation=conversation,
                 body=body,
+                lease=self._worker.lease,
+                now=self._worker.clock(),
             )
-            await session.commit()
         if event_id is None:
             return DUPLICATE
-        outcome = await self._worker.process_now(event_id, self.inline_seconds)
+        if claimed is None:  # an earlier event of the chat is pending: it comes first
+            self._worker.notify()
+            return QUEUED
+        outcome = await self._worker.process_claimed(claimed, self.inline_seconds)
         return QUEUED if outcome is LATER else outcome
 
     async def take(

@@ -8,6 +8,7 @@ the same transaction. The webhook returns 2xx only after that commit.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,34 +20,60 @@ from bot.usecases.surveys import engine_for, finalize
 from storage import outbox
 from storage.models import Invitation, new_id
 
-#: Looks for the chat's open invitation before its lock is taken: if another survey became the
-#: open one in between, look again (so the invitation changed is always the one held).
-ATTEMPTS = 3
+#: Reads of the chat's open invitation under a lock before one is the invitation the lock is
+#: of: the first may go to a stale guess (below), and another survey may become the open one in
+#: between (then look again, so the invitation changed is always the one held).
+ATTEMPTS = 4
+#: Chats whose open invitation this process remembers (a guess, checked under its lock).
+GUESSES = 10_000
 
 
 class Conversation:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        #: The chat's (its contact pseudonym's) open invitation as last read under its lock in
+        #: this process: the lock to take first. Only a guess: the invitation is read under the
+        #: lock and a wrong guess costs one more read, never an answer (another process, a
+        #: binding or an expiry may have changed it).
+        self._open: OrderedDict[str, str | None] = OrderedDict()
 
     async def handle(self, channel: str, address: str, event: Input) -> Outcome:
         """One inbound message or tap: the answer and its reply are committed together.
+
+        The open invitation is read once per answer, under its lock: the lock taken is the
+        invitation this process last saw open in the chat; when the read under it finds another
+        (or none), that one's lock is taken and it is read again. A chat this process has not
+        seen is read once without an invitation lock to learn which to take.
 
         Under the chat's lock, before anything is stepped: the same button tapped again within
         ``SURVEYBOT_TAP_DEDUP_SECONDS`` is the same tap (no second answer, no "earlier
         question" note, nothing sent), and beyond the chat's rate (``SURVEYBOT_CHAT_*``) an
         event is dropped with one "please slow down" reply per notice window."""
         contacts = self.ctx.contacts(channel, address)
-        async with self.ctx.coordinator.lock(contacts[0]):
+        chat = contacts[0]
+        async with self.ctx.coordinator.lock(chat):
+            held = self._open.get(chat)
             for attempt in range(ATTEMPTS):
-                held = await self.ctx.active_invitation_id(contacts)
                 async with self.ctx.hold(held), self.ctx.sessions() as session:
                     invitation = await self.ctx.active_invitation(session, contacts)
-                    if (invitation.id if invitation else None) != held and attempt < ATTEMPTS - 1:
+                    found = invitation.id if invitation else None
+                    if found != held and attempt < ATTEMPTS - 1:
+                        held = found
                         continue
-                    return await self._handle_held(
+                    self._remember(chat, found)
+                    outcome = await self._handle_held(
                         session, channel, address, contacts, invitation, event
                     )
+                    if outcome.finished:
+                        self._remember(chat, None)
+                    return outcome
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _remember(self, chat: str, invitation_id: str | None) -> None:
+        self._open[chat] = invitation_id
+        self._open.move_to_end(chat)
+        while len(self._open) > GUESSES:
+            self._open.popitem(last=False)
 
     async def _handle_held(
         self,
