@@ -136,12 +136,6 @@ class Context:
             )
         ).scalar_one_or_none()
 
-    async def active_invitation_id(self, contacts: Sequence[str]) -> str | None:
-        """The chat's open survey, looked up before its lock is taken (re-read under it)."""
-        async with self.sessions() as session:
-            invitation = await self.active_invitation(session, contacts)
-            return invitation.id if invitation is not None else None
-
     async def opted_out(
         self, session: AsyncSession, contact_digest: str, address_sealed: str | None = None
     ) -> bool:
