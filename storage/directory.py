@@ -580,3 +580,57 @@ async def references_for_reports(
         },
         {code: _official_reference(officials.get(code), code) for code in official_wanted},
     )
+
+
+async def references_for_registration(
+    session: AsyncSession, agency_id: str, procedure_code: str | None, official_code: str | None
+) -> tuple[Reference | None, Reference | None]:
+    """``procedure_for_report`` and ``official_for_report`` of one registration in one SELECT
+    of scalar subqueries (one round trip where those take three), by the same rules; None for
+    a code not given."""
+    if not procedure_code and not official_code:
+        return None, None
+    procedure = select(Procedure.id).where(Procedure.code == procedure_code)
+    assigned = select(ProcedureAssignment.procedure_id).join(
+        Procedure, Procedure.id == ProcedureAssignment.procedure_id
+    )
+    official = select(Official).where(
+        Official.agency_id == agency_id, Official.code == official_code
+    )
+    row = (
+        await session.execute(
+            select(
+                procedure.scalar_subquery(),
+                assigned.where(Procedure.code == procedure_code).exists(),
+                select(ProcedureAssignment.active)
+                .join(Procedure, Procedure.id == ProcedureAssignment.procedure_id)
+                .where(Procedure.code == procedure_code, ProcedureAssignment.agency_id == agency_id)
+                .scalar_subquery(),
+                official.with_only_columns(Official.id).scalar_subquery(),
+                official.with_only_columns(Official.status).scalar_subquery(),
+                official.with_only_columns(Official.ended_on).scalar_subquery(),
+            )
+        )
+    ).one()
+    procedure_id, any_assignment, own_assignment, official_id, status, ended_on = row
+    procedure_ref = (
+        _procedure_reference(
+            procedure_id,
+            {agency_id: bool(own_assignment)} if any_assignment else {},
+            agency_id,
+            procedure_code,
+        )
+        if procedure_code
+        else None
+    )
+    official_ref = (
+        _official_reference(
+            Official(id=official_id, status=status, ended_on=ended_on)
+            if official_id is not None
+            else None,
+            official_code,
+        )
+        if official_code
+        else None
+    )
+    return procedure_ref, official_ref

@@ -24,7 +24,7 @@ from bot.schemas import (
 from bot.usecases import results
 from bot.usecases.context import Context, ServiceError
 from bot.usecases.surveys import add_phone
-from storage import api_keys, directory
+from storage import api_keys, db, directory
 from storage.models import (
     Agency,
     Dossier,
@@ -37,9 +37,14 @@ from storage.upsert import insert_ignoring, table_of
 class Reception:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        #: One-statement work (the key's lookup, a new dossier's INSERT) outside a
+        #: transaction on PostgreSQL: BEGIN and COMMIT or ROLLBACK were two of its round trips.
+        self._direct = db.autocommit(ctx.sessions)
 
     async def authenticate(self, raw_key: str) -> Agency | None:
-        return await api_keys.authenticate(self.ctx.sessions, raw_key)
+        """The key read as it is now, on every request (never cached: a revoked key is refused
+        by the next request); one SELECT, no transaction around it."""
+        return await api_keys.authenticate(self._direct, raw_key)
 
     async def create_api_key(self, agency_code: str, label: str | None = None) -> str:
         """A new key, returned once; only its SHA-256 is stored."""
@@ -65,7 +70,10 @@ class Reception:
         now = self.ctx.clock()
         token = new_token()
         expires = now + dt.timedelta(days=self.ctx.settings.rating_token_ttl_days)
-        async with self.ctx.sessions() as session:
+        # Without a phone a new dossier is one INSERT: no transaction is needed around it (two
+        # round trips fewer). A known dossier, or a phone to add with it, is written in one.
+        direct = not reg.phone
+        async with (self._direct if direct else self.ctx.sessions)() as session:
             survey = self._survey_for(agency, reg.survey)
             procedure_id, official_id = await self._references(
                 session, agency, reg.procedure_code, reg.official_code
@@ -81,40 +89,59 @@ class Reception:
                 "due_on": reg.due_at, "language": reg.language,
             }  # fmt: skip
             created = await self._create_unless_known(session, agency, digests, row)
-            dossier_id: str | None = fresh.id
-            if not created:
-                dossier_id, surveyed = (
-                    await session.execute(
-                        select(
-                            select(Dossier.id)
-                            .where(
-                                Dossier.agency_id == agency.id, Dossier.dossier_hash.in_(digests)
-                            )
-                            .limit(1)
-                            .scalar_subquery(),
-                            _surveyed(agency, digests),
-                        )
+            if direct:
+                await session.commit()  # SQLite's transaction; nothing to send on PostgreSQL
+            else:
+                await self._finish(session, agency, reg, digests, created, row)
+        if direct and not created:  # known, or raced: read and updated in a transaction
+            async with self.ctx.sessions() as session:
+                await self._finish(session, agency, reg, digests, created, row)
+        return self._registered(token, expires, created)
+
+    async def _finish(
+        self,
+        session: AsyncSession,
+        agency: Agency,
+        reg: DossierRegistration,
+        digests: Sequence[str],
+        created: bool,
+        row: dict[str, Any],
+    ) -> None:
+        """What follows the INSERT, then the commit: a known dossier (the INSERT wrote nothing)
+        read by one lookup and given the new token and what the registration says; the phone
+        added as a contact."""
+        dossier_id: str | None = row["id"]
+        if not created:
+            dossier_id, surveyed = (
+                await session.execute(
+                    select(
+                        select(Dossier.id)
+                        .where(Dossier.agency_id == agency.id, Dossier.dossier_hash.in_(digests))
+                        .limit(1)
+                        .scalar_subquery(),
+                        _surveyed(agency, digests),
                     )
-                ).one()
-                if dossier_id is None and surveyed:
-                    raise ServiceError(
-                        409, "already_surveyed", "the survey of this dossier has closed"
-                    )
-                if dossier_id is None:  # a racing registration rolled back meanwhile
-                    raise ServiceError(409, "conflict", "the dossier changed meanwhile; send again")
-            dossier = await session.get(Dossier, dossier_id) if not created or reg.phone else None
-            if dossier is not None and not created:
-                dossier.token_hash = token_digest(token)
-                dossier.token_expires_at = expires
-                dossier.survey_id = survey.id
-                dossier.procedure_id = procedure_id or dossier.procedure_id
-                dossier.official_id = official_id or dossier.official_id
-                dossier.received_on = reg.received_at or dossier.received_on
-                dossier.due_on = reg.due_at or dossier.due_on
-                dossier.language = reg.language or dossier.language
-            if dossier is not None and reg.phone:
-                await add_phone(self.ctx, session, dossier, reg.phone)
-            await session.commit()
+                )
+            ).one()
+            if dossier_id is None and surveyed:
+                raise ServiceError(409, "already_surveyed", "the survey of this dossier has closed")
+            if dossier_id is None:  # a racing registration rolled back meanwhile
+                raise ServiceError(409, "conflict", "the dossier changed meanwhile; send again")
+        dossier = await session.get(Dossier, dossier_id) if not created or reg.phone else None
+        if dossier is not None and not created:
+            dossier.token_hash = row["token_hash"]
+            dossier.token_expires_at = row["token_expires_at"]
+            dossier.survey_id = row["survey_id"]
+            dossier.procedure_id = row["procedure_id"] or dossier.procedure_id
+            dossier.official_id = row["official_id"] or dossier.official_id
+            dossier.received_on = reg.received_at or dossier.received_on
+            dossier.due_on = reg.due_at or dossier.due_on
+            dossier.language = reg.language or dossier.language
+        if dossier is not None and reg.phone:
+            await add_phone(self.ctx, session, dossier, reg.phone)
+        await session.commit()
+
+    def _registered(self, token: str, expires: dt.datetime, created: bool) -> RegistrationResult:
         base = self.ctx.settings.effective_public_base_url
         telegram = self.ctx.settings.telegram_bot_username
         return RegistrationResult(
@@ -139,13 +166,16 @@ class Reception:
     ) -> tuple[str | None, str | None]:
         """The ids of the codes a report names; a 422 naming every code it may not name
         (unknown, an official who left or moved, a procedure not assigned to this unit)."""
+        procedure_found, official_found = await directory.references_for_registration(
+            session, agency.id, procedure, official
+        )
         found = {
-            name: await lookup(session, agency.id, code)
-            for name, code, lookup in (
-                ("procedure_code", procedure, directory.procedure_for_report),
-                ("official_code", official, directory.official_for_report),
+            name: ref
+            for name, ref in (
+                ("procedure_code", procedure_found),
+                ("official_code", official_found),
             )
-            if code
+            if ref is not None
         }
         refused = [(name, ref.refusal) for name, ref in found.items() if ref.refusal]
         if refused:
