@@ -16,9 +16,9 @@ import asyncio
 import datetime as dt
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import BindParameter, Select, bindparam, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -582,6 +582,32 @@ async def references_for_reports(
     )
 
 
+def _registration_references() -> Select[Any]:
+    """``references_for_registration``'s one statement, built once and run with bound codes
+    (a statement's construction and cache key cost more CPU than its round trip)."""
+    agency_id: BindParameter[str] = bindparam("agency_id")
+    code: BindParameter[str] = bindparam("procedure")
+    official = select(Official).where(
+        Official.agency_id == agency_id, Official.code == bindparam("official")
+    )
+    assignment = select(ProcedureAssignment.active).join(
+        Procedure, Procedure.id == ProcedureAssignment.procedure_id
+    )
+    return select(
+        select(Procedure.id).where(Procedure.code == code).scalar_subquery(),
+        assignment.where(Procedure.code == code).exists(),
+        assignment.where(
+            Procedure.code == code, ProcedureAssignment.agency_id == agency_id
+        ).scalar_subquery(),
+        official.with_only_columns(Official.id).scalar_subquery(),
+        official.with_only_columns(Official.status).scalar_subquery(),
+        official.with_only_columns(Official.ended_on).scalar_subquery(),
+    )
+
+
+_REGISTRATION_REFERENCES = _registration_references()
+
+
 async def references_for_registration(
     session: AsyncSession, agency_id: str, procedure_code: str | None, official_code: str | None
 ) -> tuple[Reference | None, Reference | None]:
@@ -590,28 +616,8 @@ async def references_for_registration(
     a code not given."""
     if not procedure_code and not official_code:
         return None, None
-    procedure = select(Procedure.id).where(Procedure.code == procedure_code)
-    assigned = select(ProcedureAssignment.procedure_id).join(
-        Procedure, Procedure.id == ProcedureAssignment.procedure_id
-    )
-    official = select(Official).where(
-        Official.agency_id == agency_id, Official.code == official_code
-    )
-    row = (
-        await session.execute(
-            select(
-                procedure.scalar_subquery(),
-                assigned.where(Procedure.code == procedure_code).exists(),
-                select(ProcedureAssignment.active)
-                .join(Procedure, Procedure.id == ProcedureAssignment.procedure_id)
-                .where(Procedure.code == procedure_code, ProcedureAssignment.agency_id == agency_id)
-                .scalar_subquery(),
-                official.with_only_columns(Official.id).scalar_subquery(),
-                official.with_only_columns(Official.status).scalar_subquery(),
-                official.with_only_columns(Official.ended_on).scalar_subquery(),
-            )
-        )
-    ).one()
+    params = {"agency_id": agency_id, "procedure": procedure_code, "official": official_code}
+    row = (await session.execute(_REGISTRATION_REFERENCES, params)).one()
     procedure_id, any_assignment, own_assignment, official_id, status, ended_on = row
     procedure_ref = (
         _procedure_reference(
