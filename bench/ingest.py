@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import secrets
 import socket
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -120,7 +123,27 @@ async def _bare(registrations: int, results: int) -> tuple[float, float]:
     return register_s, results_s
 
 
-async def run(registrations: int, results: int) -> dict[str, Any]:
+@contextlib.contextmanager
+def _profiled(directory: Path | None, name: str) -> Iterator[None]:
+    """Sample the loop's thread (every task on it) with pyinstrument into ``directory/name.txt``
+    (and ``.html``); nothing when no directory was asked for."""
+    if directory is None:
+        yield
+        return
+    from pyinstrument import Profiler  # a development tool: only imported when asked for
+
+    profiler = Profiler(async_mode="disabled")
+    profiler.start()
+    try:
+        yield
+    finally:
+        profiler.stop()
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / f"{name}.txt").write_text(profiler.output_text(unicode=True, show_all=False))
+        (directory / f"{name}.html").write_text(profiler.output_html())
+
+
+async def run(registrations: int, results: int, profile: Path | None = None) -> dict[str, Any]:
     name = f"surveybot_bench_{secrets.token_hex(3)}"
     admin = await asyncpg.connect(PG_ADMIN)
     await admin.execute(f'CREATE DATABASE "{name}"')
@@ -147,10 +170,12 @@ async def run(registrations: int, results: int) -> dict[str, Any]:
         key = await runtime.service.create_api_key("ubnd-bench", "bench")
         runner, base = await _serve(create_app(runtime, background=False))
         try:
-            register_s, tokens = await _register(base, key, range(registrations))
+            with _profiled(profile, "register"):
+                register_s, tokens = await _register(base, key, range(registrations))
             for token in tokens[:results]:  # bound on the web chat (setup, not timed)
                 await runtime.service.bind(token, "web", await runtime.web.open_session(), "vi")
-            results_s = await _results(base, key, range(results))
+            with _profiled(profile, "results"):
+                results_s = await _results(base, key, range(results))
         finally:
             await runner.cleanup()
             await runtime.close()
@@ -184,10 +209,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench ingest")
     parser.add_argument("--registrations", type=int, default=2000)
     parser.add_argument("--results", type=int, default=2000)
+    parser.add_argument(
+        "--profile", type=Path, default=None, metavar="DIR",
+        help="profile each phase with pyinstrument (pip install pyinstrument) into DIR",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.results > args.registrations:
         parser.error("--results cannot exceed --registrations (a result needs its dossier)")
-    figures = asyncio.run(run(args.registrations, args.results))
+    figures = asyncio.run(run(args.registrations, args.results, args.profile))
     print(
         f"registration: {figures['register_per_s']:,.0f}/s at {CLIENTS} clients "
         f"(bare {figures['bare_register_per_s']:,.0f}/s, ratio {figures['register_ratio']})"

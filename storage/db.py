@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, exc
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -14,6 +15,18 @@ from sqlalchemy.ext.asyncio import (
 )
 
 Sessions = async_sessionmaker[AsyncSession]
+
+#: A pooled PostgreSQL connection unused for this long is pinged before it is handed out. A busy
+#: connection is not: a ping is three round trips with asyncpg (BEGIN, ``;``, ROLLBACK), which
+#: was most of a registration's cost. A connection that died under load is found by the
+#: statement that fails on it, and SQLAlchemy then drops every connection older than that
+#: failure (the pool is invalidated), so the next checkouts connect afresh.
+IDLE_PING_SECONDS = 2.0
+#: Connections kept per process, and how many more a burst may open: 32 concurrent API
+#: clients find a connection each instead of queueing behind 15. Three worker processes stay
+#: under PostgreSQL's default of 100 connections.
+POOL_SIZE = 10
+MAX_OVERFLOW = 20
 
 
 def make_engine(url: str, *, read_only: bool = False, **kwargs: Any) -> AsyncEngine:
@@ -47,7 +60,48 @@ def make_engine(url: str, *, read_only: bool = False, **kwargs: Any) -> AsyncEng
             conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
-    return create_async_engine(url, pool_pre_ping=True, **kwargs)
+    kwargs.setdefault("pool_size", POOL_SIZE)
+    kwargs.setdefault("max_overflow", MAX_OVERFLOW)
+    engine = create_async_engine(url, **kwargs)
+    _ping_when_idle(engine)
+    return engine
+
+
+def _ping_when_idle(engine: AsyncEngine) -> None:
+    """``pool_pre_ping`` for the connections that need it: only one that sat unused for
+    ``IDLE_PING_SECONDS`` (PostgreSQL may have restarted meanwhile) is pinged on checkout; a
+    dead one invalidates the pool, and the checkout is retried on a new connection."""
+    dialect = engine.sync_engine.dialect
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _idle_from(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.pop("idle_since", None)
+        if idle_since is None or time.monotonic() - idle_since < IDLE_PING_SECONDS:
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as error:
+            if dialect.is_disconnect(error, dbapi_connection, None):
+                raise exc.InvalidatePoolError() from error
+            raise
+
+
+def autocommit(sessions: Sessions) -> Sessions:
+    """Sessions whose statements each commit on their own, on PostgreSQL: no BEGIN, no COMMIT,
+    no ROLLBACK at check-in, a round trip saved at each. For work that is one statement (or
+    reads whose consistency with each other does not matter); anything writing two statements
+    that must stand or fall together uses ``sessions``. On SQLite, ``sessions`` themselves
+    (its transactions take the write lock up front, see ``make_engine``)."""
+    bind = sessions.kw.get("bind")
+    if not isinstance(bind, AsyncEngine) or bind.dialect.name != "postgresql":
+        return sessions
+    return async_sessionmaker(
+        bind.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+    )
 
 
 def make_sessions(engine: AsyncEngine) -> Sessions:

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from bot.dashboard import auth
 from bot.runtime import Runtime
 from storage import directory, units
-from storage.models import Dossier, Procedure
+from storage.models import Dossier, Procedure, SurveyLedger
 from tests.test_dashboard_manage import PASSWORD, As, _actions, _province
 
 
@@ -223,6 +223,21 @@ async def test_a_dossier_gets_its_procedure_s_survey_before_its_unit_s_and_the_d
         ("phuong-b", "1.001234"): "zns-5-star",
         ("phuong-b", None): runtime.settings.default_survey,
     }
+    # A result for a dossier never registered: the procedure's survey too.
+    unregistered = {
+        "dossier_code": "HS-7",
+        "procedure_code": "1.001234",
+        "returned_at": "2026-12-01",
+    }
+    async with client.post(
+        "/api/v1/results",
+        json={"results": [unregistered]},
+        headers={"Authorization": f"Bearer {keys['phuong-b']}"},
+    ) as answer:
+        assert answer.status == 200, await answer.text()
+    async with runtime.sessions() as session:
+        ledgers = list((await session.execute(select(SurveyLedger.survey_id))).scalars())
+    assert ledgers == ["zns-5-star"]
 
     # Cleared: the procedure's dossiers get their unit's again; both changes audited.
     assert (await admin.post("/admin/catalogue/procedure-survey", code="1.001234", survey=""))[0] == 303  # fmt: skip

@@ -11,8 +11,9 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Exists, exists, literal, select
+from sqlalchemy import BindParameter, Exists, bindparam, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.dml import Insert
 
 from bot.flows.definition import SurveyDefinition
 from bot.schemas import (
@@ -24,7 +25,7 @@ from bot.schemas import (
 from bot.usecases import results
 from bot.usecases.context import Context, ServiceError
 from bot.usecases.surveys import add_phone
-from storage import api_keys, directory
+from storage import api_keys, db, directory
 from storage.models import (
     Agency,
     Dossier,
@@ -37,9 +38,14 @@ from storage.upsert import insert_ignoring, table_of
 class Reception:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        #: One-statement work (the key's lookup, a new dossier's INSERT) outside a
+        #: transaction on PostgreSQL: BEGIN and COMMIT or ROLLBACK were two of its round trips.
+        self._direct = db.autocommit(ctx.sessions)
 
     async def authenticate(self, raw_key: str) -> Agency | None:
-        return await api_keys.authenticate(self.ctx.sessions, raw_key)
+        """The key read as it is now, on every request (never cached: a revoked key is refused
+        by the next request); one SELECT, no transaction around it."""
+        return await api_keys.authenticate(self._direct, raw_key)
 
     async def create_api_key(self, agency_code: str, label: str | None = None) -> str:
         """A new key, returned once; only its SHA-256 is stored."""
@@ -65,7 +71,10 @@ class Reception:
         now = self.ctx.clock()
         token = new_token()
         expires = now + dt.timedelta(days=self.ctx.settings.rating_token_ttl_days)
-        async with self.ctx.sessions() as session:
+        # Without a phone a new dossier is one INSERT: no transaction is needed around it (two
+        # round trips fewer). A known dossier, or a phone to add with it, is written in one.
+        direct = not reg.phone
+        async with (self._direct if direct else self.ctx.sessions)() as session:
             procedure_id, official_id, procedure_survey = await self._references(
                 session, agency, reg.procedure_code, reg.official_code
             )
@@ -82,40 +91,59 @@ class Reception:
                 "due_on": reg.due_at, "language": reg.language,
             }  # fmt: skip
             created = await self._create_unless_known(session, agency, digests, row)
-            dossier_id: str | None = fresh.id
-            if not created:
-                dossier_id, surveyed = (
-                    await session.execute(
-                        select(
-                            select(Dossier.id)
-                            .where(
-                                Dossier.agency_id == agency.id, Dossier.dossier_hash.in_(digests)
-                            )
-                            .limit(1)
-                            .scalar_subquery(),
-                            _surveyed(agency, digests),
-                        )
+            if direct:
+                await session.commit()  # SQLite's transaction; nothing to send on PostgreSQL
+            else:
+                await self._finish(session, agency, reg, digests, created, row)
+        if direct and not created:  # known, or raced: read and updated in a transaction
+            async with self.ctx.sessions() as session:
+                await self._finish(session, agency, reg, digests, created, row)
+        return self._registered(token, expires, created)
+
+    async def _finish(
+        self,
+        session: AsyncSession,
+        agency: Agency,
+        reg: DossierRegistration,
+        digests: Sequence[str],
+        created: bool,
+        row: dict[str, Any],
+    ) -> None:
+        """What follows the INSERT, then the commit: a known dossier (the INSERT wrote nothing)
+        read by one lookup and given the new token and what the registration says; the phone
+        added as a contact."""
+        dossier_id: str | None = row["id"]
+        if not created:
+            dossier_id, surveyed = (
+                await session.execute(
+                    select(
+                        select(Dossier.id)
+                        .where(Dossier.agency_id == agency.id, Dossier.dossier_hash.in_(digests))
+                        .limit(1)
+                        .scalar_subquery(),
+                        _surveyed(agency, digests),
                     )
-                ).one()
-                if dossier_id is None and surveyed:
-                    raise ServiceError(
-                        409, "already_surveyed", "the survey of this dossier has closed"
-                    )
-                if dossier_id is None:  # a racing registration rolled back meanwhile
-                    raise ServiceError(409, "conflict", "the dossier changed meanwhile; send again")
-            dossier = await session.get(Dossier, dossier_id) if not created or reg.phone else None
-            if dossier is not None and not created:
-                dossier.token_hash = token_digest(token)
-                dossier.token_expires_at = expires
-                dossier.survey_id = survey.id
-                dossier.procedure_id = procedure_id or dossier.procedure_id
-                dossier.official_id = official_id or dossier.official_id
-                dossier.received_on = reg.received_at or dossier.received_on
-                dossier.due_on = reg.due_at or dossier.due_on
-                dossier.language = reg.language or dossier.language
-            if dossier is not None and reg.phone:
-                await add_phone(self.ctx, session, dossier, reg.phone)
-            await session.commit()
+                )
+            ).one()
+            if dossier_id is None and surveyed:
+                raise ServiceError(409, "already_surveyed", "the survey of this dossier has closed")
+            if dossier_id is None:  # a racing registration rolled back meanwhile
+                raise ServiceError(409, "conflict", "the dossier changed meanwhile; send again")
+        dossier = await session.get(Dossier, dossier_id) if not created or reg.phone else None
+        if dossier is not None and not created:
+            dossier.token_hash = row["token_hash"]
+            dossier.token_expires_at = row["token_expires_at"]
+            dossier.survey_id = row["survey_id"]
+            dossier.procedure_id = row["procedure_id"] or dossier.procedure_id
+            dossier.official_id = row["official_id"] or dossier.official_id
+            dossier.received_on = reg.received_at or dossier.received_on
+            dossier.due_on = reg.due_at or dossier.due_on
+            dossier.language = reg.language or dossier.language
+        if dossier is not None and reg.phone:
+            await add_phone(self.ctx, session, dossier, reg.phone)
+        await session.commit()
+
+    def _registered(self, token: str, expires: dt.datetime, created: bool) -> RegistrationResult:
         base = self.ctx.settings.effective_public_base_url
         telegram = self.ctx.settings.telegram_bot_username
         return RegistrationResult(
@@ -141,13 +169,16 @@ class Reception:
         """The ids of the codes a report names and the procedure's own survey (read with it);
         a 422 naming every code it may not name (unknown, an official who left or moved, a
         procedure not assigned to this unit)."""
+        procedure_found, official_found = await directory.references_for_registration(
+            session, agency.id, procedure, official
+        )
         found = {
-            name: await lookup(session, agency.id, code)
-            for name, code, lookup in (
-                ("procedure_code", procedure, directory.procedure_for_report),
-                ("official_code", official, directory.official_for_report),
+            name: ref
+            for name, ref in (
+                ("procedure_code", procedure_found),
+                ("official_code", official_found),
             )
-            if code
+            if ref is not None
         }
         refused = [(name, ref.refusal) for name, ref in found.items() if ref.refusal]
         if refused:
@@ -177,17 +208,36 @@ class Reception:
         written unless it is known under any listed key or its survey has closed, and a
         concurrent registration of the same code makes this one write nothing. True when
         written: the common case costs one round trip, no lookup first."""
+        statement = _create_statement(session, tuple(row))
+        written = await session.execute(statement, {**row, "digests": list(digests)})
+        return written.first() is not None
+
+
+#: The registration's INSERT, built once per dialect and column list and executed with bound
+#: values: building it per request (a literal per value, two EXISTS) and computing its cache key
+#: cost more CPU than the rest of a registration; a reused statement's key is memoised.
+_CREATE: dict[tuple[str, tuple[str, ...]], Insert] = {}
+
+
+def _create_statement(session: AsyncSession, columns: tuple[str, ...]) -> Insert:
+    key = (session.get_bind().dialect.name, columns)
+    statement = _CREATE.get(key)
+    if statement is None:
         table = table_of(Dossier)
-        values = select(*(literal(v, table.c[k].type).label(k) for k, v in row.items())).where(
-            ~exists().where(Dossier.agency_id == agency.id, Dossier.dossier_hash.in_(digests)),
-            ~_surveyed(agency, digests),
+        agency_id: BindParameter[str] = bindparam("agency_id")
+        digests: BindParameter[list[str]] = bindparam("digests", expanding=True)
+        values = select(*(bindparam(c, type_=table.c[c].type).label(c) for c in columns)).where(
+            ~exists().where(Dossier.agency_id == agency_id, Dossier.dossier_hash.in_(digests)),
+            ~exists().where(
+                SurveyLedger.agency_id == agency_id, SurveyLedger.dossier_hash.in_(digests)
+            ),
         )
-        written = await session.execute(
+        statement = _CREATE[key] = (
             insert_ignoring(session, Dossier, ["agency_id", "dossier_hash"])
-            .from_select(list(row), values)
+            .from_select(list(columns), values)
             .returning(table.c.id)
         )
-        return written.first() is not None
+    return statement
 
 
 def _surveyed(agency: Agency, digests: Sequence[str]) -> Exists:

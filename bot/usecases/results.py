@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -51,12 +51,13 @@ from storage.models import (
     DossierContact,
     Invitation,
     OptOut,
+    OutboxMessage,
     SurveyLedger,
     new_id,
     utcnow,
 )
 from storage.pseudonym import Pseudonym, normalise_identifier
-from storage.upsert import chunks, insert_ignoring, table_of
+from storage.upsert import chunks, insert_ignoring, insert_rows, table_of
 
 #: PostgreSQL's deadlock and serialization failures: the transaction is gone, run it again.
 RETRYABLE = {"40P01", "40001"}
@@ -205,10 +206,14 @@ async def _judge(ctx: Context, session: AsyncSession, agency: Agency, items: lis
         item.dossier = next((dossiers[d] for d in item.digests if d in dossiers), None)
         procedure, official = item.report.procedure_code, item.report.official_code
         try:
+            # Named, else the registered dossier's, else the procedure's, else the unit's.
+            procedure_ref = procedures.get(procedure) if procedure else None
             item.survey = survey_for(
                 ctx,
                 agency,
-                item.report.survey or (item.dossier.survey_id if item.dossier else None),
+                item.report.survey
+                or (item.dossier.survey_id if item.dossier else None)
+                or (procedure_ref.survey if procedure_ref else None),
             )
             refused = [
                 (name, ref.refusal)
@@ -411,9 +416,10 @@ async def _start(ctx: Context, session: AsyncSession, items: list[_Item], now: d
             messages += _open(ctx, item, invitation, contact)
             item.outcome = _created(item, "sent")
         invitations.append(invitation)
-    if invitations:
-        await session.execute(insert(table_of(Invitation)), invitations)
-    await outbox.enqueue_rows(session, messages)
+    # COPY on PostgreSQL (storage.upsert.insert_rows): the rows are new (random ids, dedup
+    # keys of new invitations), nothing for ON CONFLICT to decide.
+    await insert_rows(session, table_of(Invitation), invitations)
+    await insert_rows(session, table_of(OutboxMessage), messages)
     await _write_outcomes(session, items)
 
 
