@@ -29,7 +29,16 @@ from bot.flows.scrub import scrub
 from storage.anonymise import ALL, MARKERS, Key, Plan, period_label
 from storage.cells import clean
 from storage.db import Sessions, make_engine, make_sessions
-from storage.export_pass import BATCH, KEY_COLUMNS, Codes, Head, _Memo, month_of, scoped
+from storage.export_pass import (
+    BATCH,
+    KEY_COLUMNS,
+    Codes,
+    Head,
+    _Memo,
+    month_of,
+    read_codes,
+    scoped,
+)
 from storage.models import Answer, Response, SurveyVersion
 
 RATING_COLUMNS = [
@@ -224,7 +233,7 @@ async def reference(
         async with sessions() as session:
             conn = await session.connection()
             every, free, texts = await questions(conn, agency_id)
-            return every, free, texts, await Codes.read(conn)
+            return every, free, texts, await read_codes(conn)
 
     async def read_cells() -> tuple[list[Key], list[int]]:
         async with sessions() as session:
