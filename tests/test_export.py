@@ -522,7 +522,7 @@ def test_a_workers_csv_lines_are_what_csv_writer_writes_for_the_same_rows() -> N
 
     key = ("a1", "mot-cua", 1, "o1", "p1", "telegram", "vi", "2026-11")
     head = ("ubnd, 01", 'thủ "tục"', "tu-phap", "CB\n01", "mot-cua", 1, "2026-11", "telegram", "vi")
-    stored = [
+    stored: list[list[Any]] = [
         ["r1", *key[:7], "2026-11-03", 1, 5, json.dumps({"c3": "a,b", "c7": 'say "hi"'})],
         ["r2", *key[:7], "2026-11-04", 0, None, json.dumps({"c3": "line\r\nbreak"})],
         ["r3", *key[:7], "2026-11-05", 1, 2, None],
