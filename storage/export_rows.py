@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import String, func, select, type_coerce
+from sqlalchemy import text as sql_text
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -56,6 +57,9 @@ RATING_COLUMNS = [
     "satisfaction",
 ]
 COMMENT_COLUMNS = ["agency", "quarter", "text"]
+#: PostgreSQL's memory for the plan's GROUP BY (its transaction only; the server default, 4 MB,
+#: sorts a million responses on disk instead of hashing their groups).
+PLAN_WORK_MEM = "64MB"
 #: Kept in the store and in the aggregates, never in a ratings row: the score out of 18 and its
 #: class include criteria 1 and 2, computed from the dossier's dates, which the agency knows;
 #: with the answers beside them they give each row's dates back, a quasi-identifier.
@@ -114,6 +118,11 @@ async def plan_cells(
     # One object per distinct value (ids repeat in every cell of their unit): the plan and the
     # lookup a worker process unpickles are a fraction of the size.
     # Streamed, so the driver's rows never all sit in memory beside the cells.
+    if conn.dialect.name == "postgresql":
+        # A hash of the ~100,000 groups in memory (about 30 MB for a million responses), not
+        # an external sort of every response on eight text columns: 15 s down to 9 s on a
+        # loaded machine. For this transaction only.
+        await conn.execute(sql_text(f"SET LOCAL work_mem = '{PLAN_WORK_MEM}'"))
     same: dict[Any, Any] = {}
     keys: list[Key] = []
     counts: list[int] = []

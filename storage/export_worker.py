@@ -233,15 +233,21 @@ def csv_text(cells: Sequence[Any]) -> str:
 
 
 class _HeadTexts(dict[int, str | None]):
-    """Cell number → its released cells as CSV text (None: a dropped cell), rendered once."""
+    """Cell number → its released cells as CSV text (None: a dropped cell), rendered once per
+    released combination: the cells of one combination share its head, and its text."""
 
     def __init__(self, heads: list[Head | None]) -> None:
         super().__init__()
         self.heads = heads
+        self.texts: dict[int, str] = {}  # by the shared head's id (the heads list keeps it)
 
     def __missing__(self, cell: int) -> str | None:
         head = self.heads[cell]
-        text = self[cell] = None if head is None else csv_text(head)
+        if head is None:
+            text = None
+        elif (text := self.texts.get(id(head))) is None:
+            text = self.texts[id(head)] = csv_text(head)
+        self[cell] = text
         return text
 
 
