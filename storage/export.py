@@ -54,7 +54,7 @@ from storage.export_formats import (
     write_xlsx,
 )
 from storage.export_package import ChangedDuringExport
-from storage.export_pass import Codes, export_workers
+from storage.export_pass import export_workers, read_codes
 from storage.export_rows import RATING_COLUMNS, questions
 from storage.models import Response
 from storage.stats import Period, Thresholds, period_label
@@ -248,7 +248,7 @@ async def response_rows(
     async with sessions() as session:
         conn = await session.connection()
         every, _, _ = await questions(conn, None)
-        names = await Codes.read(conn)
+        names = await read_codes(conn)
         found = (await conn.execute(stmt)).all()
     rows: list[list[Any]] = []
     for rid, agency, proc, off, survey, version, day, *rest, cells in found:

@@ -1,43 +1,71 @@
-"""The ratings pass: every response read once, in a fresh random order, through the plan.
+"""The ratings pass's queries: every response read once, in a fresh random order, through the plan.
 
-Each row costs one dict lookup: its true quasi-identifiers give its cell number, the cell its
-released cells (or nothing: a dropped cell); rows are counted per cell so that the plan can be
-checked on what was actually written. Each export draws a fresh random key and replaces the
-response id with a keyed hash of it, so two exports cannot be joined row by row; the rater
-pseudonym never leaves the database. The order is the database's own ``ORDER BY random()``:
-two exports cannot be aligned by row position, and no order follows answering time.
+The order is the database's own ``ORDER BY random()``: two exports cannot be aligned by row
+position, and no order follows answering time. What a row becomes (the plan's lookup, the keyed
+hash, the cells) is ``storage.export_worker``'s, shared by both ways of reading:
 
-A CSV of 200,000 responses or more is written by one worker process per core, each over a
-fresh random part of the responses (``draw_parts``), because at that size the Python work per
-row, not the database, sets the time. This module is what a worker imports, so it imports
-little (no survey definitions, no scrubber): each worker is a few tens of MB lighter.
+* one process: ``rating_batches``, through the application's SQLAlchemy sessions (any format,
+  any size);
+* a CSV of 200,000 responses or more: one worker process per core, each over a fresh random
+  part of the responses (``draw_parts``), because at that size the Python work per row, not
+  the database, sets the time. The parent compiles each part's query (``part_query``) and a
+  worker runs it on its driver alone (``export_worker.write_part``), importing no SQLAlchemy.
 """
 
 from __future__ import annotations
 
 import asyncio
-import csv
 import datetime as dt
-import gc
-import json
 import multiprocessing
 import os
 import pickle
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field, replace
-from hashlib import blake2b
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from sqlalchemy import Integer, Select, String, Text, cast, func, select, type_coerce
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Date, Integer, Select, String, Text, cast, func, select, type_coerce
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 
 from storage import stats
 from storage.cells import clean
-from storage.db import Sessions, make_engine, make_sessions
+from storage.db import Sessions
+from storage.export_worker import (
+    Codes,
+    Head,
+    PartQuery,
+    RatingPass,
+    RatingSource,
+    RowCounts,
+    _Memo,
+    init_worker,
+    month_of,
+    write_part,
+)
 from storage.models import Agency, Official, Procedure, Response
+
+__all__ = [
+    "BATCH",
+    "KEY_COLUMNS",
+    "Codes",
+    "Head",
+    "Part",
+    "Parts",
+    "RatingSource",
+    "RowCounts",
+    "_Memo",
+    "draw_parts",
+    "export_workers",
+    "in_parts",
+    "month_of",
+    "rating_batches",
+    "read_codes",
+    "scoped",
+    "start_parts",
+]
 
 SelectT = TypeVar("SelectT", bound=Select)
 #: A response's true quasi-identifiers but the period, in the order of a plan key: the plan's
@@ -52,11 +80,6 @@ KEY_COLUMNS = (
     Response.language,
 )
 BATCH = 5000
-#: Distinct values one memo keeps (days, answer sets): enough for every low-cardinality
-#: column, small enough that varied answers cannot grow it without bound.
-CELL_CACHE = 20_000
-#: A row's released cells from agency to language, in ``RATING_COLUMNS`` order.
-Head = tuple[Any, ...]
 
 
 def scoped(stmt: SelectT, agency_id: str | None, until: dt.date | None) -> SelectT:
@@ -68,27 +91,6 @@ def scoped(stmt: SelectT, agency_id: str | None, until: dt.date | None) -> Selec
     if until is not None:
         stmt = stmt.where(Response.answered_on <= until)
     return stmt
-
-
-class _Memo(dict[Any, Any]):
-    """A bounded per-export memo of a cleaning function: a hit costs one dict lookup, and at a
-    million rows the per-row cost in Python decides how long an export takes."""
-
-    def __init__(self, make: Callable[[Any], Any]) -> None:
-        super().__init__()
-        self.make = make
-
-    def __missing__(self, raw: Any) -> Any:
-        made = self.make(raw)
-        if len(self) < CELL_CACHE:
-            self[raw] = made
-        return made
-
-
-def month_of(raw: Any) -> str:
-    """The month key of a stored day, as the plan's GROUP BY computes it in SQL."""
-    day = raw if isinstance(raw, dt.date) else dt.date.fromisoformat(raw)
-    return f"{day.year:04d}-{day.month:02d}"
 
 
 # ------------------------------------------------------------------------------ codes
@@ -110,154 +112,13 @@ async def procedure_fields(conn: AsyncConnection) -> dict[Any, str]:
     return found
 
 
-@dataclass(slots=True)
-class Codes:
-    agencies: dict[Any, str]
-    officials: dict[Any, str]
-    procedures: dict[Any, str]
-    #: procedure id → field code
-    fields: dict[Any, str]
-
-    @classmethod
-    async def read(cls, conn: AsyncConnection) -> Codes:
-        return cls(
-            await codes(conn, Agency),
-            await codes(conn, Official),
-            await codes(conn, Procedure),
-            await procedure_fields(conn),
-        )
-
-    def head(self, key: tuple[Any, ...]) -> Head:
-        """A key shown as it is: the unprotected pass (``anonymise=False``, tests only)."""
-        agency, survey, version, official, procedure, channel, language, period = key
-        return (
-            self.agencies.get(agency, ""),
-            self.procedures.get(procedure, ""),
-            self.fields.get(procedure, ""),
-            self.officials.get(official, ""),
-            clean(survey),
-            version,
-            period,
-            clean(channel),
-            clean(language),
-        )
-
-
-# ------------------------------------------------------------------------------ the source
-@dataclass(slots=True)
-class RowCounts:
-    """What one pass saw: rows per cell, rows in no planned cell, rows written."""
-
-    counts: list[int]
-    unplanned: int = 0
-    written: int = 0
-
-    def add(self, other: RowCounts) -> None:
-        if len(other.counts) > len(self.counts):
-            self.counts += [0] * (len(other.counts) - len(self.counts))
-        for i, rows in enumerate(other.counts):
-            self.counts[i] += rows
-        self.unplanned += other.unplanned
-        self.written += other.written
-
-
-class _Cells(dict[Any, int]):
-    """Planned key → cell number; a key the plan never saw (a response stored after the plan's
-    count) is -1: its row is dropped."""
-
-    def __missing__(self, key: Any) -> int:
-        return -1
-
-
-class _Shown(dict[Any, int]):
-    """The unprotected pass: every distinct key becomes a cell of its own, shown as it is."""
-
-    def __init__(self, names: Codes, heads: list[Head | None], seen: RowCounts) -> None:
-        super().__init__()
-        self.names, self.heads, self.seen = names, heads, seen
-
-    def __missing__(self, key: Any) -> int:
-        self.heads.append(self.names.head(key))
-        self.seen.counts.append(0)
-        self[key] = len(self.heads) - 1
-        return self[key]
-
-
-@dataclass(slots=True)
-class RatingSource:
-    """Everything a pass needs, small enough to send to a worker process: the plan as two
-    parallel lists (the dict is built where the rows are read), or the codes for the
-    unprotected pass (``names`` set: nothing generalised, the period as requested)."""
-
-    agency_id: str | None
-    period: str
-    questions: list[str]
-    key: bytes
-    keys: list[Any] | None
-    heads: list[Head | None]
-    names: Codes | None = None
-    #: Only responses answered by this day (the end of the last released period).
-    until: dt.date | None = None
-    #: In a worker: where the parent writes questions, keys, heads and names once the plan is
-    #: made (once, not pickled per worker: pickling 100,000 cells holds a memo of them all).
-    plan_file: str | None = None
-    seen: RowCounts = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.seen = RowCounts([0] * len(self.heads))
-
-    def index(self) -> dict[Any, int]:
-        """Key → cell, built where the rows are read; the list of keys is let go then."""
-        if self.plan_file is not None:
-            self._receive()
-        if self.names is not None:
-            return _Shown(self.names, self.heads, self.seen)
-        cells = _Cells()
-        for i, key in enumerate(self.keys or ()):
-            cells[key] = i
-        self.keys = []
-        if self.plan_file is not None:
-            # A worker holds the plan to its end: frozen, the collector stops walking its
-            # 100,000 entries again and again (about a second a million rows).
-            gc.freeze()
-        return cells
-
-    def _receive(self) -> None:
-        """In a worker: wait for the parent's plan (its query is open and sorted meanwhile)."""
-        assert self.plan_file is not None and _PLAN_READY is not None
-        _PLAN_READY.wait()
-        if not os.path.exists(self.plan_file):
-            raise Abandoned("the export stopped before its plan was made")
-        with open(self.plan_file, "rb") as handle:
-            found = pickle.load(handle)  # noqa: S301 (our own temporary file)
-        self.questions, self.keys, self.heads, self.names = found
-        self.seen = RowCounts([0] * len(self.heads))
-
-
-class Abandoned(RuntimeError):
-    """A worker whose export stopped (an error) before the plan was written."""
-
-
-def _answer_cells(questions: list[str]) -> Callable[[Any], tuple[str, ...]]:
-    def cells(raw: Any) -> tuple[str, ...]:
-        """A response's stored answers (JSON text of {question: cell}) in header order."""
-        found = json.loads(raw) if isinstance(raw, str | bytes) else raw or {}
-        return tuple(clean(found.get(q, "")) for q in questions)
-
-    return cells
-
-
-def _period_keys(source: RatingSource) -> _Memo:
-    if source.names is None:
-        return _Memo(month_of)
-    level: stats.Period = source.period  # type: ignore[assignment]
-
-    def label(raw: Any) -> str:
-        return stats.period_label(
-            raw if isinstance(raw, dt.date) else dt.date.fromisoformat(raw), level
-        )
-
-    return _Memo(label)
+async def read_codes(conn: AsyncConnection) -> Codes:
+    return Codes(
+        await codes(conn, Agency),
+        await codes(conn, Official),
+        await codes(conn, Procedure),
+        await procedure_fields(conn),
+    )
 
 
 # ------------------------------------------------------------------------------ the pass
@@ -276,16 +137,10 @@ class Part:
         return digit.not_in(self.digits) if self.rest else digit.in_(self.digits)
 
 
-async def rating_batches(
-    sessions: Sessions, source: RatingSource, part: Part | None = None
-) -> AsyncIterator[list[list[Any]]]:
-    """The ratings rows, one batch per database fetch, counting into ``source.seen``.
-
-    The rows come from the response table alone: its answers are kept there as export cells,
-    and everything else a row shows comes from the plan, so the database does one scan and
-    the random sort.
-    """
-    keyed = blake2b(key=source.key, digest_size=8)  # each row hashes a copy of the keyed state
+def rating_statement(source: RatingSource, part: Part | None = None) -> Select:
+    """The pass's query: the response table alone (its answers are kept there as export
+    cells, everything else a row shows comes from the plan), so the database does one scan
+    and the random sort. Its columns are ``export_worker.Row``'s."""
     stmt = select(
         Response.id,
         *KEY_COLUMNS,
@@ -297,59 +152,26 @@ async def rating_batches(
     stmt = scoped(stmt, source.agency_id, source.until)
     if part is not None:
         stmt = stmt.where(part.where())
-    stmt = stmt.order_by(func.random())
+    return stmt.order_by(func.random())
+
+
+async def rating_batches(
+    sessions: Sessions, source: RatingSource, part: Part | None = None
+) -> AsyncIterator[list[list[Any]]]:
+    """The ratings rows in one process, one batch per database fetch, counting into
+    ``source.seen``."""
+    stmt = rating_statement(source, part)
     async with sessions() as session:
         conn = await session.connection()
         result = await conn.stream(stmt.execution_options(yield_per=BATCH))
-        # The database has sorted by now; only then is the plan needed (a worker may still be
-        # waiting for it: its sort ran while the plan was made).
-        index = source.index()
-        periods = _period_keys(source)
-        answers = _Memo(_answer_cells(source.questions))
-        heads = source.heads
-        seen = source.seen
-        counts = seen.counts
+        ratings: RatingPass | None = None
         async for batch in result.partitions(BATCH):
-            rows: list[list[Any]] = []
-            append = rows.append
-            for (
-                rid,
-                agency,
-                survey,
-                version,
-                official,
-                procedure,
-                channel,
-                language,
-                day,
-                complete,
-                level,
-                cells,
-            ) in batch:
-                cell = index[
-                    (agency, survey, version, official, procedure, channel, language, periods[day])
-                ]
-                if cell < 0:
-                    seen.unplanned += 1
-                    continue
-                counts[cell] += 1
-                head = heads[cell]
-                if head is None:
-                    continue
-                hashed = keyed.copy()
-                hashed.update(rid.encode())
-                append(
-                    [
-                        hashed.hexdigest(),
-                        *head,
-                        int(complete),
-                        "" if level is None else level,
-                        *answers[cells],
-                    ]
-                )
-            seen.written += len(rows)
-            if rows:
+            if ratings is None:
+                ratings = RatingPass(source)
+            if rows := ratings.rows(batch):
                 yield rows
+        if ratings is None:
+            RatingPass(source)  # no rows: the plan is still taken, nothing counted
 
 
 # ------------------------------------------------------------------------------ in parallel parts
@@ -360,6 +182,12 @@ PARTS_FROM_ROWS = 200_000
 #: Id positions (1-based) a part may be drawn on: not a uuid4's fixed version and variant digits.
 PART_POSITIONS = tuple(p for p in range(1, 33) if p not in (13, 17))
 HEX = "0123456789abcdef"
+#: SQLAlchemy's own arguments of the asyncpg dialect, which ``asyncpg.connect`` does not take.
+_SQLALCHEMY_ONLY = (
+    "prepared_statement_cache_size",
+    "prepared_statement_name_func",
+    "async_fallback",
+)
 
 
 def export_workers() -> int:
@@ -388,22 +216,33 @@ def draw_parts(count: int) -> list[Part]:
     return parts
 
 
-def _write_part(url: str, source: RatingSource, part: Part, path: str) -> RowCounts:
-    """In a worker process: one part's rows as CSV lines (no header) into ``path``."""
+def part_query(engine: AsyncEngine, source: RatingSource, part: Part) -> PartQuery:
+    """One part's query compiled for the engine's driver, with its parameters in order and how
+    a worker connects: the statement stays defined once (``rating_statement``), and a worker
+    runs it without SQLAlchemy."""
+    dialect = engine.dialect
+    compiled = rating_statement(source, part).compile(
+        dialect=dialect, compile_kwargs={"render_postcompile": True}
+    )
+    params = tuple(_bound(compiled.params[name], dialect) for name in compiled.positiontup or ())
+    if dialect.name == "sqlite":
+        connect: dict[str, Any] = {"database": engine.url.database}
+    elif dialect.name == "postgresql" and dialect.driver == "asyncpg":
+        args, kwargs = dialect.create_connect_args(engine.url)
+        connect = {k: v for k, v in kwargs.items() if k not in _SQLALCHEMY_ONLY}
+        if args:
+            connect["dsn"] = args[0]
+    else:
+        raise ValueError(f"no export worker for the {dialect.name}+{dialect.driver} driver")
+    return PartQuery(dialect.name, compiled.string, params, connect)
 
-    async def run() -> RowCounts:
-        engine = make_engine(url, read_only=True)
-        try:
-            # blocking is fine: a worker process whose event loop runs nothing else
-            with open(path, "w", encoding="utf-8", newline="") as handle:  # noqa: ASYNC230
-                writer = csv.writer(handle)
-                async for batch in rating_batches(make_sessions(engine), source, part):
-                    writer.writerows(batch)
-        finally:
-            await engine.dispose()
-        return source.seen
 
-    return asyncio.run(run())
+def _bound(value: Any, dialect: Dialect) -> Any:
+    """A parameter as the driver takes it: a day as SQLite stores it (text), else unchanged."""
+    if isinstance(value, dt.date):
+        process = Date().bind_processor(dialect)
+        return process(value) if process else value
+    return value
 
 
 def _dump(value: Any, path: str) -> None:
@@ -412,33 +251,25 @@ def _dump(value: Any, path: str) -> None:
     os.replace(path + ".tmp", path)
 
 
-#: In a worker process: set by the parent once the plan file is written (or the export gave up).
-_PLAN_READY: Any = None
-
-
-def _init_worker(ready: Any) -> None:
-    global _PLAN_READY
-    _PLAN_READY = ready
-
-
 class Parts:
     """The worker processes of one export, one per part, started before the plan exists:
     each opens its part's query at once, so the database sorts the part while the parent makes
     the plan, then waits for the plan file. ``close`` releases any worker still waiting."""
 
-    def __init__(self, url: str, source: RatingSource, folder: str) -> None:
+    def __init__(self, engine: AsyncEngine, source: RatingSource, folder: str) -> None:
         context = multiprocessing.get_context("spawn")
         workers = export_workers()
         self.ready = context.Event()
         self.plan_file = os.path.join(folder, "plan.pickle")
         self.paths = [os.path.join(folder, f"part{i}.csv") for i in range(workers)]
+        queries = [part_query(engine, source, part) for part in draw_parts(workers)]
         self.pool = ProcessPoolExecutor(
-            workers, mp_context=context, initializer=_init_worker, initargs=(self.ready,)
+            workers, mp_context=context, initializer=init_worker, initargs=(self.ready,)
         )
         waiting = replace(source, questions=[], keys=None, heads=[], plan_file=self.plan_file)
         self.futures = [
-            self.pool.submit(_write_part, url, waiting, part, path)
-            for part, path in zip(draw_parts(workers), self.paths, strict=True)
+            self.pool.submit(write_part, query, waiting, path)
+            for query, path in zip(queries, self.paths, strict=True)
         ]
 
     async def run(self, source: RatingSource) -> list[str]:
@@ -457,7 +288,6 @@ class Parts:
 
 
 def start_parts(sessions: Sessions, source: RatingSource, folder: str) -> Parts:
-    """Workers for the ratings CSV, each reading its part through a read-only engine (no write
+    """Workers for the ratings CSV, each reading its part in a read-only transaction (no write
     lock on SQLite) with the source's key."""
-    url = sessions.kw["bind"].url.render_as_string(hide_password=False)
-    return Parts(url, source, folder)
+    return Parts(sessions.kw["bind"], source, folder)

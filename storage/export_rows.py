@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import String, func, select, type_coerce
+from sqlalchemy import text as sql_text
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -29,7 +30,16 @@ from bot.flows.scrub import scrub
 from storage.anonymise import ALL, MARKERS, Key, Plan, period_label
 from storage.cells import clean
 from storage.db import Sessions, make_engine, make_sessions
-from storage.export_pass import BATCH, KEY_COLUMNS, Codes, Head, _Memo, month_of, scoped
+from storage.export_pass import (
+    BATCH,
+    KEY_COLUMNS,
+    Codes,
+    Head,
+    _Memo,
+    month_of,
+    read_codes,
+    scoped,
+)
 from storage.models import Answer, Response, SurveyVersion
 
 RATING_COLUMNS = [
@@ -47,6 +57,9 @@ RATING_COLUMNS = [
     "satisfaction",
 ]
 COMMENT_COLUMNS = ["agency", "quarter", "text"]
+#: PostgreSQL's memory for the plan's GROUP BY (its transaction only; the server default, 4 MB,
+#: sorts a million responses on disk instead of hashing their groups).
+PLAN_WORK_MEM = "64MB"
 #: Kept in the store and in the aggregates, never in a ratings row: the score out of 18 and its
 #: class include criteria 1 and 2, computed from the dossier's dates, which the agency knows;
 #: with the answers beside them they give each row's dates back, a quasi-identifier.
@@ -105,6 +118,11 @@ async def plan_cells(
     # One object per distinct value (ids repeat in every cell of their unit): the plan and the
     # lookup a worker process unpickles are a fraction of the size.
     # Streamed, so the driver's rows never all sit in memory beside the cells.
+    if conn.dialect.name == "postgresql":
+        # A hash of the ~100,000 groups in memory (about 30 MB for a million responses), not
+        # an external sort of every response on eight text columns: 15 s down to 9 s on a
+        # loaded machine. For this transaction only.
+        await conn.execute(sql_text(f"SET LOCAL work_mem = '{PLAN_WORK_MEM}'"))
     same: dict[Any, Any] = {}
     keys: list[Key] = []
     counts: list[int] = []
@@ -224,7 +242,7 @@ async def reference(
         async with sessions() as session:
             conn = await session.connection()
             every, free, texts = await questions(conn, agency_id)
-            return every, free, texts, await Codes.read(conn)
+            return every, free, texts, await read_codes(conn)
 
     async def read_cells() -> tuple[list[Key], list[int]]:
         async with sessions() as session:

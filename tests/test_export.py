@@ -512,3 +512,27 @@ async def test_ratings_show_the_field_and_every_combination_with_it_still_holds_
     assert min(with_field.values()) >= K.k_group
     assert len(with_field) == len(_combinations(rows))  # the field split no combination
     assert "field" in package.report["quasi_identifiers"]
+
+
+def test_a_workers_csv_lines_are_what_csv_writer_writes_for_the_same_rows() -> None:
+    """A worker joins each CSV line from pieces rendered once per cell and per answer set; the
+    file must read back exactly as csv.writer would have written the rows (quotes, commas,
+    line breaks, an empty lone answer)."""
+    from storage.export_worker import RatingPass, RatingSource
+
+    key = ("a1", "mot-cua", 1, "o1", "p1", "telegram", "vi", "2026-11")
+    head = ("ubnd, 01", 'thủ "tục"', "tu-phap", "CB\n01", "mot-cua", 1, "2026-11", "telegram", "vi")
+    stored: list[list[Any]] = [
+        ["r1", *key[:7], "2026-11-03", 1, 5, json.dumps({"c3": "a,b", "c7": 'say "hi"'})],
+        ["r2", *key[:7], "2026-11-04", 0, None, json.dumps({"c3": "line\r\nbreak"})],
+        ["r3", *key[:7], "2026-11-05", 1, 2, None],
+    ]
+    for questions in (["c3", "c7"], ["c7"], []):
+
+        def source(asked: list[str] = questions) -> RatingSource:
+            return RatingSource(None, "month", asked, b"k" * 32, [key], [head])
+
+        expected = io.StringIO()
+        csv.writer(expected).writerows(RatingPass(source()).rows(stored))
+        assert RatingPass(source()).csv_lines(stored) == expected.getvalue()
+        assert len(list(csv.reader(io.StringIO(expected.getvalue())))) == 3
