@@ -261,14 +261,21 @@ async def claim(
     if conversation is not None:
         candidates = candidates.where(OutboxMessage.conversation == conversation)
     candidates = candidates.order_by(OutboxMessage.priority, OutboxMessage.created_at).limit(limit)
+    chosen: ColumnElement[bool]
     if session.get_bind().dialect.name == "postgresql":
-        candidates = candidates.with_for_update(skip_locked=True)
+        # Materialised: the candidates are chosen once. As a plain ``IN (subquery)`` the
+        # planner may put it on the inner side of a nested loop and run it again per row;
+        # each run re-reads the rows it already leased (not due any more) and takes the next
+        # ones, so a claim of 10 took every head (tests/test_outbox_heads.py).
+        picked = (
+            candidates.with_for_update(skip_locked=True).cte("picked").prefix_with("MATERIALIZED")
+        )
+        chosen = OutboxMessage.id.in_(select(picked.c.id).scalar_subquery())
+    else:
+        chosen = OutboxMessage.id.in_(candidates.scalar_subquery())
     statement = (
         update(OutboxMessage)
-        .where(
-            OutboxMessage.id.in_(candidates.scalar_subquery()),
-            _due(now, lease_now),
-        )
+        .where(chosen, _due(now, lease_now))
         .values(
             status="sending",
             available_at=(
