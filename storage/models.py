@@ -252,6 +252,15 @@ class OutboxMessage(Base):
             postgresql_where=text("status IN ('pending', 'sending')"),
             sqlite_where=text("status IN ('pending', 'sending')"),
         ),
+        # Its probe "an older unsent message of this conversation?": one small index lookup,
+        # never a bitmap of every unsent row (what stale statistics chose: 1.1 s per claim).
+        Index(
+            "ix_outbox_unsent_conversation",
+            "conversation",
+            "created_at",
+            postgresql_where=text("status IN ('pending', 'sending', 'stalled')"),
+            sqlite_where=text("status IN ('pending', 'sending', 'stalled')"),
+        ),
     )
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     dedup_key: Mapped[str] = mapped_column(String(128), unique=True)
