@@ -5,9 +5,10 @@ its acknowledgement are durable together. A claim is one statement (``WITH picke
 MATERIALIZED (SELECT … LIMIT n FOR UPDATE SKIP LOCKED) UPDATE … WHERE id IN picked RETURNING``;
 under SQLite's single writer ``IN (SELECT …)`` without the lock clause), whose outer WHERE
 re-checks the row, so two dispatchers never take one message. A lane's claim walks the partial
-index of unsent rows in claim order (``ix_outbox_lane_order``) and stops after its limit of
-heads. Only the oldest unsent message of a conversation is eligible, so a citizen never
-sees question 3 before question 2, even after a retry; a claimed message is leased, and the
+index of unsent rows in claim order (``ix_outbox_lane_order``), probes each row's conversation
+by ``ix_outbox_unsent_conversation`` and stops after its limit of heads. Only the oldest
+unsent message of a conversation is eligible, so a citizen never sees question 3 before
+question 2, even after a retry; a claimed message is leased, and the
 lease is renewed while its send runs (``extend``), so a slow send is not taken over and sent
 twice. Claims are per lane: replies inside a running conversation (``PRIORITY_REPLY``) have
 their own, so a backlog of invitations never holds one up.
