@@ -30,6 +30,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -261,7 +262,27 @@ class OutboxMessage(Base):
     """
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_ready", "status", "priority", "available_at"),)
+    __table_args__ = (
+        Index("ix_outbox_ready", "status", "priority", "available_at"),
+        # A lane's claim walks this in order and stops after its limit of heads, instead of
+        # anti-joining every unsent row before a sort (docs/benchmarks.md, Dispatch).
+        Index(
+            "ix_outbox_lane_order",
+            "priority",
+            "created_at",
+            postgresql_where=text("status IN ('pending', 'sending')"),
+            sqlite_where=text("status IN ('pending', 'sending')"),
+        ),
+        # Its probe "an older unsent message of this conversation?": one small index lookup,
+        # never a bitmap of every unsent row (what stale statistics chose: 1.1 s per claim).
+        Index(
+            "ix_outbox_unsent_conversation",
+            "conversation",
+            "created_at",
+            postgresql_where=text("status IN ('pending', 'sending', 'stalled')"),
+            sqlite_where=text("status IN ('pending', 'sending', 'stalled')"),
+        ),
+    )
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     dedup_key: Mapped[str] = mapped_column(String(128), unique=True)
     channel: Mapped[str] = mapped_column(String(24))

@@ -1,11 +1,14 @@
 """The durable outbox: every outbound message is a row before it is a network call.
 
 Rows are written in the same transaction as the state change that caused them, so an answer and
-its acknowledgement are durable together. A claim is one statement (``UPDATE … WHERE id IN
-(SELECT … FOR UPDATE SKIP LOCKED) RETURNING``; under SQLite's single writer the same statement
-without the lock clause), whose outer WHERE re-checks the row, so two dispatchers never take
-one message. Only the oldest unsent message of a conversation is eligible, so a citizen never
-sees question 3 before question 2, even after a retry; a claimed message is leased, and the
+its acknowledgement are durable together. A claim is one statement (``WITH picked AS
+MATERIALIZED (SELECT … LIMIT n FOR UPDATE SKIP LOCKED) UPDATE … WHERE id IN picked RETURNING``;
+under SQLite's single writer ``IN (SELECT …)`` without the lock clause), whose outer WHERE
+re-checks the row, so two dispatchers never take one message. A lane's claim walks the partial
+index of unsent rows in claim order (``ix_outbox_lane_order``), probes each row's conversation
+by ``ix_outbox_unsent_conversation`` and stops after its limit of heads. Only the oldest
+unsent message of a conversation is eligible, so a citizen never sees question 3 before
+question 2, even after a retry; a claimed message is leased, and the
 lease is renewed while its send runs (``extend``), so a slow send is not taken over and sent
 twice. Claims are per lane: replies inside a running conversation (``PRIORITY_REPLY``) have
 their own, so a backlog of invitations never holds one up.
@@ -261,14 +264,21 @@ async def claim(
     if conversation is not None:
         candidates = candidates.where(OutboxMessage.conversation == conversation)
     candidates = candidates.order_by(OutboxMessage.priority, OutboxMessage.created_at).limit(limit)
+    chosen: ColumnElement[bool]
     if session.get_bind().dialect.name == "postgresql":
-        candidates = candidates.with_for_update(skip_locked=True)
+        # Materialised: the candidates are chosen once. As a plain ``IN (subquery)`` the
+        # planner may put it on the inner side of a nested loop and run it again per row;
+        # each run re-reads the rows it already leased (not due any more) and takes the next
+        # ones, so a claim of 10 took every head (tests/test_outbox_heads.py).
+        picked = (
+            candidates.with_for_update(skip_locked=True).cte("picked").prefix_with("MATERIALIZED")
+        )
+        chosen = OutboxMessage.id.in_(select(picked.c.id).scalar_subquery())
+    else:
+        chosen = OutboxMessage.id.in_(candidates.scalar_subquery())
     statement = (
         update(OutboxMessage)
-        .where(
-            OutboxMessage.id.in_(candidates.scalar_subquery()),
-            _due(now, lease_now),
-        )
+        .where(chosen, _due(now, lease_now))
         .values(
             status="sending",
             available_at=(
