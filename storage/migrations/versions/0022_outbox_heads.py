@@ -8,7 +8,7 @@ conversation by ``ix_outbox_unsent_conversation`` and stops after its limit (doc
 Dispatch). Partial: retired rows, which are most of the table, are not in it.
 
 Revision ID: 0022_outbox_heads
-Revises: 0019_sync
+Revises: 0021_procedure_survey
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0022_outbox_heads"
-down_revision = "0019_sync"
+down_revision = "0021_procedure_survey"
 branch_labels = None
 depends_on = None
 
