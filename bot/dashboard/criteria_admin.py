@@ -11,7 +11,9 @@ responses (a live count would tell a unit when its citizens answered).
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -24,6 +26,7 @@ from bot.responses import apply_score
 from storage import unit_criteria
 from storage.models import Response, utcnow
 from storage.unit_criteria import Quarter
+from storage.units import Unit
 
 PATH = f"{PREFIX}/unit-criteria"
 #: Quarters offered in the chooser, around the current one (any other by its label in the URL).
@@ -178,20 +181,13 @@ async def criteria_set(ctx: Ctx) -> web.StreamResponse:
         if raw not in ("", "0", "1", "2"):
             return _bad(ctx, "bad_criterion")
         given[criterion] = int(raw) if raw else None
-    try:
-        change = await unit_criteria.set_criteria(
-            ctx.services.sessions, unit.id, quarter, given, _rescorer(ctx)
-        )
-    except unit_criteria.Frozen as exc:
-        return _refused(ctx, quarter, exc.labels)
-    except LookupError:
-        return error_page(ctx.request, ctx.lang, 404, "not_found")
-    await ctx.services.audit.record(
-        ctx.actor,
+    return await _changed(
+        ctx,
         "unit.criteria",
-        {"unit": unit.code, "quarter": quarter.label, "from": change.before, "to": change.after},
+        unit,
+        quarter,
+        unit_criteria.set_criteria(ctx.services.sessions, unit.id, quarter, given, _rescorer(ctx)),
     )
-    return _back(unit.code, quarter)
 
 
 @page(manage=True)
@@ -203,15 +199,33 @@ async def criteria_clear(ctx: Ctx) -> web.StreamResponse:
     quarter = await _form_quarter(ctx)
     if isinstance(quarter, web.Response):
         return quarter
+    return await _changed(
+        ctx,
+        "unit.criteria.clear",
+        unit,
+        quarter,
+        unit_criteria.clear(ctx.services.sessions, unit.id, quarter, _rescorer(ctx)),
+    )
+
+
+async def _changed(
+    ctx: Ctx,
+    action: str,
+    unit: Unit,
+    quarter: Quarter,
+    work: Coroutine[Any, Any, unit_criteria.Change],
+) -> web.Response:
+    """Run a set or a clear, then audit what it changed and go back to the quarter; a released
+    quarter is refused (409), a unit gone meanwhile is 404."""
     try:
-        change = await unit_criteria.clear(ctx.services.sessions, unit.id, quarter, _rescorer(ctx))
+        change = await work
     except unit_criteria.Frozen as exc:
         return _refused(ctx, quarter, exc.labels)
     except LookupError:
         return error_page(ctx.request, ctx.lang, 404, "not_found")
     await ctx.services.audit.record(
         ctx.actor,
-        "unit.criteria.clear",
+        action,
         {"unit": unit.code, "quarter": quarter.label, "from": change.before, "to": change.after},
     )
     return _back(unit.code, quarter)
