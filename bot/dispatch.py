@@ -2,8 +2,9 @@
 
 A message is claimed, sent, then marked sent; a crash between send and mark means a resend after
 the lease, which channels deduplicate where they can (at-least-once). While a send runs its lease
-is renewed (a slow channel is not a dead dispatcher), and marking it sent also claims the
-conversation's next message, in one transaction. Two lanes, each with its own slots: replies
+is renewed (a slow channel is not a dead dispatcher), and marking it sent also records its
+invitation delivered and claims the conversation's next message, in one transaction shared by
+every send that finished meanwhile (``bot.sent_marks``). Two lanes, each with its own slots: replies
 inside a running conversation, and invitations and reminders, so a backlog of one never holds up
 the other. Failures back off exponentially with jitter or by the channel's ``retry_after``; a
 permanent refusal closes the invitation as undeliverable instead of retrying forever; a survey
@@ -11,7 +12,7 @@ message out of retries on passing failures (an outage) falls back to the citizen
 or stalls, sealed, until an admin retries it from the dead-letter page or its survey closes.
 
 Addresses and payloads are sealed in the outbox; they are opened here, in memory, just before the
-send, and the row forgets both once it is marked sent (``outbox.mark_sent``).
+send, and the row forgets both once it is marked sent (``outbox.sent_then_next``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 from bot import metrics
 from bot.channels import Channel, DeliveryError, OutboundMessage
+from bot.sent_marks import SentMarks
 from storage import outbox
 from storage.db import Sessions
 from storage.models import utcnow
@@ -73,6 +75,7 @@ class Dispatcher:
         self._wake = {lane: asyncio.Event() for lane in LANES}
         self._in_flight: set[str] = set()
         self._delivered: set[str] = set()
+        self._marks = SentMarks(sessions, clock=lambda: self.clock(), lease=lease)
         #: Set once a stop was asked: sends under way finish, nothing new starts, and every
         #: claimed message not yet sent is given back at once (not left to its lease).
         self._stopping = asyncio.Event()
@@ -172,10 +175,9 @@ class Dispatcher:
                         current = None  # its failure is recorded: nothing to give back
                         break
                     sent += 1
-                    async with self.sessions() as session:
-                        following = await outbox.sent_then_next(
-                            session, current, self.clock(), lease=self.lease
-                        )
+                    following = await self._marks.sent(
+                        current, delivered=self._first_delivery(current)
+                    )
                     await self._report_delivered(current)
                     self._in_flight.discard(current.id)
                     current = following
@@ -189,11 +191,25 @@ class Dispatcher:
                 self._in_flight.discard(current.id)
         return sent
 
+    def _first_delivery(self, message: outbox.Claimed) -> bool:
+        """Whether marking ``message`` sent should also record its invitation delivered: the
+        first message of the invitation this process sends, on a channel where acceptance is
+        delivery (a channel that forgets the address once sent waits for its receipt)."""
+        invitation = message.invitation_id
+        if not invitation or invitation in self._delivered:
+            return False
+        channel = self.channels.get(message.channel)
+        return channel is None or not channel.capabilities.forget_address_once_sent
+
     async def _report_delivered(self, message: outbox.Claimed) -> None:
+        """Remember the invitation as delivered; on a channel that forgets the address once
+        sent, tell the service (it deletes the address; the receipt marks delivery)."""
         invitation = message.invitation_id
         if not invitation or invitation in self._delivered:
             return
-        await self.on_delivered(invitation)
+        channel = self.channels.get(message.channel)
+        if channel is not None and channel.capabilities.forget_address_once_sent:
+            await self.on_delivered(invitation)
         if len(self._delivered) >= DELIVERED_MEMORY:
             self._delivered.clear()
         self._delivered.add(invitation)

@@ -52,7 +52,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from storage.backoff import backoff
-from storage.models import Invitation, OutboxMessage, UTCDateTime, new_id, utcnow
+from storage.models import Invitation, OutboxMessage, SurveyLedger, UTCDateTime, new_id, utcnow
 from storage.pseudonym import KeyRing
 from storage.upsert import table_of
 
@@ -238,14 +238,15 @@ async def claim(
     now: dt.datetime | None = None,
     *,
     lane: int | None = None,
-    conversation: str | None = None,
+    conversations: Sequence[str] | None = None,
     lease: dt.timedelta = LEASE,
 ) -> list[Claimed]:
     """Lease up to ``limit`` conversation heads, oldest first, in one statement; commits.
 
     ``lane`` takes only heads of that priority (replies, or invitations and reminders): each
-    lane has its own dispatcher slots. ``conversation`` takes that conversation's head (a
-    reply's next message goes out at once instead of waiting for the next round).
+    lane has its own dispatcher slots. ``conversations`` takes those conversations' heads (the
+    next message of a conversation just sent to goes out at once instead of waiting for the
+    next round).
 
     ``now`` says what is due; leases are measured by ``lease_clock`` (never a clock ahead of
     the database's), so a process whose clock runs fast takes no message over early."""
@@ -261,8 +262,8 @@ async def claim(
     candidates = select(OutboxMessage.id).where(_heads(now, lease_now))
     if lane is not None:
         candidates = candidates.where(OutboxMessage.priority == lane)
-    if conversation is not None:
-        candidates = candidates.where(OutboxMessage.conversation == conversation)
+    if conversations is not None:
+        candidates = candidates.where(OutboxMessage.conversation.in_(list(conversations)))
     candidates = candidates.order_by(OutboxMessage.priority, OutboxMessage.created_at).limit(limit)
     chosen: ColumnElement[bool]
     if session.get_bind().dialect.name == "postgresql":
@@ -322,17 +323,46 @@ async def claim(
 
 async def sent_then_next(
     session: AsyncSession,
-    message: Claimed,
+    messages: Sequence[Claimed],
     now: dt.datetime | None = None,
     *,
+    delivered: Sequence[str] = (),
     lease: dt.timedelta = LEASE,
-) -> Claimed | None:
-    """Mark ``message`` sent and lease its conversation's next message, if due, in one
-    transaction (one round trip per message instead of two); commits."""
+) -> dict[str, Claimed]:
+    """Mark ``messages`` sent, record the invitations in ``delivered`` as delivered, and lease
+    each of their conversations' next message, if due: one transaction for a group of sends
+    (three statements whatever its size, where one send at a time cost a transaction for its
+    mark and another for its delivery); commits. The followers, by conversation.
+
+    "Delivered" is a flag that only ever goes up, so it needs no lock on its invitation: a
+    survey closing at the same moment updates the same ledger row after or before, never
+    against it."""
+    if not messages:
+        return {}
     now = now or utcnow()
-    await mark_sent(session, message.id, now)
-    following = await claim(session, 1, now, conversation=message.conversation, lease=lease)
-    return following[0] if following else None
+    await session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id.in_([m.id for m in messages]))
+        .values(**retired("sent", now), last_error=None)
+        .execution_options(synchronize_session=False)
+    )
+    if delivered:
+        await session.execute(
+            update(SurveyLedger)
+            .where(
+                SurveyLedger.id.in_(
+                    select(Invitation.ledger_id).where(Invitation.id.in_(list(delivered)))
+                ),
+                SurveyLedger.delivered.is_(False),
+            )
+            .values(delivered=True)
+            .execution_options(synchronize_session=False)
+        )
+    conversations = sorted({m.conversation for m in messages})
+    following = await claim(
+        session, len(conversations), now, conversations=conversations, lease=lease
+    )
+    return {m.conversation: m for m in following}
 
 
 async def extend(
@@ -361,15 +391,6 @@ async def release(session: AsyncSession, message: Claimed) -> None:
         update(OutboxMessage)
         .where(OutboxMessage.id == message.id, OutboxMessage.status == "sending")
         .values(status="pending", available_at=utcnow(), attempts=message.attempts - 1)
-    )
-
-
-async def mark_sent(session: AsyncSession, message_id: str, now: dt.datetime | None = None) -> None:
-    """Sent: its payload, address and conversation are erased at once, its times coarsened."""
-    await session.execute(
-        update(OutboxMessage)
-        .where(OutboxMessage.id == message_id)
-        .values(**retired("sent", now or utcnow()), last_error=None)
     )
 
 

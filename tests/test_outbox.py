@@ -310,6 +310,33 @@ async def test_a_conversations_messages_go_out_back_to_back_in_one_round(
     assert [t[:9] for t in channel.received["uf"]] == ["Cảm ơn Ôn", "Kính chào", "Để hoàn t"]
 
 
+async def test_sends_finishing_together_each_go_on_in_their_own_conversation_and_count_delivered(
+    runtime: Runtime, agency: Agency
+) -> None:
+    """Forty conversations sent at once share their "sent" marks (``bot.sent_marks``): each
+    still gets its own next message, in order, and every survey is counted delivered; the one
+    refused for good is not."""
+    runtime, channel = await make_runtime(runtime)
+    for i in range(40):
+        reg = await runtime.service.register_dossier(
+            agency, DossierRegistration(dossier_code=f"HS-G{i}")
+        )
+        await runtime.service.bind(reg.rating_token, "flaky", f"g{i}", "vi")
+    await runtime.dispatcher.drain()  # the acknowledgements
+    results = [ResultReport(dossier_code=f"HS-G{i}", returned_at=today()) for i in range(40)]
+    await runtime.service.report_results(agency, ResultBatch(results=results))
+    channel.failures = [DeliveryError("blocked", permanent=True)]  # the first send: g0's
+    await runtime.dispatcher.drain()
+    assert [t[:9] for t in channel.received["g0"]] == ["Cảm ơn Ôn"]  # before the survey
+    for i in range(1, 40):
+        assert [t[:9] for t in channel.received[f"g{i}"]] == ["Cảm ơn Ôn", "Kính chào", "Để hoàn t"]
+    async with runtime.sessions() as session:
+        ledgers = (await session.execute(select(SurveyLedger))).scalars().all()
+    assert sorted((ledger.status, ledger.delivered) for ledger in ledgers) == [
+        ("sent", True)
+    ] * 39 + [("undeliverable", False)]
+
+
 async def test_a_graceful_stop_finishes_the_send_under_way_and_gives_back_the_rest(
     runtime: Runtime, agency: Agency
 ) -> None:

@@ -82,7 +82,8 @@ async def test_a_lane_claims_only_heads_oldest_first_and_a_follower_after_its_he
         nothing = await outbox.claim(session, 100, lane=outbox.PRIORITY_INVITATION)
         assert nothing == []
         assert await outbox.claim(session, 10, lane=outbox.PRIORITY_REPLY) == []
-        following = await outbox.sent_then_next(session, claimed[0])
+        followers = await outbox.sent_then_next(session, claimed[:1])
+    following = followers.get(claimed[0].conversation)
     assert following is not None and following.conversation == claimed[0].conversation
     assert following.id != claimed[0].id
 

@@ -1,7 +1,7 @@
 """Delivery: what the channels report back about an invitation.
 
-Sent (``mark_delivered``), refused for good (``mark_undeliverable``: fall back to the next
-channel the citizen bound, or close), and, for a channel that asks its own templated survey, the
+Sent on a channel that forgets the address once sent (``mark_delivered``), refused for good
+(``mark_undeliverable``: fall back to the next channel the citizen bound, or close), and, for a channel that asks its own templated survey, the
 platform's rating and delivery receipt (``record_rating``, ``record_receipt``, keyed by the
 tracking id sent with the invitation). Each under the invitation's lock.
 """
@@ -80,28 +80,25 @@ class Delivery:
         self.ctx.notify()
 
     async def mark_delivered(self, invitation_id: str) -> None:
-        """Accepted by the channel. On a channel whose address is only needed to send
-        (``forget_address_once_sent``: ZNS's phone number) the address is deleted now, and
-        ``delivered`` waits for the platform's receipt (or the rating)."""
+        """Accepted by a channel whose address is only needed to send
+        (``forget_address_once_sent``: ZNS's phone number): the address is deleted now, and
+        ``delivered`` waits for the platform's receipt (or the rating). On every other channel
+        the dispatcher records delivery with the "sent" mark (``outbox.sent_then_next``)."""
         async with self.ctx.hold(invitation_id), self.ctx.sessions() as session:
             invitation = await session.get(Invitation, invitation_id)
             if invitation is None:
                 return
             capabilities = self.ctx.capabilities.get(invitation.channel or "")
-            if capabilities is not None and capabilities.forget_address_once_sent:
-                invitation.address_sealed = None
-                await session.execute(
-                    delete(DossierContact).where(
-                        DossierContact.dossier_id == invitation.dossier_id,
-                        DossierContact.channel == invitation.channel,
-                    )
-                )
-                await session.commit()
+            if capabilities is None or not capabilities.forget_address_once_sent:
                 return
-            ledger = await session.get(SurveyLedger, invitation.ledger_id)
-            if ledger is not None and not ledger.delivered:
-                ledger.delivered = True
-                await session.commit()
+            invitation.address_sealed = None
+            await session.execute(
+                delete(DossierContact).where(
+                    DossierContact.dossier_id == invitation.dossier_id,
+                    DossierContact.channel == invitation.channel,
+                )
+            )
+            await session.commit()
 
     async def record_rating(
         self,
