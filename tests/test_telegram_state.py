@@ -145,19 +145,36 @@ async def test_a_send_counts_from_its_answer_so_a_slow_request_cannot_crowd_the_
 
 
 async def test_a_waiting_reply_gets_the_next_bot_slot_before_the_backlog(states: States) -> None:
-    """A reply refused by a full bot window marks itself waiting: in the next window the
-    backlog's sends stop one short of the bot's limit (the reply reserve, here 1 of 4), and
-    the reply takes the slot they left; with no reply waiting they use the whole limit."""
+    """Each reply refused by a full bot window holds the slot it waits for: in the next window
+    the backlog's sends stop one short of the bot's limit per reply waiting (here two of
+    four), the replies take the slots they left, and once they have them the backlog has the
+    whole limit again, with no slot left idle."""
     limits = RateLimits(per_chat=0, per_chat_window=1.0, per_bot=4, per_bot_window=0.5)
     backlog, conversation = states.make(limits), states.make(limits)
     assert [await backlog.acquire(None) for _ in range(4)] == [(0.0, "")] * 4
-    wait, scope = await conversation.acquire("chat-r", reply=True)
+    first_wait, scope = await conversation.acquire("chat-r", "reply-1", reply=True)
     assert scope == "bot"
+    assert (await conversation.acquire("chat-s", "reply-2", reply=True))[1] == "bot"
+    await states.advance(first_wait + 0.01)
+    taken = [(await backlog.acquire(None))[1] for _ in range(3)]
+    assert taken == ["", "", "bot"]  # two of four: one is left for each reply
+    assert await conversation.acquire("chat-r", "reply-1", reply=True) == (0.0, "")
+    assert (await backlog.acquire(None))[1] == "bot"  # the other reply still holds its slot
+    assert await conversation.acquire("chat-s", "reply-2", reply=True) == (0.0, "")
+    await states.advance(limits.padded(0.5) + 0.01)  # no reply waits: the whole limit
+    assert [await backlog.acquire(None) for _ in range(4)] == [(0.0, "")] * 4
+
+
+async def test_a_reply_that_never_comes_back_holds_its_slot_one_window_only(
+    states: States,
+) -> None:
+    limits = RateLimits(per_chat=0, per_chat_window=1.0, per_bot=4, per_bot_window=0.5)
+    backlog, conversation = states.make(limits), states.make(limits)
+    assert [await backlog.acquire(None) for _ in range(4)] == [(0.0, "")] * 4
+    wait, _ = await conversation.acquire("chat-r", "gone", reply=True)
     await states.advance(wait + 0.01)
-    taken = [(await backlog.acquire(None))[1] for _ in range(4)]
-    assert taken == ["", "", "", "bot"]  # three of four: one is left for the reply
-    assert await conversation.acquire("chat-r", reply=True) == (0.0, "")
-    await states.advance(limits.padded(0.5) + 0.05)  # the mark is gone: the whole limit again
+    assert [(await backlog.acquire(None))[1] for _ in range(4)] == ["", "", "", "bot"]
+    await states.advance(limits.padded(0.5) + 0.01)  # its hold lapsed with the window
     assert [await backlog.acquire(None) for _ in range(4)] == [(0.0, "")] * 4
 
 

@@ -36,16 +36,18 @@ class RateLimits:
 
     @property
     def reply_reserve(self) -> int:
-        """Bot-wide slots per window that invitations leave to replies while a reply waits:
-        a tenth, at least one (3 of Telegram's 30)."""
-        return max(1, self.per_bot // 10) if self.per_bot >= 2 else 0
+        """At most this many bot-wide slots per window are held back from invitations for
+        replies that wait for one: half the limit (15 of Telegram's 30)."""
+        return self.per_bot // 2 if self.per_bot >= 2 else 0
 
-    def bot_limit(self, reply: bool, reply_waiting: bool) -> int:
-        """The bot-wide limit one acquire sees: all of it for a reply, or while no reply
-        waits; less the reply reserve for anything else while one does."""
-        if reply or not reply_waiting:
+    def bot_limit(self, reply: bool, replies_waiting: int) -> int:
+        """The bot-wide limit one acquire sees: all of it for a reply; for anything else, one
+        slot fewer per reply waiting for a bot-wide slot, up to the reserve. A slot is held
+        only while a reply waits for it, so with no reply waiting the backlog has the whole
+        limit, and with some it loses exactly the slots they take."""
+        if reply:
             return self.per_bot
-        return self.per_bot - self.reply_reserve
+        return self.per_bot - min(replies_waiting, self.reply_reserve)
 
     def padded(self, window: float) -> float:
         """A small safety margin (2 %, at most 50 ms): a send's place in a window is when its
@@ -80,10 +82,13 @@ class TelegramState(Protocol):
         ``settle``. ``(0, "")`` when taken, else the seconds to wait before trying again and
         the limit that binds: "chat", "bot" or "pause" (nothing is taken then).
 
-        A ``reply`` (inside a running conversation) refused by the bot-wide window marks that
-        a reply waits; until a window after the slot it waits for, every other send sees the bot's limit less the
-        reply reserve, so the next free slots go to replies instead of being raced for by a
-        backlog of invitations (bench dispatch: a reply's p99 5.3 s behind 10,000)."""
+        A ``reply`` (inside a running conversation) refused by the bot-wide window holds the
+        slot it waits for: until it takes one (or a window after that slot, if it never comes
+        back), every other send sees the bot's limit less one per reply waiting, so the next
+        free slots go to replies instead of being raced for by a backlog of invitations (bench
+        dispatch: a reply's p99 5.3 s behind 10,000), and no slot is left idle for a reply that
+        is not waiting (a fixed tenth held back while any reply waited cost the backlog 9 % of
+        the limit: 91 % of 30/s)."""
 
     async def settle(self, contact: str | None, slot: str) -> None:
         """The send that took ``slot`` has its answer: its place in the windows moves to now.
@@ -118,7 +123,8 @@ class MemoryTelegramState:
         self._chats: dict[str, deque[tuple[float, str]]] = {}
         self._bot: deque[tuple[float, str]] = deque()
         self._paused_until = 0.0
-        self._reply_waiting_until = 0.0
+        #: Replies waiting for a bot-wide slot: their slot name → until when it is held.
+        self._replies_waiting: dict[str, float] = {}
         self._refs: dict[tuple[str, str], tuple[float, str]] = {}
         self._lock = asyncio.Lock()
 
@@ -132,7 +138,10 @@ class MemoryTelegramState:
             if len(self._chats) > 50_000:
                 self._chats = {k: q for k, q in self._chats.items() if q and q[-1][0] > now - 60}
             bot_window = self.limits.padded(self.limits.per_bot_window)
-            bot_limit = self.limits.bot_limit(reply, self._reply_waiting_until > now)
+            waiting = self._replies_waiting
+            for name in [n for n, until in waiting.items() if until <= now]:
+                del waiting[name]
+            bot_limit = self.limits.bot_limit(reply, len(waiting))
             windows: list[tuple[str, deque[tuple[float, str]], int, float]] = [
                 ("bot", self._bot, bot_limit, bot_window),
             ]
@@ -153,8 +162,10 @@ class MemoryTelegramState:
             if wait > 0:
                 if reply and scope == "bot":
                     # until a window after the slot it waits for frees
-                    self._reply_waiting_until = now + wait + bot_window
+                    waiting[slot or secrets.token_hex(8)] = now + wait + bot_window
                 return max(wait, 0.001), scope
+            if reply and slot:
+                waiting.pop(slot, None)
             for _, queue, limit, _ in windows:
                 if limit > 0:
                     queue.append((now, slot or ""))
@@ -194,9 +205,10 @@ class MemoryTelegramState:
                     self._refs.pop((contact, question), None)
 
 
-# KEYS: 1 chat window (or a dummy), 2 bot window, 3 pause marker, 4 reply-waiting marker.
+# KEYS: 1 chat window (or a dummy), 2 bot window, 3 pause marker, 4 replies waiting (a sorted
+# set: slot name → until when it is held).
 # ARGV: 1 chat limit, 2 chat window ms, 3 bot limit, 4 bot window ms, 5 unique member,
-# 6 1 for a reply, 7 the bot limit of a non-reply while a reply waits.
+# 6 1 for a reply, 7 the most slots held back for waiting replies.
 # Returns {0, 0} when a slot was taken, else {milliseconds to wait, 1 chat | 2 bot | 3 pause}. Redis's clock is the only clock,
 # so several processes on several machines agree on the windows.
 _ACQUIRE = """
@@ -209,8 +221,9 @@ local wait = 0
 local scope = 0
 for i = 1, 2 do
   local limit = tonumber(ARGV[i * 2 - 1])
-  if i == 2 and not reply and redis.call('EXISTS', KEYS[4]) == 1 then
-    limit = tonumber(ARGV[7])
+  if i == 2 and not reply then
+    redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+    limit = limit - math.min(redis.call('ZCARD', KEYS[4]), tonumber(ARGV[7]))
   end
   local window = tonumber(ARGV[i * 2])
   if limit > 0 then
@@ -228,9 +241,13 @@ for i = 1, 2 do
 end
 if wait > 0 then
   if reply and scope == 2 then
-    redis.call('SET', KEYS[4], '1', 'PX', math.ceil(wait) + tonumber(ARGV[4]))
+    redis.call('ZADD', KEYS[4], now + math.ceil(wait) + tonumber(ARGV[4]), ARGV[5])
+    redis.call('PEXPIRE', KEYS[4], math.ceil(wait) + tonumber(ARGV[4]) + 1000)
   end
   return {math.max(1, math.ceil(wait)), scope}
+end
+if reply then
+  redis.call('ZREM', KEYS[4], ARGV[5])
 end
 for i = 1, 2 do
   local limit = tonumber(ARGV[i * 2 - 1])
@@ -300,7 +317,7 @@ class RedisTelegramState:
             int(limits.padded(limits.per_bot_window) * 1000),
             slot or secrets.token_hex(8),
             1 if reply else 0,
-            limits.bot_limit(False, True),
+            limits.reply_reserve,
         ]
         wait_ms, scope = await self._acquire(keys=keys, args=args)
         return int(wait_ms) / 1000.0, _SCOPES[int(scope)]
