@@ -10,7 +10,10 @@ Telegram chat that pressed Start, and its result reported (the binding acknowled
 dropped from the outbox: only the invitations are the backlog). Then
 ``surveybot serve --workers 3`` starts on that database, with python-telegram-bot inside each
 process sending to the emulator; over ``--seconds`` the live citizens start answering one after
-another (tapping the first button of each question as soon as it shows).
+another, tapping the first button of each question ``--think`` seconds after it shows
+(default 1.2 s: a person reads a question before answering it; at 0, a tap comes before the
+chat's own 1/s window has passed since the question, so the answer's edit waits about a second
+for Telegram's limit, whatever the backlog: that is the floor the 0 runs measure).
 
 Figures: messages/s that the emulator accepted in the window (rate-limited methods only: sends
 and edits), as a share of 30/s; 429 answers (must be 0); a reply's wait from the tap to its
@@ -163,10 +166,10 @@ async def _serving(settings: dict[str, str], workers: int, log: Path) -> AsyncIt
 
 
 async def _converse(
-    emulator: TimedEmulator, uid: int, delay: float, waits: dict[str, list[float]]
+    emulator: TimedEmulator, uid: int, delay: float, think: float, waits: dict[str, list[float]]
 ) -> int:
-    """After ``delay`` s, answer every question of the open survey at once; each wait from a
-    tap to the first message it caused and to the next question."""
+    """After ``delay`` s, answer every question of the open survey, each ``think`` s after it
+    shows; each wait from a tap to the first message it caused and to the next question."""
     await asyncio.sleep(delay)  # the live citizens start one after another through the window
     answered: set[str] = set()
     while True:
@@ -174,6 +177,7 @@ async def _converse(
         if found is None:
             return len(answered)
         message, qid, data = found
+        await asyncio.sleep(think)
         before_edit = len(message.history)
         before_sent = len(emulator.sent_at.get(uid, []))
         started = time.perf_counter()
@@ -197,7 +201,9 @@ async def _converse(
         )
 
 
-async def run(workers: int, live: int, backlog: int, seconds: float) -> dict[str, Any]:
+async def run(
+    workers: int, live: int, backlog: int, seconds: float, think: float
+) -> dict[str, Any]:
     keys = KeyRing.generate_document()
     emulator = TimedEmulator(
         TOKEN, local_mode=True, per_chat_limit=1, per_chat_window=1.0,
@@ -226,7 +232,7 @@ async def run(workers: int, live: int, backlog: int, seconds: float) -> dict[str
                     answers = await asyncio.wait_for(
                         asyncio.gather(
                             *(
-                                _converse(emulator, u, i * spacing, waits)
+                                _converse(emulator, u, i * spacing, think, waits)
                                 for i, u in enumerate(uids)
                             )
                         ),
@@ -261,6 +267,7 @@ async def run(workers: int, live: int, backlog: int, seconds: float) -> dict[str
         "workers": workers,
         "backlog": backlog,
         "live_citizens": live,
+        "think_s": think,
         "setup_s": round(setup_s, 1),
         "window_s": round(window_end - window_start, 1),
         "messages_per_s": round(rate, 2),
@@ -301,10 +308,14 @@ def main(argv: list[str] | None = None) -> None:
                         "alone took 10 minutes on the shared machine)")  # fmt: skip
     parser.add_argument("--live", type=int, default=20, help="citizens answering meanwhile")
     parser.add_argument("--seconds", type=float, default=60.0, help="the measured window")
+    parser.add_argument("--think", type=float, default=1.2,
+                        help="seconds a citizen takes to answer a question once it shows")  # fmt: skip
     args = parser.parse_args(argv)
     if args.workers < 1 or args.backlog < 0 or args.live < 1 or args.seconds <= 0:
         parser.error("--workers and --live at least 1, --backlog at least 0, --seconds above 0")
-    figures = asyncio.run(run(args.workers, args.live, args.backlog, args.seconds))
+    if args.think < 0:
+        parser.error("--think at least 0")
+    figures = asyncio.run(run(args.workers, args.live, args.backlog, args.seconds, args.think))
     print(
         f"{figures['workers']} processes, backlog {figures['backlog']:,} invitations "
         f"(setup {figures['setup_s']} s): {figures['messages_per_s']} messages/s over "
@@ -312,7 +323,8 @@ def main(argv: list[str] | None = None) -> None:
         f"{figures['http_429']} × 429"
     )
     print(
-        f"in-conversation replies ({figures['answers']} answers): first message p50 "
+        f"in-conversation replies ({figures['answers']} answers, {figures['think_s']} s to "
+        f"answer each question): first message p50 "
         f"{figures['reply_first_p50_s']} s / p99 {figures['reply_first_p99_s']} s; next question "
         f"p50 {figures['next_question_p50_s']} s / p99 {figures['next_question_p99_s']} s; "
         f"{figures['unsent_at_end']:,} messages still queued at the end"

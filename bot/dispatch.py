@@ -68,10 +68,11 @@ class Dispatcher:
         #: What "due" means when claiming (a message held for the end of quiet hours waits
         #: for it); the real clock, which tests move.
         self.clock = clock
-        self._slots = {
-            outbox.PRIORITY_REPLY: asyncio.Semaphore(reply_concurrency),
-            outbox.PRIORITY_INVITATION: asyncio.Semaphore(concurrency),
+        self._capacity = {
+            outbox.PRIORITY_REPLY: reply_concurrency,
+            outbox.PRIORITY_INVITATION: concurrency,
         }
+        self._slots = {lane: asyncio.Semaphore(n) for lane, n in self._capacity.items()}
         self._wake = {lane: asyncio.Event() for lane in LANES}
         self._in_flight: set[str] = set()
         self._delivered: set[str] = set()
@@ -115,26 +116,67 @@ class Dispatcher:
             watcher.cancel()
 
     async def _lane_loop(self, lane: int, stop: asyncio.Event) -> None:
+        """Keep the lane's slots busy: claim as many heads as there are free slots, start a
+        task for each, and claim again as soon as a slot frees or a message is queued.
+
+        Not in rounds: a round waited for its slowest send (a chat's one-second spacing, a
+        slow channel) before claiming again, so a reply queued meanwhile waited for another
+        conversation's send (docs/benchmarks.md, dispatch)."""
         wake = self._wake[lane]
-        while not stop.is_set():
-            try:
-                sent = await self._round(lane)
-            except Exception:
-                log.exception("dispatcher round failed; retrying")
-                sent = 0
-            if sent:
-                continue
-            wake.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.interval):
-                    await wake.wait()
+        capacity = self._capacity[lane]
+        running: set[asyncio.Task[int]] = set()
+        try:
+            while not stop.is_set():
+                free = capacity - len(running)
+                if free > 0:
+                    wake.clear()  # a kick from now on means "claim again"
+                    wanted = min(free, self.batch_size)
+                    try:
+                        claimed = await self._claim(lane, wanted)
+                    except Exception:
+                        log.exception("dispatcher claim failed; retrying")
+                        claimed = []
+                    for message in claimed:
+                        task = asyncio.create_task(self._deliver(message, self._slots[lane]))
+                        running.add(task)
+                        task.add_done_callback(self._delivered_task(running))
+                    if claimed and len(claimed) == wanted:
+                        continue  # there may be more due: claim again while slots are free
+                # Nothing more due, or no slot free: until a send ends (its slot frees; what
+                # it gave back is due), a kick (with a slot free), or the interval.
+                kicked = asyncio.ensure_future(wake.wait()) if free > 0 else None
+                try:
+                    await asyncio.wait(
+                        [*running, *([kicked] if kicked else [])],
+                        timeout=self.interval,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                finally:
+                    if kicked is not None:
+                        kicked.cancel()
+        finally:
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
+
+    def _delivered_task(
+        self, running: set[asyncio.Task[int]]
+    ) -> Callable[[asyncio.Task[int]], None]:
+        def done(task: asyncio.Task[int]) -> None:
+            running.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                log.error("delivery failed", exc_info=task.exception())
+
+        return done
+
+    async def _claim(self, lane: int, limit: int) -> list[outbox.Claimed]:
+        async with self.sessions() as session:
+            claimed = await outbox.claim(session, limit, self.clock(), lane=lane, lease=self.lease)
+        self._in_flight.update(m.id for m in claimed)
+        return claimed
 
     async def _round(self, lane: int) -> int:
-        async with self.sessions() as session:
-            claimed = await outbox.claim(
-                session, self.batch_size, self.clock(), lane=lane, lease=self.lease
-            )
-        self._in_flight.update(m.id for m in claimed)
+        """Claim a batch of the lane and deliver it all (``run_once``, ``drain``)."""
+        claimed = await self._claim(lane, self.batch_size)
         results = await asyncio.gather(*(self._deliver(m, self._slots[lane]) for m in claimed))
         return sum(results)
 

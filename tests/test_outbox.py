@@ -301,6 +301,41 @@ async def test_a_reply_goes_out_while_invitations_fill_every_slot(
     assert len(slow.received["citizen"]) >= before + 1
 
 
+async def test_a_reply_goes_out_while_another_conversations_reply_is_still_being_sent(
+    runtime: Runtime, agency: Agency
+) -> None:
+    """One citizen's acknowledgement is stuck at the channel (a slow answer, or a chat's own
+    spacing); another citizen's answer is still acknowledged at once: a free reply slot is
+    used as soon as a message is queued, not after the stuck send's round ends."""
+    runtime, _ = await make_runtime(runtime)
+    await start_survey(runtime, agency, "HS-R1", "stuck")
+    await start_survey(runtime, agency, "HS-R2", "quick")
+    await runtime.dispatcher.drain()
+    slow = SlowChannel()
+    slow.received = runtime.channels["flaky"].received  # type: ignore[attr-defined]
+    runtime.channels["flaky"] = slow
+    slow.slow_for = {"stuck"}
+    dispatcher = dispatcher_for(runtime, reply_concurrency=4)
+    stop = asyncio.Event()
+    loop = asyncio.create_task(dispatcher.run_forever(stop))
+    try:
+        await runtime.service.handle("flaky", "stuck", Reply("1"))
+        dispatcher.kick()
+        async with asyncio.timeout(20):
+            await slow.started.wait()  # the first citizen's acknowledgement is stuck
+        before = len(slow.received["quick"])
+        await runtime.service.handle("flaky", "quick", Reply("1"))
+        dispatcher.kick()
+        async with asyncio.timeout(20):
+            while len(slow.received["quick"]) < before + 1:  # noqa: ASYNC110 - no event to wait on
+                await asyncio.sleep(0.01)
+        assert not slow.finish.is_set() and "stuck" not in slow.slow_for
+    finally:
+        slow.finish.set()
+        stop.set()
+        await loop
+
+
 async def test_a_conversations_messages_go_out_back_to_back_in_one_round(
     runtime: Runtime, agency: Agency
 ) -> None:
