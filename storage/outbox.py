@@ -29,6 +29,7 @@ What a row keeps is only what delivery needs, and only while it needs it (brief 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,11 +39,11 @@ from sqlalchemy import (
     ColumnElement,
     Interval,
     and_,
+    bindparam,
     delete,
     exists,
     func,
     insert,
-    literal,
     or_,
     select,
     update,
@@ -205,7 +206,9 @@ async def lease_clock(session: AsyncSession, now: dt.datetime) -> dt.datetime:
     return min(now, utcnow())
 
 
-def _due(now: dt.datetime, lease_now: dt.datetime | ColumnElement[Any]) -> ColumnElement[bool]:
+def _due(
+    now: dt.datetime | ColumnElement[Any], lease_now: dt.datetime | ColumnElement[Any]
+) -> ColumnElement[bool]:
     """Unsent and due: a pending message by the claimant's clock (a retry's backoff, the end
     of quiet hours), a message being sent once its lease ran out by the lease clock."""
     return or_(
@@ -214,7 +217,9 @@ def _due(now: dt.datetime, lease_now: dt.datetime | ColumnElement[Any]) -> Colum
     )
 
 
-def _heads(now: dt.datetime, lease_now: dt.datetime | ColumnElement[Any]) -> ColumnElement[bool]:
+def _heads(
+    now: dt.datetime | ColumnElement[Any], lease_now: dt.datetime | ColumnElement[Any]
+) -> ColumnElement[bool]:
     """Due, sendable, not leased, and the oldest unsent message of its conversation."""
     older = aliased(OutboxMessage)
     earlier = or_(
@@ -229,6 +234,64 @@ def _heads(now: dt.datetime, lease_now: dt.datetime | ColumnElement[Any]) -> Col
             older.status.in_(UNSENT),
             earlier,
         ),
+    )
+
+
+@functools.cache
+def _claim_statement(dialect: str, by_lane: bool, by_conversations: bool) -> Any:
+    """The claim, built once per dialect and shape with bound parameters (``claim``): building
+    the aliased NOT EXISTS of ``_heads`` on every claim cost more of the dispatcher's CPU than
+    running it (py-spy, docs/benchmarks.md: 8 % of the answer path's samples)."""
+    now = bindparam("now", type_=UTCDateTime())
+    lease_now: ColumnElement[Any]
+    leased_until: ColumnElement[Any]
+    if dialect == "postgresql":
+        # ``lease_clock`` inside the statement: the same value (``now()`` is the transaction's
+        # start, as a separate ``SELECT now()`` in it would read), one round trip fewer per
+        # claim, which the answer path pays three times (docs/benchmarks.md).
+        lease_now = func.least(now, func.now())
+        leased_until = lease_now + bindparam("lease", type_=Interval())
+    else:
+        lease_now = bindparam("lease_now", type_=UTCDateTime())
+        leased_until = bindparam("leased_until", type_=UTCDateTime())
+    candidates = select(OutboxMessage.id).where(_heads(now, lease_now))
+    if by_lane:
+        candidates = candidates.where(OutboxMessage.priority == bindparam("lane"))
+    if by_conversations:
+        candidates = candidates.where(
+            OutboxMessage.conversation.in_(bindparam("conversations", expanding=True))
+        )
+    candidates = candidates.order_by(OutboxMessage.priority, OutboxMessage.created_at).limit(
+        bindparam("limit")
+    )
+    chosen: ColumnElement[bool]
+    if dialect == "postgresql":
+        # Materialised: the candidates are chosen once. As a plain ``IN (subquery)`` the
+        # planner may put it on the inner side of a nested loop and run it again per row;
+        # each run re-reads the rows it already leased (not due any more) and takes the next
+        # ones, so a claim of 10 took every head (tests/test_outbox_heads.py).
+        picked = (
+            candidates.with_for_update(skip_locked=True).cte("picked").prefix_with("MATERIALIZED")
+        )
+        chosen = OutboxMessage.id.in_(select(picked.c.id).scalar_subquery())
+    else:
+        chosen = OutboxMessage.id.in_(candidates.scalar_subquery())
+    return (
+        update(OutboxMessage)
+        .where(chosen, _due(now, lease_now))
+        .values(status="sending", available_at=leased_until, attempts=OutboxMessage.attempts + 1)
+        .returning(
+            OutboxMessage.id,
+            OutboxMessage.channel,
+            OutboxMessage.address_sealed,
+            OutboxMessage.payload,
+            OutboxMessage.attempts,
+            OutboxMessage.invitation_id,
+            OutboxMessage.conversation,
+            OutboxMessage.priority,
+            OutboxMessage.created_at,
+        )
+        .execution_options(synchronize_session=False)
     )
 
 
@@ -251,58 +314,19 @@ async def claim(
     ``now`` says what is due; leases are measured by ``lease_clock`` (never a clock ahead of
     the database's), so a process whose clock runs fast takes no message over early."""
     now = now or utcnow()
-    lease_now: dt.datetime | ColumnElement[Any]
-    if session.get_bind().dialect.name == "postgresql":
-        # ``lease_clock`` inside the statement: the same value (``now()`` is the transaction's
-        # start, as a separate ``SELECT now()`` in it would read), one round trip fewer per
-        # claim, which the answer path pays three times (docs/benchmarks.md).
-        lease_now = func.least(literal(now, UTCDateTime()), func.now())
+    dialect = session.get_bind().dialect.name
+    params: dict[str, Any] = {"now": now, "limit": limit}
+    if dialect == "postgresql":
+        params["lease"] = lease
     else:
         lease_now = await lease_clock(session, now)
-    candidates = select(OutboxMessage.id).where(_heads(now, lease_now))
+        params.update(lease_now=lease_now, leased_until=lease_now + lease)
     if lane is not None:
-        candidates = candidates.where(OutboxMessage.priority == lane)
+        params["lane"] = lane
     if conversations is not None:
-        candidates = candidates.where(OutboxMessage.conversation.in_(list(conversations)))
-    candidates = candidates.order_by(OutboxMessage.priority, OutboxMessage.created_at).limit(limit)
-    chosen: ColumnElement[bool]
-    if session.get_bind().dialect.name == "postgresql":
-        # Materialised: the candidates are chosen once. As a plain ``IN (subquery)`` the
-        # planner may put it on the inner side of a nested loop and run it again per row;
-        # each run re-reads the rows it already leased (not due any more) and takes the next
-        # ones, so a claim of 10 took every head (tests/test_outbox_heads.py).
-        picked = (
-            candidates.with_for_update(skip_locked=True).cte("picked").prefix_with("MATERIALIZED")
-        )
-        chosen = OutboxMessage.id.in_(select(picked.c.id).scalar_subquery())
-    else:
-        chosen = OutboxMessage.id.in_(candidates.scalar_subquery())
-    statement = (
-        update(OutboxMessage)
-        .where(chosen, _due(now, lease_now))
-        .values(
-            status="sending",
-            available_at=(
-                lease_now + lease
-                if isinstance(lease_now, dt.datetime)
-                else lease_now + literal(lease, Interval())
-            ),
-            attempts=OutboxMessage.attempts + 1,
-        )
-        .returning(
-            OutboxMessage.id,
-            OutboxMessage.channel,
-            OutboxMessage.address_sealed,
-            OutboxMessage.payload,
-            OutboxMessage.attempts,
-            OutboxMessage.invitation_id,
-            OutboxMessage.conversation,
-            OutboxMessage.priority,
-            OutboxMessage.created_at,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    rows = (await session.execute(statement)).all()
+        params["conversations"] = list(conversations)
+    statement = _claim_statement(dialect, lane is not None, conversations is not None)
+    rows = (await session.execute(statement, params)).all()
     await session.commit()
     rows = sorted(rows, key=lambda row: (row.priority, row.created_at))
     return [
