@@ -131,3 +131,18 @@ async def test_a_manager_sets_and_changes_a_wards_quarter_until_it_is_released(
     assert sum(d.get("unit") == "phuong-x" for d in denied) == 2
     assert any(d.get("path") == "/admin/unit-criteria/set" for d in denied)
     assert not any("responses" in str(d) or "rescored" in str(d) for d in changes)
+
+
+async def test_choosing_another_unit_keeps_the_quarter_chosen(
+    client: TestClient[Any, Any], runtime: Runtime
+) -> None:
+    """The unit selector above the page submits the quarter on show with it, so a manager
+    going from ward to ward stays in the quarter they are scoring."""
+    await _province(runtime)
+    await auth.create_user(runtime.sessions, "ql-quan-1", PASSWORD, "manager", "quan-1")
+    manager = await As.login(client, "ql-quan-1", PASSWORD)
+    status, page = await manager.get(PAGE)
+    assert status == 200
+    scope = page.split('<form method="get" class="scope">', 1)[1].split("</form>", 1)[0]
+    assert '<input type="hidden" name="quarter" value="2026-Q3">' in scope
+    assert 'data-testid="agency-select"' in scope
