@@ -103,7 +103,7 @@ async def test_a_province_admin_builds_the_tree_and_a_district_manager_only_its_
     status, where = await admin.post(
         "/admin/units/create", parent="quan-1", code="phuong-c", name="Phường C", kind="commune"
     )
-    assert (status, where) == (303, "/admin/units#unit-phuong-c")
+    assert (status, where) == (303, "/admin/units?unit=phuong-c#unit-phuong-c")
     tree = await units.load_tree(runtime.sessions)
     ward = tree.by_code("phuong-c")
     assert ward is not None and ward.parent_id == ids["quan-1"] and ward.name == "Phường C"
@@ -420,3 +420,38 @@ async def test_two_admins_creating_one_username_at_once_make_one_login(runtime: 
     refused = [r for r in results if isinstance(r, auth.AuthError)]
     assert len(made) == 1 and len(refused) == 2, results
     assert [login.username for login in await _logins(runtime)].count("trung-ten") == 1
+
+
+async def test_a_province_of_many_communes_is_shown_a_page_of_its_tree_at_a_time(
+    client: TestClient[Any, Any], runtime: Runtime
+) -> None:
+    """120 communes under one district: the tree shows 50 rows a page with links to the
+    others; a change sends the browser to the page that holds the unit it changed; the filter
+    matches without diacritics; a page that is not a number is a polite 400."""
+    ids = await _province(runtime)
+    for n in range(120):
+        await units.create_unit(
+            runtime.sessions, f"xa-{n:03d}", f"Xã Đông {n:03d}", "commune", ids["quan-2"]
+        )
+    await auth.create_user(runtime.sessions, "tinh-admin", PASSWORD, "admin")
+    admin = await As.login(client, "tinh-admin", PASSWORD)
+
+    status, first = await admin.get("/admin/units")
+    assert status == 200
+    assert first.count('<tr id="unit-') == 50 and 'data-testid="unit-pages"' in first
+    assert 'id="unit-tinh"' in first and 'id="unit-xa-119"' not in first
+    assert 'href="/admin/units?page=3"' in first
+
+    status, where = await admin.post(
+        "/admin/units/edit", unit="xa-100", name="Xã Đông Mới", kind="commune"
+    )
+    assert (status, where) == (303, "/admin/units?unit=xa-100#unit-xa-100")
+    status, shown = await admin.get("/admin/units?unit=xa-100")
+    assert status == 200 and 'id="unit-xa-100"' in shown and "Xã Đông Mới" in shown
+    assert 'aria-current="page" class="current" aria-label="Trang 3' in shown
+
+    status, found = await admin.get("/admin/units?q=dong+moi")
+    assert status == 200 and found.count('<tr id="unit-') == 1 and 'id="unit-xa-100"' in found
+    status, none = await admin.get("/admin/units?q=khong+co")
+    assert status == 200 and "Không có đơn vị nào khớp." in none
+    assert (await admin.get("/admin/units?page=abc"))[0] == 400

@@ -11,11 +11,12 @@ what is wrong. Every change is written to the audit log.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from aiohttp import web
 
 from bot.body import read_form
-from bot.dashboard import accounts, auth, scope
+from bot.dashboard import accounts, auth, paging, scope
 from bot.dashboard.i18n import t
 from bot.dashboard.scope import Action
 from bot.dashboard.views import PREFIX, Ctx, _denied, _view, error_page, page, redirect, render
@@ -41,11 +42,46 @@ def _subtree(ctx: Ctx) -> set[str] | None:
 
 
 # ------------------------------------------------------------------------------ units
+UNITS_PATH = f"{PREFIX}/units"
+#: The page's state a link carries: the filter and the page.
+UNITS_STATE = ("q", "page")
+
+
 @page(manage=True)
 async def units_page(ctx: Ctx) -> web.StreamResponse:
+    """The tree, in its order, a page of it at a time (a province has hundreds of communes,
+    and every row's "move under" offers every unit: unpaged, the page grew with the square of
+    the tree). ``?unit=CODE`` without a page opens the page that holds that unit: where a
+    change sends the browser back to."""
+    query = ctx.request.query
+    try:
+        asked = paging.number(query, "page")
+    except paging.BadPage:
+        return error_page(ctx.request, ctx.lang, 400, "bad_request")
+    keep = paging.state(query, UNITS_STATE)
+    search = keep.get("q", "")
     rows = [(u, d) for u, d in ctx.tree.walk() if ctx.within is None or u.id in ctx.within]
     parents = [u for u, _ in rows if ctx.may(u.id, Action.ADD_UNDER)]
-    return _view(ctx, "manage_units.html", rows=rows, parents=parents, kinds=units.KINDS)
+    found = paging.matching(rows, search, lambda r: r[0].code, lambda r: r[0].name)
+    wanted = query.get("unit", "")
+    if wanted and "page" not in query:
+        place = next((i for i, (u, _) in enumerate(found) if u.code == wanted), 0)
+        asked = place // paging.SIZE + 1
+    shown = paging.paginate(found, asked, "page", keep, UNITS_PATH)
+    return _view(
+        ctx,
+        "manage_units.html",
+        rows=shown,
+        parents=parents,
+        kinds=units.KINDS,
+        keep=keep,
+        search=search,
+    )
+
+
+def _to_unit(code: str) -> web.Response:
+    """Back to the page of the tree that holds ``code``, scrolled to its row."""
+    return redirect(f"{UNITS_PATH}?{urlencode({'unit': code})}#unit-{code}")
 
 
 async def _unit_field(ctx: Ctx, name: str, action: Action) -> units.Unit | web.Response:
@@ -81,7 +117,7 @@ async def unit_create(ctx: Ctx) -> web.StreamResponse:
     await ctx.services.audit.record(
         ctx.actor, "unit.create", {"unit": made.code, "parent": parent_code, "kind": made.kind}
     )
-    return redirect(f"{PREFIX}/units#unit-{made.code}")
+    return _to_unit(made.code)
 
 
 @page(manage=True)
@@ -100,7 +136,7 @@ async def unit_edit(ctx: Ctx) -> web.StreamResponse:
         "unit.rename",
         {"unit": unit.code, "from": unit.name, "to": done.name, "kind": done.kind},
     )
-    return redirect(f"{PREFIX}/units#unit-{unit.code}")
+    return _to_unit(unit.code)
 
 
 @page(manage=True)
@@ -130,7 +166,7 @@ async def unit_move(ctx: Ctx) -> web.StreamResponse:
             "to": ctx.tree.units[parent_id].code if parent_id else None,
         },
     )
-    return redirect(f"{PREFIX}/units#unit-{unit.code}")
+    return _to_unit(unit.code)
 
 
 # ------------------------------------------------------------------------------ API keys
