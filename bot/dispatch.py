@@ -139,7 +139,7 @@ class Dispatcher:
                     for message in claimed:
                         task = asyncio.create_task(self._deliver(message, self._slots[lane]))
                         running.add(task)
-                        task.add_done_callback(self._delivered_task(running))
+                        task.add_done_callback(self._forget_when_done(running))
                     if claimed and len(claimed) == wanted:
                         continue  # there may be more due: claim again while slots are free
                 # Nothing more due, or no slot free: until a send ends (its slot frees; what
@@ -158,9 +158,12 @@ class Dispatcher:
             if running:
                 await asyncio.gather(*running, return_exceptions=True)
 
-    def _delivered_task(
+    def _forget_when_done(
         self, running: set[asyncio.Task[int]]
     ) -> Callable[[asyncio.Task[int]], None]:
+        """A delivery task's done callback: its slot is free again, and a failure the task
+        did not record (the database down while marking) is logged, not lost."""
+
         def done(task: asyncio.Task[int]) -> None:
             running.discard(task)
             if not task.cancelled() and task.exception() is not None:
