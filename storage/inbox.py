@@ -41,7 +41,6 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
-    Interval,
     and_,
     bindparam,
     case,
@@ -61,7 +60,7 @@ from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, aliased
 
 from storage.backoff import backoff as retry_delay
 from storage.models import InboxEvent, UTCDateTime, new_id, utcnow
-from storage.outbox import to_the_hour
+from storage.outbox import lease_now_param, lease_params, leased_until_param, to_the_hour
 from storage.pseudonym import KeyRing
 
 PENDING, DONE, DEAD = "pending", "done", "dead"
@@ -243,29 +242,13 @@ def _claimable(now: Any, lease_now: Any) -> Any:
     )
 
 
-def _lease_now(dialect: str) -> Any:
-    """The lease clock as a statement reads it: on PostgreSQL ``least(:now, now())`` inside the
-    statement (``now()`` is the transaction's start, the value ``outbox.lease_clock``'s separate
-    ``SELECT now()`` read, one round trip fewer per claim); SQLite has no clock of its own, so
-    the caller binds ``lease_now`` (``min`` of its clock and the machine's)."""
-    if dialect == "postgresql":
-        return func.least(bindparam("now", type_=UTCDateTime()), func.now())
-    return bindparam("lease_now", type_=UTCDateTime())
-
-
-def _leased_until(dialect: str) -> Any:
-    if dialect == "postgresql":
-        return _lease_now(dialect) + bindparam("lease", type_=Interval())
-    return bindparam("leased_until", type_=UTCDateTime())
-
-
 @functools.cache
 def _claim_statement(dialect: str, targeted: bool) -> Any:
     """The claim, built once per dialect and shape with bound parameters (``_claim_params``):
     building the aliased NOT EXISTS on every claim cost more CPU than running it
     (docs/benchmarks.md, Answer path)."""
     now = bindparam("now", type_=UTCDateTime())
-    lease_now = _lease_now(dialect)
+    lease_now = lease_now_param(dialect)
     candidates = select(InboxEvent.id).where(_claimable(now, lease_now))
     if targeted:
         candidates = candidates.where(InboxEvent.id == bindparam("only"))
@@ -279,19 +262,10 @@ def _claim_statement(dialect: str, targeted: bool) -> Any:
             InboxEvent.status == PENDING,
             or_(InboxEvent.leased_until.is_(None), InboxEvent.leased_until <= lease_now),
         )
-        .values(leased_until=_leased_until(dialect), attempts=InboxEvent.attempts + 1)
+        .values(leased_until=leased_until_param(dialect), attempts=InboxEvent.attempts + 1)
         .returning(InboxEvent.id, InboxEvent.channel, InboxEvent.body_sealed, InboxEvent.attempts)
         .execution_options(synchronize_session=False)
     )
-
-
-def _lease_params(dialect: str, now: dt.datetime, lease: dt.timedelta) -> dict[str, Any]:
-    """The bound values of the lease clock: the claimant's clock, and on SQLite the lease
-    clock itself (never ahead of the machine's)."""
-    if dialect == "postgresql":
-        return {"now": now, "lease": lease}
-    lease_now = min(now, utcnow())
-    return {"now": now, "lease_now": lease_now, "leased_until": lease_now + lease}
 
 
 async def claim(
@@ -309,7 +283,7 @@ async def claim(
     ahead of the database's), so a worker whose clock runs fast takes no event over early."""
     now = now or utcnow()
     dialect = _dialect(session)
-    params = {**_lease_params(dialect, now, lease), "limit": limit}
+    params = {**lease_params(dialect, now, lease), "limit": limit}
     if only is not None:
         params["only"] = only
     rows = (await session.execute(_claim_statement(dialect, only is not None), params)).all()
@@ -347,7 +321,7 @@ def _accept_statement(dialect: str) -> Any:
             attempts=case((first, 1), else_=0),
             received_at=bindparam("now", type_=UTCDateTime()),
             available_at=bindparam("now", type_=UTCDateTime()),
-            leased_until=case((first, _leased_until(dialect)), else_=null()),
+            leased_until=case((first, leased_until_param(dialect)), else_=null()),
         )
         .on_conflict_do_nothing(index_elements=["channel", "event_key"])
         .returning(InboxEvent.attempts)
@@ -390,7 +364,7 @@ async def accept_and_claim(
         )
     event_id = new_id()
     params = {
-        **_lease_params(dialect, now, lease),
+        **lease_params(dialect, now, lease),
         "id": event_id,
         "channel": channel,
         "event_key": keyed(keys, "event", channel, event_key),
@@ -501,9 +475,9 @@ async def heartbeat(
     await session.execute(
         update(InboxEvent)
         .where(InboxEvent.id.in_(list(event_ids)), InboxEvent.status == PENDING)
-        .values(leased_until=_leased_until(dialect))
+        .values(leased_until=leased_until_param(dialect))
         .execution_options(synchronize_session=False),
-        _lease_params(dialect, now or utcnow(), lease),
+        lease_params(dialect, now or utcnow(), lease),
     )
     await session.commit()
 

@@ -206,6 +206,31 @@ async def lease_clock(session: AsyncSession, now: dt.datetime) -> dt.datetime:
     return min(now, utcnow())
 
 
+def lease_now_param(dialect: str) -> Any:
+    """The lease clock as a statement reads it: on PostgreSQL ``least(:now, now())`` inside the
+    statement (``now()`` is the transaction's start, the value ``lease_clock``'s separate
+    ``SELECT now()`` read, one round trip fewer per claim); SQLite has no clock of its own, so
+    the caller binds ``lease_now`` (``min`` of its clock and the machine's)."""
+    if dialect == "postgresql":
+        return func.least(bindparam("now", type_=UTCDateTime()), func.now())
+    return bindparam("lease_now", type_=UTCDateTime())
+
+
+def leased_until_param(dialect: str) -> Any:
+    if dialect == "postgresql":
+        return lease_now_param(dialect) + bindparam("lease", type_=Interval())
+    return bindparam("leased_until", type_=UTCDateTime())
+
+
+def lease_params(dialect: str, now: dt.datetime, lease: dt.timedelta) -> dict[str, Any]:
+    """The bound values of the lease clock: the claimant's clock, and on SQLite the lease
+    clock itself (never ahead of the machine's)."""
+    if dialect == "postgresql":
+        return {"now": now, "lease": lease}
+    lease_now = min(now, utcnow())
+    return {"now": now, "lease_now": lease_now, "leased_until": lease_now + lease}
+
+
 def _due(
     now: dt.datetime | ColumnElement[Any], lease_now: dt.datetime | ColumnElement[Any]
 ) -> ColumnElement[bool]:
@@ -243,17 +268,7 @@ def _claim_statement(dialect: str, by_lane: bool, by_conversations: bool) -> Any
     the aliased NOT EXISTS of ``_heads`` on every claim cost more of the dispatcher's CPU than
     running it (py-spy, docs/benchmarks.md: 8 % of the answer path's samples)."""
     now = bindparam("now", type_=UTCDateTime())
-    lease_now: ColumnElement[Any]
-    leased_until: ColumnElement[Any]
-    if dialect == "postgresql":
-        # ``lease_clock`` inside the statement: the same value (``now()`` is the transaction's
-        # start, as a separate ``SELECT now()`` in it would read), one round trip fewer per
-        # claim, which the answer path pays three times (docs/benchmarks.md).
-        lease_now = func.least(now, func.now())
-        leased_until = lease_now + bindparam("lease", type_=Interval())
-    else:
-        lease_now = bindparam("lease_now", type_=UTCDateTime())
-        leased_until = bindparam("leased_until", type_=UTCDateTime())
+    lease_now = lease_now_param(dialect)
     candidates = select(OutboxMessage.id).where(_heads(now, lease_now))
     if by_lane:
         candidates = candidates.where(OutboxMessage.priority == bindparam("lane"))
@@ -279,7 +294,11 @@ def _claim_statement(dialect: str, by_lane: bool, by_conversations: bool) -> Any
     return (
         update(OutboxMessage)
         .where(chosen, _due(now, lease_now))
-        .values(status="sending", available_at=leased_until, attempts=OutboxMessage.attempts + 1)
+        .values(
+            status="sending",
+            available_at=leased_until_param(dialect),
+            attempts=OutboxMessage.attempts + 1,
+        )
         .returning(
             OutboxMessage.id,
             OutboxMessage.channel,
@@ -315,12 +334,7 @@ async def claim(
     the database's), so a process whose clock runs fast takes no message over early."""
     now = now or utcnow()
     dialect = session.get_bind().dialect.name
-    params: dict[str, Any] = {"now": now, "limit": limit}
-    if dialect == "postgresql":
-        params["lease"] = lease
-    else:
-        lease_now = await lease_clock(session, now)
-        params.update(lease_now=lease_now, leased_until=lease_now + lease)
+    params: dict[str, Any] = {**lease_params(dialect, now, lease), "limit": limit}
     if lane is not None:
         params["lane"] = lane
     if conversations is not None:
