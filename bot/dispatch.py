@@ -243,8 +243,11 @@ class Dispatcher:
         invitation = message.invitation_id
         if not invitation or invitation in self._delivered:
             return False
+        return not self._forgets_address(message)
+
+    def _forgets_address(self, message: outbox.Claimed) -> bool:
         channel = self.channels.get(message.channel)
-        return channel is None or not channel.capabilities.forget_address_once_sent
+        return channel is not None and channel.capabilities.forget_address_once_sent
 
     async def _report_delivered(self, message: outbox.Claimed) -> None:
         """Remember the invitation as delivered; on a channel that forgets the address once
@@ -252,8 +255,7 @@ class Dispatcher:
         invitation = message.invitation_id
         if not invitation or invitation in self._delivered:
             return
-        channel = self.channels.get(message.channel)
-        if channel is not None and channel.capabilities.forget_address_once_sent:
+        if self._forgets_address(message):
             await self.on_delivered(invitation)
         if len(self._delivered) >= DELIVERED_MEMORY:
             self._delivered.clear()
