@@ -4,8 +4,10 @@ invitations, retries with backoff, permanent refusals close the survey, Redis lo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from typing import Any
 
 from redis.asyncio import Redis
@@ -235,6 +237,33 @@ def dispatcher_for(runtime: Runtime, **options: Any) -> Dispatcher:
     )
 
 
+@contextlib.asynccontextmanager
+async def running(dispatcher: Dispatcher, slow: SlowChannel) -> AsyncIterator[None]:
+    """The dispatcher's loops running; on the way out the stuck sends finish and it stops."""
+    stop = asyncio.Event()
+    loop = asyncio.create_task(dispatcher.run_forever(stop))
+    try:
+        yield
+    finally:
+        slow.finish.set()
+        stop.set()
+        await loop
+
+
+async def answered(
+    runtime: Runtime, dispatcher: Dispatcher, slow: SlowChannel, address: str
+) -> int:
+    """The citizen at ``address`` answers; waits for the reply to reach them. How many
+    messages they had before."""
+    before = len(slow.received[address])
+    await runtime.service.handle("flaky", address, Reply("1"))
+    dispatcher.kick()
+    async with asyncio.timeout(20):
+        while len(slow.received[address]) < before + 1:  # noqa: ASYNC110 - no event to wait on
+            await asyncio.sleep(0.01)
+    return before
+
+
 async def test_a_send_that_outlives_its_lease_is_not_sent_twice(
     runtime: Runtime, agency: Agency
 ) -> None:
@@ -283,21 +312,10 @@ async def test_a_reply_goes_out_while_invitations_fill_every_slot(
         await runtime.service.report_results(agency, ResultBatch(
             results=[ResultReport(dossier_code=f"HS-BULK2-{i}", returned_at=today())]))  # fmt: skip
     dispatcher = dispatcher_for(runtime, concurrency=2, reply_concurrency=1)
-    stop = asyncio.Event()
-    loop = asyncio.create_task(dispatcher.run_forever(stop))
-    try:
+    async with running(dispatcher, slow):
         async with asyncio.timeout(20):
             await slow.started.wait()  # the invitation slots are stuck
-        before = len(slow.received["citizen"])
-        await runtime.service.handle("flaky", "citizen", Reply("1"))
-        dispatcher.kick()
-        async with asyncio.timeout(20):
-            while len(slow.received["citizen"]) < before + 1:  # noqa: ASYNC110 - no event to wait on
-                await asyncio.sleep(0.01)
-    finally:
-        slow.finish.set()
-        stop.set()
-        await loop
+        before = await answered(runtime, dispatcher, slow, "citizen")
     assert len(slow.received["citizen"]) >= before + 1
 
 
@@ -316,24 +334,13 @@ async def test_a_reply_goes_out_while_another_conversations_reply_is_still_being
     runtime.channels["flaky"] = slow
     slow.slow_for = {"stuck"}
     dispatcher = dispatcher_for(runtime, reply_concurrency=4)
-    stop = asyncio.Event()
-    loop = asyncio.create_task(dispatcher.run_forever(stop))
-    try:
+    async with running(dispatcher, slow):
         await runtime.service.handle("flaky", "stuck", Reply("1"))
         dispatcher.kick()
         async with asyncio.timeout(20):
             await slow.started.wait()  # the first citizen's acknowledgement is stuck
-        before = len(slow.received["quick"])
-        await runtime.service.handle("flaky", "quick", Reply("1"))
-        dispatcher.kick()
-        async with asyncio.timeout(20):
-            while len(slow.received["quick"]) < before + 1:  # noqa: ASYNC110 - no event to wait on
-                await asyncio.sleep(0.01)
+        await answered(runtime, dispatcher, slow, "quick")
         assert not slow.finish.is_set() and "stuck" not in slow.slow_for
-    finally:
-        slow.finish.set()
-        stop.set()
-        await loop
 
 
 async def test_a_conversations_messages_go_out_back_to_back_in_one_round(
